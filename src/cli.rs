@@ -1,0 +1,878 @@
+//! The `lethe` command line: parsing, dispatch, output formatting and exit codes.
+//!
+//! Exit codes: 0 ok, 1 runtime failure, 2 usage or config error, 3 not found or refused.
+
+use crate::config::{Config, ConfigError};
+use crate::domain::REASONS;
+use crate::driver::{Driver, SystemClock, unique_owner};
+use crate::pii::HashKey;
+use crate::store::{
+    self, ActionResult, AuditFilter, AuditRow, DEFAULT_STORE_URL, EnqueueOutcome, Lookup,
+    NewRetirement, OperatorAction, Retirement, Store, StoreError, redact_url,
+};
+use chrono::{DateTime, NaiveDate, Utc};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+/// Prints a line to stdout, ignoring a closed pipe (`lethe audit | head`).
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use std::io::Write;
+        let _ = writeln!(std::io::stdout().lock(), $($arg)*);
+    }};
+}
+
+/// lethe retires inactive user accounts across many systems, safely and provably.
+#[derive(Debug, Parser)]
+#[command(name = "lethe", version, about)]
+pub struct Cli {
+    #[command(flatten)]
+    global: Global,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Args)]
+struct Global {
+    /// Store URL (postgres://… or sqlite://FILE); overrides pipeline.toml's store.url.
+    #[arg(long, global = true, env = "LETHE_STORE_URL")]
+    store: Option<String>,
+    /// pipeline.toml
+    #[arg(long, global = true, default_value = "./pipeline.toml")]
+    config: PathBuf,
+    /// states.toml
+    #[arg(long, global = true, default_value = "./states.toml")]
+    states: PathBuf,
+    /// Print data as JSON.
+    #[arg(long, global = true)]
+    json: bool,
+    /// Logs as one JSON object per line.
+    #[arg(long, global = true, env = "LETHE_LOG_JSON")]
+    log_json: bool,
+    /// Who is acting, recorded in events of operator commands.
+    #[arg(long, global = true, env = "LETHE_OPERATOR")]
+    actor: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Create or upgrade the store schema and sync states.toml into it.
+    Migrate,
+    /// Validate the configuration (and, with --connect, reach the store).
+    Check {
+        /// Also connect to the store.
+        #[arg(long)]
+        connect: bool,
+    },
+    /// Run the driver daemon (SIGINT/SIGTERM stop it gracefully).
+    Run {
+        /// Process everything due now, then exit.
+        #[arg(long)]
+        once: bool,
+    },
+    /// Open retirements for subjects (source primary keys).
+    Enqueue {
+        /// Subject ids.
+        subjects: Vec<String>,
+        /// Why: inactive or requested.
+        #[arg(long, default_value = "requested")]
+        reason: String,
+        /// A file of lines `subject[,email[,username]]` (`#` starts a comment).
+        #[arg(long)]
+        from_file: Option<PathBuf>,
+    },
+    /// Show one retirement and its whole history (`#ID` or `id:ID` for a retirement id;
+    /// otherwise a subject id or email).
+    Status {
+        /// Subject id, email, or #retirement-id.
+        target: String,
+    },
+    /// List retirements, newest first.
+    List {
+        /// Only this state.
+        #[arg(long)]
+        state: Option<String>,
+        /// At most this many.
+        #[arg(long, default_value_t = 50)]
+        limit: i64,
+    },
+    /// Count retirements per state.
+    Stats,
+    /// Continue an errored retirement at the state that failed (or --to STATE).
+    Resume {
+        /// Subject id, email, or #retirement-id.
+        target: String,
+        /// State to continue at.
+        #[arg(long)]
+        to: Option<String>,
+    },
+    /// End an open retirement without finishing it.
+    Abort {
+        /// Subject id, email, or #retirement-id.
+        target: String,
+        /// Why (recorded in the event).
+        #[arg(long)]
+        reason: String,
+    },
+    /// The audit trail: every event, oldest first.
+    Audit {
+        /// From this time (RFC 3339 or YYYY-MM-DD), inclusive.
+        #[arg(long)]
+        since: Option<String>,
+        /// Until this time (RFC 3339 or YYYY-MM-DD), exclusive.
+        #[arg(long)]
+        until: Option<String>,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+        /// Only the retirements of this subject id or email (found after erasure by hash).
+        #[arg(long)]
+        subject: Option<String>,
+        /// At most this many events.
+        #[arg(long, default_value_t = 100_000)]
+        limit: i64,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Format {
+    Table,
+    Csv,
+    Json,
+}
+
+/// A command failure and the exit code it maps to.
+#[derive(Debug)]
+enum Failure {
+    /// Exit 2.
+    Config(String),
+    /// Exit 3.
+    NotFound(String),
+    /// Exit 3.
+    Refused(String),
+    /// Exit 1.
+    Runtime(anyhow::Error),
+}
+
+impl From<ConfigError> for Failure {
+    fn from(e: ConfigError) -> Self {
+        Failure::Config(e.to_string())
+    }
+}
+
+impl From<StoreError> for Failure {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::BadUrl { .. } => Failure::Config(e.to_string()),
+            StoreError::StateInUse { .. } => Failure::Refused(e.to_string()),
+            other => Failure::Runtime(other.into()),
+        }
+    }
+}
+
+impl From<anyhow::Error> for Failure {
+    fn from(e: anyhow::Error) -> Self {
+        Failure::Runtime(e)
+    }
+}
+
+type Outcome = Result<(), Failure>;
+
+/// Parses the command line, runs the command, and returns its exit code.
+pub fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::from(if e.use_stderr() { 2 } else { 0 });
+        }
+    };
+    crate::telemetry::init(cli.global.log_json);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match runtime.block_on(dispatch(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Failure::Config(m)) => {
+            eprintln!("error: {m}");
+            ExitCode::from(2)
+        }
+        Err(Failure::NotFound(m)) => {
+            eprintln!("not found: {m}");
+            ExitCode::from(3)
+        }
+        Err(Failure::Refused(m)) => {
+            eprintln!("refused: {m}");
+            ExitCode::from(3)
+        }
+        Err(Failure::Runtime(e)) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+struct Ctx {
+    global: Global,
+}
+
+impl Ctx {
+    fn config(&self) -> Result<Config, Failure> {
+        Ok(Config::load(&self.global.states, &self.global.config)?)
+    }
+
+    fn store_url(&self, config: Option<&Config>) -> String {
+        self.global
+            .store
+            .clone()
+            .or_else(|| config.and_then(|c| c.pipeline.store_url.clone()))
+            .unwrap_or_else(|| DEFAULT_STORE_URL.to_string())
+    }
+
+    /// Opens and migrates the store; syncs states when a config is given.
+    async fn store(&self, config: Option<&Config>, pool: u32) -> Result<Arc<dyn Store>, Failure> {
+        let store = store::open(&self.store_url(config), pool).await?;
+        store.migrate().await?;
+        if let Some(config) = config {
+            store.sync_states(&config.graph).await?;
+        }
+        Ok(store)
+    }
+
+    fn actor(&self) -> String {
+        let name = self
+            .global
+            .actor
+            .clone()
+            .or_else(|| std::env::var("USER").ok())
+            .unwrap_or_else(|| "unknown".into());
+        format!("operator:{name}")
+    }
+
+    fn hash_key(&self) -> Result<HashKey, Failure> {
+        HashKey::from_env().map_err(|e| Failure::Config(e.to_string()))
+    }
+
+    /// Finds the retirement an operator means.
+    async fn resolve(&self, store: &dyn Store, target: &str) -> Result<Retirement, Failure> {
+        let key = HashKey::from_env().ok();
+        let lookup = parse_target(target, key.as_ref())?;
+        store.find(&lookup).await?.ok_or_else(|| {
+            Failure::NotFound(format!("no retirement for {}", describe_target(target)))
+        })
+    }
+}
+
+fn describe_target(target: &str) -> String {
+    if target.contains('@') {
+        "that email".into()
+    } else {
+        format!("{target:?}")
+    }
+}
+
+fn parse_target(target: &str, key: Option<&HashKey>) -> Result<Lookup, Failure> {
+    let id = target
+        .strip_prefix('#')
+        .or_else(|| target.strip_prefix("id:"));
+    match id {
+        Some(digits) => digits.parse().map(Lookup::Id).map_err(|_| {
+            Failure::Config(format!(
+                "{target:?}: a retirement id is #NUMBER or id:NUMBER"
+            ))
+        }),
+        None if target.trim().is_empty() => Failure::Config("empty subject".into()).into_err(),
+        None => Ok(Lookup::subject(target.trim(), key)),
+    }
+}
+
+impl Failure {
+    fn into_err<T>(self) -> Result<T, Failure> {
+        Err(self)
+    }
+}
+
+async fn dispatch(cli: Cli) -> Outcome {
+    let ctx = Ctx { global: cli.global };
+    match cli.command {
+        Command::Migrate => migrate(&ctx).await,
+        Command::Check { connect } => check(&ctx, connect).await,
+        Command::Run { once } => run(&ctx, once).await,
+        Command::Enqueue {
+            subjects,
+            reason,
+            from_file,
+        } => enqueue(&ctx, subjects, &reason, from_file).await,
+        Command::Status { target } => status(&ctx, &target).await,
+        Command::List { state, limit } => list(&ctx, state, limit).await,
+        Command::Stats => stats(&ctx).await,
+        Command::Resume { target, to } => {
+            operate(&ctx, &target, OperatorAction::Resume { to }).await
+        }
+        Command::Abort { target, reason } => {
+            operate(&ctx, &target, OperatorAction::Abort { reason }).await
+        }
+        Command::Audit {
+            since,
+            until,
+            format,
+            subject,
+            limit,
+        } => audit(&ctx, since, until, format, subject, limit).await,
+    }
+}
+
+async fn migrate(ctx: &Ctx) -> Outcome {
+    let config = ctx.config()?;
+    ctx.store(Some(&config), 2).await?;
+    out!(
+        "store {} is migrated; {} states synced from {}",
+        redact_url(&ctx.store_url(Some(&config))),
+        config.graph.states().len(),
+        config.states_path.display()
+    );
+    Ok(())
+}
+
+async fn check(ctx: &Ctx, connect: bool) -> Outcome {
+    let config = ctx.config()?;
+    let p = &config.pipeline;
+    out!(
+        "{}: {} states",
+        config.states_path.display(),
+        config.graph.states().len()
+    );
+    out!(
+        "{}: {} stages",
+        config.pipeline_path.display(),
+        p.stages.len()
+    );
+    let mut pending = 0;
+    for stage in &p.stages {
+        let status = match stage.kind.pending_implementation() {
+            None => "ok".to_string(),
+            Some(issue) => {
+                pending += 1;
+                format!("NOT IMPLEMENTED YET (lands with {issue}); `lethe run` refuses this stage")
+            }
+        };
+        out!(
+            "  {:<20} -> {:<10} {status}",
+            stage.state,
+            stage.kind.to_string()
+        );
+    }
+    out!(
+        "policy: inactive_after={} grace_period={} max_attempts={} retry={}..{}{}",
+        crate::config::HumanDuration(p.policy.inactive_after),
+        crate::config::HumanDuration(p.policy.grace_period),
+        p.policy.max_attempts,
+        crate::config::HumanDuration(p.policy.retry.base),
+        crate::config::HumanDuration(p.policy.retry.cap),
+        if p.policy.paused { " PAUSED" } else { "" }
+    );
+    out!(
+        "driver: batch_size={} concurrency={} lease={} poll_interval={}",
+        p.driver.batch_size,
+        p.driver.concurrency,
+        crate::config::HumanDuration(p.driver.lease),
+        crate::config::HumanDuration(p.driver.poll_interval)
+    );
+    let url = ctx.store_url(Some(&config));
+    out!("store: {}", redact_url(&url));
+    if HashKey::from_env().is_err() {
+        out!(
+            "warning: {} is not set: `lethe run` and `lethe enqueue` will refuse to start",
+            crate::pii::HASH_KEY_ENV
+        );
+    }
+    if connect {
+        let store = store::open(&url, 1).await?;
+        store.next_due().await.map_err(|e| {
+            Failure::Runtime(anyhow::anyhow!(
+                "store {} is reachable but not migrated or unreadable: {e}",
+                redact_url(&url)
+            ))
+        })?;
+        out!("store: reachable");
+    }
+    if pending > 0 {
+        out!("config valid; {pending} stage(s) wait for handlers that have not landed yet");
+    } else {
+        out!("config valid");
+    }
+    Ok(())
+}
+
+async fn run(ctx: &Ctx, once: bool) -> Outcome {
+    let config = ctx.config()?;
+    ctx.hash_key()?;
+    let handlers = crate::stages::build(&config.pipeline).map_err(Failure::Config)?;
+    let tuning = config.pipeline.driver.clone();
+    let store = ctx
+        .store(Some(&config), tuning.concurrency as u32 * 2 + 2)
+        .await?;
+    let driver = Arc::new(Driver::new(
+        store,
+        config.graph.clone(),
+        config.pipeline.policy.clone(),
+        tuning,
+        handlers,
+        unique_owner(),
+        Arc::new(SystemClock),
+    ));
+    let (stop, shutdown) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        tracing::info!(
+            "shutdown requested: no new claims; in-flight batches finish or are released"
+        );
+        let _ = stop.send(true);
+    });
+    let report = if once {
+        driver.run_once(shutdown).await
+    } else {
+        driver.run(shutdown).await
+    }
+    .map_err(|e| Failure::Runtime(e.into()))?;
+    if ctx.global.json {
+        out!("{}", serde_json::to_string(&report).unwrap_or_default());
+    } else {
+        out!(
+            "claimed {} applied {} lost {} released {} {:?}",
+            report.claimed,
+            report.applied,
+            report.lost,
+            report.released,
+            report.outcomes
+        );
+    }
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = ctrl_c => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = ctrl_c.await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}
+
+/// A subject with optional email and username, as read from a file.
+type SubjectLine = (String, Option<String>, Option<String>);
+
+fn read_subject_file(path: &PathBuf) -> Result<Vec<SubjectLine>, Failure> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| Failure::Config(format!("{}: cannot read: {e}", path.display())))?;
+    let mut rows = Vec::new();
+    for (n, line) in text.lines().enumerate() {
+        let line = line.split('#').next().unwrap_or("").trim();
+        if line.is_empty() || (n == 0 && line.starts_with("subject")) {
+            continue;
+        }
+        let mut fields = line.split(',').map(|f| f.trim().to_string());
+        let subject = fields.next().unwrap_or_default();
+        if subject.is_empty() {
+            return Err(Failure::Config(format!(
+                "{}:{}: empty subject",
+                path.display(),
+                n + 1
+            )));
+        }
+        let email = fields.next().filter(|f| !f.is_empty());
+        let username = fields.next().filter(|f| !f.is_empty());
+        rows.push((subject, email, username));
+    }
+    Ok(rows)
+}
+
+async fn enqueue(
+    ctx: &Ctx,
+    subjects: Vec<String>,
+    reason: &str,
+    from_file: Option<PathBuf>,
+) -> Outcome {
+    if !REASONS.contains(&reason) {
+        return Err(Failure::Config(format!(
+            "--reason {reason:?}: unknown reason (allowed: {})",
+            REASONS.join(", ")
+        )));
+    }
+    let key = ctx.hash_key()?;
+    let mut rows: Vec<SubjectLine> = subjects
+        .into_iter()
+        .map(|s| (s.trim().to_string(), None, None))
+        .collect();
+    if let Some(path) = &from_file {
+        rows.extend(read_subject_file(path)?);
+    }
+    if rows.is_empty() {
+        return Err(Failure::Config(
+            "nothing to enqueue: give SUBJECT arguments or --from-file".into(),
+        ));
+    }
+    if let Some(bad) = rows.iter().find(|r| r.0.is_empty()) {
+        return Err(Failure::Config(format!("empty subject {:?}", bad.0)));
+    }
+    let config = ctx.config()?;
+    let store = ctx.store(Some(&config), 2).await?;
+    let new: Vec<NewRetirement> = rows
+        .iter()
+        .map(|(subject, email, username)| NewRetirement {
+            subject: subject.clone(),
+            email: email.clone(),
+            username: username.clone(),
+            reason: reason.to_string(),
+            subject_hash: key.subject(subject),
+            email_hash: email.as_deref().map(|e| key.email(e)),
+        })
+        .collect();
+    let now = crate::store::truncate_micros(Utc::now());
+    let outcomes = store
+        .enqueue(config.graph.initial(), &new, &ctx.actor(), now)
+        .await?;
+    let created = outcomes
+        .iter()
+        .filter(|o| matches!(o, EnqueueOutcome::Created(_)))
+        .count();
+    if ctx.global.json {
+        let rows: Vec<_> = new
+            .iter()
+            .zip(&outcomes)
+            .map(|(n, o)| serde_json::json!({ "subject": n.subject, "outcome": o }))
+            .collect();
+        out!("{}", serde_json::Value::Array(rows));
+    } else {
+        for (n, o) in new.iter().zip(&outcomes) {
+            match o {
+                EnqueueOutcome::Created(id) => out!("{}: enqueued as #{id}", n.subject),
+                EnqueueOutcome::AlreadyOpen(id) => out!("{}: already open as #{id}", n.subject),
+            }
+        }
+        out!(
+            "{created} enqueued, {} already open",
+            outcomes.len() - created
+        );
+    }
+    Ok(())
+}
+
+fn time(t: Option<DateTime<Utc>>) -> String {
+    t.map(|t| t.format("%Y-%m-%d %H:%M:%S").to_string())
+        .unwrap_or_else(|| "-".into())
+}
+
+fn subject_shown(r: &Retirement) -> String {
+    r.subject.clone().unwrap_or_else(|| {
+        format!(
+            "(erased, hash {})",
+            &r.subject_hash[..12.min(r.subject_hash.len())]
+        )
+    })
+}
+
+async fn status(ctx: &Ctx, target: &str) -> Outcome {
+    let store = ctx.store(None, 1).await?;
+    let r = ctx.resolve(store.as_ref(), target).await?;
+    let events = store.history(r.id).await?;
+    if ctx.global.json {
+        out!(
+            "{}",
+            serde_json::json!({ "retirement": r, "events": events })
+        );
+        return Ok(());
+    }
+    out!("retirement   #{}", r.id);
+    out!("subject      {}", subject_shown(&r));
+    out!("reason       {}", r.reason);
+    out!(
+        "state        {}{}",
+        r.state,
+        if r.ended_at.is_some() { " (ended)" } else { "" }
+    );
+    out!("due at       {}", time(r.due_at));
+    out!("attempt      {}", r.attempt);
+    if let Some(owner) = &r.lease_owner {
+        out!("lease        {owner} until {}", time(r.lease_until));
+    }
+    if let Some(state) = &r.failed_state {
+        out!("failed in    {state}");
+    }
+    out!("last error   {}", r.last_error.as_deref().unwrap_or("-"));
+    out!("warned at    {}", time(r.warned_at));
+    out!("created at   {}", time(Some(r.created_at)));
+    out!("ended at     {}", time(r.ended_at));
+    out!("history:");
+    let rows: Vec<Vec<String>> = events
+        .iter()
+        .map(|e| {
+            vec![
+                time(Some(e.at)),
+                e.from_state.clone().unwrap_or_else(|| "-".into()),
+                e.to_state.clone(),
+                e.outcome.clone(),
+                e.attempt.to_string(),
+                e.actor.clone(),
+                e.detail.clone(),
+            ]
+        })
+        .collect();
+    print_table(
+        &["at", "from", "to", "outcome", "attempt", "actor", "detail"],
+        &rows,
+    );
+    Ok(())
+}
+
+fn retirement_rows(list: &[Retirement]) -> Vec<Vec<String>> {
+    list.iter()
+        .map(|r| {
+            vec![
+                format!("#{}", r.id),
+                subject_shown(r),
+                r.state.clone(),
+                time(r.due_at),
+                r.attempt.to_string(),
+                r.last_error.clone().unwrap_or_default(),
+            ]
+        })
+        .collect()
+}
+
+async fn list(ctx: &Ctx, state: Option<String>, limit: i64) -> Outcome {
+    if let (Some(state), Ok(config)) = (&state, ctx.config())
+        && !config.graph.contains(state)
+    {
+        return Err(Failure::Config(format!(
+            "--state {state:?}: no such state (known: {})",
+            config.graph.names().join(", ")
+        )));
+    }
+    let store = ctx.store(None, 1).await?;
+    let list = store.list(state.as_deref(), limit.max(0)).await?;
+    if ctx.global.json {
+        out!("{}", serde_json::to_string(&list).unwrap_or_default());
+    } else {
+        print_table(
+            &["id", "subject", "state", "due", "attempt", "last error"],
+            &retirement_rows(&list),
+        );
+    }
+    Ok(())
+}
+
+async fn stats(ctx: &Ctx) -> Outcome {
+    let config = ctx.config().ok();
+    let store = ctx.store(None, 1).await?;
+    let mut counts = store.stats().await?;
+    if let Some(config) = &config {
+        let order = |s: &str| {
+            config
+                .graph
+                .names()
+                .iter()
+                .position(|n| *n == s)
+                .unwrap_or(usize::MAX)
+        };
+        for name in config.graph.names() {
+            if !counts.iter().any(|(s, _)| s == name) {
+                counts.push((name.to_string(), 0));
+            }
+        }
+        counts.sort_by_key(|(s, _)| order(s));
+    }
+    if ctx.global.json {
+        let map: serde_json::Map<String, serde_json::Value> =
+            counts.into_iter().map(|(s, n)| (s, n.into())).collect();
+        out!("{}", serde_json::Value::Object(map));
+    } else {
+        let rows: Vec<Vec<String>> = counts
+            .into_iter()
+            .map(|(s, n)| vec![s, n.to_string()])
+            .collect();
+        print_table(&["state", "count"], &rows);
+    }
+    Ok(())
+}
+
+async fn operate(ctx: &Ctx, target: &str, action: OperatorAction) -> Outcome {
+    let config = ctx.config()?;
+    let store = ctx.store(Some(&config), 1).await?;
+    let found = ctx.resolve(store.as_ref(), target).await?;
+    let now = crate::store::truncate_micros(Utc::now());
+    match store
+        .operate(&config.graph, found.id, &action, &ctx.actor(), now)
+        .await?
+    {
+        ActionResult::Applied(r) => {
+            if ctx.global.json {
+                out!("{}", serde_json::to_string(&r).unwrap_or_default());
+            } else {
+                out!("#{}: now {}", r.id, r.state);
+            }
+            Ok(())
+        }
+        ActionResult::NotFound => Err(Failure::NotFound(format!("retirement #{}", found.id))),
+        ActionResult::Refused(why) => {
+            Err(Failure::Refused(format!("retirement #{}: {why}", found.id)))
+        }
+    }
+}
+
+fn parse_time(flag: &str, text: &str) -> Result<DateTime<Utc>, Failure> {
+    if let Ok(t) = DateTime::parse_from_rfc3339(text) {
+        return Ok(t.with_timezone(&Utc));
+    }
+    NaiveDate::parse_from_str(text, "%Y-%m-%d")
+        .ok()
+        .and_then(|d| d.and_hms_opt(0, 0, 0))
+        .map(|t| t.and_utc())
+        .ok_or_else(|| {
+            Failure::Config(format!(
+                "{flag} {text:?}: expected RFC 3339 (2026-01-31T12:00:00Z) or YYYY-MM-DD"
+            ))
+        })
+}
+
+async fn audit(
+    ctx: &Ctx,
+    since: Option<String>,
+    until: Option<String>,
+    format: Format,
+    subject: Option<String>,
+    limit: i64,
+) -> Outcome {
+    let since = since.map(|s| parse_time("--since", &s)).transpose()?;
+    let until = until.map(|s| parse_time("--until", &s)).transpose()?;
+    let key = HashKey::from_env().ok();
+    let subject = subject
+        .map(|s| parse_target(&s, key.as_ref()))
+        .transpose()?;
+    let store = ctx.store(None, 1).await?;
+    let rows = store
+        .audit(&AuditFilter {
+            since,
+            until,
+            subject,
+            limit: limit.max(0),
+        })
+        .await?;
+    let format = if ctx.global.json {
+        Format::Json
+    } else {
+        format
+    };
+    match format {
+        Format::Json => out!("{}", serde_json::to_string(&rows).unwrap_or_default()),
+        Format::Csv => {
+            out!(
+                "event_id,at,retirement_id,subject,subject_hash,reason,from_state,to_state,outcome,attempt,actor,detail"
+            );
+            for r in &rows {
+                let cells = audit_cells(r);
+                out!(
+                    "{}",
+                    cells
+                        .iter()
+                        .map(|c| csv_cell(c))
+                        .collect::<Vec<_>>()
+                        .join(",")
+                );
+            }
+        }
+        Format::Table => {
+            let table: Vec<Vec<String>> = rows.iter().map(audit_cells).collect();
+            print_table(
+                &[
+                    "event",
+                    "at",
+                    "retirement",
+                    "subject",
+                    "subject_hash",
+                    "reason",
+                    "from",
+                    "to",
+                    "outcome",
+                    "attempt",
+                    "actor",
+                    "detail",
+                ],
+                &table,
+            );
+        }
+    }
+    Ok(())
+}
+
+fn audit_cells(r: &AuditRow) -> Vec<String> {
+    let e = &r.event;
+    vec![
+        e.id.to_string(),
+        e.at.to_rfc3339(),
+        e.retirement_id.to_string(),
+        r.subject.clone().unwrap_or_default(),
+        r.subject_hash.clone(),
+        r.reason.clone(),
+        e.from_state.clone().unwrap_or_default(),
+        e.to_state.clone(),
+        e.outcome.clone(),
+        e.attempt.to_string(),
+        e.actor.clone(),
+        e.detail.clone(),
+    ]
+}
+
+fn csv_cell(cell: &str) -> String {
+    if cell.contains([',', '"', '\n']) {
+        format!("\"{}\"", cell.replace('"', "\"\""))
+    } else {
+        cell.to_string()
+    }
+}
+
+fn print_table(headers: &[&str], rows: &[Vec<String>]) {
+    let mut widths: Vec<usize> = headers.iter().map(|h| h.len()).collect();
+    for row in rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let line = |cells: Vec<&str>| {
+        let mut out = String::new();
+        for (i, (cell, w)) in cells.iter().zip(&widths).enumerate() {
+            if i + 1 == cells.len() {
+                out.push_str(cell);
+            } else {
+                out.push_str(&format!("{cell:<w$}  "));
+            }
+        }
+        out!("{}", out.trim_end());
+    };
+    line(headers.to_vec());
+    for row in rows {
+        line(row.iter().map(String::as_str).collect());
+    }
+}

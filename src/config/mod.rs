@@ -1,0 +1,133 @@
+//! states.toml and pipeline.toml: types, loading, environment overrides and validation.
+//!
+//! Every error names the file, the key, the bad value and what is allowed. Secrets never
+//! come from these files: they are read from the environment (`LETHE_…`).
+
+mod duration;
+mod pipeline;
+mod states;
+
+pub use duration::{HumanDuration, parse_duration};
+pub use pipeline::{DriverTuning, Pipeline, Policy, Stage};
+
+use crate::domain::StateGraph;
+use std::path::{Path, PathBuf};
+
+/// A config problem: which file, which key, what is wrong and what is allowed.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("{file}: cannot read: {source} (give another path with --config / --states)")]
+    Read {
+        /// The file.
+        file: String,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML or has an unknown or mistyped key.
+    #[error("{file}: {message}")]
+    Syntax {
+        /// The file.
+        file: String,
+        /// The parser's message, which includes line and column.
+        message: String,
+    },
+    /// A key has a value that is not allowed.
+    #[error("{file}: {key}{}: {problem}", value.as_ref().map(|v| format!(" = {v}")).unwrap_or_default())]
+    Invalid {
+        /// The file.
+        file: String,
+        /// The key, e.g. `stage[3].state`.
+        key: String,
+        /// The bad value as written (quoted when a string), if there is one.
+        value: Option<String>,
+        /// What is wrong and what is allowed.
+        problem: String,
+    },
+}
+
+/// The whole validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The states, from states.toml.
+    pub graph: StateGraph,
+    /// Stages, policy, tuning, from pipeline.toml.
+    pub pipeline: Pipeline,
+    /// Where states.toml was read from.
+    pub states_path: PathBuf,
+    /// Where pipeline.toml was read from.
+    pub pipeline_path: PathBuf,
+}
+
+impl Config {
+    /// Reads and validates both files.
+    pub fn load(states_path: &Path, pipeline_path: &Path) -> Result<Self, ConfigError> {
+        let states_text = read(states_path)?;
+        let pipeline_text = read(pipeline_path)?;
+        Self::from_texts(
+            &display_name(states_path),
+            &states_text,
+            &display_name(pipeline_path),
+            &pipeline_text,
+        )
+        .map(|(graph, pipeline)| Config {
+            graph,
+            pipeline,
+            states_path: states_path.to_path_buf(),
+            pipeline_path: pipeline_path.to_path_buf(),
+        })
+    }
+
+    /// Validates config given as text; `*_name` is used in messages.
+    pub fn from_texts(
+        states_name: &str,
+        states_text: &str,
+        pipeline_name: &str,
+        pipeline_text: &str,
+    ) -> Result<(StateGraph, Pipeline), ConfigError> {
+        let graph = states::parse(states_name, states_text)?;
+        let pipeline = pipeline::parse(pipeline_name, pipeline_text, &graph, states_name)?;
+        Ok((graph, pipeline))
+    }
+}
+
+fn read(path: &Path) -> Result<String, ConfigError> {
+    std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        file: display_name(path),
+        source,
+    })
+}
+
+fn display_name(path: &Path) -> String {
+    let shown = path.display().to_string();
+    shown
+        .strip_prefix("./")
+        .map(str::to_string)
+        .unwrap_or(shown)
+}
+
+/// Parses TOML into `T`, turning parser errors into a `ConfigError` naming the file.
+pub(crate) fn parse_toml<T: serde::de::DeserializeOwned>(
+    file: &str,
+    text: &str,
+) -> Result<T, ConfigError> {
+    toml::from_str(text).map_err(|e| ConfigError::Syntax {
+        file: file.to_string(),
+        message: e.to_string().trim_end().to_string(),
+    })
+}
+
+/// Builds an `Invalid` error; `value` is shown quoted.
+pub(crate) fn invalid(
+    file: &str,
+    key: impl Into<String>,
+    value: Option<&str>,
+    problem: impl Into<String>,
+) -> ConfigError {
+    ConfigError::Invalid {
+        file: file.to_string(),
+        key: key.into(),
+        value: value.map(|v| format!("{v:?}")),
+        problem: problem.into(),
+    }
+}

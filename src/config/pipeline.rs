@@ -1,0 +1,351 @@
+//! pipeline.toml: stages, policy, driver tuning and the store URL.
+
+use super::{ConfigError, HumanDuration, invalid, parse_toml};
+use crate::domain::{RetrySchedule, StateGraph};
+use crate::stages::{HandlerKind, StageSettings};
+use crate::store::Backend;
+use serde::Deserialize;
+use std::time::Duration;
+use strum::VariantNames;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PipelineFile {
+    #[serde(default)]
+    store: StoreSection,
+    #[serde(default)]
+    policy: PolicySection,
+    #[serde(default)]
+    driver: DriverSection,
+    #[serde(default)]
+    stage: Vec<toml::Table>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct StoreSection {
+    url: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct PolicySection {
+    inactive_after: HumanDuration,
+    grace_period: HumanDuration,
+    max_attempts: u32,
+    retry_base: HumanDuration,
+    retry_cap: HumanDuration,
+    paused: bool,
+}
+
+impl Default for PolicySection {
+    fn default() -> Self {
+        Self {
+            inactive_after: HumanDuration(Duration::from_secs(1825 * 86_400)),
+            grace_period: HumanDuration(Duration::from_secs(30 * 86_400)),
+            max_attempts: 8,
+            retry_base: HumanDuration(Duration::from_secs(60)),
+            retry_cap: HumanDuration(Duration::from_secs(6 * 3600)),
+            paused: false,
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct DriverSection {
+    batch_size: usize,
+    concurrency: usize,
+    lease: HumanDuration,
+    poll_interval: HumanDuration,
+}
+
+impl Default for DriverSection {
+    fn default() -> Self {
+        Self {
+            batch_size: 500,
+            concurrency: 4,
+            lease: HumanDuration(Duration::from_secs(300)),
+            poll_interval: HumanDuration(Duration::from_secs(5)),
+        }
+    }
+}
+
+/// Retention and retry policy.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Policy {
+    /// How long without a login before a subject is a candidate.
+    pub inactive_after: Duration,
+    /// Time between the warning and the first deletion.
+    pub grace_period: Duration,
+    /// Attempts per stage before a retirement is parked in the errored state.
+    pub max_attempts: u32,
+    /// Backoff between retries.
+    pub retry: RetrySchedule,
+    /// When true, the driver claims nothing (invariant 6).
+    pub paused: bool,
+}
+
+/// How the driver batches and leases work.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DriverTuning {
+    /// Retirements claimed per batch.
+    pub batch_size: usize,
+    /// Batches in flight at once.
+    pub concurrency: usize,
+    /// Lease length; renewed while a handler runs.
+    pub lease: Duration,
+    /// How often to look for due work when no wake-up arrives.
+    pub poll_interval: Duration,
+}
+
+/// One stage: the state it serves and its handler.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Stage {
+    /// The working state this stage advances.
+    pub state: String,
+    /// The handler kind.
+    pub kind: HandlerKind,
+    /// The handler's validated settings.
+    pub settings: StageSettings,
+}
+
+/// The validated pipeline.toml.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Pipeline {
+    /// Store URL from the file, if any (CLI and `LETHE_STORE_URL` take precedence).
+    pub store_url: Option<String>,
+    /// Policy.
+    pub policy: Policy,
+    /// Driver tuning.
+    pub driver: DriverTuning,
+    /// One stage per working state, in pipeline order.
+    pub stages: Vec<Stage>,
+}
+
+impl Pipeline {
+    /// The stage for `state`.
+    pub fn stage(&self, state: &str) -> Option<&Stage> {
+        self.stages.iter().find(|s| s.state == state)
+    }
+}
+
+fn check_range<T: PartialOrd + std::fmt::Display>(
+    file: &str,
+    key: &str,
+    value: T,
+    min: T,
+    max: T,
+) -> Result<(), ConfigError> {
+    if value < min || value > max {
+        return Err(invalid(
+            file,
+            key,
+            None,
+            format!("{value} is out of range (allowed: {min} to {max})"),
+        ));
+    }
+    Ok(())
+}
+
+fn check_min_duration(
+    file: &str,
+    key: &str,
+    value: HumanDuration,
+    min: Duration,
+) -> Result<(), ConfigError> {
+    if value.0 < min {
+        return Err(invalid(
+            file,
+            key,
+            Some(&value.to_string()),
+            format!("must be at least {}", HumanDuration(min)),
+        ));
+    }
+    Ok(())
+}
+
+/// Parses pipeline.toml and checks it against the states.
+pub(super) fn parse(
+    file: &str,
+    text: &str,
+    graph: &StateGraph,
+    states_file: &str,
+) -> Result<Pipeline, ConfigError> {
+    let parsed: PipelineFile = parse_toml(file, text)?;
+    if let Some(url) = &parsed.store.url {
+        Backend::from_url(url).map_err(|problem| invalid(file, "store.url", Some(url), problem))?;
+    }
+    let p = &parsed.policy;
+    check_range(file, "policy.max_attempts", p.max_attempts, 1, 1000)?;
+    check_min_duration(
+        file,
+        "policy.inactive_after",
+        p.inactive_after,
+        Duration::from_secs(86_400),
+    )?;
+    check_min_duration(
+        file,
+        "policy.grace_period",
+        p.grace_period,
+        Duration::from_secs(1),
+    )?;
+    check_min_duration(
+        file,
+        "policy.retry_base",
+        p.retry_base,
+        Duration::from_millis(1),
+    )?;
+    if p.retry_cap < p.retry_base {
+        return Err(invalid(
+            file,
+            "policy.retry_cap",
+            Some(&p.retry_cap.to_string()),
+            format!("must be at least policy.retry_base ({})", p.retry_base),
+        ));
+    }
+    let d = &parsed.driver;
+    check_range(file, "driver.batch_size", d.batch_size, 1, 10_000)?;
+    check_range(file, "driver.concurrency", d.concurrency, 1, 64)?;
+    check_min_duration(file, "driver.lease", d.lease, Duration::from_secs(1))?;
+    check_min_duration(
+        file,
+        "driver.poll_interval",
+        d.poll_interval,
+        Duration::from_millis(10),
+    )?;
+
+    let stages = parse_stages(file, parsed.stage, graph, states_file)?;
+    Ok(Pipeline {
+        store_url: parsed.store.url,
+        policy: Policy {
+            inactive_after: p.inactive_after.0,
+            grace_period: p.grace_period.0,
+            max_attempts: p.max_attempts,
+            retry: RetrySchedule {
+                base: p.retry_base.0,
+                cap: p.retry_cap.0,
+            },
+            paused: p.paused,
+        },
+        driver: DriverTuning {
+            batch_size: d.batch_size,
+            concurrency: d.concurrency,
+            lease: d.lease.0,
+            poll_interval: d.poll_interval.0,
+        },
+        stages,
+    })
+}
+
+fn parse_stages(
+    file: &str,
+    tables: Vec<toml::Table>,
+    graph: &StateGraph,
+    states_file: &str,
+) -> Result<Vec<Stage>, ConfigError> {
+    let mut stages: Vec<Stage> = Vec::with_capacity(tables.len());
+    for (i, mut table) in tables.into_iter().enumerate() {
+        let at = format!("stage[{}]", i + 1);
+        let state = take_string(
+            file,
+            &mut table,
+            &at,
+            "state",
+            "the working state this stage advances",
+        )?;
+        if !graph.contains(&state) {
+            return Err(invalid(
+                file,
+                format!("{at}.state"),
+                Some(&state),
+                format!(
+                    "no such state in {states_file} (known: {})",
+                    graph.names().join(", ")
+                ),
+            ));
+        }
+        if !graph.is_working(&state) {
+            return Err(invalid(
+                file,
+                format!("{at}.state"),
+                Some(&state),
+                format!(
+                    "{state} is an end state and takes no stage (working states: {})",
+                    graph.working().join(", ")
+                ),
+            ));
+        }
+        if let Some(first) = stages.iter().position(|s| s.state == state) {
+            return Err(invalid(
+                file,
+                format!("{at}.state"),
+                Some(&state),
+                format!(
+                    "{state} already has a stage (stage[{}]): one stage per state",
+                    first + 1
+                ),
+            ));
+        }
+        let handler = take_string(file, &mut table, &at, "handler", "the handler kind")?;
+        let kind: HandlerKind = handler.parse().map_err(|_| {
+            invalid(
+                file,
+                format!("{at}.handler"),
+                Some(&handler),
+                format!(
+                    "unknown handler kind (known: {})",
+                    HandlerKind::VARIANTS.join(", ")
+                ),
+            )
+        })?;
+        let settings = StageSettings::parse(kind, table)
+            .map_err(|(key, problem)| invalid(file, format!("{at}.{key}"), None, problem))?;
+        stages.push(Stage {
+            state,
+            kind,
+            settings,
+        });
+    }
+    if let Some(missing) = graph
+        .working()
+        .iter()
+        .find(|w| !stages.iter().any(|s| &s.state == *w))
+    {
+        return Err(invalid(
+            file,
+            "stage",
+            None,
+            format!(
+                "state {missing} has no stage: every working state of {states_file} needs exactly one [[stage]]"
+            ),
+        ));
+    }
+    // Stages run in the order of states.toml, whatever their order in the file.
+    stages.sort_by_key(|s| graph.working().iter().position(|w| *w == s.state));
+    Ok(stages)
+}
+
+fn take_string(
+    file: &str,
+    table: &mut toml::Table,
+    at: &str,
+    key: &str,
+    meaning: &str,
+) -> Result<String, ConfigError> {
+    match table.remove(key) {
+        Some(toml::Value::String(s)) => Ok(s),
+        Some(other) => Err(invalid(
+            file,
+            format!("{at}.{key}"),
+            None,
+            format!("expected a string ({meaning}), found {}", other.type_str()),
+        )),
+        None => Err(invalid(
+            file,
+            format!("{at}.{key}"),
+            None,
+            format!("missing: {meaning}"),
+        )),
+    }
+}

@@ -1,0 +1,15 @@
+//! Pure retirement logic: the state graph, handler outcomes, the retry schedule and the
+//! transition each outcome or operator action causes. No I/O lives here.
+
+mod graph;
+mod retry;
+mod transition;
+
+pub use graph::{Role, StateDef, StateGraph};
+pub use retry::{RetrySchedule, mix, retry_entropy};
+pub use transition::{
+    OperatorRefusal, Outcome, StageResult, Transition, plan_abort, plan_outcome, plan_resume,
+};
+
+/// Why a retirement was opened.
+pub const REASONS: &[&str] = &["inactive", "requested"];

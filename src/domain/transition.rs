@@ -1,0 +1,456 @@
+//! What each handler outcome and operator action does to a retirement.
+
+use super::{RetrySchedule, StateGraph};
+use chrono::{DateTime, Utc};
+use serde_json::{Value, json};
+
+/// What a handler says about one retirement of its batch.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    /// The stage's work is done: move to the next state.
+    Done,
+    /// Not yet: stay, due again at `until` (grace periods, awaiting acks).
+    Wait {
+        /// When to look again.
+        until: DateTime<Utc>,
+        /// Why, for the event.
+        why: String,
+    },
+    /// Transient failure: due again after backoff; errored once attempts are exhausted.
+    Retry {
+        /// What failed.
+        error: String,
+    },
+    /// Permanent failure: errored now, for an operator.
+    Fail {
+        /// What failed.
+        error: String,
+    },
+    /// The retirement must not go on (the user is active again): aborted.
+    Cancel {
+        /// Why, for the event.
+        why: String,
+    },
+}
+
+/// A handler's answer for one retirement: the outcome plus what to record.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StageResult {
+    /// The outcome.
+    pub outcome: Outcome,
+    /// Detail kept in the event (rows deleted, message id...). Never PII.
+    pub detail: Option<Value>,
+    /// Set by the warning stage: when the notice was accepted.
+    pub warned_at: Option<DateTime<Utc>>,
+}
+
+impl StageResult {
+    /// A result with no detail.
+    pub fn new(outcome: Outcome) -> Self {
+        Self {
+            outcome,
+            detail: None,
+            warned_at: None,
+        }
+    }
+
+    /// Attaches event detail.
+    pub fn with_detail(mut self, detail: Value) -> Self {
+        self.detail = Some(detail);
+        self
+    }
+}
+
+impl From<Outcome> for StageResult {
+    fn from(outcome: Outcome) -> Self {
+        Self::new(outcome)
+    }
+}
+
+/// The row change and event one outcome or action causes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Transition {
+    /// New state.
+    pub to_state: String,
+    /// When the new state's handler is due; `None` when nothing is due (errored, ended).
+    pub due_at: Option<DateTime<Utc>>,
+    /// New attempt counter (0 after a successful run or a move).
+    pub attempt: i32,
+    /// Error kept for the operator.
+    pub last_error: Option<String>,
+    /// The state that failed, kept while errored so `resume` knows where to go back.
+    pub failed_state: Option<String>,
+    /// The retirement ends here: PII is erased.
+    pub ends: bool,
+    /// Event label: done, wait, retry, fail, cancel, resume, abort.
+    pub outcome: &'static str,
+    /// Event detail.
+    pub detail: Value,
+    /// When the warning was accepted, if this run recorded it.
+    pub warned_at: Option<DateTime<Utc>>,
+}
+
+/// Why an operator action is refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct OperatorRefusal(pub String);
+
+fn merge(detail: Option<&Value>, extra: Value) -> Value {
+    match (detail, extra) {
+        (Some(Value::Object(base)), Value::Object(more)) => {
+            let mut merged = base.clone();
+            merged.extend(more);
+            Value::Object(merged)
+        }
+        (Some(other), Value::Object(mut more)) => {
+            more.insert("handler".into(), other.clone());
+            Value::Object(more)
+        }
+        (_, extra) => extra,
+    }
+}
+
+/// Decides the transition for a handler result on a retirement in `from` at `attempt`.
+#[allow(clippy::too_many_arguments)]
+pub fn plan_outcome(
+    graph: &StateGraph,
+    schedule: &RetrySchedule,
+    max_attempts: u32,
+    from: &str,
+    attempt: i32,
+    result: &StageResult,
+    now: DateTime<Utc>,
+    entropy: u64,
+) -> Transition {
+    let stay = |outcome, due_at, attempt, last_error: Option<String>, detail| Transition {
+        to_state: from.to_string(),
+        due_at,
+        attempt,
+        last_error,
+        failed_state: None,
+        ends: false,
+        outcome,
+        detail,
+        warned_at: result.warned_at,
+    };
+    let errored = |error: &str, detail: Value| Transition {
+        to_state: graph.errored().to_string(),
+        due_at: None,
+        attempt,
+        last_error: Some(error.to_string()),
+        failed_state: Some(from.to_string()),
+        ends: false,
+        outcome: "fail",
+        detail,
+        warned_at: result.warned_at,
+    };
+    let detail = result.detail.as_ref();
+    match &result.outcome {
+        Outcome::Done => match graph.next(from) {
+            Some(next) => Transition {
+                to_state: next.to_string(),
+                due_at: (!graph.ends(next)).then_some(now),
+                attempt: 0,
+                last_error: None,
+                failed_state: None,
+                ends: graph.ends(next),
+                outcome: "done",
+                detail: merge(detail, json!({})),
+                warned_at: result.warned_at,
+            },
+            None => {
+                let error = format!("state {from} has no stage, so it has no next state");
+                errored(&error, json!({ "error": error }))
+            }
+        },
+        Outcome::Wait { until, why } => stay(
+            "wait",
+            Some((*until).max(now)),
+            0,
+            None,
+            merge(detail, json!({ "why": why, "until": until })),
+        ),
+        Outcome::Retry { error } if attempt.max(0) as u32 >= max_attempts => errored(
+            error,
+            merge(
+                detail,
+                json!({ "error": error, "attempts": attempt, "exhausted": true }),
+            ),
+        ),
+        Outcome::Retry { error } => {
+            let delay = schedule.delay(attempt.max(1) as u32, entropy);
+            let due = now + chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::MAX);
+            stay(
+                "retry",
+                Some(due),
+                attempt,
+                Some(error.clone()),
+                merge(detail, json!({ "error": error, "retry_at": due })),
+            )
+        }
+        Outcome::Fail { error } => errored(error, merge(detail, json!({ "error": error }))),
+        Outcome::Cancel { why } => Transition {
+            to_state: graph.aborted().to_string(),
+            due_at: None,
+            attempt,
+            last_error: None,
+            failed_state: None,
+            ends: true,
+            outcome: "cancel",
+            detail: merge(detail, json!({ "why": why })),
+            warned_at: result.warned_at,
+        },
+    }
+}
+
+/// Decides where `resume` sends an errored retirement: back to the failed state, or `to`.
+pub fn plan_resume(
+    graph: &StateGraph,
+    current: &str,
+    failed_state: Option<&str>,
+    to: Option<&str>,
+    now: DateTime<Utc>,
+) -> Result<Transition, OperatorRefusal> {
+    if current != graph.errored() {
+        return Err(OperatorRefusal(format!(
+            "it is in state {current}, not {}: only errored retirements can be resumed",
+            graph.errored()
+        )));
+    }
+    let target = to.or(failed_state).ok_or_else(|| {
+        OperatorRefusal("the failed state is unknown: give one with --to STATE".into())
+    })?;
+    if !graph.is_working(target) {
+        return Err(OperatorRefusal(format!(
+            "{target} is not a working state (allowed: {})",
+            graph.working().join(", ")
+        )));
+    }
+    Ok(Transition {
+        to_state: target.to_string(),
+        due_at: Some(now),
+        attempt: 0,
+        last_error: None,
+        failed_state: None,
+        ends: false,
+        outcome: "resume",
+        detail: json!({ "from_failed_state": failed_state }),
+        warned_at: None,
+    })
+}
+
+/// Decides what `abort` does: any open retirement goes to the aborted state and ends.
+pub fn plan_abort(
+    graph: &StateGraph,
+    current: &str,
+    ended: bool,
+    reason: &str,
+) -> Result<Transition, OperatorRefusal> {
+    if ended {
+        return Err(OperatorRefusal(format!(
+            "it already ended in state {current}"
+        )));
+    }
+    if reason.trim().is_empty() {
+        return Err(OperatorRefusal(
+            "an abort needs a non-empty --reason".into(),
+        ));
+    }
+    Ok(Transition {
+        to_state: graph.aborted().to_string(),
+        due_at: None,
+        attempt: 0,
+        last_error: None,
+        failed_state: None,
+        ends: true,
+        outcome: "abort",
+        detail: json!({ "reason": reason }),
+        warned_at: None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::graph::edx_graph;
+    use std::time::Duration;
+
+    const SCHEDULE: RetrySchedule = RetrySchedule {
+        base: Duration::from_secs(60),
+        cap: Duration::from_secs(3600),
+    };
+
+    fn now() -> DateTime<Utc> {
+        "2026-11-22T10:00:00Z".parse().unwrap()
+    }
+
+    fn plan(from: &str, attempt: i32, outcome: Outcome) -> Transition {
+        plan_outcome(
+            &edx_graph(),
+            &SCHEDULE,
+            3,
+            from,
+            attempt,
+            &outcome.into(),
+            now(),
+            7,
+        )
+    }
+
+    #[test]
+    fn done_moves_to_the_next_state_due_now_with_attempts_reset() {
+        let t = plan("PENDING", 2, Outcome::Done);
+        assert_eq!(t.to_state, "WARNED");
+        assert_eq!(t.due_at, Some(now()));
+        assert_eq!(t.attempt, 0);
+        assert!(!t.ends);
+        assert_eq!(t.outcome, "done");
+    }
+
+    #[test]
+    fn done_in_the_last_stage_completes_and_ends() {
+        let t = plan("NOTIFIED", 1, Outcome::Done);
+        assert_eq!(t.to_state, "COMPLETE");
+        assert_eq!(t.due_at, None);
+        assert!(t.ends);
+    }
+
+    #[test]
+    fn wait_stays_until_the_given_time_and_never_in_the_past() {
+        let until = now() + chrono::Duration::days(30);
+        let t = plan(
+            "WARNED",
+            1,
+            Outcome::Wait {
+                until,
+                why: "grace".into(),
+            },
+        );
+        assert_eq!(
+            (t.to_state.as_str(), t.due_at, t.attempt),
+            ("WARNED", Some(until), 0)
+        );
+        let past = now() - chrono::Duration::days(1);
+        let t = plan(
+            "WARNED",
+            1,
+            Outcome::Wait {
+                until: past,
+                why: "x".into(),
+            },
+        );
+        assert_eq!(t.due_at, Some(now()));
+    }
+
+    #[test]
+    fn retry_backs_off_and_keeps_the_error() {
+        let t = plan(
+            "RETIRING_EDX",
+            2,
+            Outcome::Retry {
+                error: "timeout".into(),
+            },
+        );
+        assert_eq!(t.to_state, "RETIRING_EDX");
+        assert_eq!(t.attempt, 2);
+        assert_eq!(t.last_error.as_deref(), Some("timeout"));
+        let due = t.due_at.unwrap();
+        assert!(due >= now() + chrono::Duration::seconds(60));
+        assert!(due <= now() + chrono::Duration::seconds(120));
+    }
+
+    #[test]
+    fn retry_after_max_attempts_parks_in_errored_with_the_last_error() {
+        let t = plan(
+            "RETIRING_EDX",
+            3,
+            Outcome::Retry {
+                error: "timeout".into(),
+            },
+        );
+        assert_eq!(t.to_state, "ERRORED");
+        assert_eq!(t.due_at, None);
+        assert_eq!(t.failed_state.as_deref(), Some("RETIRING_EDX"));
+        assert_eq!(t.last_error.as_deref(), Some("timeout"));
+        assert!(!t.ends, "errored keeps the retirement open");
+        assert_eq!(t.detail["exhausted"], true);
+    }
+
+    #[test]
+    fn fail_parks_at_once() {
+        let t = plan(
+            "RETIRING_EDX",
+            1,
+            Outcome::Fail {
+                error: "protected: wiki_article.owner_id".into(),
+            },
+        );
+        assert_eq!(t.to_state, "ERRORED");
+        assert_eq!(t.failed_state.as_deref(), Some("RETIRING_EDX"));
+        assert!(!t.ends);
+    }
+
+    #[test]
+    fn cancel_aborts_and_ends() {
+        let t = plan(
+            "WARNED",
+            1,
+            Outcome::Cancel {
+                why: "active again".into(),
+            },
+        );
+        assert_eq!(t.to_state, "ABORTED");
+        assert!(t.ends);
+        assert_eq!(t.detail["why"], "active again");
+    }
+
+    #[test]
+    fn handler_detail_is_kept_in_the_event() {
+        let result = StageResult::new(Outcome::Done).with_detail(json!({"rows": {"a": 3}}));
+        let t = plan_outcome(
+            &edx_graph(),
+            &SCHEDULE,
+            3,
+            "RETIRING_EDX",
+            1,
+            &result,
+            now(),
+            1,
+        );
+        assert_eq!(t.detail["rows"]["a"], 3);
+    }
+
+    #[test]
+    fn resume_goes_back_to_the_failed_state_or_the_given_one() {
+        let g = edx_graph();
+        let t = plan_resume(&g, "ERRORED", Some("RETIRING_EDX"), None, now()).unwrap();
+        assert_eq!(
+            (t.to_state.as_str(), t.due_at),
+            ("RETIRING_EDX", Some(now()))
+        );
+        let t = plan_resume(&g, "ERRORED", Some("RETIRING_EDX"), Some("PENDING"), now()).unwrap();
+        assert_eq!(t.to_state, "PENDING");
+    }
+
+    #[test]
+    fn resume_is_refused_unless_errored_and_to_a_working_state() {
+        let g = edx_graph();
+        let err = plan_resume(&g, "WARNED", None, None, now()).unwrap_err();
+        assert!(err.0.contains("not ERRORED"), "{err}");
+        let err = plan_resume(&g, "ERRORED", Some("X"), Some("COMPLETE"), now()).unwrap_err();
+        assert!(err.0.contains("not a working state"), "{err}");
+        let err = plan_resume(&g, "ERRORED", None, None, now()).unwrap_err();
+        assert!(err.0.contains("--to"), "{err}");
+    }
+
+    #[test]
+    fn abort_ends_any_open_retirement_and_refuses_ended_ones() {
+        let g = edx_graph();
+        let t = plan_abort(&g, "ERRORED", false, "user asked").unwrap();
+        assert_eq!(t.to_state, "ABORTED");
+        assert!(t.ends);
+        let err = plan_abort(&g, "COMPLETE", true, "x").unwrap_err();
+        assert!(err.0.contains("already ended"), "{err}");
+        assert!(plan_abort(&g, "PENDING", false, "  ").is_err());
+    }
+}

@@ -1,0 +1,427 @@
+//! The daemon loop: claim due retirements, run their stage handlers, write outcomes back.
+//!
+//! Invariants: no transaction is held while a handler runs (claims and write-backs are
+//! their own short transactions); leases are renewed while a handler runs; a write-back
+//! that lost its lease changes nothing (the store fences it) and is logged; on shutdown
+//! no new work is claimed and in-flight batches finish or are released.
+
+mod clock;
+
+pub use clock::{Clock, ManualClock, SystemClock};
+
+use crate::config::{DriverTuning, Policy};
+use crate::domain::{Outcome, StageResult, StateGraph, plan_outcome, retry_entropy};
+use crate::stages::Handlers;
+use crate::store::{Applied, Claimed, Store, StoreError};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{Semaphore, watch};
+use tokio::task::JoinSet;
+
+/// How long in-flight handlers may run after a shutdown signal before their batch is released.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(20);
+
+/// Counts of what a run did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct RunReport {
+    /// Retirements claimed.
+    pub claimed: u64,
+    /// Outcomes applied.
+    pub applied: u64,
+    /// Write-backs that lost their lease and changed nothing.
+    pub lost: u64,
+    /// Retirements released untouched at shutdown.
+    pub released: u64,
+    /// Applied outcomes by label (done, wait, retry, fail, cancel).
+    pub outcomes: BTreeMap<String, u64>,
+}
+
+impl RunReport {
+    fn merge(&mut self, other: RunReport) {
+        self.claimed += other.claimed;
+        self.applied += other.applied;
+        self.lost += other.lost;
+        self.released += other.released;
+        for (k, v) in other.outcomes {
+            *self.outcomes.entry(k).or_default() += v;
+        }
+    }
+}
+
+/// Driver failure that stops the loop.
+#[derive(Debug, thiserror::Error)]
+pub enum DriverError {
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Advances retirements through their stages.
+pub struct Driver {
+    store: Arc<dyn Store>,
+    graph: StateGraph,
+    policy: Policy,
+    tuning: DriverTuning,
+    handlers: Handlers,
+    owner: String,
+    clock: Arc<dyn Clock>,
+}
+
+/// A lease owner name unique to this process: host, pid and a random suffix.
+pub fn unique_owner() -> String {
+    let host = std::fs::read_to_string("/etc/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "host".into());
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0);
+    format!(
+        "{host}:{}:{:08x}",
+        std::process::id(),
+        crate::domain::mix(nanos) as u32
+    )
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    Daemon,
+    Once,
+}
+
+impl Driver {
+    /// A driver; `owner` must be unique among drivers sharing the store.
+    pub fn new(
+        store: Arc<dyn Store>,
+        graph: StateGraph,
+        policy: Policy,
+        tuning: DriverTuning,
+        handlers: Handlers,
+        owner: String,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
+        Self {
+            store,
+            graph,
+            policy,
+            tuning,
+            handlers,
+            owner,
+            clock,
+        }
+    }
+
+    /// This driver's lease owner name.
+    pub fn owner(&self) -> &str {
+        &self.owner
+    }
+
+    /// Runs until `shutdown` turns true.
+    pub async fn run(
+        self: &Arc<Self>,
+        shutdown: watch::Receiver<bool>,
+    ) -> Result<RunReport, DriverError> {
+        self.drive(Mode::Daemon, shutdown).await
+    }
+
+    /// Processes everything due now (including what becomes due as stages complete), then returns.
+    pub async fn run_once(
+        self: &Arc<Self>,
+        shutdown: watch::Receiver<bool>,
+    ) -> Result<RunReport, DriverError> {
+        self.drive(Mode::Once, shutdown).await
+    }
+
+    async fn drive(
+        self: &Arc<Self>,
+        mode: Mode,
+        mut shutdown: watch::Receiver<bool>,
+    ) -> Result<RunReport, DriverError> {
+        let wake = match (mode, self.store.subscribe().await) {
+            (Mode::Daemon, Ok(wake)) => wake,
+            (Mode::Daemon, Err(error)) => {
+                tracing::warn!(%error, "no wake-up listener; polling only");
+                None
+            }
+            (Mode::Once, _) => None,
+        };
+        let permits = Arc::new(Semaphore::new(self.tuning.concurrency));
+        let mut tasks: JoinSet<RunReport> = JoinSet::new();
+        let mut report = RunReport::default();
+        tracing::info!(owner = %self.owner, "driver started");
+        loop {
+            while let Some(done) = tasks.try_join_next() {
+                report.merge(task_report(done));
+            }
+            if *shutdown.borrow() {
+                break;
+            }
+            if self.policy.paused {
+                if mode == Mode::Once {
+                    tracing::warn!("policy.paused = true: nothing is claimed");
+                    break;
+                }
+                self.idle(None, &wake, &mut shutdown, &mut tasks, &mut report)
+                    .await;
+                continue;
+            }
+            let permit = tokio::select! {
+                permit = permits.clone().acquire_owned() => match permit {
+                    Ok(permit) => permit,
+                    Err(_) => break,
+                },
+                _ = shutdown.changed() => continue,
+            };
+            let now = self.clock.now();
+            let batch = match self
+                .store
+                .claim(&self.owner, now, self.tuning.lease, self.tuning.batch_size)
+                .await
+            {
+                Ok(batch) => batch,
+                Err(error) if mode == Mode::Daemon => {
+                    tracing::error!(%error, "claim failed; retrying after the poll interval");
+                    drop(permit);
+                    self.idle(Some(now), &wake, &mut shutdown, &mut tasks, &mut report)
+                        .await;
+                    continue;
+                }
+                Err(error) => return Err(error.into()),
+            };
+            if batch.is_empty() {
+                drop(permit);
+                if mode == Mode::Once {
+                    match tasks.join_next().await {
+                        Some(done) => {
+                            report.merge(task_report(done));
+                            continue;
+                        }
+                        None => break,
+                    }
+                }
+                self.idle(Some(now), &wake, &mut shutdown, &mut tasks, &mut report)
+                    .await;
+                continue;
+            }
+            let driver = self.clone();
+            let stop = shutdown.clone();
+            tasks.spawn(async move {
+                let _permit = permit;
+                driver.process(batch, stop).await
+            });
+        }
+        while let Some(done) = tasks.join_next().await {
+            report.merge(task_report(done));
+        }
+        tracing::info!(owner = %self.owner, claimed = report.claimed, applied = report.applied,
+            lost = report.lost, released = report.released, "driver stopped");
+        Ok(report)
+    }
+
+    /// Sleeps until the poll interval, the next due time, a wake-up, a finished batch or shutdown.
+    async fn idle(
+        &self,
+        now: Option<chrono::DateTime<chrono::Utc>>,
+        wake: &Option<Arc<tokio::sync::Notify>>,
+        shutdown: &mut watch::Receiver<bool>,
+        tasks: &mut JoinSet<RunReport>,
+        report: &mut RunReport,
+    ) {
+        let mut pause = self.tuning.poll_interval;
+        if let (Some(now), Ok(Some(due))) = (now, self.store.next_due().await) {
+            let until_due = (due - now).to_std().unwrap_or(Duration::ZERO);
+            pause = pause.min(until_due.max(Duration::from_millis(10)));
+        }
+        let notified = async {
+            match wake {
+                Some(wake) => wake.notified().await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            _ = tokio::time::sleep(pause) => {}
+            _ = notified => {}
+            _ = shutdown.changed() => {}
+            Some(done) = tasks.join_next() => report.merge(task_report(done)),
+        }
+    }
+
+    /// Runs one claimed batch through its handlers and writes the outcomes back.
+    pub async fn process(
+        &self,
+        batch: Vec<Claimed>,
+        mut shutdown: watch::Receiver<bool>,
+    ) -> RunReport {
+        let mut report = RunReport {
+            claimed: batch.len() as u64,
+            ..RunReport::default()
+        };
+        let ids: Vec<i64> = batch.iter().map(|c| c.id).collect();
+        let work = self.run_handlers(&batch);
+        tokio::pin!(work);
+        let mut renew =
+            tokio::time::interval((self.tuning.lease / 3).max(Duration::from_millis(100)));
+        renew.tick().await;
+        let mut stopping: Option<tokio::time::Instant> = None;
+        let results = loop {
+            let deadline = async {
+                match stopping {
+                    Some(at) => tokio::time::sleep_until(at).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                results = &mut work => break Some(results),
+                _ = renew.tick() => {
+                    let until = self.clock.now() + chrono::Duration::from_std(self.tuning.lease).unwrap_or(chrono::Duration::MAX);
+                    match self.store.renew(&self.owner, &ids, until).await {
+                        Ok(held) if held < ids.len() as u64 => tracing::warn!(held, claimed = ids.len(), "some leases were lost while the handler ran"),
+                        Ok(_) => {}
+                        Err(error) => tracing::warn!(%error, "lease renewal failed"),
+                    }
+                }
+                _ = shutdown.changed(), if stopping.is_none() => {
+                    stopping = Some(tokio::time::Instant::now() + SHUTDOWN_GRACE);
+                }
+                _ = deadline => break None,
+            }
+        };
+        let Some(results) = results else {
+            let claimed: Vec<(i64, i32)> = batch.iter().map(|c| (c.id, c.attempt)).collect();
+            match self
+                .store
+                .release(&self.owner, &claimed, self.clock.now())
+                .await
+            {
+                Ok(released) => report.released = released,
+                Err(error) => tracing::warn!(%error, "release failed; the leases will expire"),
+            }
+            return report;
+        };
+        let now = self.clock.now();
+        let applied: Vec<Applied> = batch
+            .iter()
+            .zip(results)
+            .map(|(c, result)| Applied {
+                id: c.id,
+                from_state: c.state.clone(),
+                attempt: c.attempt,
+                transition: plan_outcome(
+                    &self.graph,
+                    &self.policy.retry,
+                    self.policy.max_attempts,
+                    &c.state,
+                    c.attempt,
+                    &result,
+                    now,
+                    retry_entropy(c.id, c.attempt, now),
+                ),
+            })
+            .collect();
+        match self.store.write_back(&self.owner, &applied, now).await {
+            Ok(done) => {
+                report.applied = done.len() as u64;
+                let done: std::collections::HashSet<i64> = done.into_iter().collect();
+                for a in &applied {
+                    if done.contains(&a.id) {
+                        *report
+                            .outcomes
+                            .entry(a.transition.outcome.to_string())
+                            .or_default() += 1;
+                        tracing::debug!(retirement_id = a.id, state = %a.from_state, to = %a.transition.to_state,
+                            attempt = a.attempt, outcome = a.transition.outcome, "outcome applied");
+                    } else {
+                        report.lost += 1;
+                        tracing::warn!(retirement_id = a.id, state = %a.from_state, attempt = a.attempt,
+                            "write-back lost its lease; it changed nothing");
+                    }
+                }
+            }
+            Err(error) => {
+                // The leases expire and another claim retries the batch: handlers are idempotent.
+                tracing::error!(%error, claimed = batch.len(), "write-back failed; the batch will be retried after its lease");
+            }
+        }
+        report
+    }
+
+    /// Calls each state's handler with its part of the batch; one result per claimed row, in order.
+    async fn run_handlers(&self, batch: &[Claimed]) -> Vec<StageResult> {
+        let mut by_state: BTreeMap<&str, Vec<Claimed>> = BTreeMap::new();
+        let mut results: std::collections::HashMap<i64, StageResult> =
+            std::collections::HashMap::new();
+        for c in batch {
+            if c.attempt.max(0) as u32 > self.policy.max_attempts {
+                // Earlier workers lost the lease this many times (crashed or killed).
+                results.insert(c.id, Outcome::Fail {
+                    error: format!("attempts exhausted: {} claims in state {} without an outcome (the worker crashed or lost its lease)", c.attempt - 1, c.state),
+                }.into());
+            } else {
+                by_state
+                    .entry(c.state.as_str())
+                    .or_default()
+                    .push(c.clone());
+            }
+        }
+        for (state, part) in by_state {
+            let Some(handler) = self.handlers.get(state) else {
+                for c in &part {
+                    results.insert(
+                        c.id,
+                        Outcome::Fail {
+                            error: format!("no stage handles state {state} in this configuration"),
+                        }
+                        .into(),
+                    );
+                }
+                continue;
+            };
+            let span = tracing::info_span!("stage", state, size = part.len());
+            let _entered = span.enter();
+            match handler.handle(&part).await {
+                Ok(mut answers) => {
+                    for c in &part {
+                        let result = answers.remove(&c.id).unwrap_or_else(|| {
+                            Outcome::Retry {
+                                error: "the handler returned no outcome for this retirement".into(),
+                            }
+                            .into()
+                        });
+                        results.insert(c.id, result);
+                    }
+                }
+                Err(error) => {
+                    tracing::warn!(%error, state, "handler failed for its whole batch");
+                    for c in &part {
+                        results.insert(
+                            c.id,
+                            Outcome::Retry {
+                                error: error.to_string(),
+                            }
+                            .into(),
+                        );
+                    }
+                }
+            }
+        }
+        batch
+            .iter()
+            .map(|c| {
+                results.remove(&c.id).unwrap_or_else(|| {
+                    Outcome::Retry {
+                        error: "no outcome".into(),
+                    }
+                    .into()
+                })
+            })
+            .collect()
+    }
+}
+
+fn task_report(done: Result<RunReport, tokio::task::JoinError>) -> RunReport {
+    done.unwrap_or_else(|error| {
+        tracing::error!(%error, "a batch task panicked; its leases will expire and it will be retried");
+        RunReport::default()
+    })
+}

@@ -1,0 +1,613 @@
+//! The retirement store: a `Store` trait with a PostgreSQL and a SQLite implementation.
+//!
+//! Invariants kept here: at most one open retirement per subject (unique partial index);
+//! claims are short committed transactions; write-backs are fenced by
+//! (id, state, lease_owner, attempt) so a worker that lost its lease changes nothing; every
+//! state change inserts its event in the same transaction; events are append-only
+//! (database triggers); PII is erased in the transaction that ends a retirement.
+
+mod postgres;
+pub(crate) mod sql;
+mod sqlite;
+
+pub use postgres::PgStore;
+pub use sqlite::SqliteStore;
+
+use crate::domain::{OperatorRefusal, StateGraph, Transition, plan_abort, plan_resume};
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// The default store: an embedded SQLite file in the working directory.
+pub const DEFAULT_STORE_URL: &str = "sqlite://lethe.db";
+
+/// Which database a store URL points at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// PostgreSQL: production, shared by several daemons.
+    Postgres,
+    /// SQLite: the embedded single-daemon default.
+    Sqlite,
+}
+
+impl Backend {
+    /// Recognises `postgres://`, `postgresql://` and `sqlite:` URLs.
+    pub fn from_url(url: &str) -> Result<Self, String> {
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Ok(Backend::Postgres)
+        } else if url.starts_with("sqlite:") {
+            Ok(Backend::Sqlite)
+        } else {
+            Err("unsupported store URL (allowed: postgres://…, postgresql://…, sqlite://FILE, sqlite::memory:)".into())
+        }
+    }
+}
+
+/// A URL with any password replaced, fit for messages.
+pub fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme_end), Some(at)) if at > scheme_end => {
+            let credentials = &url[scheme_end + 3..at];
+            match credentials.find(':') {
+                Some(colon) => format!(
+                    "{}{}:***{}",
+                    &url[..scheme_end + 3],
+                    &credentials[..colon],
+                    &url[at..]
+                ),
+                None => url.to_string(),
+            }
+        }
+        _ => url.to_string(),
+    }
+}
+
+/// What went wrong in the store.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The store URL is not one we support.
+    #[error("store URL {url}: {problem}")]
+    BadUrl {
+        /// The URL, password redacted.
+        url: String,
+        /// What is allowed.
+        problem: String,
+    },
+    /// The database could not be reached.
+    #[error(
+        "cannot open the store at {url}: {source} (is the database up? check --store / LETHE_STORE_URL)"
+    )]
+    Connect {
+        /// The URL, password redacted.
+        url: String,
+        /// The driver error.
+        source: sqlx::Error,
+    },
+    /// Applying migrations failed.
+    #[error("store migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    /// A statement failed.
+    #[error("store query failed while trying to {context}: {source}")]
+    Query {
+        /// What the store was doing.
+        context: &'static str,
+        /// The driver error.
+        source: sqlx::Error,
+    },
+    /// states.toml dropped a state that open retirements still use.
+    #[error(
+        "states.toml no longer declares state {state}, but {count} open retirement(s) are in it or failed in it: finish, resume elsewhere or abort them first, or keep the state"
+    )]
+    StateInUse {
+        /// The state.
+        state: String,
+        /// Open retirements in it.
+        count: i64,
+    },
+    /// The store has not been migrated.
+    #[error("the store has no lethe schema yet: run `lethe migrate` first")]
+    NotMigrated,
+}
+
+/// Attaches what the store was doing to a driver error.
+pub(crate) trait QueryContext<T> {
+    fn ctx(self, context: &'static str) -> Result<T, StoreError>;
+}
+
+impl<T> QueryContext<T> for Result<T, sqlx::Error> {
+    fn ctx(self, context: &'static str) -> Result<T, StoreError> {
+        self.map_err(|source| StoreError::Query { context, source })
+    }
+}
+
+/// A subject to enqueue, with its audit hashes already computed.
+#[derive(Debug, Clone)]
+pub struct NewRetirement {
+    /// Source primary key.
+    pub subject: String,
+    /// Email, needed to warn the subject.
+    pub email: Option<String>,
+    /// Username, for templates.
+    pub username: Option<String>,
+    /// `inactive` or `requested`.
+    pub reason: String,
+    /// HMAC of the subject id.
+    pub subject_hash: String,
+    /// HMAC of the email.
+    pub email_hash: Option<String>,
+}
+
+/// What enqueueing one subject did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(tag = "result", content = "id", rename_all = "snake_case")]
+pub enum EnqueueOutcome {
+    /// A new retirement with this id.
+    Created(i64),
+    /// The subject already has this open retirement; nothing was added.
+    AlreadyOpen(i64),
+}
+
+/// A retirement claimed by a driver: what a handler needs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Claimed {
+    /// Retirement id.
+    pub id: i64,
+    /// Source primary key.
+    pub subject: String,
+    /// Email, if known.
+    pub email: Option<String>,
+    /// Username, if known.
+    pub username: Option<String>,
+    /// Why it was opened.
+    pub reason: String,
+    /// Current state.
+    pub state: String,
+    /// Attempt number of this claim (1 on the first try in this state).
+    pub attempt: i32,
+    /// When the warning was accepted.
+    pub warned_at: Option<DateTime<Utc>>,
+    /// When the retirement was opened.
+    pub created_at: DateTime<Utc>,
+}
+
+/// A transition to apply in a write-back, with the fence it was claimed under.
+#[derive(Debug, Clone)]
+pub struct Applied {
+    /// Retirement id.
+    pub id: i64,
+    /// State when claimed.
+    pub from_state: String,
+    /// Attempt when claimed.
+    pub attempt: i32,
+    /// The change.
+    pub transition: Transition,
+}
+
+/// A retirement as operators see it. No email or username.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Retirement {
+    /// Id.
+    pub id: i64,
+    /// Source primary key; `None` once erased.
+    pub subject: Option<String>,
+    /// HMAC of the subject id.
+    pub subject_hash: String,
+    /// Why it was opened.
+    pub reason: String,
+    /// Current state.
+    pub state: String,
+    /// When its handler is next due.
+    pub due_at: Option<DateTime<Utc>>,
+    /// Attempts in the current state.
+    pub attempt: i32,
+    /// Driver holding the lease.
+    pub lease_owner: Option<String>,
+    /// Lease expiry.
+    pub lease_until: Option<DateTime<Utc>>,
+    /// Last error.
+    pub last_error: Option<String>,
+    /// State that failed, while errored.
+    pub failed_state: Option<String>,
+    /// When the warning was accepted.
+    pub warned_at: Option<DateTime<Utc>>,
+    /// Opened at.
+    pub created_at: DateTime<Utc>,
+    /// Last change.
+    pub updated_at: DateTime<Utc>,
+    /// Ended at (complete or aborted).
+    pub ended_at: Option<DateTime<Utc>>,
+}
+
+/// One audit event.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Event {
+    /// Event id (monotonic).
+    pub id: i64,
+    /// The retirement.
+    pub retirement_id: i64,
+    /// When.
+    pub at: DateTime<Utc>,
+    /// Who: `driver:OWNER`, `operator:NAME`, `cli`.
+    pub actor: String,
+    /// State before (none for the enqueue event).
+    pub from_state: Option<String>,
+    /// State after.
+    pub to_state: String,
+    /// enqueued, done, wait, retry, fail, cancel, resume, abort.
+    pub outcome: String,
+    /// Attempt the event belongs to.
+    pub attempt: i32,
+    /// JSON detail.
+    pub detail: String,
+}
+
+/// An event with the retirement it belongs to, for auditors.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct AuditRow {
+    /// The event.
+    #[serde(flatten)]
+    pub event: Event,
+    /// Subject id, while not erased.
+    pub subject: Option<String>,
+    /// HMAC of the subject id.
+    pub subject_hash: String,
+    /// Why the retirement was opened.
+    pub reason: String,
+}
+
+/// How to find a retirement: by id, or by subject id or email (hashed too, so ended
+/// retirements are still found).
+#[derive(Debug, Clone)]
+pub enum Lookup {
+    /// Retirement id.
+    Id(i64),
+    /// A subject id or email, with its hashes when a key is available.
+    Subject {
+        /// As typed.
+        raw: String,
+        /// HMAC of it as a subject id.
+        subject_hash: Option<String>,
+        /// HMAC of it as an email.
+        email_hash: Option<String>,
+    },
+}
+
+impl Lookup {
+    /// Parses what an operator typed: a number is tried as a retirement id first by the
+    /// caller; this builds the subject form with hashes from `key`.
+    pub fn subject(raw: &str, key: Option<&crate::pii::HashKey>) -> Self {
+        Lookup::Subject {
+            raw: raw.to_string(),
+            subject_hash: key.map(|k| k.subject(raw)),
+            email_hash: key.filter(|_| raw.contains('@')).map(|k| k.email(raw)),
+        }
+    }
+
+    /// Bind values: (id, raw subject, subject hash, email hash).
+    fn params(&self) -> (Option<i64>, Option<&str>, Option<&str>, Option<&str>) {
+        match self {
+            Lookup::Id(id) => (Some(*id), None, None, None),
+            Lookup::Subject {
+                raw,
+                subject_hash,
+                email_hash,
+            } => (
+                None,
+                Some(raw.as_str()),
+                subject_hash.as_deref(),
+                email_hash.as_deref(),
+            ),
+        }
+    }
+}
+
+/// Filter for `audit`.
+#[derive(Debug, Clone, Default)]
+pub struct AuditFilter {
+    /// Events at or after.
+    pub since: Option<DateTime<Utc>>,
+    /// Events before.
+    pub until: Option<DateTime<Utc>>,
+    /// Only this subject's retirements.
+    pub subject: Option<Lookup>,
+    /// At most this many rows.
+    pub limit: i64,
+}
+
+/// Result of an operator action.
+#[derive(Debug)]
+pub enum ActionResult {
+    /// Applied; the retirement as it is now.
+    Applied(Box<Retirement>),
+    /// No such retirement.
+    NotFound,
+    /// Refused, with the reason.
+    Refused(String),
+}
+
+/// Persistence for retirements, events and states.
+#[async_trait]
+pub trait Store: Send + Sync {
+    /// Which database this is.
+    fn backend(&self) -> Backend;
+
+    /// Applies pending migrations.
+    async fn migrate(&self) -> Result<(), StoreError>;
+
+    /// Writes the states of states.toml into the `state` table; refuses to drop a state
+    /// that open retirements still use.
+    async fn sync_states(&self, graph: &StateGraph) -> Result<(), StoreError>;
+
+    /// Opens retirements in the initial state, due now; an open one is reported, not duplicated.
+    async fn enqueue(
+        &self,
+        initial_state: &str,
+        new: &[NewRetirement],
+        actor: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<EnqueueOutcome>, StoreError>;
+
+    /// Claims up to `limit` due retirements for `owner` until `now + lease`.
+    async fn claim(
+        &self,
+        owner: &str,
+        now: DateTime<Utc>,
+        lease: Duration,
+        limit: usize,
+    ) -> Result<Vec<Claimed>, StoreError>;
+
+    /// Extends the lease of `ids` still held by `owner`; returns how many are still held.
+    async fn renew(
+        &self,
+        owner: &str,
+        ids: &[i64],
+        until: DateTime<Utc>,
+    ) -> Result<u64, StoreError>;
+
+    /// Gives back claimed retirements untouched (shutdown): due now, attempt undone.
+    async fn release(
+        &self,
+        owner: &str,
+        claimed: &[(i64, i32)],
+        now: DateTime<Utc>,
+    ) -> Result<u64, StoreError>;
+
+    /// Applies transitions and inserts their events in one transaction, fenced by
+    /// (id, state, owner, attempt). Returns the ids that were applied.
+    async fn write_back(
+        &self,
+        owner: &str,
+        applied: &[Applied],
+        now: DateTime<Utc>,
+    ) -> Result<Vec<i64>, StoreError>;
+
+    /// The retirement for a lookup: by subject, the open one, else the latest.
+    async fn find(&self, lookup: &Lookup) -> Result<Option<Retirement>, StoreError>;
+
+    /// Every event of a retirement, oldest first.
+    async fn history(&self, id: i64) -> Result<Vec<Event>, StoreError>;
+
+    /// Retirements, newest first, optionally in one state.
+    async fn list(&self, state: Option<&str>, limit: i64) -> Result<Vec<Retirement>, StoreError>;
+
+    /// Number of retirements per state.
+    async fn stats(&self) -> Result<Vec<(String, i64)>, StoreError>;
+
+    /// Applies an operator action to retirement `id` under a row lock, or says why not.
+    async fn operate(
+        &self,
+        graph: &StateGraph,
+        id: i64,
+        action: &OperatorAction,
+        actor: &str,
+        now: DateTime<Utc>,
+    ) -> Result<ActionResult, StoreError>;
+
+    /// Events with their retirement, oldest first.
+    async fn audit(&self, filter: &AuditFilter) -> Result<Vec<AuditRow>, StoreError>;
+
+    /// When the next open retirement is due, if any.
+    async fn next_due(&self) -> Result<Option<DateTime<Utc>>, StoreError>;
+
+    /// A wake-up signal fired when work is added (Postgres LISTEN/NOTIFY); `None` when the
+    /// backend has none, so the driver only polls.
+    async fn subscribe(&self) -> Result<Option<Arc<tokio::sync::Notify>>, StoreError>;
+}
+
+/// An operator action on one retirement.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OperatorAction {
+    /// Continue an errored retirement at its failed state, or at `to`.
+    Resume {
+        /// Target state.
+        to: Option<String>,
+    },
+    /// End an open retirement.
+    Abort {
+        /// Why, recorded in the event.
+        reason: String,
+    },
+}
+
+impl OperatorAction {
+    /// The transition this action causes on `current`, or why it is refused.
+    pub fn decide(
+        &self,
+        graph: &StateGraph,
+        current: &Retirement,
+        now: DateTime<Utc>,
+    ) -> Result<Transition, OperatorRefusal> {
+        match self {
+            OperatorAction::Resume { to } => {
+                if current.ended_at.is_some() {
+                    return Err(OperatorRefusal(format!(
+                        "it already ended in state {}",
+                        current.state
+                    )));
+                }
+                plan_resume(
+                    graph,
+                    &current.state,
+                    current.failed_state.as_deref(),
+                    to.as_deref(),
+                    now,
+                )
+            }
+            OperatorAction::Abort { reason } => {
+                plan_abort(graph, &current.state, current.ended_at.is_some(), reason)
+            }
+        }
+    }
+}
+
+/// Opens the store at `url` (creating a SQLite file if needed). `max_connections` bounds the pool.
+pub async fn open(url: &str, max_connections: u32) -> Result<Arc<dyn Store>, StoreError> {
+    let backend = Backend::from_url(url).map_err(|problem| StoreError::BadUrl {
+        url: redact_url(url),
+        problem,
+    })?;
+    Ok(match backend {
+        Backend::Postgres => Arc::new(PgStore::connect(url, max_connections).await?),
+        Backend::Sqlite => Arc::new(SqliteStore::connect(url, max_connections).await?),
+    })
+}
+
+/// Decodes a `Retirement` from a row of either backend (same column names and types).
+macro_rules! decode_retirement {
+    ($row:expr) => {{
+        use sqlx::Row;
+        let row = $row;
+        (|| -> Result<$crate::store::Retirement, sqlx::Error> {
+            Ok($crate::store::Retirement {
+                id: row.try_get("id")?,
+                subject: row.try_get("subject")?,
+                subject_hash: row.try_get("subject_hash")?,
+                reason: row.try_get("reason")?,
+                state: row.try_get("state")?,
+                due_at: row.try_get("due_at")?,
+                attempt: row.try_get("attempt")?,
+                lease_owner: row.try_get("lease_owner")?,
+                lease_until: row.try_get("lease_until")?,
+                last_error: row.try_get("last_error")?,
+                failed_state: row.try_get("failed_state")?,
+                warned_at: row.try_get("warned_at")?,
+                created_at: row.try_get("created_at")?,
+                updated_at: row.try_get("updated_at")?,
+                ended_at: row.try_get("ended_at")?,
+            })
+        })()
+    }};
+}
+
+/// Decodes a `Claimed` from a claim's RETURNING row.
+macro_rules! decode_claimed {
+    ($row:expr) => {{
+        use sqlx::Row;
+        let row = $row;
+        (|| -> Result<$crate::store::Claimed, sqlx::Error> {
+            Ok($crate::store::Claimed {
+                id: row.try_get("id")?,
+                subject: row.try_get("subject")?,
+                email: row.try_get("email")?,
+                username: row.try_get("username")?,
+                reason: row.try_get("reason")?,
+                state: row.try_get("state")?,
+                attempt: row.try_get("attempt")?,
+                warned_at: row.try_get("warned_at")?,
+                created_at: row.try_get("created_at")?,
+            })
+        })()
+    }};
+}
+
+/// Decodes an `Event`.
+macro_rules! decode_event {
+    ($row:expr) => {{
+        use sqlx::Row;
+        let row = $row;
+        (|| -> Result<$crate::store::Event, sqlx::Error> {
+            Ok($crate::store::Event {
+                id: row.try_get("id")?,
+                retirement_id: row.try_get("retirement_id")?,
+                at: row.try_get("at")?,
+                actor: row.try_get("actor")?,
+                from_state: row.try_get("from_state")?,
+                to_state: row.try_get("to_state")?,
+                outcome: row.try_get("outcome")?,
+                attempt: row.try_get("attempt")?,
+                detail: row.try_get("detail")?,
+            })
+        })()
+    }};
+}
+
+/// Decodes an `AuditRow` (event columns plus subject, subject_hash, reason).
+macro_rules! decode_audit {
+    ($row:expr) => {{
+        use sqlx::Row;
+        let row = $row;
+        $crate::store::decode_event!(row).and_then(|event| {
+            Ok($crate::store::AuditRow {
+                event,
+                subject: row.try_get("subject")?,
+                subject_hash: row.try_get("subject_hash")?,
+                reason: row.try_get("reason")?,
+            })
+        })
+    }};
+}
+
+/// Columns of a `Retirement`, for SELECTs built with `concat!`.
+macro_rules! retirement_columns {
+    () => {
+        "id, subject, subject_hash, reason, state, due_at, attempt, lease_owner, lease_until, last_error, failed_state, warned_at, created_at, updated_at, ended_at"
+    };
+}
+
+/// Columns of a `Claimed`, for claim RETURNING clauses.
+macro_rules! claimed_columns {
+    () => {
+        "id, subject, email, username, reason, state, attempt, warned_at, created_at"
+    };
+}
+
+/// Columns of an `Event`.
+macro_rules! event_columns {
+    () => {
+        "id, retirement_id, at, actor, from_state, to_state, outcome, attempt, detail"
+    };
+}
+
+pub(crate) use {
+    claimed_columns, decode_audit, decode_claimed, decode_event, decode_retirement, event_columns,
+    retirement_columns,
+};
+
+/// Truncates to microseconds, the precision both backends keep.
+pub fn truncate_micros(t: DateTime<Utc>) -> DateTime<Utc> {
+    use chrono::{DurationRound, TimeDelta};
+    t.duration_trunc(TimeDelta::microseconds(1)).unwrap_or(t)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_pick_the_backend_and_hide_passwords() {
+        assert_eq!(Backend::from_url("postgres://h/db"), Ok(Backend::Postgres));
+        assert_eq!(Backend::from_url("sqlite://lethe.db"), Ok(Backend::Sqlite));
+        assert!(
+            Backend::from_url("mysql://h/db")
+                .unwrap_err()
+                .contains("allowed")
+        );
+        assert_eq!(
+            redact_url("postgres://u:secret@h/db"),
+            "postgres://u:***@h/db"
+        );
+        assert_eq!(redact_url("postgres://u@h/db"), "postgres://u@h/db");
+    }
+}

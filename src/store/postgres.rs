@@ -1,0 +1,440 @@
+//! PostgreSQL store: production; several daemons share it. Claims use
+//! `FOR UPDATE SKIP LOCKED`; write-backs and enqueues are set-based (`UNNEST`), one
+//! statement per batch; operator actions and new work wake drivers with NOTIFY.
+
+use super::sql::shared_impl;
+use super::{
+    ActionResult, Applied, AuditFilter, AuditRow, Backend, Claimed, EnqueueOutcome, Event, Lookup,
+    NewRetirement, OperatorAction, QueryContext, Retirement, Store, StoreError, decode_claimed,
+    redact_url,
+};
+use crate::domain::StateGraph;
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use sqlx::postgres::{PgListener, PgPoolOptions};
+use sqlx::{PgPool, Postgres, Row, Transaction};
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// NOTIFY channel for wake-ups.
+const CHANNEL: &str = "lethe_wakeup";
+
+/// Rows per statement for bulk enqueues.
+const ENQUEUE_CHUNK: usize = 5_000;
+
+/// A store on PostgreSQL.
+#[derive(Clone)]
+pub struct PgStore {
+    pool: PgPool,
+}
+
+impl PgStore {
+    /// Connects a pool of `max_connections`.
+    pub async fn connect(url: &str, max_connections: u32) -> Result<Self, StoreError> {
+        let pool = PgPoolOptions::new()
+            .max_connections(max_connections.max(2))
+            .acquire_timeout(Duration::from_secs(30))
+            .connect(url)
+            .await
+            .map_err(|source| StoreError::Connect {
+                url: redact_url(url),
+                source,
+            })?;
+        Ok(Self { pool })
+    }
+
+    /// The underlying pool (tests, benchmarks).
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    async fn notify(&self, tx: &mut Transaction<'_, Postgres>) -> Result<(), StoreError> {
+        sqlx::query("SELECT pg_notify($1, '')")
+            .bind(CHANNEL)
+            .execute(&mut **tx)
+            .await
+            .ctx("notify drivers")?;
+        Ok(())
+    }
+
+    fn migrator() -> sqlx::migrate::Migrator {
+        use sqlx::SqlSafeStr;
+        use sqlx::migrate::{Migration, MigrationType, Migrator};
+        Migrator::with_migrations(vec![Migration::new(
+            1,
+            "init".into(),
+            MigrationType::Simple,
+            include_str!("../../migrations/postgres/0001_init.sql").into_sql_str(),
+            false,
+        )])
+    }
+}
+
+shared_impl!(PgStore, "BEGIN", " FOR UPDATE");
+
+#[async_trait]
+impl Store for PgStore {
+    fn backend(&self) -> Backend {
+        Backend::Postgres
+    }
+
+    async fn migrate(&self) -> Result<(), StoreError> {
+        Self::migrator().run(&self.pool).await?;
+        Ok(())
+    }
+
+    async fn sync_states(&self, graph: &StateGraph) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await.ctx("begin the state sync")?;
+        // Daemons starting together sync one at a time.
+        sqlx::query("SELECT pg_advisory_xact_lock(7431001)")
+            .execute(&mut *tx)
+            .await
+            .ctx("lock the state sync")?;
+        let known: Vec<String> = sqlx::query("SELECT name FROM state")
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(|_| StoreError::NotMigrated)?
+            .iter()
+            .map(|r| r.try_get("name"))
+            .collect::<Result<_, _>>()
+            .ctx("read the states")?;
+        for name in known.iter().filter(|n| !graph.contains(n)) {
+            let count: i64 = sqlx::query(
+                "SELECT COUNT(*) FROM retirement WHERE ended_at IS NULL AND (state = $1 OR failed_state = $1)",
+            )
+            .bind(name)
+            .fetch_one(&mut *tx)
+            .await
+            .ctx("count retirements in a removed state")?
+            .try_get(0)
+            .ctx("decode a count")?;
+            if count > 0 {
+                return Err(StoreError::StateInUse {
+                    state: name.clone(),
+                    count,
+                });
+            }
+            sqlx::query("DELETE FROM state WHERE name = $1")
+                .bind(name)
+                .execute(&mut *tx)
+                .await
+                .ctx("remove a state")?;
+        }
+        let names: Vec<String> = graph.states().iter().map(|s| s.name.clone()).collect();
+        let positions: Vec<i32> = (0..names.len() as i32).collect();
+        let roles: Vec<Option<String>> = graph
+            .states()
+            .iter()
+            .map(|s| s.role.map(|r| r.to_string()))
+            .collect();
+        sqlx::query(
+            "INSERT INTO state (name, position, role) SELECT * FROM UNNEST($1::text[], $2::int[], $3::text[]) \
+             ON CONFLICT (name) DO UPDATE SET position = excluded.position, role = excluded.role",
+        )
+        .bind(&names)
+        .bind(&positions)
+        .bind(&roles)
+        .execute(&mut *tx)
+        .await
+        .ctx("write the states")?;
+        tx.commit().await.ctx("commit the state sync")
+    }
+
+    async fn enqueue(
+        &self,
+        initial_state: &str,
+        new: &[NewRetirement],
+        actor: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<EnqueueOutcome>, StoreError> {
+        let mut by_subject: HashMap<String, EnqueueOutcome> = HashMap::with_capacity(new.len());
+        let mut tx = self.pool.begin().await.ctx("begin an enqueue")?;
+        for chunk in new.chunks(ENQUEUE_CHUNK) {
+            let mut seen = HashSet::with_capacity(chunk.len());
+            let chunk: Vec<&NewRetirement> = chunk
+                .iter()
+                .filter(|n| !by_subject.contains_key(&n.subject) && seen.insert(n.subject.as_str()))
+                .collect();
+            let column = |f: fn(&NewRetirement) -> Option<String>| -> Vec<Option<String>> {
+                chunk.iter().map(|n| f(n)).collect()
+            };
+            let rows = sqlx::query(
+                "WITH input AS ( \
+                   SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[]) \
+                   AS u(subject, email, username, subject_hash, email_hash, reason)), \
+                 created AS ( \
+                   INSERT INTO retirement (subject, email, username, subject_hash, email_hash, reason, \
+                     state, due_at, attempt, created_at, updated_at) \
+                   SELECT subject, email, username, subject_hash, email_hash, reason, $7, $8, 0, $8, $8 FROM input \
+                   ON CONFLICT (subject) WHERE ended_at IS NULL DO NOTHING \
+                   RETURNING id, subject, reason), \
+                 events AS ( \
+                   INSERT INTO retirement_event (retirement_id, at, actor, from_state, to_state, outcome, attempt, detail) \
+                   SELECT id, $8, $9, NULL, $7, 'enqueued', 0, json_build_object('reason', reason)::text FROM created) \
+                 SELECT id, subject FROM created",
+            )
+            .bind(column(|n| Some(n.subject.clone())))
+            .bind(column(|n| n.email.clone()))
+            .bind(column(|n| n.username.clone()))
+            .bind(column(|n| Some(n.subject_hash.clone())))
+            .bind(column(|n| n.email_hash.clone()))
+            .bind(column(|n| Some(n.reason.clone())))
+            .bind(initial_state)
+            .bind(now)
+            .bind(actor)
+            .fetch_all(&mut *tx)
+            .await
+            .ctx("insert retirements")?;
+            for row in rows {
+                let id: i64 = row.try_get("id").ctx("decode an id")?;
+                let subject: String = row.try_get("subject").ctx("decode a subject")?;
+                by_subject.insert(subject, EnqueueOutcome::Created(id));
+            }
+            let missing: Vec<String> = chunk
+                .iter()
+                .filter(|n| !by_subject.contains_key(&n.subject))
+                .map(|n| n.subject.clone())
+                .collect();
+            if !missing.is_empty() {
+                let rows = sqlx::query(
+                    "SELECT id, subject FROM retirement WHERE subject = ANY($1) AND ended_at IS NULL",
+                )
+                .bind(&missing)
+                .fetch_all(&mut *tx)
+                .await
+                .ctx("find open retirements")?;
+                for row in rows {
+                    let id: i64 = row.try_get("id").ctx("decode an id")?;
+                    let subject: String = row.try_get("subject").ctx("decode a subject")?;
+                    by_subject.insert(subject, EnqueueOutcome::AlreadyOpen(id));
+                }
+            }
+        }
+        self.notify(&mut tx).await?;
+        tx.commit().await.ctx("commit an enqueue")?;
+        new.iter()
+            .map(|n| {
+                by_subject
+                    .get(&n.subject)
+                    .copied()
+                    .ok_or_else(|| StoreError::Query {
+                        context: "enqueue (a concurrent enqueue raced this one: retry)",
+                        source: sqlx::Error::RowNotFound,
+                    })
+            })
+            .collect()
+    }
+
+    async fn claim(
+        &self,
+        owner: &str,
+        now: DateTime<Utc>,
+        lease: Duration,
+        limit: usize,
+    ) -> Result<Vec<Claimed>, StoreError> {
+        let until = now + chrono::Duration::from_std(lease).unwrap_or(chrono::Duration::MAX);
+        // One statement, committed at once: the claim is its own short transaction.
+        let rows = sqlx::query(concat!(
+            "UPDATE retirement r SET lease_owner = $1, lease_until = $2, due_at = $2, \
+             attempt = r.attempt + 1, updated_at = $3 \
+             FROM (SELECT id FROM retirement WHERE ended_at IS NULL AND due_at IS NOT NULL \
+             AND due_at <= $3 ORDER BY due_at, id LIMIT $4 FOR UPDATE SKIP LOCKED) due \
+             WHERE r.id = due.id RETURNING ",
+            "r.id, r.subject, r.email, r.username, r.reason, r.state, r.attempt, r.warned_at, r.created_at"
+        ))
+        .bind(owner)
+        .bind(until)
+        .bind(now)
+        .bind(limit as i64)
+        .fetch_all(&self.pool)
+        .await
+        .ctx("claim due retirements")?;
+        let mut claimed = rows
+            .iter()
+            .map(|r| decode_claimed!(r))
+            .collect::<Result<Vec<_>, _>>()
+            .ctx("decode a claimed retirement")?;
+        claimed.sort_by_key(|c| c.id);
+        Ok(claimed)
+    }
+
+    async fn renew(
+        &self,
+        owner: &str,
+        ids: &[i64],
+        until: DateTime<Utc>,
+    ) -> Result<u64, StoreError> {
+        let done = sqlx::query(
+            "UPDATE retirement SET lease_until = $1, due_at = $1 WHERE lease_owner = $2 AND id = ANY($3)",
+        )
+        .bind(until)
+        .bind(owner)
+        .bind(ids)
+        .execute(&self.pool)
+        .await
+        .ctx("renew leases")?;
+        Ok(done.rows_affected())
+    }
+
+    async fn release(
+        &self,
+        owner: &str,
+        claimed: &[(i64, i32)],
+        now: DateTime<Utc>,
+    ) -> Result<u64, StoreError> {
+        let ids: Vec<i64> = claimed.iter().map(|c| c.0).collect();
+        let attempts: Vec<i32> = claimed.iter().map(|c| c.1).collect();
+        let done = sqlx::query(
+            "UPDATE retirement r SET lease_owner = NULL, lease_until = NULL, due_at = $1, attempt = r.attempt - 1 \
+             FROM UNNEST($2::bigint[], $3::int[]) AS c(id, attempt) \
+             WHERE r.id = c.id AND r.attempt = c.attempt AND r.lease_owner = $4",
+        )
+        .bind(now)
+        .bind(&ids)
+        .bind(&attempts)
+        .bind(owner)
+        .execute(&self.pool)
+        .await
+        .ctx("release leases")?;
+        Ok(done.rows_affected())
+    }
+
+    async fn write_back(
+        &self,
+        owner: &str,
+        applied: &[Applied],
+        now: DateTime<Utc>,
+    ) -> Result<Vec<i64>, StoreError> {
+        if applied.is_empty() {
+            return Ok(Vec::new());
+        }
+        let ids: Vec<i64> = applied.iter().map(|a| a.id).collect();
+        let from: Vec<&str> = applied.iter().map(|a| a.from_state.as_str()).collect();
+        let fence_attempts: Vec<i32> = applied.iter().map(|a| a.attempt).collect();
+        let to: Vec<&str> = applied
+            .iter()
+            .map(|a| a.transition.to_state.as_str())
+            .collect();
+        let due: Vec<Option<DateTime<Utc>>> = applied.iter().map(|a| a.transition.due_at).collect();
+        let attempts: Vec<i32> = applied.iter().map(|a| a.transition.attempt).collect();
+        let errors: Vec<Option<&str>> = applied
+            .iter()
+            .map(|a| a.transition.last_error.as_deref())
+            .collect();
+        let failed: Vec<Option<&str>> = applied
+            .iter()
+            .map(|a| a.transition.failed_state.as_deref())
+            .collect();
+        let ends: Vec<bool> = applied.iter().map(|a| a.transition.ends).collect();
+        let warned: Vec<Option<DateTime<Utc>>> =
+            applied.iter().map(|a| a.transition.warned_at).collect();
+        let outcomes: Vec<&str> = applied.iter().map(|a| a.transition.outcome).collect();
+        let details: Vec<String> = applied
+            .iter()
+            .map(|a| a.transition.detail.to_string())
+            .collect();
+        // One statement: the fenced UPDATE and the events of the rows it changed.
+        let rows = sqlx::query(
+            "WITH input AS ( \
+               SELECT * FROM UNNEST($3::bigint[], $4::text[], $5::int[], $6::text[], $7::timestamptz[], \
+                 $8::int[], $9::text[], $10::text[], $11::bool[], $12::timestamptz[], $13::text[], $14::text[]) \
+               AS u(id, from_state, fence_attempt, to_state, due_at, attempt, last_error, failed_state, \
+                 ends, warned_at, outcome, detail)), \
+             changed AS ( \
+               UPDATE retirement r SET state = i.to_state, due_at = i.due_at, attempt = i.attempt, \
+                 last_error = i.last_error, failed_state = i.failed_state, \
+                 warned_at = COALESCE(i.warned_at, r.warned_at), lease_owner = NULL, lease_until = NULL, \
+                 updated_at = $1, ended_at = CASE WHEN i.ends THEN $1 ELSE NULL END, \
+                 subject = CASE WHEN i.ends THEN NULL ELSE r.subject END, \
+                 email = CASE WHEN i.ends THEN NULL ELSE r.email END, \
+                 username = CASE WHEN i.ends THEN NULL ELSE r.username END \
+               FROM input i \
+               WHERE r.id = i.id AND r.state = i.from_state AND r.lease_owner = $2 AND r.attempt = i.fence_attempt \
+               RETURNING r.id), \
+             events AS ( \
+               INSERT INTO retirement_event (retirement_id, at, actor, from_state, to_state, outcome, attempt, detail) \
+               SELECT i.id, $1, 'driver:' || $2, i.from_state, i.to_state, i.outcome, i.fence_attempt, i.detail \
+               FROM input i JOIN changed c ON c.id = i.id) \
+             SELECT id FROM changed",
+        )
+        .bind(now)
+        .bind(owner)
+        .bind(&ids)
+        .bind(&from)
+        .bind(&fence_attempts)
+        .bind(&to)
+        .bind(&due)
+        .bind(&attempts)
+        .bind(&errors)
+        .bind(&failed)
+        .bind(&ends)
+        .bind(&warned)
+        .bind(&outcomes)
+        .bind(&details)
+        .fetch_all(&self.pool)
+        .await
+        .ctx("apply outcomes")?;
+        rows.iter()
+            .map(|r| r.try_get("id"))
+            .collect::<Result<_, _>>()
+            .ctx("decode an id")
+    }
+
+    async fn find(&self, lookup: &Lookup) -> Result<Option<Retirement>, StoreError> {
+        self.find_impl(lookup).await
+    }
+
+    async fn history(&self, id: i64) -> Result<Vec<Event>, StoreError> {
+        self.history_impl(id).await
+    }
+
+    async fn list(&self, state: Option<&str>, limit: i64) -> Result<Vec<Retirement>, StoreError> {
+        self.list_impl(state, limit).await
+    }
+
+    async fn stats(&self) -> Result<Vec<(String, i64)>, StoreError> {
+        self.stats_impl().await
+    }
+
+    async fn operate(
+        &self,
+        graph: &StateGraph,
+        id: i64,
+        action: &OperatorAction,
+        actor: &str,
+        now: DateTime<Utc>,
+    ) -> Result<ActionResult, StoreError> {
+        self.operate_impl(graph, id, action, actor, now).await
+    }
+
+    async fn audit(&self, filter: &AuditFilter) -> Result<Vec<AuditRow>, StoreError> {
+        self.audit_impl(filter).await
+    }
+
+    async fn next_due(&self) -> Result<Option<DateTime<Utc>>, StoreError> {
+        self.next_due_impl().await
+    }
+
+    async fn subscribe(&self) -> Result<Option<Arc<tokio::sync::Notify>>, StoreError> {
+        let mut listener = PgListener::connect_with(&self.pool)
+            .await
+            .ctx("connect the wake-up listener")?;
+        listener.listen(CHANNEL).await.ctx("listen for wake-ups")?;
+        let wake = Arc::new(tokio::sync::Notify::new());
+        let signal = wake.clone();
+        tokio::spawn(async move {
+            loop {
+                match listener.recv().await {
+                    Ok(_) => signal.notify_one(),
+                    Err(error) => {
+                        // PgListener reconnects on the next recv; polling covers the gap.
+                        tracing::warn!(%error, "wake-up listener lost its connection");
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                    }
+                }
+            }
+        });
+        Ok(Some(wake))
+    }
+}

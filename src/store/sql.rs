@@ -1,0 +1,286 @@
+//! SQL shared by both backends (`$N` parameters work in PostgreSQL and SQLite alike),
+//! and the query helpers both implementations expand.
+
+/// Applies one transition; fenced by (state, lease_owner, attempt) when `$10` is not NULL.
+pub(crate) const APPLY_ONE: &str = "UPDATE retirement SET state = $1, due_at = $2, attempt = $3, \
+     last_error = $4, failed_state = $5, warned_at = COALESCE($6, warned_at), \
+     lease_owner = NULL, lease_until = NULL, updated_at = $7, \
+     ended_at = CASE WHEN $8 THEN $7 ELSE NULL END, \
+     subject = CASE WHEN $8 THEN NULL ELSE subject END, \
+     email = CASE WHEN $8 THEN NULL ELSE email END, \
+     username = CASE WHEN $8 THEN NULL ELSE username END \
+     WHERE id = $9 AND ($10 IS NULL OR (state = $11 AND lease_owner = $10 AND attempt = $12))";
+
+/// Inserts one event.
+pub(crate) const INSERT_EVENT: &str = "INSERT INTO retirement_event \
+     (retirement_id, at, actor, from_state, to_state, outcome, attempt, detail) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8)";
+
+/// Opens one retirement unless the subject has an open one.
+pub(crate) const ENQUEUE_ONE: &str = "INSERT INTO retirement \
+     (subject, email, username, subject_hash, email_hash, reason, state, due_at, attempt, created_at, updated_at) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 0, $8, $8) \
+     ON CONFLICT (subject) WHERE ended_at IS NULL DO NOTHING RETURNING id";
+
+/// The open retirement of a subject.
+pub(crate) const OPEN_ID: &str =
+    "SELECT id FROM retirement WHERE subject = $1 AND ended_at IS NULL";
+
+/// Releases a claim untouched.
+pub(crate) const RELEASE_ONE: &str = "UPDATE retirement SET lease_owner = NULL, lease_until = NULL, \
+     due_at = $1, attempt = attempt - 1 WHERE id = $2 AND lease_owner = $3 AND attempt = $4";
+
+/// Finds retirements by id, subject or hashes; the open one first, then the newest.
+pub(crate) const FIND: &str = concat!(
+    "SELECT ",
+    super::retirement_columns!(),
+    " FROM retirement WHERE id = $1 OR subject = $2 OR subject_hash = $3 OR email_hash = $4 \
+     ORDER BY (ended_at IS NULL) DESC, id DESC LIMIT 1"
+);
+
+/// One retirement by id (operator actions).
+pub(crate) const BY_ID: &str = concat!(
+    "SELECT ",
+    super::retirement_columns!(),
+    " FROM retirement WHERE id = $1"
+);
+
+/// Events of a retirement.
+pub(crate) const HISTORY: &str = concat!(
+    "SELECT ",
+    super::event_columns!(),
+    " FROM retirement_event WHERE retirement_id = $1 ORDER BY id"
+);
+
+/// Retirements, newest first, optionally in one state.
+pub(crate) const LIST: &str = concat!(
+    "SELECT ",
+    super::retirement_columns!(),
+    " FROM retirement WHERE ($1 IS NULL OR state = $1) ORDER BY id DESC LIMIT $2"
+);
+
+/// Retirements per state.
+pub(crate) const STATS: &str = "SELECT state, COUNT(*) AS n FROM retirement GROUP BY state";
+
+/// Events joined with their retirement, filtered by time and subject.
+pub(crate) const AUDIT: &str = "SELECT e.id, e.retirement_id, e.at, e.actor, e.from_state, e.to_state, \
+     e.outcome, e.attempt, e.detail, r.subject, r.subject_hash, r.reason \
+     FROM retirement_event e JOIN retirement r ON r.id = e.retirement_id \
+     WHERE ($1 IS NULL OR e.at >= $1) AND ($2 IS NULL OR e.at < $2) \
+     AND ($7 = 0 OR r.id = $3 OR r.subject = $4 OR r.subject_hash = $5 OR r.email_hash = $6) \
+     ORDER BY e.id LIMIT $8";
+
+/// Earliest due time of an open retirement.
+pub(crate) const NEXT_DUE: &str =
+    "SELECT MIN(due_at) AS due FROM retirement WHERE ended_at IS NULL AND due_at IS NOT NULL";
+
+/// Binds a transition to `APPLY_ONE`. `$fence` is `Option<(&str state, &str owner, i32 attempt)>`.
+macro_rules! bind_apply {
+    ($id:expr, $fence:expr, $t:expr, $now:expr) => {{
+        let t: &$crate::domain::Transition = $t;
+        let fence: Option<(&str, &str, i32)> = $fence;
+        sqlx::query($crate::store::sql::APPLY_ONE)
+            .bind(t.to_state.as_str())
+            .bind(t.due_at)
+            .bind(t.attempt)
+            .bind(t.last_error.as_deref())
+            .bind(t.failed_state.as_deref())
+            .bind(t.warned_at)
+            .bind($now)
+            .bind(t.ends)
+            .bind($id)
+            .bind(fence.map(|f| f.1))
+            .bind(fence.map(|f| f.0))
+            .bind(fence.map(|f| f.2))
+    }};
+}
+
+/// Binds an event to `INSERT_EVENT`.
+macro_rules! bind_event {
+    ($id:expr, $now:expr, $actor:expr, $from:expr, $t:expr, $attempt:expr) => {{
+        let t: &$crate::domain::Transition = $t;
+        sqlx::query($crate::store::sql::INSERT_EVENT)
+            .bind($id)
+            .bind($now)
+            .bind($actor)
+            .bind($from)
+            .bind(t.to_state.as_str())
+            .bind(t.outcome)
+            .bind($attempt)
+            .bind(t.detail.to_string())
+    }};
+}
+
+/// Read queries and operator actions, identical for both backends: expands to an
+/// inherent `impl` with `*_impl` methods the `Store` impls delegate to.
+macro_rules! shared_impl {
+    ($store:ty, $begin:expr, $lock_suffix:expr) => {
+        impl $store {
+            async fn find_impl(
+                &self,
+                lookup: &$crate::store::Lookup,
+            ) -> Result<Option<$crate::store::Retirement>, $crate::store::StoreError> {
+                use $crate::store::QueryContext;
+                let (id, raw, subject_hash, email_hash) = lookup.params();
+                let row = sqlx::query($crate::store::sql::FIND)
+                    .bind(id)
+                    .bind(raw)
+                    .bind(subject_hash)
+                    .bind(email_hash)
+                    .fetch_optional(&self.pool)
+                    .await
+                    .ctx("find a retirement")?;
+                row.map(|r| $crate::store::decode_retirement!(&r))
+                    .transpose()
+                    .ctx("decode a retirement")
+            }
+
+            async fn history_impl(
+                &self,
+                id: i64,
+            ) -> Result<Vec<$crate::store::Event>, $crate::store::StoreError> {
+                use $crate::store::QueryContext;
+                let rows = sqlx::query($crate::store::sql::HISTORY)
+                    .bind(id)
+                    .fetch_all(&self.pool)
+                    .await
+                    .ctx("read the history")?;
+                rows.iter()
+                    .map(|r| $crate::store::decode_event!(r))
+                    .collect::<Result<_, _>>()
+                    .ctx("decode an event")
+            }
+
+            async fn list_impl(
+                &self,
+                state: Option<&str>,
+                limit: i64,
+            ) -> Result<Vec<$crate::store::Retirement>, $crate::store::StoreError> {
+                use $crate::store::QueryContext;
+                let rows = sqlx::query($crate::store::sql::LIST)
+                    .bind(state)
+                    .bind(limit)
+                    .fetch_all(&self.pool)
+                    .await
+                    .ctx("list retirements")?;
+                rows.iter()
+                    .map(|r| $crate::store::decode_retirement!(r))
+                    .collect::<Result<_, _>>()
+                    .ctx("decode a retirement")
+            }
+
+            async fn stats_impl(&self) -> Result<Vec<(String, i64)>, $crate::store::StoreError> {
+                use sqlx::Row;
+                use $crate::store::QueryContext;
+                let rows = sqlx::query($crate::store::sql::STATS)
+                    .fetch_all(&self.pool)
+                    .await
+                    .ctx("count retirements per state")?;
+                rows.iter()
+                    .map(|r| Ok((r.try_get("state")?, r.try_get("n")?)))
+                    .collect::<Result<_, sqlx::Error>>()
+                    .ctx("decode counts")
+            }
+
+            async fn audit_impl(
+                &self,
+                filter: &$crate::store::AuditFilter,
+            ) -> Result<Vec<$crate::store::AuditRow>, $crate::store::StoreError> {
+                use $crate::store::QueryContext;
+                let (id, raw, subject_hash, email_hash) = filter
+                    .subject
+                    .as_ref()
+                    .map(|l| l.params())
+                    .unwrap_or((None, None, None, None));
+                let rows = sqlx::query($crate::store::sql::AUDIT)
+                    .bind(filter.since)
+                    .bind(filter.until)
+                    .bind(id)
+                    .bind(raw)
+                    .bind(subject_hash)
+                    .bind(email_hash)
+                    .bind(i32::from(filter.subject.is_some()))
+                    .bind(filter.limit)
+                    .fetch_all(&self.pool)
+                    .await
+                    .ctx("read the audit trail")?;
+                rows.iter()
+                    .map(|r| $crate::store::decode_audit!(r))
+                    .collect::<Result<_, _>>()
+                    .ctx("decode an audit row")
+            }
+
+            async fn next_due_impl(
+                &self,
+            ) -> Result<Option<chrono::DateTime<chrono::Utc>>, $crate::store::StoreError> {
+                use sqlx::Row;
+                use $crate::store::QueryContext;
+                let row = sqlx::query($crate::store::sql::NEXT_DUE)
+                    .fetch_one(&self.pool)
+                    .await
+                    .ctx("find the next due time")?;
+                row.try_get("due").ctx("decode the next due time")
+            }
+
+            async fn operate_impl(
+                &self,
+                graph: &$crate::domain::StateGraph,
+                id: i64,
+                action: &$crate::store::OperatorAction,
+                actor: &str,
+                now: chrono::DateTime<chrono::Utc>,
+            ) -> Result<$crate::store::ActionResult, $crate::store::StoreError> {
+                use $crate::store::{ActionResult, QueryContext};
+                let mut tx = self
+                    .pool
+                    .begin_with($begin)
+                    .await
+                    .ctx("begin an operator action")?;
+                let row = sqlx::query(concat!(
+                    "SELECT ",
+                    $crate::store::retirement_columns!(),
+                    " FROM retirement WHERE id = $1",
+                    $lock_suffix
+                ))
+                .bind(id)
+                .fetch_optional(&mut *tx)
+                .await
+                .ctx("lock the retirement")?;
+                let Some(row) = row else {
+                    return Ok(ActionResult::NotFound);
+                };
+                let current = $crate::store::decode_retirement!(&row).ctx("decode a retirement")?;
+                let transition = match action.decide(graph, &current, now) {
+                    Ok(t) => t,
+                    Err(refusal) => return Ok(ActionResult::Refused(refusal.0)),
+                };
+                $crate::store::sql::bind_apply!(id, None, &transition, now)
+                    .execute(&mut *tx)
+                    .await
+                    .ctx("apply an operator action")?;
+                $crate::store::sql::bind_event!(
+                    id,
+                    now,
+                    actor,
+                    Some(current.state.as_str()),
+                    &transition,
+                    current.attempt
+                )
+                .execute(&mut *tx)
+                .await
+                .ctx("record an operator action")?;
+                self.notify(&mut tx).await?;
+                let row = sqlx::query($crate::store::sql::BY_ID)
+                    .bind(id)
+                    .fetch_one(&mut *tx)
+                    .await
+                    .ctx("read the retirement back")?;
+                let updated = $crate::store::decode_retirement!(&row).ctx("decode a retirement")?;
+                tx.commit().await.ctx("commit an operator action")?;
+                Ok(ActionResult::Applied(Box::new(updated)))
+            }
+        }
+    };
+}
+
+pub(crate) use {bind_apply, bind_event, shared_impl};

@@ -1,0 +1,354 @@
+//! SQLite store: the embedded single-daemon default. Writers serialise on `BEGIN IMMEDIATE`.
+
+use super::sql::{self, bind_apply, bind_event, shared_impl};
+use super::{
+    ActionResult, Applied, AuditFilter, AuditRow, Backend, Claimed, EnqueueOutcome, Event, Lookup,
+    NewRetirement, OperatorAction, QueryContext, Retirement, Store, StoreError, claimed_columns,
+    decode_claimed, redact_url,
+};
+use crate::domain::StateGraph;
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{Row, Sqlite, SqlitePool, Transaction};
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// A store on a SQLite file.
+#[derive(Clone)]
+pub struct SqliteStore {
+    pool: SqlitePool,
+}
+
+const BEGIN_IMMEDIATE: &str = "BEGIN IMMEDIATE";
+
+impl SqliteStore {
+    /// Opens (and creates) the database file in WAL mode.
+    pub async fn connect(url: &str, max_connections: u32) -> Result<Self, StoreError> {
+        let connect_error = |source| StoreError::Connect {
+            url: redact_url(url),
+            source,
+        };
+        let options = SqliteConnectOptions::from_str(url)
+            .map_err(connect_error)?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .busy_timeout(Duration::from_secs(30))
+            .foreign_keys(true);
+        let pool = SqlitePoolOptions::new()
+            .max_connections(max_connections.max(1))
+            .connect_with(options)
+            .await
+            .map_err(connect_error)?;
+        Ok(Self { pool })
+    }
+
+    /// The underlying pool (tests, benchmarks).
+    pub fn pool(&self) -> &SqlitePool {
+        &self.pool
+    }
+
+    async fn notify(&self, _tx: &mut Transaction<'_, Sqlite>) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    fn migrator() -> sqlx::migrate::Migrator {
+        use sqlx::SqlSafeStr;
+        use sqlx::migrate::{Migration, MigrationType, Migrator};
+        Migrator::with_migrations(vec![Migration::new(
+            1,
+            "init".into(),
+            MigrationType::Simple,
+            include_str!("../../migrations/sqlite/0001_init.sql").into_sql_str(),
+            false,
+        )])
+    }
+}
+
+shared_impl!(SqliteStore, BEGIN_IMMEDIATE, "");
+
+#[async_trait]
+impl Store for SqliteStore {
+    fn backend(&self) -> Backend {
+        Backend::Sqlite
+    }
+
+    async fn migrate(&self) -> Result<(), StoreError> {
+        Self::migrator().run(&self.pool).await?;
+        Ok(())
+    }
+
+    async fn sync_states(&self, graph: &StateGraph) -> Result<(), StoreError> {
+        let mut tx = self
+            .pool
+            .begin_with(BEGIN_IMMEDIATE)
+            .await
+            .ctx("begin the state sync")?;
+        let known: Vec<String> = sqlx::query("SELECT name FROM state")
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(|_| StoreError::NotMigrated)?
+            .iter()
+            .map(|r| r.try_get("name"))
+            .collect::<Result<_, _>>()
+            .ctx("read the states")?;
+        for name in known.iter().filter(|n| !graph.contains(n)) {
+            let count: i64 = sqlx::query(
+                "SELECT COUNT(*) FROM retirement WHERE ended_at IS NULL AND (state = $1 OR failed_state = $1)",
+            )
+            .bind(name)
+            .fetch_one(&mut *tx)
+            .await
+            .ctx("count retirements in a removed state")?
+            .try_get(0)
+            .ctx("decode a count")?;
+            if count > 0 {
+                return Err(StoreError::StateInUse {
+                    state: name.clone(),
+                    count,
+                });
+            }
+            sqlx::query("DELETE FROM state WHERE name = $1")
+                .bind(name)
+                .execute(&mut *tx)
+                .await
+                .ctx("remove a state")?;
+        }
+        for (position, def) in graph.states().iter().enumerate() {
+            sqlx::query(
+                "INSERT INTO state (name, position, role) VALUES ($1, $2, $3) \
+                 ON CONFLICT (name) DO UPDATE SET position = excluded.position, role = excluded.role",
+            )
+            .bind(&def.name)
+            .bind(position as i64)
+            .bind(def.role.map(|r| r.to_string()))
+            .execute(&mut *tx)
+            .await
+            .ctx("write a state")?;
+        }
+        tx.commit().await.ctx("commit the state sync")
+    }
+
+    async fn enqueue(
+        &self,
+        initial_state: &str,
+        new: &[NewRetirement],
+        actor: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<EnqueueOutcome>, StoreError> {
+        let mut tx = self
+            .pool
+            .begin_with(BEGIN_IMMEDIATE)
+            .await
+            .ctx("begin an enqueue")?;
+        let mut outcomes = Vec::with_capacity(new.len());
+        for n in new {
+            let created = sqlx::query(sql::ENQUEUE_ONE)
+                .bind(&n.subject)
+                .bind(&n.email)
+                .bind(&n.username)
+                .bind(&n.subject_hash)
+                .bind(&n.email_hash)
+                .bind(&n.reason)
+                .bind(initial_state)
+                .bind(now)
+                .fetch_optional(&mut *tx)
+                .await
+                .ctx("insert a retirement")?;
+            let outcome = match created {
+                Some(row) => {
+                    let id: i64 = row.try_get("id").ctx("decode an id")?;
+                    sqlx::query(sql::INSERT_EVENT)
+                        .bind(id)
+                        .bind(now)
+                        .bind(actor)
+                        .bind(None::<&str>)
+                        .bind(initial_state)
+                        .bind("enqueued")
+                        .bind(0i32)
+                        .bind(serde_json::json!({ "reason": n.reason }).to_string())
+                        .execute(&mut *tx)
+                        .await
+                        .ctx("record an enqueue")?;
+                    EnqueueOutcome::Created(id)
+                }
+                None => EnqueueOutcome::AlreadyOpen(
+                    sqlx::query(sql::OPEN_ID)
+                        .bind(&n.subject)
+                        .fetch_one(&mut *tx)
+                        .await
+                        .ctx("find the open retirement")?
+                        .try_get("id")
+                        .ctx("decode an id")?,
+                ),
+            };
+            outcomes.push(outcome);
+        }
+        tx.commit().await.ctx("commit an enqueue")?;
+        Ok(outcomes)
+    }
+
+    async fn claim(
+        &self,
+        owner: &str,
+        now: DateTime<Utc>,
+        lease: Duration,
+        limit: usize,
+    ) -> Result<Vec<Claimed>, StoreError> {
+        let until = now + chrono::Duration::from_std(lease).unwrap_or(chrono::Duration::MAX);
+        let mut tx = self
+            .pool
+            .begin_with(BEGIN_IMMEDIATE)
+            .await
+            .ctx("begin a claim")?;
+        let rows = sqlx::query(concat!(
+            "UPDATE retirement SET lease_owner = $1, lease_until = $2, due_at = $2, \
+             attempt = attempt + 1, updated_at = $3 \
+             WHERE id IN (SELECT id FROM retirement WHERE ended_at IS NULL AND due_at IS NOT NULL \
+             AND due_at <= $3 ORDER BY due_at, id LIMIT $4) RETURNING ",
+            claimed_columns!()
+        ))
+        .bind(owner)
+        .bind(until)
+        .bind(now)
+        .bind(limit as i64)
+        .fetch_all(&mut *tx)
+        .await
+        .ctx("claim due retirements")?;
+        tx.commit().await.ctx("commit a claim")?;
+        let mut claimed = rows
+            .iter()
+            .map(|r| decode_claimed!(r))
+            .collect::<Result<Vec<_>, _>>()
+            .ctx("decode a claimed retirement")?;
+        claimed.sort_by_key(|c| c.id);
+        Ok(claimed)
+    }
+
+    async fn renew(
+        &self,
+        owner: &str,
+        ids: &[i64],
+        until: DateTime<Utc>,
+    ) -> Result<u64, StoreError> {
+        let ids_json = serde_json::to_string(ids).unwrap_or_else(|_| "[]".into());
+        let done = sqlx::query(
+            "UPDATE retirement SET lease_until = $1, due_at = $1 \
+             WHERE lease_owner = $2 AND id IN (SELECT value FROM json_each($3))",
+        )
+        .bind(until)
+        .bind(owner)
+        .bind(ids_json)
+        .execute(&self.pool)
+        .await
+        .ctx("renew leases")?;
+        Ok(done.rows_affected())
+    }
+
+    async fn release(
+        &self,
+        owner: &str,
+        claimed: &[(i64, i32)],
+        now: DateTime<Utc>,
+    ) -> Result<u64, StoreError> {
+        let mut tx = self
+            .pool
+            .begin_with(BEGIN_IMMEDIATE)
+            .await
+            .ctx("begin a release")?;
+        let mut released = 0;
+        for (id, attempt) in claimed {
+            released += sqlx::query(sql::RELEASE_ONE)
+                .bind(now)
+                .bind(id)
+                .bind(owner)
+                .bind(attempt)
+                .execute(&mut *tx)
+                .await
+                .ctx("release a lease")?
+                .rows_affected();
+        }
+        tx.commit().await.ctx("commit a release")?;
+        Ok(released)
+    }
+
+    async fn write_back(
+        &self,
+        owner: &str,
+        applied: &[Applied],
+        now: DateTime<Utc>,
+    ) -> Result<Vec<i64>, StoreError> {
+        let actor = format!("driver:{owner}");
+        let mut tx = self
+            .pool
+            .begin_with(BEGIN_IMMEDIATE)
+            .await
+            .ctx("begin a write-back")?;
+        let mut done = Vec::with_capacity(applied.len());
+        for a in applied {
+            let fence = Some((a.from_state.as_str(), owner, a.attempt));
+            let changed = bind_apply!(a.id, fence, &a.transition, now)
+                .execute(&mut *tx)
+                .await
+                .ctx("apply an outcome")?
+                .rows_affected();
+            if changed == 1 {
+                bind_event!(
+                    a.id,
+                    now,
+                    &actor,
+                    Some(a.from_state.as_str()),
+                    &a.transition,
+                    a.attempt
+                )
+                .execute(&mut *tx)
+                .await
+                .ctx("record an outcome")?;
+                done.push(a.id);
+            }
+        }
+        tx.commit().await.ctx("commit a write-back")?;
+        Ok(done)
+    }
+
+    async fn find(&self, lookup: &Lookup) -> Result<Option<Retirement>, StoreError> {
+        self.find_impl(lookup).await
+    }
+
+    async fn history(&self, id: i64) -> Result<Vec<Event>, StoreError> {
+        self.history_impl(id).await
+    }
+
+    async fn list(&self, state: Option<&str>, limit: i64) -> Result<Vec<Retirement>, StoreError> {
+        self.list_impl(state, limit).await
+    }
+
+    async fn stats(&self) -> Result<Vec<(String, i64)>, StoreError> {
+        self.stats_impl().await
+    }
+
+    async fn operate(
+        &self,
+        graph: &StateGraph,
+        id: i64,
+        action: &OperatorAction,
+        actor: &str,
+        now: DateTime<Utc>,
+    ) -> Result<ActionResult, StoreError> {
+        self.operate_impl(graph, id, action, actor, now).await
+    }
+
+    async fn audit(&self, filter: &AuditFilter) -> Result<Vec<AuditRow>, StoreError> {
+        self.audit_impl(filter).await
+    }
+
+    async fn next_due(&self) -> Result<Option<DateTime<Utc>>, StoreError> {
+        self.next_due_impl().await
+    }
+
+    async fn subscribe(&self) -> Result<Option<Arc<tokio::sync::Notify>>, StoreError> {
+        Ok(None)
+    }
+}
