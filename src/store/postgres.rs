@@ -213,15 +213,23 @@ impl Store for PgStore {
         }
         self.notify(&mut tx).await?;
         tx.commit().await.ctx("commit an enqueue")?;
+        // A subject listed twice is created once, then reported as already open.
+        let mut reported = HashSet::with_capacity(new.len());
         new.iter()
             .map(|n| {
-                by_subject
+                let outcome = by_subject
                     .get(&n.subject)
                     .copied()
-                    .ok_or_else(|| StoreError::Query {
+                    .ok_or(StoreError::Query {
                         context: "enqueue (a concurrent enqueue raced this one: retry)",
                         source: sqlx::Error::RowNotFound,
-                    })
+                    })?;
+                Ok(match outcome {
+                    EnqueueOutcome::Created(id) if !reported.insert(n.subject.as_str()) => {
+                        EnqueueOutcome::AlreadyOpen(id)
+                    }
+                    other => other,
+                })
             })
             .collect()
     }

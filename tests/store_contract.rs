@@ -1,0 +1,767 @@
+//! The store contract, run against PostgreSQL and SQLite alike.
+
+mod common;
+
+use chrono::Duration as Span;
+use common::{Kind, TestDb, config, key, noop_pipeline, subjects, t0};
+use lethe::domain::{Outcome, StageResult, plan_outcome};
+use lethe::store::{
+    ActionResult, Applied, AuditFilter, Claimed, EnqueueOutcome, Lookup, OperatorAction, Store,
+    StoreError,
+};
+use std::time::Duration;
+
+const LEASE: Duration = Duration::from_secs(60);
+
+macro_rules! contract {
+    ($($name:ident),* $(,)?) => {
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name(super::Kind::Postgres).await
+                }
+            )*
+        }
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name(super::Kind::Sqlite).await
+                }
+            )*
+        }
+    };
+}
+
+contract!(
+    enqueue_reports_open_subjects_instead_of_duplicating,
+    claim_leases_and_counts_attempts,
+    leased_retirements_are_taken_over_after_the_lease,
+    stale_write_back_changes_nothing,
+    done_walks_the_pipeline_and_erases_pii_at_the_end,
+    retries_back_off_then_park_in_errored,
+    resume_and_abort_follow_the_rules,
+    events_are_append_only,
+    removing_a_state_in_use_is_refused,
+    release_gives_work_back_untouched,
+    renew_extends_only_held_leases,
+    audit_filters_by_time_and_subject,
+);
+
+async fn setup(
+    kind: Kind,
+) -> (
+    TestDb,
+    std::sync::Arc<dyn Store>,
+    lethe::domain::StateGraph,
+    lethe::config::Pipeline,
+) {
+    let db = TestDb::new(kind).await;
+    let (graph, pipeline) = config(&noop_pipeline("", ""));
+    let store = db.store(&graph).await;
+    (db, store, graph, pipeline)
+}
+
+/// Applies `outcome` to every claimed retirement as `owner` would.
+async fn apply(
+    store: &dyn Store,
+    graph: &lethe::domain::StateGraph,
+    pipeline: &lethe::config::Pipeline,
+    owner: &str,
+    claimed: &[Claimed],
+    outcome: Outcome,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Vec<i64> {
+    let applied: Vec<Applied> = claimed
+        .iter()
+        .map(|c| Applied {
+            id: c.id,
+            from_state: c.state.clone(),
+            attempt: c.attempt,
+            transition: plan_outcome(
+                graph,
+                &pipeline.policy.retry,
+                pipeline.policy.max_attempts,
+                &c.state,
+                c.attempt,
+                &StageResult::new(outcome.clone()),
+                now,
+                42,
+            ),
+        })
+        .collect();
+    store
+        .write_back(owner, &applied, now)
+        .await
+        .expect("write back")
+}
+
+async fn enqueue_reports_open_subjects_instead_of_duplicating(kind: Kind) {
+    let (_db, store, graph, pipeline) = setup(kind).await;
+    let first = store
+        .enqueue("PENDING", &subjects(1, 4), "cli", t0())
+        .await
+        .unwrap();
+    assert!(
+        first
+            .iter()
+            .all(|o| matches!(o, EnqueueOutcome::Created(_)))
+    );
+    let mut again = subjects(3, 5);
+    again.push(subjects(4, 5).remove(0)); // the same subject twice in one call
+    let second = store.enqueue("PENDING", &again, "cli", t0()).await.unwrap();
+    let EnqueueOutcome::Created(id3) = first[2] else {
+        panic!()
+    };
+    assert_eq!(second[0], EnqueueOutcome::AlreadyOpen(id3));
+    assert!(matches!(second[1], EnqueueOutcome::Created(_)));
+    assert_eq!(
+        second[2],
+        EnqueueOutcome::AlreadyOpen(match second[1] {
+            EnqueueOutcome::Created(id) => id,
+            other => panic!("{other:?}"),
+        })
+    );
+    let stats = store.stats().await.unwrap();
+    assert_eq!(stats, vec![("PENDING".to_string(), 4)]);
+
+    // Once a retirement ends, the subject may be enqueued again.
+    let r = store
+        .find(&Lookup::subject("1", Some(&key())))
+        .await
+        .unwrap()
+        .unwrap();
+    let ended = store
+        .operate(
+            &graph,
+            r.id,
+            &OperatorAction::Abort {
+                reason: "test".into(),
+            },
+            "operator:t",
+            t0(),
+        )
+        .await
+        .unwrap();
+    assert!(matches!(ended, ActionResult::Applied(_)));
+    let third = store
+        .enqueue("PENDING", &subjects(1, 2), "cli", t0())
+        .await
+        .unwrap();
+    assert!(matches!(third[0], EnqueueOutcome::Created(id) if id != r.id));
+    let _ = pipeline;
+}
+
+async fn claim_leases_and_counts_attempts(kind: Kind) {
+    let (_db, store, _graph, _p) = setup(kind).await;
+    store
+        .enqueue("PENDING", &subjects(1, 11), "cli", t0())
+        .await
+        .unwrap();
+    // Not due before it was enqueued.
+    assert!(
+        store
+            .claim("a", t0() - Span::seconds(1), LEASE, 100)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let batch = store.claim("a", t0(), LEASE, 4).await.unwrap();
+    assert_eq!(batch.len(), 4);
+    assert!(batch.iter().all(|c| c.attempt == 1 && c.state == "PENDING"));
+    assert_eq!(batch[0].email.as_deref(), Some("user1@example.org"));
+    // Leased rows are not claimed again; the others are.
+    let rest = store.claim("b", t0(), LEASE, 100).await.unwrap();
+    assert_eq!(rest.len(), 6);
+    let ids: std::collections::HashSet<i64> = batch.iter().chain(&rest).map(|c| c.id).collect();
+    assert_eq!(ids.len(), 10);
+    assert!(
+        store
+            .claim("c", t0() + Span::seconds(30), LEASE, 100)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let r = store.find(&Lookup::Id(batch[0].id)).await.unwrap().unwrap();
+    assert_eq!(r.lease_owner.as_deref(), Some("a"));
+    assert_eq!(r.lease_until, Some(t0() + Span::seconds(60)));
+}
+
+async fn leased_retirements_are_taken_over_after_the_lease(kind: Kind) {
+    let (_db, store, _graph, _p) = setup(kind).await;
+    store
+        .enqueue("PENDING", &subjects(1, 3), "cli", t0())
+        .await
+        .unwrap();
+    let a = store.claim("a", t0(), LEASE, 10).await.unwrap();
+    assert_eq!(a.len(), 2);
+    let b = store
+        .claim("b", t0() + Span::seconds(61), LEASE, 10)
+        .await
+        .unwrap();
+    assert_eq!(b.len(), 2, "expired leases are taken over");
+    assert!(b.iter().all(|c| c.attempt == 2));
+}
+
+async fn stale_write_back_changes_nothing(kind: Kind) {
+    let (_db, store, graph, pipeline) = setup(kind).await;
+    store
+        .enqueue("PENDING", &subjects(1, 3), "cli", t0())
+        .await
+        .unwrap();
+    let a = store.claim("a", t0(), LEASE, 10).await.unwrap();
+    let later = t0() + Span::seconds(61);
+    let b = store.claim("b", later, LEASE, 10).await.unwrap();
+    // The stale worker finishes first: nothing it writes lands.
+    let stale = apply(
+        store.as_ref(),
+        &graph,
+        &pipeline,
+        "a",
+        &a,
+        Outcome::Done,
+        later,
+    )
+    .await;
+    assert!(stale.is_empty());
+    let fresh = apply(
+        store.as_ref(),
+        &graph,
+        &pipeline,
+        "b",
+        &b,
+        Outcome::Done,
+        later,
+    )
+    .await;
+    assert_eq!(fresh.len(), 2);
+    // And after the fresh one has moved on, the stale one still changes nothing.
+    let stale = apply(
+        store.as_ref(),
+        &graph,
+        &pipeline,
+        "a",
+        &a,
+        Outcome::Cancel { why: "x".into() },
+        later,
+    )
+    .await;
+    assert!(stale.is_empty());
+    for c in &b {
+        let events = store.history(c.id).await.unwrap();
+        assert_eq!(events.len(), 2, "enqueue + one transition: {events:?}");
+        assert_eq!(events[1].actor, "driver:b");
+        let r = store.find(&Lookup::Id(c.id)).await.unwrap().unwrap();
+        assert_eq!(r.state, "WARNED");
+        assert_eq!(r.attempt, 0);
+        assert_eq!(r.lease_owner, None);
+    }
+    // Same owner, same attempt number, but another state: still fenced.
+    let again = store.claim("a", later, LEASE, 10).await.unwrap();
+    assert!(again.iter().all(|c| c.attempt == 1 && c.state == "WARNED"));
+    let stale = apply(
+        store.as_ref(),
+        &graph,
+        &pipeline,
+        "a",
+        &a,
+        Outcome::Done,
+        later,
+    )
+    .await;
+    assert!(
+        stale.is_empty(),
+        "a PENDING fence never applies to a WARNED row"
+    );
+}
+
+async fn done_walks_the_pipeline_and_erases_pii_at_the_end(kind: Kind) {
+    let (_db, store, graph, pipeline) = setup(kind).await;
+    store
+        .enqueue("PENDING", &subjects(7, 8), "cli", t0())
+        .await
+        .unwrap();
+    let mut now = t0();
+    let mut states = vec![];
+    loop {
+        let batch = store.claim("a", now, LEASE, 10).await.unwrap();
+        if batch.is_empty() {
+            break;
+        }
+        states.push(batch[0].state.clone());
+        assert_eq!(
+            batch[0].email.as_deref(),
+            Some("user7@example.org"),
+            "PII kept while open"
+        );
+        apply(
+            store.as_ref(),
+            &graph,
+            &pipeline,
+            "a",
+            &batch,
+            Outcome::Done,
+            now,
+        )
+        .await;
+        now += Span::seconds(1);
+    }
+    assert_eq!(
+        states,
+        [
+            "PENDING",
+            "WARNED",
+            "RETIRING_EDX",
+            "RETIRING_SARBACANE",
+            "NOTIFIED"
+        ]
+    );
+    let by_hash = store
+        .find(&Lookup::subject("7", Some(&key())))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(by_hash.state, "COMPLETE");
+    assert_eq!(by_hash.subject, None, "subject id erased");
+    assert!(by_hash.ended_at.is_some());
+    assert_eq!(by_hash.due_at, None);
+    let by_email = store
+        .find(&Lookup::subject("USER7@example.org", Some(&key())))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(by_email.id, by_hash.id);
+    // Without the key an ended retirement is only found by id.
+    assert!(
+        store
+            .find(&Lookup::subject("7", None))
+            .await
+            .unwrap()
+            .is_none()
+    );
+    let events = store.history(by_hash.id).await.unwrap();
+    let path: Vec<(Option<&str>, &str, &str)> = events
+        .iter()
+        .map(|e| {
+            (
+                e.from_state.as_deref(),
+                e.to_state.as_str(),
+                e.outcome.as_str(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        path,
+        [
+            (None, "PENDING", "enqueued"),
+            (Some("PENDING"), "WARNED", "done"),
+            (Some("WARNED"), "RETIRING_EDX", "done"),
+            (Some("RETIRING_EDX"), "RETIRING_SARBACANE", "done"),
+            (Some("RETIRING_SARBACANE"), "NOTIFIED", "done"),
+            (Some("NOTIFIED"), "COMPLETE", "done"),
+        ]
+    );
+    for e in &events {
+        assert!(
+            !e.detail.contains("example.org"),
+            "no email in events: {}",
+            e.detail
+        );
+    }
+    assert_pii_erased(&_db, by_hash.id).await;
+}
+
+/// Reads the raw row: email, username and subject must be NULL.
+async fn assert_pii_erased(db: &TestDb, id: i64) {
+    use sqlx::Row;
+    let sql = "SELECT email, username, subject FROM retirement WHERE id = $1";
+    let (email, username, subject): (Option<String>, Option<String>, Option<String>) =
+        if db.url.starts_with("sqlite") {
+            let pool = sqlx::SqlitePool::connect(&db.url).await.unwrap();
+            let row = sqlx::query(sql).bind(id).fetch_one(&pool).await.unwrap();
+            (row.get(0), row.get(1), row.get(2))
+        } else {
+            let pool = sqlx::PgPool::connect(&db.url).await.unwrap();
+            let row = sqlx::query(sql).bind(id).fetch_one(&pool).await.unwrap();
+            (row.get(0), row.get(1), row.get(2))
+        };
+    assert_eq!((email, username, subject), (None, None, None));
+}
+
+async fn retries_back_off_then_park_in_errored(kind: Kind) {
+    let (_db, store, graph, pipeline) = setup(kind).await;
+    store
+        .enqueue("PENDING", &subjects(1, 2), "cli", t0())
+        .await
+        .unwrap();
+    let mut now = t0();
+    for attempt in 1..=3 {
+        let batch = store.claim("a", now, LEASE, 10).await.unwrap();
+        assert_eq!(batch.len(), 1, "attempt {attempt}");
+        assert_eq!(batch[0].attempt, attempt);
+        apply(
+            store.as_ref(),
+            &graph,
+            &pipeline,
+            "a",
+            &batch,
+            Outcome::Retry {
+                error: format!("smtp 451 #{attempt}"),
+            },
+            now,
+        )
+        .await;
+        let r = store.find(&Lookup::Id(batch[0].id)).await.unwrap().unwrap();
+        if attempt < 3 {
+            assert_eq!(r.state, "PENDING");
+            let due = r.due_at.unwrap();
+            let base = 60 * (1 << (attempt - 1));
+            assert!(
+                due >= now + Span::seconds(base / 2) && due <= now + Span::seconds(base),
+                "{due} after {now}"
+            );
+            // Not due before the backoff.
+            assert!(
+                store
+                    .claim("a", due - Span::milliseconds(1), LEASE, 10)
+                    .await
+                    .unwrap()
+                    .is_empty()
+            );
+            now = due;
+        } else {
+            assert_eq!(r.state, "ERRORED");
+            assert_eq!(r.failed_state.as_deref(), Some("PENDING"));
+            assert_eq!(r.last_error.as_deref(), Some("smtp 451 #3"));
+            assert_eq!(r.due_at, None);
+            assert!(r.ended_at.is_none(), "errored stays open");
+        }
+    }
+    assert!(
+        store
+            .claim("a", now + Span::days(365), LEASE, 10)
+            .await
+            .unwrap()
+            .is_empty(),
+        "errored is never due"
+    );
+    let fail = store
+        .enqueue("PENDING", &subjects(1, 2), "cli", now)
+        .await
+        .unwrap();
+    assert!(
+        matches!(fail[0], EnqueueOutcome::AlreadyOpen(_)),
+        "no second retirement while errored"
+    );
+}
+
+async fn resume_and_abort_follow_the_rules(kind: Kind) {
+    let (_db, store, graph, pipeline) = setup(kind).await;
+    store
+        .enqueue("PENDING", &subjects(1, 3), "cli", t0())
+        .await
+        .unwrap();
+    let batch = store.claim("a", t0(), LEASE, 10).await.unwrap();
+    let (one, two) = (batch[0].id, batch[1].id);
+    apply(
+        store.as_ref(),
+        &graph,
+        &pipeline,
+        "a",
+        &batch[..1],
+        Outcome::Fail {
+            error: "protected: wiki_article.owner_id".into(),
+        },
+        t0(),
+    )
+    .await;
+    apply(
+        store.as_ref(),
+        &graph,
+        &pipeline,
+        "a",
+        &batch[1..],
+        Outcome::Done,
+        t0(),
+    )
+    .await;
+
+    let resume = |to: Option<&str>| OperatorAction::Resume {
+        to: to.map(str::to_string),
+    };
+    // Resume of a retirement that is not errored: refused.
+    match store
+        .operate(&graph, two, &resume(None), "operator:t", t0())
+        .await
+        .unwrap()
+    {
+        ActionResult::Refused(why) => assert!(why.contains("not ERRORED"), "{why}"),
+        other => panic!("{other:?}"),
+    }
+    // Resume to a state that is not a working state: refused.
+    match store
+        .operate(&graph, one, &resume(Some("COMPLETE")), "operator:t", t0())
+        .await
+        .unwrap()
+    {
+        ActionResult::Refused(why) => assert!(why.contains("not a working state"), "{why}"),
+        other => panic!("{other:?}"),
+    }
+    // Resume goes back to the failed state, due now, attempts reset.
+    match store
+        .operate(&graph, one, &resume(None), "operator:t", t0())
+        .await
+        .unwrap()
+    {
+        ActionResult::Applied(r) => {
+            assert_eq!(
+                (r.state.as_str(), r.due_at, r.attempt),
+                ("PENDING", Some(t0()), 0)
+            );
+            assert_eq!(r.last_error, None);
+        }
+        other => panic!("{other:?}"),
+    }
+    // Abort ends it and erases PII; a second abort is refused.
+    match store
+        .operate(
+            &graph,
+            one,
+            &OperatorAction::Abort {
+                reason: "user asked".into(),
+            },
+            "operator:t",
+            t0(),
+        )
+        .await
+        .unwrap()
+    {
+        ActionResult::Applied(r) => {
+            assert_eq!(r.state, "ABORTED");
+            assert!(r.ended_at.is_some());
+            assert_eq!(r.subject, None);
+        }
+        other => panic!("{other:?}"),
+    }
+    match store
+        .operate(
+            &graph,
+            one,
+            &OperatorAction::Abort {
+                reason: "again".into(),
+            },
+            "operator:t",
+            t0(),
+        )
+        .await
+        .unwrap()
+    {
+        ActionResult::Refused(why) => assert!(why.contains("already ended"), "{why}"),
+        other => panic!("{other:?}"),
+    }
+    assert!(matches!(
+        store
+            .operate(&graph, 999_999, &resume(None), "operator:t", t0())
+            .await
+            .unwrap(),
+        ActionResult::NotFound
+    ));
+    let events = store.history(one).await.unwrap();
+    let outcomes: Vec<&str> = events.iter().map(|e| e.outcome.as_str()).collect();
+    assert_eq!(outcomes, ["enqueued", "fail", "resume", "abort"]);
+    assert_eq!(events[3].actor, "operator:t");
+    assert!(events[3].detail.contains("user asked"));
+}
+
+async fn events_are_append_only(kind: Kind) {
+    let (db, store, _graph, _p) = setup(kind).await;
+    store
+        .enqueue("PENDING", &subjects(1, 2), "cli", t0())
+        .await
+        .unwrap();
+    let update = "UPDATE retirement_event SET actor = 'forged'";
+    let delete = "DELETE FROM retirement_event";
+    let (u, d) = if db.url.starts_with("sqlite") {
+        let pool = sqlx::SqlitePool::connect(&db.url).await.unwrap();
+        (
+            sqlx::query(update).execute(&pool).await.map(|_| ()),
+            sqlx::query(delete).execute(&pool).await.map(|_| ()),
+        )
+    } else {
+        let pool = sqlx::PgPool::connect(&db.url).await.unwrap();
+        (
+            sqlx::query(update).execute(&pool).await.map(|_| ()),
+            sqlx::query(delete).execute(&pool).await.map(|_| ()),
+        )
+    };
+    assert!(u.unwrap_err().to_string().contains("append-only"));
+    assert!(d.unwrap_err().to_string().contains("append-only"));
+    let r = store
+        .find(&Lookup::subject("1", None))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(store.history(r.id).await.unwrap()[0].actor, "cli");
+}
+
+async fn removing_a_state_in_use_is_refused(kind: Kind) {
+    let (_db, store, _graph, _p) = setup(kind).await;
+    store
+        .enqueue("PENDING", &subjects(1, 3), "cli", t0())
+        .await
+        .unwrap();
+    let renamed = common::STATES.replace("\"PENDING\"", "\"NEW_PENDING\"");
+    let (graph2, _) = lethe::config::Config::from_texts(
+        "states.toml",
+        &renamed,
+        "pipeline.toml",
+        &noop_pipeline("", "").replace("\"PENDING\"", "\"NEW_PENDING\""),
+    )
+    .unwrap();
+    match store.sync_states(&graph2).await {
+        Err(StoreError::StateInUse { state, count }) => {
+            assert_eq!((state.as_str(), count), ("PENDING", 2))
+        }
+        other => panic!("{other:?}"),
+    }
+    // Removing an empty state is fine.
+    let without_notified = common::STATES.replace("[[state]]\nname = \"NOTIFIED\"\n", "");
+    let pipeline =
+        noop_pipeline("", "").replace("[[stage]]\nstate = \"NOTIFIED\"\nhandler = \"noop\"\n", "");
+    let (graph3, _) = lethe::config::Config::from_texts(
+        "states.toml",
+        &without_notified,
+        "pipeline.toml",
+        &pipeline,
+    )
+    .unwrap();
+    store.sync_states(&graph3).await.unwrap();
+}
+
+async fn release_gives_work_back_untouched(kind: Kind) {
+    let (_db, store, _graph, _p) = setup(kind).await;
+    store
+        .enqueue("PENDING", &subjects(1, 3), "cli", t0())
+        .await
+        .unwrap();
+    let batch = store.claim("a", t0(), LEASE, 10).await.unwrap();
+    let claimed: Vec<(i64, i32)> = batch.iter().map(|c| (c.id, c.attempt)).collect();
+    assert_eq!(
+        store.release("someone-else", &claimed, t0()).await.unwrap(),
+        0
+    );
+    assert_eq!(store.release("a", &claimed, t0()).await.unwrap(), 2);
+    let again = store.claim("b", t0(), LEASE, 10).await.unwrap();
+    assert!(
+        again.iter().all(|c| c.attempt == 1),
+        "a release does not count as an attempt"
+    );
+}
+
+async fn renew_extends_only_held_leases(kind: Kind) {
+    let (_db, store, _graph, _p) = setup(kind).await;
+    store
+        .enqueue("PENDING", &subjects(1, 3), "cli", t0())
+        .await
+        .unwrap();
+    let batch = store.claim("a", t0(), LEASE, 10).await.unwrap();
+    let ids: Vec<i64> = batch.iter().map(|c| c.id).collect();
+    let until = t0() + Span::seconds(600);
+    assert_eq!(store.renew("a", &ids, until).await.unwrap(), 2);
+    assert_eq!(store.renew("b", &ids, until).await.unwrap(), 0);
+    assert!(
+        store
+            .claim("b", t0() + Span::seconds(120), LEASE, 10)
+            .await
+            .unwrap()
+            .is_empty(),
+        "renewed leases hold"
+    );
+    assert_eq!(
+        store
+            .claim("b", until + Span::seconds(1), LEASE, 10)
+            .await
+            .unwrap()
+            .len(),
+        2
+    );
+}
+
+async fn audit_filters_by_time_and_subject(kind: Kind) {
+    let (_db, store, graph, pipeline) = setup(kind).await;
+    store
+        .enqueue("PENDING", &subjects(1, 3), "cli", t0())
+        .await
+        .unwrap();
+    let later = t0() + Span::hours(1);
+    let batch = store.claim("a", later, LEASE, 10).await.unwrap();
+    apply(
+        store.as_ref(),
+        &graph,
+        &pipeline,
+        "a",
+        &batch,
+        Outcome::Cancel {
+            why: "active again".into(),
+        },
+        later,
+    )
+    .await;
+    let all = store
+        .audit(&AuditFilter {
+            limit: 100,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(all.len(), 4);
+    let since = store
+        .audit(&AuditFilter {
+            since: Some(later),
+            limit: 100,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(since.len(), 2);
+    assert!(since.iter().all(|r| r.event.outcome == "cancel"));
+    let until = store
+        .audit(&AuditFilter {
+            until: Some(later),
+            limit: 100,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(until.len(), 2);
+    // After the end (PII erased), the subject is still found through its hashes.
+    let by_email = store
+        .audit(&AuditFilter {
+            subject: Some(Lookup::subject("user2@example.org", Some(&key()))),
+            limit: 100,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(by_email.len(), 2);
+    assert!(
+        by_email
+            .iter()
+            .all(|r| r.subject.is_none() && r.subject_hash == key().subject("2"))
+    );
+    let by_id = store
+        .audit(&AuditFilter {
+            subject: Some(Lookup::subject("1", Some(&key()))),
+            limit: 100,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(by_id.len(), 2);
+    assert!(
+        by_id
+            .iter()
+            .all(|r| r.event.retirement_id != by_email[0].event.retirement_id)
+    );
+}
