@@ -165,7 +165,9 @@ pub fn plan_outcome(
         },
         Outcome::Wait { until, why } => stay(
             "wait",
-            Some((*until).max(now)),
+            // At least a second: a handler that keeps answering Wait with a past time
+            // must not spin the driver.
+            Some((*until).max(now + chrono::Duration::seconds(1))),
             0,
             None,
             merge(detail, json!({ "why": why, "until": until })),
@@ -339,7 +341,7 @@ mod tests {
                 why: "x".into(),
             },
         );
-        assert_eq!(t.due_at, Some(now()));
+        assert_eq!(t.due_at, Some(now() + chrono::Duration::seconds(1)));
     }
 
     #[test]

@@ -1,0 +1,367 @@
+//! The driver against real stores: outcomes, retries, crash recovery, several daemons,
+//! wake-ups and graceful shutdown.
+
+mod common;
+
+use async_trait::async_trait;
+use chrono::Duration as Span;
+use common::{Kind, TestDb, config, noop_pipeline, subjects, t0};
+use lethe::domain::{Outcome, StageResult};
+use lethe::driver::{Clock, Driver, ManualClock, SystemClock};
+use lethe::stages::{BatchError, Handler, Handlers};
+use lethe::store::{Claimed, Lookup, Store};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::watch;
+
+/// Answers by subject id in PENDING; `Done` for anything not scripted or whose wait is over.
+struct Scripted(HashMap<String, Outcome>, Arc<ManualClock>);
+
+#[async_trait]
+impl Handler for Scripted {
+    async fn handle(&self, batch: &[Claimed]) -> Result<HashMap<i64, StageResult>, BatchError> {
+        Ok(batch
+            .iter()
+            .map(|c| {
+                let outcome = match self.0.get(&c.subject).cloned() {
+                    Some(Outcome::Wait { until, .. }) if self.1.now() >= until => Outcome::Done,
+                    Some(outcome) => outcome,
+                    None => Outcome::Done,
+                };
+                (c.id, StageResult::new(outcome))
+            })
+            .collect())
+    }
+}
+
+fn never() -> watch::Receiver<bool> {
+    let (tx, rx) = watch::channel(false);
+    std::mem::forget(tx);
+    rx
+}
+
+fn driver(
+    store: Arc<dyn Store>,
+    pipeline_text: &str,
+    owner: &str,
+    clock: Arc<dyn Clock>,
+    replace: Option<(&str, Arc<dyn Handler>)>,
+) -> Arc<Driver> {
+    let (graph, pipeline) = config(pipeline_text);
+    let mut handlers: Handlers = lethe::stages::build(&pipeline).expect("noop handlers");
+    if let Some((state, handler)) = replace {
+        handlers.insert(state.to_string(), handler);
+    }
+    Arc::new(Driver::new(
+        store,
+        graph,
+        pipeline.policy.clone(),
+        pipeline.driver.clone(),
+        handlers,
+        owner.to_string(),
+        clock,
+    ))
+}
+
+async fn state_of(store: &dyn Store, subject: &str) -> lethe::store::Retirement {
+    store
+        .find(&Lookup::subject(subject, Some(&common::key())))
+        .await
+        .unwrap()
+        .unwrap()
+}
+
+macro_rules! both {
+    ($($name:ident),* $(,)?) => {
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name(super::Kind::Postgres).await
+                }
+            )*
+        }
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name(super::Kind::Sqlite).await
+                }
+            )*
+        }
+    };
+}
+
+both!(
+    run_once_moves_everything_through_the_pipeline,
+    every_outcome_is_applied_with_its_event,
+    attempts_lost_to_crashes_park_the_retirement,
+    paused_policy_claims_nothing,
+);
+
+async fn run_once_moves_everything_through_the_pipeline(kind: Kind) {
+    let db = TestDb::new(kind).await;
+    let text = noop_pipeline("", "batch_size = 50\nconcurrency = 3");
+    let (graph, _) = config(&text);
+    let store = db.store(&graph).await;
+    store
+        .enqueue("PENDING", &subjects(0, 300), "cli", t0())
+        .await
+        .unwrap();
+    let clock = Arc::new(ManualClock::new(t0()));
+    let report = driver(store.clone(), &text, "d1", clock, None)
+        .run_once(never())
+        .await
+        .unwrap();
+    assert_eq!(report.applied, 1500);
+    assert_eq!(report.lost, 0);
+    assert_eq!(report.outcomes.get("done"), Some(&1500));
+    assert_eq!(
+        store.stats().await.unwrap(),
+        vec![("COMPLETE".to_string(), 300)]
+    );
+}
+
+async fn every_outcome_is_applied_with_its_event(kind: Kind) {
+    let db = TestDb::new(kind).await;
+    let text = noop_pipeline("", "");
+    let (graph, _) = config(&text);
+    let store = db.store(&graph).await;
+    store
+        .enqueue("PENDING", &subjects(1, 6), "cli", t0())
+        .await
+        .unwrap();
+    let clock = Arc::new(ManualClock::new(t0()));
+    let script = Scripted(
+        HashMap::from([
+            (
+                "1".to_string(),
+                Outcome::Retry {
+                    error: "smtp 451".into(),
+                },
+            ),
+            (
+                "2".to_string(),
+                Outcome::Fail {
+                    error: "smtp 550 no such user".into(),
+                },
+            ),
+            (
+                "3".to_string(),
+                Outcome::Cancel {
+                    why: "active again".into(),
+                },
+            ),
+            (
+                "4".to_string(),
+                Outcome::Wait {
+                    until: t0() + Span::days(30),
+                    why: "grace".into(),
+                },
+            ),
+        ]),
+        clock.clone(),
+    );
+    let d = driver(
+        store.clone(),
+        &text,
+        "d1",
+        clock.clone(),
+        Some(("PENDING", Arc::new(script))),
+    );
+    d.run_once(never()).await.unwrap();
+    assert_eq!(state_of(store.as_ref(), "1").await.state, "PENDING");
+    assert_eq!(state_of(store.as_ref(), "2").await.state, "ERRORED");
+    assert_eq!(state_of(store.as_ref(), "3").await.state, "ABORTED");
+    assert_eq!(state_of(store.as_ref(), "4").await.state, "PENDING");
+    assert_eq!(state_of(store.as_ref(), "5").await.state, "COMPLETE");
+
+    // The retry comes back after its backoff, twice more, then parks.
+    for _ in 0..2 {
+        clock.advance(Span::hours(1));
+        d.run_once(never()).await.unwrap();
+    }
+    let one = state_of(store.as_ref(), "1").await;
+    assert_eq!(one.state, "ERRORED");
+    assert_eq!(one.last_error.as_deref(), Some("smtp 451"));
+    let outcomes: Vec<String> = store
+        .history(one.id)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.outcome)
+        .collect();
+    assert_eq!(outcomes, ["enqueued", "retry", "retry", "fail"]);
+
+    // The wait is not due before its time, then goes on.
+    assert_eq!(state_of(store.as_ref(), "4").await.state, "PENDING");
+    clock.advance(Span::days(30));
+    d.run_once(never()).await.unwrap();
+    assert_eq!(state_of(store.as_ref(), "4").await.state, "COMPLETE");
+}
+
+async fn attempts_lost_to_crashes_park_the_retirement(kind: Kind) {
+    let db = TestDb::new(kind).await;
+    let text = noop_pipeline("", "lease = \"1m\"");
+    let (graph, _) = config(&text);
+    let store = db.store(&graph).await;
+    store
+        .enqueue("PENDING", &subjects(1, 2), "cli", t0())
+        .await
+        .unwrap();
+    // Three workers claim it and die (max_attempts = 3).
+    let mut now = t0();
+    for owner in ["dead1", "dead2", "dead3"] {
+        assert_eq!(
+            store
+                .claim(owner, now, Duration::from_secs(60), 10)
+                .await
+                .unwrap()
+                .len(),
+            1
+        );
+        now += Span::minutes(2);
+    }
+    let clock = Arc::new(ManualClock::new(now));
+    driver(store.clone(), &text, "d1", clock, None)
+        .run_once(never())
+        .await
+        .unwrap();
+    let r = state_of(store.as_ref(), "1").await;
+    assert_eq!(r.state, "ERRORED");
+    assert!(r.last_error.unwrap().contains("attempts exhausted"));
+}
+
+async fn paused_policy_claims_nothing(kind: Kind) {
+    let db = TestDb::new(kind).await;
+    let text = noop_pipeline("paused = true", "");
+    let (graph, _) = config(&text);
+    let store = db.store(&graph).await;
+    store
+        .enqueue("PENDING", &subjects(1, 3), "cli", t0())
+        .await
+        .unwrap();
+    let report = driver(
+        store.clone(),
+        &text,
+        "d1",
+        Arc::new(ManualClock::new(t0())),
+        None,
+    )
+    .run_once(never())
+    .await
+    .unwrap();
+    assert_eq!(report.claimed, 0);
+    assert_eq!(
+        store.stats().await.unwrap(),
+        vec![("PENDING".to_string(), 2)]
+    );
+}
+
+/// Sleeps a little per batch so that two drivers interleave.
+struct Jittery;
+
+#[async_trait]
+impl Handler for Jittery {
+    async fn handle(&self, batch: &[Claimed]) -> Result<HashMap<i64, StageResult>, BatchError> {
+        tokio::time::sleep(Duration::from_micros((batch[0].id % 7) as u64 * 300)).await;
+        Ok(batch.iter().map(|c| (c.id, Outcome::Done.into())).collect())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_drivers_on_one_postgres_store_apply_each_transition_exactly_once() {
+    let db = TestDb::new(Kind::Postgres).await;
+    let text = noop_pipeline("", "batch_size = 200\nconcurrency = 2");
+    let (graph, _) = config(&text);
+    let store = db.store(&graph).await;
+    store
+        .enqueue("PENDING", &subjects(0, 10_000), "cli", chrono::Utc::now())
+        .await
+        .unwrap();
+    let a = driver(
+        store.clone(),
+        &text,
+        "driver-a",
+        Arc::new(SystemClock),
+        Some(("WARNED", Arc::new(Jittery))),
+    );
+    let b = driver(
+        store.clone(),
+        &text,
+        "driver-b",
+        Arc::new(SystemClock),
+        Some(("WARNED", Arc::new(Jittery))),
+    );
+    let (ra, rb) = tokio::join!(a.run_once(never()), b.run_once(never()));
+    let (ra, rb) = (ra.unwrap(), rb.unwrap());
+    assert_eq!(ra.applied + rb.applied, 50_000);
+    assert!(
+        ra.applied > 0 && rb.applied > 0,
+        "both drivers worked: {ra:?} {rb:?}"
+    );
+
+    let pool = sqlx::PgPool::connect(&db.url).await.unwrap();
+    let duplicates: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM (SELECT retirement_id, from_state FROM retirement_event \
+         WHERE outcome = 'done' GROUP BY 1, 2 HAVING COUNT(*) <> 1) d",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(duplicates, 0);
+    let done: i64 =
+        sqlx::query_scalar("SELECT COUNT(*) FROM retirement_event WHERE outcome = 'done'")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!(done, 50_000);
+    let per_retirement: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM (SELECT retirement_id FROM retirement_event WHERE outcome = 'done' \
+         GROUP BY 1 HAVING COUNT(DISTINCT from_state) = 5) r",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(per_retirement, 10_000);
+    assert_eq!(
+        store.stats().await.unwrap(),
+        vec![("COMPLETE".to_string(), 10_000)]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn notify_wakes_an_idle_postgres_driver() {
+    let db = TestDb::new(Kind::Postgres).await;
+    // Polling alone would take a minute: only the NOTIFY can make this quick.
+    let text = noop_pipeline("", "poll_interval = \"60s\"");
+    let (graph, _) = config(&text);
+    let store = db.store(&graph).await;
+    let d = driver(store.clone(), &text, "d1", Arc::new(SystemClock), None);
+    let (stop, shutdown) = watch::channel(false);
+    let running = tokio::spawn({
+        let d = d.clone();
+        async move { d.run(shutdown).await }
+    });
+    // Let the driver reach its idle wait: the listener is subscribed before the first claim.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    store
+        .enqueue("PENDING", &subjects(1, 2), "cli", chrono::Utc::now())
+        .await
+        .unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        if state_of(store.as_ref(), "1").await.state == "COMPLETE" {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the wake-up never arrived"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    stop.send(true).unwrap();
+    let report = running.await.unwrap().unwrap();
+    assert_eq!(report.applied, 5);
+}
