@@ -1,0 +1,319 @@
+//! Each CLI command and its exit codes: 0 ok, 1 runtime failure, 2 usage or config error,
+//! 3 not found or refused. Runs the binary on a SQLite store in a temp directory.
+
+mod common;
+
+use common::{STATES, config, noop_pipeline};
+use lethe::domain::{Outcome, StageResult, plan_outcome};
+use lethe::store::{Applied, Store};
+use std::path::PathBuf;
+use std::process::{Command, Output};
+use std::time::Duration;
+
+struct Workdir {
+    dir: PathBuf,
+}
+
+impl Workdir {
+    fn new(name: &str) -> Workdir {
+        let dir = std::env::temp_dir().join(format!("lethe-cli-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("states.toml"), STATES).unwrap();
+        std::fs::write(dir.join("pipeline.toml"), noop_pipeline("", "")).unwrap();
+        Workdir { dir }
+    }
+
+    fn url(&self) -> String {
+        format!("sqlite://{}", self.dir.join("lethe.db").display())
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        Command::new(env!("CARGO_BIN_EXE_lethe"))
+            .current_dir(&self.dir)
+            .args(args)
+            .env("LETHE_HASH_KEY", "test-key-0123456789")
+            .env("LETHE_OPERATOR", "alice")
+            .env_remove("LETHE_STORE_URL")
+            .output()
+            .unwrap()
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    fn fails(&self, args: &[&str], code: i32) -> String {
+        let out = self.run(args);
+        assert_eq!(
+            out.status.code(),
+            Some(code),
+            "{args:?}: stdout {} stderr {}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stderr).unwrap()
+    }
+}
+
+impl Drop for Workdir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+#[test]
+fn check_accepts_the_shipped_preset_and_reports_missing_handlers() {
+    let w = Workdir::new("check");
+    let root = common::repo_root();
+    let out = w.ok(&[
+        "check",
+        "--config",
+        root.join("pipeline.toml").to_str().unwrap(),
+        "--states",
+        root.join("states.toml").to_str().unwrap(),
+    ]);
+    assert!(
+        out.contains("RETIRING_EDX         -> sql_delete NOT IMPLEMENTED YET"),
+        "{out}"
+    );
+    assert!(
+        out.contains("config valid; 5 stage(s) wait for handlers"),
+        "{out}"
+    );
+    // run refuses those stages rather than skipping them.
+    let err = w.fails(
+        &[
+            "run",
+            "--once",
+            "--config",
+            root.join("pipeline.toml").to_str().unwrap(),
+            "--states",
+            root.join("states.toml").to_str().unwrap(),
+        ],
+        2,
+    );
+    assert!(err.contains("not implemented yet"), "{err}");
+}
+
+#[test]
+fn bad_config_and_usage_exit_2() {
+    let w = Workdir::new("badconfig");
+    std::fs::write(
+        w.dir.join("pipeline.toml"),
+        noop_pipeline("", "").replace("\"RETIRING_EDX\"", "\"RETIRNG_EDX\""),
+    )
+    .unwrap();
+    let err = w.fails(&["check"], 2);
+    assert!(err.contains("pipeline.toml: stage[3].state = \"RETIRNG_EDX\": no such state in states.toml (known: PENDING, WARNED"), "{err}");
+    let err = w.fails(&["check", "--config", "missing.toml"], 2);
+    assert!(err.contains("missing.toml: cannot read"), "{err}");
+    w.fails(&["frobnicate"], 2);
+    w.fails(&["abort", "1"], 2); // --reason is required
+    let err = w.fails(&["status", "x", "--store", "mysql://h/db"], 2);
+    assert!(err.contains("unsupported store URL"), "{err}");
+}
+
+#[test]
+fn the_daemon_refuses_to_start_without_a_hash_key() {
+    let w = Workdir::new("nokey");
+    let out = Command::new(env!("CARGO_BIN_EXE_lethe"))
+        .current_dir(&w.dir)
+        .args(["run", "--once"])
+        .env_remove("LETHE_HASH_KEY")
+        .env_remove("LETHE_STORE_URL")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("LETHE_HASH_KEY is not set"));
+}
+
+#[test]
+fn enqueue_status_list_stats_run_and_audit() {
+    let w = Workdir::new("flow");
+    w.ok(&["migrate"]);
+    std::fs::write(
+        w.dir.join("subjects.csv"),
+        "subject,email,username\n10,ten@example.org,ten\n11,eleven@example.org\n# a comment\n\n",
+    )
+    .unwrap();
+    let out = w.ok(&[
+        "enqueue",
+        "1",
+        "2",
+        "--reason",
+        "inactive",
+        "--from-file",
+        "subjects.csv",
+    ]);
+    assert!(out.contains("4 enqueued, 0 already open"), "{out}");
+    let out = w.ok(&["enqueue", "2"]);
+    assert!(out.contains("2: already open as #2"), "{out}");
+    assert!(out.contains("0 enqueued, 1 already open"), "{out}");
+    w.fails(&["enqueue", "3", "--reason", "bored"], 2);
+    w.fails(&["enqueue"], 2);
+
+    let stats = w.ok(&["stats", "--json"]);
+    let stats: serde_json::Value = serde_json::from_str(&stats).unwrap();
+    assert_eq!(stats["PENDING"], 4);
+    assert_eq!(stats["COMPLETE"], 0);
+
+    let list = w.ok(&["list", "--state", "PENDING", "--json"]);
+    let list: serde_json::Value = serde_json::from_str(&list).unwrap();
+    assert_eq!(list.as_array().unwrap().len(), 4);
+    w.fails(&["list", "--state", "NOPE"], 2);
+
+    let status = w.ok(&["status", "ten@example.org"]);
+    assert!(status.contains("subject      10"), "{status}");
+    assert!(status.contains("state        PENDING"), "{status}");
+    assert!(
+        !status.contains("ten@example.org"),
+        "status never prints the email"
+    );
+    w.fails(&["status", "999"], 3);
+    w.fails(&["status", "#999"], 3);
+
+    let out = w.ok(&["run", "--once", "--json"]);
+    let report: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(report["applied"], 20);
+
+    let status = w.ok(&["status", "10", "--json"]);
+    let status: serde_json::Value = serde_json::from_str(&status).unwrap();
+    assert_eq!(status["retirement"]["state"], "COMPLETE");
+    assert_eq!(status["retirement"]["subject"], serde_json::Value::Null);
+    assert_eq!(status["events"].as_array().unwrap().len(), 6);
+
+    let csv = w.ok(&[
+        "audit",
+        "--format",
+        "csv",
+        "--subject",
+        "eleven@example.org",
+    ]);
+    let lines: Vec<&str> = csv.lines().collect();
+    assert_eq!(lines.len(), 7, "{csv}");
+    assert!(lines[0].starts_with("event_id,at,retirement_id"));
+    assert!(
+        lines[1].contains(",enqueued,0,operator:alice,"),
+        "{}",
+        lines[1]
+    );
+    let json = w.ok(&[
+        "audit",
+        "--format",
+        "json",
+        "--since",
+        "2000-01-01",
+        "--until",
+        "2999-01-01",
+    ]);
+    let json: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(json.as_array().unwrap().len(), 24);
+    let table = w.ok(&["audit", "--subject", "1"]);
+    assert_eq!(table.lines().count(), 7, "{table}");
+    w.fails(&["audit", "--since", "yesterday"], 2);
+    let none = w.ok(&["audit", "--json", "--since", "2999-01-01"]);
+    assert_eq!(none.trim(), "[]");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resume_and_abort_exit_codes() {
+    let w = Workdir::new("ops");
+    w.ok(&["enqueue", "1", "2", "3"]);
+    // Park subject 1 in ERRORED, as a failing handler would.
+    let (graph, pipeline) = config(&noop_pipeline("", ""));
+    let store = lethe::store::open(&w.url(), 1).await.unwrap();
+    let now = chrono::Utc::now();
+    let claimed = store
+        .claim("t", now, Duration::from_secs(60), 1)
+        .await
+        .unwrap();
+    let failed = Applied {
+        id: claimed[0].id,
+        from_state: claimed[0].state.clone(),
+        attempt: claimed[0].attempt,
+        transition: plan_outcome(
+            &graph,
+            &pipeline.policy.retry,
+            3,
+            &claimed[0].state,
+            claimed[0].attempt,
+            &StageResult::new(Outcome::Fail {
+                error: "protected: wiki_article.owner_id".into(),
+            }),
+            now,
+            1,
+        ),
+    };
+    assert_eq!(
+        store.write_back("t", &[failed], now).await.unwrap().len(),
+        1
+    );
+
+    let status = w.ok(&["status", "1"]);
+    assert!(status.contains("state        ERRORED"), "{status}");
+    assert!(
+        status.contains("protected: wiki_article.owner_id"),
+        "{status}"
+    );
+
+    let err = w.fails(&["resume", "2"], 3);
+    assert!(
+        err.contains("refused: retirement #2: it is in state PENDING, not ERRORED"),
+        "{err}"
+    );
+    let err = w.fails(&["resume", "1", "--to", "COMPLETE"], 3);
+    assert!(err.contains("not a working state"), "{err}");
+    let out = w.ok(&["resume", "1"]);
+    assert!(out.contains("#1: now PENDING"), "{out}");
+    w.fails(&["resume", "42"], 3);
+
+    let out = w.ok(&["abort", "#2", "--reason", "asked by the user"]);
+    assert!(out.contains("#2: now ABORTED"), "{out}");
+    let err = w.fails(&["abort", "#2", "--reason", "again"], 3);
+    assert!(err.contains("already ended in state ABORTED"), "{err}");
+    let history = w.ok(&["status", "#2", "--json"]);
+    let history: serde_json::Value = serde_json::from_str(&history).unwrap();
+    let last = history["events"]
+        .as_array()
+        .unwrap()
+        .last()
+        .unwrap()
+        .clone();
+    assert_eq!(last["outcome"], "abort");
+    assert_eq!(last["actor"], "operator:alice");
+    assert!(
+        last["detail"]
+            .as_str()
+            .unwrap()
+            .contains("asked by the user")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn removing_a_state_with_open_retirements_is_refused_by_name() {
+    let w = Workdir::new("states");
+    w.ok(&["enqueue", "1", "2"]);
+    std::fs::write(
+        w.dir.join("states.toml"),
+        STATES.replace("\"PENDING\"", "\"QUEUED\""),
+    )
+    .unwrap();
+    std::fs::write(
+        w.dir.join("pipeline.toml"),
+        noop_pipeline("", "").replace("\"PENDING\"", "\"QUEUED\""),
+    )
+    .unwrap();
+    let err = w.fails(&["migrate"], 3);
+    assert!(
+        err.contains("no longer declares state PENDING, but 2 open retirement(s)"),
+        "{err}"
+    );
+}

@@ -1,0 +1,205 @@
+//! Config validation: every error names the file, the key, the bad value and what is allowed.
+
+mod common;
+
+use common::{STATES, noop_pipeline};
+use lethe::config::Config;
+
+fn pipeline_error(pipeline: &str) -> String {
+    Config::from_texts("states.toml", STATES, "pipeline.toml", pipeline)
+        .unwrap_err()
+        .to_string()
+}
+
+fn states_error(states: &str) -> String {
+    Config::from_texts(
+        "states.toml",
+        states,
+        "pipeline.toml",
+        &noop_pipeline("", ""),
+    )
+    .unwrap_err()
+    .to_string()
+}
+
+#[test]
+fn the_shipped_edx_preset_is_valid() {
+    let root = common::repo_root();
+    let config = Config::load(&root.join("states.toml"), &root.join("pipeline.toml")).unwrap();
+    assert_eq!(config.graph.initial(), "PENDING");
+    assert_eq!(config.pipeline.stages.len(), 5);
+    let kinds: Vec<String> = config
+        .pipeline
+        .stages
+        .iter()
+        .map(|s| s.kind.to_string())
+        .collect();
+    assert_eq!(
+        kinds,
+        ["email", "grace", "sql_delete", "sarbacane", "notify"]
+    );
+    // Handlers that have not landed are reported, never silently ignored.
+    let err = lethe::stages::build(&config.pipeline).err().unwrap();
+    assert!(
+        err.contains("PENDING (handler email: not implemented yet"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_stage_for_an_unknown_state_names_file_key_value_and_known_states() {
+    let text = noop_pipeline("", "").replace("\"RETIRING_EDX\"", "\"RETIRNG_EDX\"");
+    assert_eq!(
+        pipeline_error(&text),
+        "pipeline.toml: stage[3].state = \"RETIRNG_EDX\": no such state in states.toml (known: PENDING, WARNED, RETIRING_EDX, RETIRING_SARBACANE, NOTIFIED, COMPLETE, ERRORED, ABORTED)"
+    );
+}
+
+#[test]
+fn stage_problems_are_named() {
+    let base = noop_pipeline("", "");
+    let cases = [
+        (
+            base.replacen("handler = \"noop\"", "handler = \"emial\"", 1),
+            "stage[1].handler = \"emial\": unknown handler kind (known: email, grace, sql_delete, sarbacane, http, notify, noop)",
+        ),
+        (
+            format!("{base}[[stage]]\nstate = \"COMPLETE\"\nhandler = \"noop\"\n"),
+            "stage[6].state = \"COMPLETE\": COMPLETE is an end state and takes no stage",
+        ),
+        (
+            format!("{base}[[stage]]\nstate = \"WARNED\"\nhandler = \"noop\"\n"),
+            "stage[6].state = \"WARNED\": WARNED already has a stage (stage[2])",
+        ),
+        (
+            base.replacen("[[stage]]\nstate = \"WARNED\"\nhandler = \"noop\"\n", "", 1),
+            "state WARNED has no stage",
+        ),
+        (
+            base.replacen("state = \"PENDING\"\n", "", 1),
+            "stage[1].state: missing",
+        ),
+        (
+            base.replacen("state = \"PENDING\"", "state = 3", 1),
+            "stage[1].state: expected a string",
+        ),
+        (
+            base.replacen(
+                "handler = \"noop\"",
+                "handler = \"noop\"\ndelay = \"fast\"",
+                1,
+            ),
+            "stage[1].delay: \"fast\"",
+        ),
+        (
+            base.replacen(
+                "handler = \"noop\"",
+                "handler = \"noop\"\ncolour = \"red\"",
+                1,
+            ),
+            "stage[1].colour: unknown setting for handler noop (allowed: delay)",
+        ),
+    ];
+    for (text, expected) in cases {
+        let err = pipeline_error(&text);
+        assert!(err.starts_with("pipeline.toml: "), "{err}");
+        assert!(err.contains(expected), "expected {expected:?} in {err:?}");
+    }
+}
+
+#[test]
+fn policy_and_driver_values_are_checked() {
+    let cases = [
+        (
+            noop_pipeline("", "batch_size = 0"),
+            "driver.batch_size: 0 is out of range (allowed: 1 to 10000)",
+        ),
+        (
+            noop_pipeline("", "concurrency = 500"),
+            "driver.concurrency: 500 is out of range (allowed: 1 to 64)",
+        ),
+        (
+            noop_pipeline("", "lease = \"10ms\""),
+            "driver.lease = \"10ms\": must be at least 1s",
+        ),
+        (
+            noop_pipeline("", "lease = \"5 minutes\""),
+            "unknown unit \" minutes\"",
+        ),
+        (
+            noop_pipeline("", "").replace("max_attempts = 3", "max_attempts = 0"),
+            "policy.max_attempts: 0 is out of range (allowed: 1 to 1000)",
+        ),
+        (
+            noop_pipeline("", "").replace("retry_cap = \"1h\"", "retry_cap = \"10s\""),
+            "policy.retry_cap = \"10s\": must be at least policy.retry_base (1m)",
+        ),
+        (
+            noop_pipeline("", "").replace("[policy]", "[policy]\ninactive_after = \"2h\""),
+            "policy.inactive_after = \"2h\": must be at least 1d",
+        ),
+        (
+            format!("[store]\nurl = \"mysql://x/y\"\n{}", noop_pipeline("", "")),
+            "store.url = \"mysql://x/y\": unsupported store URL",
+        ),
+        (
+            format!("[sauce]\nx = 1\n{}", noop_pipeline("", "")),
+            "unknown field `sauce`",
+        ),
+        (
+            noop_pipeline("", "").replace("[policy]", "[policy]\npased = true"),
+            "unknown field `pased`",
+        ),
+        ("stage = [".to_string(), "pipeline.toml: TOML parse error"),
+    ];
+    for (text, expected) in cases {
+        let err = pipeline_error(&text);
+        assert!(err.starts_with("pipeline.toml: "), "{err}");
+        assert!(err.contains(expected), "expected {expected:?} in {err:?}");
+    }
+}
+
+#[test]
+fn states_problems_are_named() {
+    let cases = [
+        (String::new(), "states.toml: state: no state declared"),
+        (
+            STATES.replace("\"PENDING\"", "\"pending\""),
+            "states.toml: state[1].name = \"pending\": a state name is 1 to 64 upper-case letters",
+        ),
+        (
+            STATES.replace("\"WARNED\"", "\"PENDING\""),
+            "state[2].name = \"PENDING\": declared twice (first at state[1])",
+        ),
+        (
+            STATES.replace("role = \"errored\"", "role = \"complete\""),
+            "state[7].role = \"complete\": already the role of COMPLETE",
+        ),
+        (
+            STATES.replace("role = \"aborted\"\n", ""),
+            "no state has role = \"aborted\"",
+        ),
+        (
+            STATES.replace("role = \"errored\"", "role = \"broken\""),
+            "unknown variant `broken`, expected one of `complete`, `errored`, `aborted`",
+        ),
+    ];
+    for (text, expected) in cases {
+        let err = states_error(&text);
+        assert!(err.starts_with("states.toml: "), "{err}");
+        assert!(err.contains(expected), "expected {expected:?} in {err:?}");
+    }
+}
+
+#[test]
+fn stages_follow_the_order_of_states_toml() {
+    let mut text = noop_pipeline("", "");
+    text = text.replacen(
+        "[[stage]]\nstate = \"PENDING\"\nhandler = \"noop\"\n",
+        "",
+        1,
+    );
+    text.push_str("[[stage]]\nstate = \"PENDING\"\nhandler = \"noop\"\n");
+    let (_, pipeline) = Config::from_texts("states.toml", STATES, "pipeline.toml", &text).unwrap();
+    assert_eq!(pipeline.stages[0].state, "PENDING");
+}
