@@ -5,7 +5,7 @@ mod common;
 
 use common::{STATES, config, noop_pipeline};
 use lethe::domain::{Outcome, StageResult, plan_outcome};
-use lethe::store::{Applied, Store};
+use lethe::store::Applied;
 use std::path::PathBuf;
 use std::process::{Command, Output};
 use std::time::Duration;
