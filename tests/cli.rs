@@ -180,9 +180,31 @@ fn enqueue_status_list_stats_run_and_audit() {
     w.fails(&["status", "999"], 3);
     w.fails(&["status", "#999"], 3);
 
-    let out = w.ok(&["run", "--once", "--json"]);
-    let report: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_lethe"))
+        .current_dir(&w.dir)
+        .args(["run", "--once", "--json", "--log-json"])
+        .env("LETHE_HASH_KEY", "test-key-0123456789")
+        .env("LETHE_LOG", "trace")
+        .env_remove("LETHE_STORE_URL")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(report["applied"], 20);
+    let logs = String::from_utf8(out.stderr).unwrap();
+    assert!(logs.lines().count() >= 2, "{logs}");
+    for line in logs.lines() {
+        let _: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
+        assert!(
+            !line.contains("@example.org"),
+            "an email in the logs: {line}"
+        );
+        assert!(
+            !line.contains("\"eleven\""),
+            "a username in the logs: {line}"
+        );
+    }
 
     let status = w.ok(&["status", "10", "--json"]);
     let status: serde_json::Value = serde_json::from_str(&status).unwrap();

@@ -365,3 +365,55 @@ async fn notify_wakes_an_idle_postgres_driver() {
     let report = running.await.unwrap().unwrap();
     assert_eq!(report.applied, 5);
 }
+
+/// Works longer than the lease.
+struct Slow(Duration);
+
+#[async_trait]
+impl Handler for Slow {
+    async fn handle(&self, batch: &[Claimed]) -> Result<HashMap<i64, StageResult>, BatchError> {
+        tokio::time::sleep(self.0).await;
+        Ok(batch.iter().map(|c| (c.id, Outcome::Done.into())).collect())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn long_handlers_keep_their_lease() {
+    let db = TestDb::new(Kind::Sqlite).await;
+    let text = noop_pipeline("", "lease = \"1s\"");
+    let (graph, _) = config(&text);
+    let store = db.store(&graph).await;
+    store
+        .enqueue("PENDING", &subjects(1, 4), "cli", chrono::Utc::now())
+        .await
+        .unwrap();
+    // The handler's work takes 2.5 leases; renewals every third of a lease keep it.
+    let slow = driver(
+        store.clone(),
+        &text,
+        "slow",
+        Arc::new(SystemClock),
+        Some(("PENDING", Arc::new(Slow(Duration::from_millis(2500))))),
+    );
+    let running = tokio::spawn({
+        let slow = slow.clone();
+        async move { slow.run_once(never()).await }
+    });
+    while state_of(store.as_ref(), "1").await.lease_owner.is_none() {
+        tokio::task::yield_now().await;
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+    let mut stolen = 0;
+    while tokio::time::Instant::now() < deadline {
+        stolen += store
+            .claim("thief", chrono::Utc::now(), Duration::from_secs(60), 10)
+            .await
+            .unwrap()
+            .len();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let report = running.await.unwrap().unwrap();
+    assert_eq!(stolen, 0, "no other driver could claim a renewed lease");
+    assert_eq!(report.lost, 0);
+    assert_eq!(report.applied, 15);
+}
