@@ -72,28 +72,7 @@ async fn state_of(store: &dyn Store, subject: &str) -> lethe::store::Retirement 
         .unwrap()
 }
 
-macro_rules! both {
-    ($($name:ident),* $(,)?) => {
-        mod postgres {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    super::$name(super::Kind::Postgres).await
-                }
-            )*
-        }
-        mod sqlite {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    super::$name(super::Kind::Sqlite).await
-                }
-            )*
-        }
-    };
-}
-
-both!(
+per_backend!(
     run_once_moves_everything_through_the_pipeline,
     every_outcome_is_applied_with_its_event,
     attempts_lost_to_crashes_park_the_retirement,

@@ -13,28 +13,7 @@ use std::time::Duration;
 
 const LEASE: Duration = Duration::from_secs(60);
 
-macro_rules! contract {
-    ($($name:ident),* $(,)?) => {
-        mod postgres {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    super::$name(super::Kind::Postgres).await
-                }
-            )*
-        }
-        mod sqlite {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    super::$name(super::Kind::Sqlite).await
-                }
-            )*
-        }
-    };
-}
-
-contract!(
+per_backend!(
     enqueue_reports_open_subjects_instead_of_duplicating,
     claim_leases_and_counts_attempts,
     leased_retirements_are_taken_over_after_the_lease,

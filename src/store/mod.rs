@@ -327,6 +327,10 @@ pub enum ActionResult {
     Refused(String),
 }
 
+/// A boxed future, for trait methods both backends share through one macro
+/// (`sql::shared_methods!`), which `async_trait` cannot see into.
+pub type BoxFuture<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>;
+
 /// Persistence for retirements, events and states.
 #[async_trait]
 pub trait Store: Send + Sync {
@@ -338,7 +342,7 @@ pub trait Store: Send + Sync {
 
     /// Writes the states of states.toml into the `state` table; refuses to drop a state
     /// that open retirements still use.
-    async fn sync_states(&self, graph: &StateGraph) -> Result<(), StoreError>;
+    fn sync_states<'a>(&'a self, graph: &'a StateGraph) -> BoxFuture<'a, Result<(), StoreError>>;
 
     /// Opens retirements in the initial state, due now; an open one is reported, not duplicated.
     async fn enqueue(
@@ -384,32 +388,42 @@ pub trait Store: Send + Sync {
     ) -> Result<Vec<i64>, StoreError>;
 
     /// The retirement for a lookup: by subject, the open one, else the latest.
-    async fn find(&self, lookup: &Lookup) -> Result<Option<Retirement>, StoreError>;
+    fn find<'a>(
+        &'a self,
+        lookup: &'a Lookup,
+    ) -> BoxFuture<'a, Result<Option<Retirement>, StoreError>>;
 
     /// Every event of a retirement, oldest first.
-    async fn history(&self, id: i64) -> Result<Vec<Event>, StoreError>;
+    fn history(&self, id: i64) -> BoxFuture<'_, Result<Vec<Event>, StoreError>>;
 
     /// Retirements, newest first, optionally in one state.
-    async fn list(&self, state: Option<&str>, limit: i64) -> Result<Vec<Retirement>, StoreError>;
+    fn list<'a>(
+        &'a self,
+        state: Option<&'a str>,
+        limit: i64,
+    ) -> BoxFuture<'a, Result<Vec<Retirement>, StoreError>>;
 
     /// Number of retirements per state.
-    async fn stats(&self) -> Result<Vec<(String, i64)>, StoreError>;
+    fn stats(&self) -> BoxFuture<'_, Result<Vec<(String, i64)>, StoreError>>;
 
     /// Applies an operator action to retirement `id` under a row lock, or says why not.
-    async fn operate(
-        &self,
-        graph: &StateGraph,
+    fn operate<'a>(
+        &'a self,
+        graph: &'a StateGraph,
         id: i64,
-        action: &OperatorAction,
-        actor: &str,
+        action: &'a OperatorAction,
+        actor: &'a str,
         now: DateTime<Utc>,
-    ) -> Result<ActionResult, StoreError>;
+    ) -> BoxFuture<'a, Result<ActionResult, StoreError>>;
 
     /// Events with their retirement, oldest first.
-    async fn audit(&self, filter: &AuditFilter) -> Result<Vec<AuditRow>, StoreError>;
+    fn audit<'a>(
+        &'a self,
+        filter: &'a AuditFilter,
+    ) -> BoxFuture<'a, Result<Vec<AuditRow>, StoreError>>;
 
     /// When the next open retirement is due, if any.
-    async fn next_due(&self) -> Result<Option<DateTime<Utc>>, StoreError>;
+    fn next_due(&self) -> BoxFuture<'_, Result<Option<DateTime<Utc>>, StoreError>>;
 
     /// A wake-up signal fired when work is added (Postgres LISTEN/NOTIFY); `None` when the
     /// backend has none, so the driver only polls.

@@ -2,13 +2,11 @@
 //! `FOR UPDATE SKIP LOCKED`; write-backs and enqueues are set-based (`UNNEST`), one
 //! statement per batch; operator actions and new work wake drivers with NOTIFY.
 
-use super::sql::shared_impl;
+use super::sql::shared_methods;
 use super::{
-    ActionResult, Applied, AuditFilter, AuditRow, Backend, Claimed, EnqueueOutcome, Event, Lookup,
-    NewRetirement, OperatorAction, QueryContext, Retirement, Store, StoreError, decode_claimed,
-    redact_url,
+    Applied, Backend, Claimed, EnqueueOutcome, NewRetirement, QueryContext, Store, StoreError,
+    decode_claimed, redact_url,
 };
-use crate::domain::StateGraph;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use sqlx::postgres::{PgListener, PgPoolOptions};
@@ -58,6 +56,18 @@ impl PgStore {
         Ok(())
     }
 
+    /// Daemons starting together sync the states one at a time.
+    async fn serialize_state_sync(
+        &self,
+        tx: &mut Transaction<'_, Postgres>,
+    ) -> Result<(), StoreError> {
+        sqlx::query("SELECT pg_advisory_xact_lock(7431001)")
+            .execute(&mut **tx)
+            .await
+            .ctx("lock the state sync")?;
+        Ok(())
+    }
+
     fn migrator() -> sqlx::migrate::Migrator {
         use sqlx::SqlSafeStr;
         use sqlx::migrate::{Migration, MigrationType, Migrator};
@@ -71,10 +81,10 @@ impl PgStore {
     }
 }
 
-shared_impl!(PgStore, "BEGIN", " FOR UPDATE");
-
 #[async_trait]
 impl Store for PgStore {
+    shared_methods!("BEGIN", " FOR UPDATE");
+
     fn backend(&self) -> Backend {
         Backend::Postgres
     }
@@ -82,63 +92,6 @@ impl Store for PgStore {
     async fn migrate(&self) -> Result<(), StoreError> {
         Self::migrator().run(&self.pool).await?;
         Ok(())
-    }
-
-    async fn sync_states(&self, graph: &StateGraph) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await.ctx("begin the state sync")?;
-        // Daemons starting together sync one at a time.
-        sqlx::query("SELECT pg_advisory_xact_lock(7431001)")
-            .execute(&mut *tx)
-            .await
-            .ctx("lock the state sync")?;
-        let known: Vec<String> = sqlx::query("SELECT name FROM state")
-            .fetch_all(&mut *tx)
-            .await
-            .map_err(|_| StoreError::NotMigrated)?
-            .iter()
-            .map(|r| r.try_get("name"))
-            .collect::<Result<_, _>>()
-            .ctx("read the states")?;
-        for name in known.iter().filter(|n| !graph.contains(n)) {
-            let count: i64 = sqlx::query(
-                "SELECT COUNT(*) FROM retirement WHERE ended_at IS NULL AND (state = $1 OR failed_state = $1)",
-            )
-            .bind(name)
-            .fetch_one(&mut *tx)
-            .await
-            .ctx("count retirements in a removed state")?
-            .try_get(0)
-            .ctx("decode a count")?;
-            if count > 0 {
-                return Err(StoreError::StateInUse {
-                    state: name.clone(),
-                    count,
-                });
-            }
-            sqlx::query("DELETE FROM state WHERE name = $1")
-                .bind(name)
-                .execute(&mut *tx)
-                .await
-                .ctx("remove a state")?;
-        }
-        let names: Vec<String> = graph.states().iter().map(|s| s.name.clone()).collect();
-        let positions: Vec<i32> = (0..names.len() as i32).collect();
-        let roles: Vec<Option<String>> = graph
-            .states()
-            .iter()
-            .map(|s| s.role.map(|r| r.to_string()))
-            .collect();
-        sqlx::query(
-            "INSERT INTO state (name, position, role) SELECT * FROM UNNEST($1::text[], $2::int[], $3::text[]) \
-             ON CONFLICT (name) DO UPDATE SET position = excluded.position, role = excluded.role",
-        )
-        .bind(&names)
-        .bind(&positions)
-        .bind(&roles)
-        .execute(&mut *tx)
-        .await
-        .ctx("write the states")?;
-        tx.commit().await.ctx("commit the state sync")
     }
 
     async fn enqueue(
@@ -387,41 +340,6 @@ impl Store for PgStore {
             .map(|r| r.try_get("id"))
             .collect::<Result<_, _>>()
             .ctx("decode an id")
-    }
-
-    async fn find(&self, lookup: &Lookup) -> Result<Option<Retirement>, StoreError> {
-        self.find_impl(lookup).await
-    }
-
-    async fn history(&self, id: i64) -> Result<Vec<Event>, StoreError> {
-        self.history_impl(id).await
-    }
-
-    async fn list(&self, state: Option<&str>, limit: i64) -> Result<Vec<Retirement>, StoreError> {
-        self.list_impl(state, limit).await
-    }
-
-    async fn stats(&self) -> Result<Vec<(String, i64)>, StoreError> {
-        self.stats_impl().await
-    }
-
-    async fn operate(
-        &self,
-        graph: &StateGraph,
-        id: i64,
-        action: &OperatorAction,
-        actor: &str,
-        now: DateTime<Utc>,
-    ) -> Result<ActionResult, StoreError> {
-        self.operate_impl(graph, id, action, actor, now).await
-    }
-
-    async fn audit(&self, filter: &AuditFilter) -> Result<Vec<AuditRow>, StoreError> {
-        self.audit_impl(filter).await
-    }
-
-    async fn next_due(&self) -> Result<Option<DateTime<Utc>>, StoreError> {
-        self.next_due_impl().await
     }
 
     async fn subscribe(&self) -> Result<Option<Arc<tokio::sync::Notify>>, StoreError> {

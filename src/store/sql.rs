@@ -26,6 +26,14 @@ pub(crate) const ENQUEUE_ONE: &str = "INSERT INTO retirement \
 pub(crate) const OPEN_ID: &str =
     "SELECT id FROM retirement WHERE subject = $1 AND ended_at IS NULL";
 
+/// Open retirements in, or failed in, a state.
+pub(crate) const OPEN_IN_STATE: &str =
+    "SELECT COUNT(*) FROM retirement WHERE ended_at IS NULL AND (state = $1 OR failed_state = $1)";
+
+/// Writes one state of states.toml.
+pub(crate) const UPSERT_STATE: &str = "INSERT INTO state (name, position, role) VALUES ($1, $2, $3) \
+     ON CONFLICT (name) DO UPDATE SET position = excluded.position, role = excluded.role";
+
 /// Releases a claim untouched.
 pub(crate) const RELEASE_ONE: &str = "UPDATE retirement SET lease_owner = NULL, lease_until = NULL, \
      due_at = $1, attempt = attempt - 1 WHERE id = $2 AND lease_owner = $3 AND attempt = $4";
@@ -111,15 +119,73 @@ macro_rules! bind_event {
     }};
 }
 
-/// Read queries and operator actions, identical for both backends: expands to an
-/// inherent `impl` with `*_impl` methods the `Store` impls delegate to.
-macro_rules! shared_impl {
-    ($store:ty, $begin:expr, $lock_suffix:expr) => {
-        impl $store {
-            async fn find_impl(
-                &self,
-                lookup: &$crate::store::Lookup,
-            ) -> Result<Option<$crate::store::Retirement>, $crate::store::StoreError> {
+/// Store methods identical for both backends (reads, operator actions, state sync),
+/// expanded inside each `impl Store`. `$begin` starts a writing transaction, `$lock` is
+/// appended to the SELECT that locks a row for an operator action.
+macro_rules! shared_methods {
+    ($begin:expr, $lock:expr) => {
+        fn sync_states<'a>(
+            &'a self,
+            graph: &'a $crate::domain::StateGraph,
+        ) -> $crate::store::BoxFuture<'a, Result<(), $crate::store::StoreError>> {
+            Box::pin(async move {
+                use sqlx::Row;
+                use $crate::store::{QueryContext, StoreError};
+                let mut tx = self
+                    .pool
+                    .begin_with($begin)
+                    .await
+                    .ctx("begin the state sync")?;
+                self.serialize_state_sync(&mut tx).await?;
+                let known: Vec<String> = sqlx::query("SELECT name FROM state")
+                    .fetch_all(&mut *tx)
+                    .await
+                    .map_err(|_| StoreError::NotMigrated)?
+                    .iter()
+                    .map(|r| r.try_get("name"))
+                    .collect::<Result<_, _>>()
+                    .ctx("read the states")?;
+                for name in known.iter().filter(|n| !graph.contains(n)) {
+                    let count: i64 = sqlx::query($crate::store::sql::OPEN_IN_STATE)
+                        .bind(name)
+                        .fetch_one(&mut *tx)
+                        .await
+                        .ctx("count retirements in a removed state")?
+                        .try_get(0)
+                        .ctx("decode a count")?;
+                    if count > 0 {
+                        return Err(StoreError::StateInUse {
+                            state: name.clone(),
+                            count,
+                        });
+                    }
+                    sqlx::query("DELETE FROM state WHERE name = $1")
+                        .bind(name)
+                        .execute(&mut *tx)
+                        .await
+                        .ctx("remove a state")?;
+                }
+                for (position, def) in graph.states().iter().enumerate() {
+                    sqlx::query($crate::store::sql::UPSERT_STATE)
+                        .bind(&def.name)
+                        .bind(position as i32)
+                        .bind(def.role.map(|r| r.to_string()))
+                        .execute(&mut *tx)
+                        .await
+                        .ctx("write a state")?;
+                }
+                tx.commit().await.ctx("commit the state sync")
+            })
+        }
+
+        fn find<'a>(
+            &'a self,
+            lookup: &'a $crate::store::Lookup,
+        ) -> $crate::store::BoxFuture<
+            'a,
+            Result<Option<$crate::store::Retirement>, $crate::store::StoreError>,
+        > {
+            Box::pin(async move {
                 use $crate::store::QueryContext;
                 let (id, raw, subject_hash, email_hash) = lookup.params();
                 let row = sqlx::query($crate::store::sql::FIND)
@@ -133,12 +199,17 @@ macro_rules! shared_impl {
                 row.map(|r| $crate::store::decode_retirement!(&r))
                     .transpose()
                     .ctx("decode a retirement")
-            }
+            })
+        }
 
-            async fn history_impl(
-                &self,
-                id: i64,
-            ) -> Result<Vec<$crate::store::Event>, $crate::store::StoreError> {
+        fn history(
+            &self,
+            id: i64,
+        ) -> $crate::store::BoxFuture<
+            '_,
+            Result<Vec<$crate::store::Event>, $crate::store::StoreError>,
+        > {
+            Box::pin(async move {
                 use $crate::store::QueryContext;
                 let rows = sqlx::query($crate::store::sql::HISTORY)
                     .bind(id)
@@ -149,13 +220,18 @@ macro_rules! shared_impl {
                     .map(|r| $crate::store::decode_event!(r))
                     .collect::<Result<_, _>>()
                     .ctx("decode an event")
-            }
+            })
+        }
 
-            async fn list_impl(
-                &self,
-                state: Option<&str>,
-                limit: i64,
-            ) -> Result<Vec<$crate::store::Retirement>, $crate::store::StoreError> {
+        fn list<'a>(
+            &'a self,
+            state: Option<&'a str>,
+            limit: i64,
+        ) -> $crate::store::BoxFuture<
+            'a,
+            Result<Vec<$crate::store::Retirement>, $crate::store::StoreError>,
+        > {
+            Box::pin(async move {
                 use $crate::store::QueryContext;
                 let rows = sqlx::query($crate::store::sql::LIST)
                     .bind(state)
@@ -167,9 +243,13 @@ macro_rules! shared_impl {
                     .map(|r| $crate::store::decode_retirement!(r))
                     .collect::<Result<_, _>>()
                     .ctx("decode a retirement")
-            }
+            })
+        }
 
-            async fn stats_impl(&self) -> Result<Vec<(String, i64)>, $crate::store::StoreError> {
+        fn stats(
+            &self,
+        ) -> $crate::store::BoxFuture<'_, Result<Vec<(String, i64)>, $crate::store::StoreError>> {
+            Box::pin(async move {
                 use sqlx::Row;
                 use $crate::store::QueryContext;
                 let rows = sqlx::query($crate::store::sql::STATS)
@@ -180,12 +260,17 @@ macro_rules! shared_impl {
                     .map(|r| Ok((r.try_get("state")?, r.try_get("n")?)))
                     .collect::<Result<_, sqlx::Error>>()
                     .ctx("decode counts")
-            }
+            })
+        }
 
-            async fn audit_impl(
-                &self,
-                filter: &$crate::store::AuditFilter,
-            ) -> Result<Vec<$crate::store::AuditRow>, $crate::store::StoreError> {
+        fn audit<'a>(
+            &'a self,
+            filter: &'a $crate::store::AuditFilter,
+        ) -> $crate::store::BoxFuture<
+            'a,
+            Result<Vec<$crate::store::AuditRow>, $crate::store::StoreError>,
+        > {
+            Box::pin(async move {
                 use $crate::store::QueryContext;
                 let (id, raw, subject_hash, email_hash) = filter
                     .subject
@@ -208,11 +293,16 @@ macro_rules! shared_impl {
                     .map(|r| $crate::store::decode_audit!(r))
                     .collect::<Result<_, _>>()
                     .ctx("decode an audit row")
-            }
+            })
+        }
 
-            async fn next_due_impl(
-                &self,
-            ) -> Result<Option<chrono::DateTime<chrono::Utc>>, $crate::store::StoreError> {
+        fn next_due(
+            &self,
+        ) -> $crate::store::BoxFuture<
+            '_,
+            Result<Option<chrono::DateTime<chrono::Utc>>, $crate::store::StoreError>,
+        > {
+            Box::pin(async move {
                 use sqlx::Row;
                 use $crate::store::QueryContext;
                 let row = sqlx::query($crate::store::sql::NEXT_DUE)
@@ -220,16 +310,21 @@ macro_rules! shared_impl {
                     .await
                     .ctx("find the next due time")?;
                 row.try_get("due").ctx("decode the next due time")
-            }
+            })
+        }
 
-            async fn operate_impl(
-                &self,
-                graph: &$crate::domain::StateGraph,
-                id: i64,
-                action: &$crate::store::OperatorAction,
-                actor: &str,
-                now: chrono::DateTime<chrono::Utc>,
-            ) -> Result<$crate::store::ActionResult, $crate::store::StoreError> {
+        fn operate<'a>(
+            &'a self,
+            graph: &'a $crate::domain::StateGraph,
+            id: i64,
+            action: &'a $crate::store::OperatorAction,
+            actor: &'a str,
+            now: chrono::DateTime<chrono::Utc>,
+        ) -> $crate::store::BoxFuture<
+            'a,
+            Result<$crate::store::ActionResult, $crate::store::StoreError>,
+        > {
+            Box::pin(async move {
                 use $crate::store::{ActionResult, QueryContext};
                 let mut tx = self
                     .pool
@@ -240,7 +335,7 @@ macro_rules! shared_impl {
                     "SELECT ",
                     $crate::store::retirement_columns!(),
                     " FROM retirement WHERE id = $1",
-                    $lock_suffix
+                    $lock
                 ))
                 .bind(id)
                 .fetch_optional(&mut *tx)
@@ -278,9 +373,9 @@ macro_rules! shared_impl {
                 let updated = $crate::store::decode_retirement!(&row).ctx("decode a retirement")?;
                 tx.commit().await.ctx("commit an operator action")?;
                 Ok(ActionResult::Applied(Box::new(updated)))
-            }
+            })
         }
     };
 }
 
-pub(crate) use {bind_apply, bind_event, shared_impl};
+pub(crate) use {bind_apply, bind_event, shared_methods};

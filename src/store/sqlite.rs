@@ -1,12 +1,10 @@
 //! SQLite store: the embedded single-daemon default. Writers serialise on `BEGIN IMMEDIATE`.
 
-use super::sql::{self, bind_apply, bind_event, shared_impl};
+use super::sql::{self, bind_apply, bind_event, shared_methods};
 use super::{
-    ActionResult, Applied, AuditFilter, AuditRow, Backend, Claimed, EnqueueOutcome, Event, Lookup,
-    NewRetirement, OperatorAction, QueryContext, Retirement, Store, StoreError, claimed_columns,
-    decode_claimed, redact_url,
+    Applied, Backend, Claimed, EnqueueOutcome, NewRetirement, QueryContext, Store, StoreError,
+    claimed_columns, decode_claimed, redact_url,
 };
-use crate::domain::StateGraph;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
@@ -54,6 +52,14 @@ impl SqliteStore {
         Ok(())
     }
 
+    /// One writer at a time already (`BEGIN IMMEDIATE`): nothing more to serialise.
+    async fn serialize_state_sync(
+        &self,
+        _tx: &mut Transaction<'_, Sqlite>,
+    ) -> Result<(), StoreError> {
+        Ok(())
+    }
+
     fn migrator() -> sqlx::migrate::Migrator {
         use sqlx::SqlSafeStr;
         use sqlx::migrate::{Migration, MigrationType, Migrator};
@@ -67,10 +73,10 @@ impl SqliteStore {
     }
 }
 
-shared_impl!(SqliteStore, BEGIN_IMMEDIATE, "");
-
 #[async_trait]
 impl Store for SqliteStore {
+    shared_methods!(BEGIN_IMMEDIATE, "");
+
     fn backend(&self) -> Backend {
         Backend::Sqlite
     }
@@ -78,57 +84,6 @@ impl Store for SqliteStore {
     async fn migrate(&self) -> Result<(), StoreError> {
         Self::migrator().run(&self.pool).await?;
         Ok(())
-    }
-
-    async fn sync_states(&self, graph: &StateGraph) -> Result<(), StoreError> {
-        let mut tx = self
-            .pool
-            .begin_with(BEGIN_IMMEDIATE)
-            .await
-            .ctx("begin the state sync")?;
-        let known: Vec<String> = sqlx::query("SELECT name FROM state")
-            .fetch_all(&mut *tx)
-            .await
-            .map_err(|_| StoreError::NotMigrated)?
-            .iter()
-            .map(|r| r.try_get("name"))
-            .collect::<Result<_, _>>()
-            .ctx("read the states")?;
-        for name in known.iter().filter(|n| !graph.contains(n)) {
-            let count: i64 = sqlx::query(
-                "SELECT COUNT(*) FROM retirement WHERE ended_at IS NULL AND (state = $1 OR failed_state = $1)",
-            )
-            .bind(name)
-            .fetch_one(&mut *tx)
-            .await
-            .ctx("count retirements in a removed state")?
-            .try_get(0)
-            .ctx("decode a count")?;
-            if count > 0 {
-                return Err(StoreError::StateInUse {
-                    state: name.clone(),
-                    count,
-                });
-            }
-            sqlx::query("DELETE FROM state WHERE name = $1")
-                .bind(name)
-                .execute(&mut *tx)
-                .await
-                .ctx("remove a state")?;
-        }
-        for (position, def) in graph.states().iter().enumerate() {
-            sqlx::query(
-                "INSERT INTO state (name, position, role) VALUES ($1, $2, $3) \
-                 ON CONFLICT (name) DO UPDATE SET position = excluded.position, role = excluded.role",
-            )
-            .bind(&def.name)
-            .bind(position as i64)
-            .bind(def.role.map(|r| r.to_string()))
-            .execute(&mut *tx)
-            .await
-            .ctx("write a state")?;
-        }
-        tx.commit().await.ctx("commit the state sync")
     }
 
     async fn enqueue(
@@ -311,41 +266,6 @@ impl Store for SqliteStore {
         }
         tx.commit().await.ctx("commit a write-back")?;
         Ok(done)
-    }
-
-    async fn find(&self, lookup: &Lookup) -> Result<Option<Retirement>, StoreError> {
-        self.find_impl(lookup).await
-    }
-
-    async fn history(&self, id: i64) -> Result<Vec<Event>, StoreError> {
-        self.history_impl(id).await
-    }
-
-    async fn list(&self, state: Option<&str>, limit: i64) -> Result<Vec<Retirement>, StoreError> {
-        self.list_impl(state, limit).await
-    }
-
-    async fn stats(&self) -> Result<Vec<(String, i64)>, StoreError> {
-        self.stats_impl().await
-    }
-
-    async fn operate(
-        &self,
-        graph: &StateGraph,
-        id: i64,
-        action: &OperatorAction,
-        actor: &str,
-        now: DateTime<Utc>,
-    ) -> Result<ActionResult, StoreError> {
-        self.operate_impl(graph, id, action, actor, now).await
-    }
-
-    async fn audit(&self, filter: &AuditFilter) -> Result<Vec<AuditRow>, StoreError> {
-        self.audit_impl(filter).await
-    }
-
-    async fn next_due(&self) -> Result<Option<DateTime<Utc>>, StoreError> {
-        self.next_due_impl().await
     }
 
     async fn subscribe(&self) -> Result<Option<Arc<tokio::sync::Notify>>, StoreError> {

@@ -193,3 +193,26 @@ pub fn repo_root() -> PathBuf {
 pub fn t0() -> chrono::DateTime<chrono::Utc> {
     "2026-11-22T10:00:00Z".parse().expect("time")
 }
+
+/// Generates `postgres::NAME` and `sqlite::NAME` tests calling `NAME(Kind)` for each name.
+#[macro_export]
+macro_rules! per_backend {
+    ($($name:ident),* $(,)?) => {
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name(super::Kind::Postgres).await
+                }
+            )*
+        }
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name(super::Kind::Sqlite).await
+                }
+            )*
+        }
+    };
+}
