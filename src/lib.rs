@@ -7,6 +7,7 @@ pub mod config;
 pub mod domain;
 pub mod driver;
 pub mod pii;
+pub mod sql;
 pub mod stages;
 pub mod store;
 pub mod telemetry;
