@@ -172,6 +172,18 @@ impl From<StoreError> for Failure {
     }
 }
 
+impl From<crate::stages::BuildError> for Failure {
+    fn from(e: crate::stages::BuildError) -> Self {
+        use crate::sql::target::TargetError;
+        match e {
+            crate::stages::BuildError::Target(TargetError::Connect { .. }) => {
+                Failure::Runtime(e.into())
+            }
+            other => Failure::Config(other.to_string()),
+        }
+    }
+}
+
 impl From<anyhow::Error> for Failure {
     fn from(e: anyhow::Error) -> Self {
         Failure::Runtime(e)
@@ -416,7 +428,7 @@ async fn check(ctx: &Ctx, connect: bool) -> Outcome {
 async fn run(ctx: &Ctx, once: bool) -> Outcome {
     let config = ctx.config()?;
     ctx.hash_key()?;
-    let handlers = crate::stages::build(&config.pipeline).map_err(Failure::Config)?;
+    let handlers = crate::stages::build(&config.pipeline).await?;
     let tuning = config.pipeline.driver.clone();
     let store = ctx
         .store(Some(&config), tuning.concurrency as u32 * 2 + 2)

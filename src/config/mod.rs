@@ -8,7 +8,7 @@ mod pipeline;
 mod states;
 
 pub use duration::{HumanDuration, parse_duration};
-pub use pipeline::{DriverTuning, Pipeline, Policy, Stage};
+pub use pipeline::{DriverTuning, Pipeline, Policy, Stage, Target, env_key};
 
 use crate::domain::StateGraph;
 use std::path::{Path, PathBuf};

@@ -19,6 +19,94 @@ struct PipelineFile {
     driver: DriverSection,
     #[serde(default)]
     stage: Vec<toml::Table>,
+    #[serde(default)]
+    target: Vec<TargetSection>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TargetSection {
+    name: String,
+    url: Option<String>,
+    #[serde(default = "default_root_table")]
+    root_table: String,
+    #[serde(default = "default_root_key")]
+    root_key: String,
+    #[serde(default = "default_activity_column")]
+    activity_column: String,
+    #[serde(default)]
+    protect: Vec<String>,
+    #[serde(default)]
+    delete: Vec<String>,
+    #[serde(default)]
+    nullify: Vec<String>,
+    #[serde(default)]
+    anonymize: Vec<AnonymizeSection>,
+    #[serde(default)]
+    extra_link: Vec<ExtraLinkSection>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AnonymizeSection {
+    link: String,
+    set: toml::Table,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ExtraLinkSection {
+    link: String,
+    references: String,
+    #[serde(default)]
+    nullable: bool,
+}
+
+fn default_root_table() -> String {
+    "auth_user".into()
+}
+
+fn default_root_key() -> String {
+    "id".into()
+}
+
+fn default_activity_column() -> String {
+    "last_login".into()
+}
+
+/// A relational database lethe deletes subjects from (`[[target]]`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Target {
+    /// Name stages refer to.
+    pub name: String,
+    /// Connection URL: `LETHE_TARGET_<NAME>_URL`, else `url` in the file.
+    pub url: Option<String>,
+    /// Column re-checked for activity inside the deleting transaction.
+    pub activity_column: String,
+    /// Root, policies and extra links.
+    pub rules: crate::sql::plan::Rules,
+}
+
+impl Target {
+    /// The environment variable that holds this target's URL.
+    pub fn url_env(&self) -> String {
+        env_key(&self.name, "URL")
+    }
+}
+
+/// `LETHE_TARGET_<NAME>_<KEY>`, NAME upper-cased with non-alphanumerics as `_`.
+pub fn env_key(name: &str, key: &str) -> String {
+    let name: String = name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_uppercase()
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    format!("LETHE_TARGET_{name}_{key}")
 }
 
 #[derive(Deserialize, Default)]
@@ -121,6 +209,8 @@ pub struct Pipeline {
     pub driver: DriverTuning,
     /// One stage per working state, in pipeline order.
     pub stages: Vec<Stage>,
+    /// Relational targets.
+    pub targets: Vec<Target>,
 }
 
 impl Pipeline {
@@ -215,7 +305,27 @@ pub(super) fn parse(
         Duration::from_millis(10),
     )?;
 
+    let targets = parse_targets(file, parsed.target)?;
     let stages = parse_stages(file, parsed.stage, graph, states_file)?;
+    for stage in &stages {
+        if let crate::stages::StageSettings::SqlDelete { target } = &stage.settings
+            && !targets.iter().any(|t| &t.name == target)
+        {
+            return Err(invalid(
+                file,
+                format!("stage for {}.target", stage.state),
+                Some(target),
+                format!(
+                    "no [[target]] has this name (declared: {})",
+                    targets
+                        .iter()
+                        .map(|t| t.name.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            ));
+        }
+    }
     Ok(Pipeline {
         store_url: parsed.store.url,
         policy: Policy {
@@ -235,7 +345,122 @@ pub(super) fn parse(
             poll_interval: d.poll_interval.0,
         },
         stages,
+        targets,
     })
+}
+
+fn split_link(file: &str, key: &str, text: &str) -> Result<(String, Vec<String>), ConfigError> {
+    match text.split_once('.') {
+        Some((table, columns)) if !table.is_empty() && !columns.is_empty() => Ok((
+            table.to_string(),
+            columns.split(',').map(|c| c.trim().to_string()).collect(),
+        )),
+        _ => Err(invalid(file, key, Some(text), "expected table.column")),
+    }
+}
+
+fn parse_targets(file: &str, sections: Vec<TargetSection>) -> Result<Vec<Target>, ConfigError> {
+    use crate::sql::plan::{Link, Policy, Rules, Value};
+    let mut targets: Vec<Target> = Vec::new();
+    for (i, t) in sections.into_iter().enumerate() {
+        let at = format!("target[{}]", i + 1);
+        if t.name.is_empty() || targets.iter().any(|o| o.name == t.name) {
+            return Err(invalid(
+                file,
+                format!("{at}.name"),
+                Some(&t.name),
+                "target names must be non-empty and unique",
+            ));
+        }
+        if let Some(url) = &t.url {
+            crate::sql::Dialect::from_url(url).map_err(|p| {
+                invalid(
+                    file,
+                    format!("{at}.url"),
+                    Some(&crate::store::redact_url(url)),
+                    p,
+                )
+            })?;
+        }
+        let mut rules = Rules {
+            root_table: t.root_table.clone(),
+            root_key: t.root_key.clone(),
+            ..Rules::default()
+        };
+        let mut add = |key: String, link: &str, policy: Policy| -> Result<(), ConfigError> {
+            split_link(file, &key, link)?;
+            if rules.policies.insert(link.to_string(), policy).is_some() {
+                return Err(invalid(
+                    file,
+                    key,
+                    Some(link),
+                    "this link already has a policy in this target",
+                ));
+            }
+            Ok(())
+        };
+        for (list, policy) in [
+            (&t.protect, Policy::Protect),
+            (&t.delete, Policy::Delete),
+            (&t.nullify, Policy::Nullify),
+        ] {
+            let name = match policy {
+                Policy::Protect => "protect",
+                Policy::Delete => "delete",
+                _ => "nullify",
+            };
+            for (j, link) in list.iter().enumerate() {
+                add(format!("{at}.{name}[{}]", j + 1), link, policy.clone())?;
+            }
+        }
+        for (j, a) in t.anonymize.iter().enumerate() {
+            let key = format!("{at}.anonymize[{}]", j + 1);
+            let mut set = Vec::new();
+            for (column, value) in &a.set {
+                let value = match value {
+                    toml::Value::String(s) => Value::Text(s.clone()),
+                    toml::Value::Integer(n) => Value::Int(*n),
+                    other => {
+                        return Err(invalid(
+                            file,
+                            format!("{key}.set.{column}"),
+                            None,
+                            format!(
+                                "expected a string or an integer, found {}",
+                                other.type_str()
+                            ),
+                        ));
+                    }
+                };
+                set.push((column.clone(), value));
+            }
+            add(format!("{key}.link"), &a.link, Policy::Anonymize(set))?;
+        }
+        for (j, e) in t.extra_link.iter().enumerate() {
+            let key = format!("{at}.extra_link[{}]", j + 1);
+            let (table, columns) = split_link(file, &format!("{key}.link"), &e.link)?;
+            let (ref_table, ref_columns) =
+                split_link(file, &format!("{key}.references"), &e.references)?;
+            rules.extra_links.push(Link {
+                table,
+                columns,
+                ref_table,
+                ref_columns,
+                nullable: e.nullable,
+            });
+        }
+        let mut target = Target {
+            name: t.name,
+            url: t.url,
+            activity_column: t.activity_column,
+            rules,
+        };
+        if let Ok(url) = std::env::var(target.url_env()) {
+            target.url = Some(url);
+        }
+        targets.push(target);
+    }
+    Ok(targets)
 }
 
 fn parse_stages(

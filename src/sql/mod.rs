@@ -8,5 +8,6 @@
 pub mod dialect;
 pub mod plan;
 pub mod render;
+pub mod target;
 
 pub use dialect::Dialect;

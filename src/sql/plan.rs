@@ -53,7 +53,7 @@ pub enum Value {
 }
 
 /// Config for a plan: the root and the per-link policies.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Rules {
     /// Root table (edX: `auth_user`).
     pub root_table: String,

@@ -2,6 +2,8 @@
 //! and the config fixtures.
 #![allow(dead_code)]
 
+pub mod edx;
+
 use lethe::config::{Config, Pipeline};
 use lethe::domain::StateGraph;
 use lethe::pii::HashKey;

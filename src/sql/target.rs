@@ -1,0 +1,488 @@
+//! A relational target: connection, foreign-key introspection, and the set-based,
+//! transactional retirement of a batch of subjects.
+
+use super::dialect::Dialect;
+use super::plan::{self, Action, Link, Plan, Rules, Value};
+use super::render;
+use chrono::{DateTime, NaiveDateTime, Utc};
+use sqlx::{MySqlPool, PgPool, Row, SqlitePool};
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+/// What went wrong with a target.
+#[derive(Debug, thiserror::Error)]
+pub enum TargetError {
+    /// The URL is missing or unusable.
+    #[error("target {target}: {problem}")]
+    Config {
+        /// Target name.
+        target: String,
+        /// What is wrong and what to do.
+        problem: String,
+    },
+    /// The database could not be reached.
+    #[error("target {target}: cannot connect to {url}: {source}")]
+    Connect {
+        /// Target name.
+        target: String,
+        /// URL, password redacted.
+        url: String,
+        /// Driver error.
+        source: sqlx::Error,
+    },
+    /// The schema does not fit the config.
+    #[error("target {target}: {problem}")]
+    Schema {
+        /// Target name.
+        target: String,
+        /// What does not fit.
+        problem: String,
+    },
+    /// A statement failed; the batch's transaction was rolled back.
+    #[error(
+        "target {target}: {context} failed (the transaction was rolled back; nothing was deleted): {source}"
+    )]
+    Query {
+        /// Target name.
+        target: String,
+        /// What was being done.
+        context: String,
+        /// Driver error.
+        source: sqlx::Error,
+    },
+}
+
+/// A connection pool to a target of any supported dialect.
+#[derive(Clone)]
+pub enum Pool {
+    /// MySQL or MariaDB.
+    MySql(MySqlPool),
+    /// PostgreSQL.
+    Postgres(PgPool),
+    /// SQLite.
+    Sqlite(SqlitePool),
+}
+
+/// Runs the same code against whichever pool is inside.
+macro_rules! with_pool {
+    ($pool:expr, $p:ident => $body:expr) => {
+        match $pool {
+            Pool::MySql($p) => $body,
+            Pool::Postgres($p) => $body,
+            Pool::Sqlite($p) => $body,
+        }
+    };
+}
+
+/// A subject handed to the target: its id and the time after which activity cancels it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Subject {
+    /// Root key value.
+    pub id: i64,
+    /// Activity after this time cancels the deletion; `None` skips the check (requested).
+    pub active_after: Option<DateTime<Utc>>,
+}
+
+/// The result for one subject of a batch.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SubjectResult {
+    /// Deleted (or already gone); rows affected per table in this batch.
+    Retired {
+        /// Whether the root row was already gone.
+        already_gone: bool,
+    },
+    /// Active after the reference time: not deleted.
+    Active(DateTime<Utc>),
+    /// Has rows in a protected table: not deleted.
+    Protected(String),
+}
+
+/// The outcome of one batch: per subject, and rows affected per table for the batch.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct BatchReport {
+    /// Per subject id.
+    pub subjects: HashMap<i64, SubjectResult>,
+    /// Rows changed per `table (action)` for the subjects deleted in this batch.
+    pub rows: BTreeMap<String, u64>,
+}
+
+/// A connected target with its plan.
+pub struct Target {
+    /// Target name.
+    pub name: String,
+    /// Dialect.
+    pub dialect: Dialect,
+    /// Pool.
+    pub pool: Pool,
+    /// Deletion plan.
+    pub plan: Plan,
+    /// Activity column of the root table.
+    pub activity_column: String,
+}
+
+fn redact(url: &str) -> String {
+    crate::store::redact_url(url)
+}
+
+impl Target {
+    /// Connects, introspects the foreign keys and builds the plan; every problem names
+    /// the target and the table or column at fault.
+    pub async fn connect(config: &crate::config::Target) -> Result<Self, TargetError> {
+        let url = config.url.clone().ok_or_else(|| TargetError::Config {
+            target: config.name.clone(),
+            problem: format!("no URL: set {} (or url in pipeline.toml)", config.url_env()),
+        })?;
+        let dialect = Dialect::from_url(&url).map_err(|problem| TargetError::Config {
+            target: config.name.clone(),
+            problem,
+        })?;
+        let connect_error = |source| TargetError::Connect {
+            target: config.name.clone(),
+            url: redact(&url),
+            source,
+        };
+        let pool = match dialect {
+            Dialect::MySql => Pool::MySql(MySqlPool::connect(&url).await.map_err(connect_error)?),
+            Dialect::Postgres => {
+                Pool::Postgres(PgPool::connect(&url).await.map_err(connect_error)?)
+            }
+            Dialect::Sqlite => {
+                Pool::Sqlite(SqlitePool::connect(&url).await.map_err(connect_error)?)
+            }
+        };
+        let schema_error = |problem: String| TargetError::Schema {
+            target: config.name.clone(),
+            problem,
+        };
+        let (links, columns) = introspect(dialect, &pool)
+            .await
+            .map_err(|e| schema_error(format!("cannot read the schema: {e}")))?;
+        check_columns(&config.rules, &config.activity_column, &links, &columns)
+            .map_err(schema_error)?;
+        let plan = plan::build(&links, &config.rules).map_err(|e| schema_error(e.to_string()))?;
+        Ok(Self {
+            name: config.name.clone(),
+            dialect,
+            pool,
+            plan,
+            activity_column: config.activity_column.clone(),
+        })
+    }
+
+    fn query_error(
+        &self,
+        context: impl Into<String>,
+    ) -> impl FnOnce(sqlx::Error) -> TargetError + '_ {
+        let context = context.into();
+        move |source| TargetError::Query {
+            target: self.name.clone(),
+            context,
+            source,
+        }
+    }
+
+    /// Retires a batch in one transaction: locks and re-checks the root rows, skips
+    /// active and protected subjects, deletes the rest set-based. Any error rolls back.
+    pub async fn retire(&self, subjects: &[Subject]) -> Result<BatchReport, TargetError> {
+        let d = self.dialect;
+        let plan = &self.plan;
+        let mut report = BatchReport::default();
+        if subjects.is_empty() {
+            return Ok(report);
+        }
+        let ids: Vec<i64> = subjects.iter().map(|s| s.id).collect();
+        with_pool!(&self.pool, pool => {
+            let mut tx = match d {
+                Dialect::Sqlite => pool.begin_with("BEGIN IMMEDIATE").await,
+                _ => pool.begin().await,
+            }
+            .map_err(self.query_error("begin"))?;
+            // Lock the root rows, then decide with what they say now (invariant 1).
+            let sql = render::lock_roots(d, plan, &self.activity_column, ids.len());
+            let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for id in &ids {
+                query = query.bind(*id);
+            }
+            let rows = query.fetch_all(&mut *tx).await.map_err(self.query_error(format!("lock {}", plan.root_table)))?;
+            let mut present: HashMap<i64, Option<DateTime<Utc>>> = HashMap::new();
+            for row in &rows {
+                let id: i64 = row.try_get("subject").map_err(self.query_error("read a root key"))?;
+                let activity = row
+                    .try_get::<Option<DateTime<Utc>>, _>("activity")
+                    .or_else(|_| row.try_get::<Option<NaiveDateTime>, _>("activity").map(|t| t.map(|t| t.and_utc())))
+                    .map_err(self.query_error(format!("read {}.{}", plan.root_table, self.activity_column)))?;
+                present.insert(id, activity);
+            }
+            let mut go: Vec<i64> = Vec::new();
+            for s in subjects {
+                match present.get(&s.id) {
+                    None => {
+                        report.subjects.insert(s.id, SubjectResult::Retired { already_gone: true });
+                    }
+                    Some(Some(at)) if s.active_after.is_some_and(|after| *at > after) => {
+                        report.subjects.insert(s.id, SubjectResult::Active(*at));
+                    }
+                    Some(_) => go.push(s.id),
+                }
+            }
+            // Protected rows keep a subject untouched (invariant 4).
+            for step in &plan.protect {
+                if go.is_empty() {
+                    break;
+                }
+                let sql = render::subjects_with_rows(d, plan, step, go.len());
+                let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+                for id in &go {
+                    query = query.bind(*id);
+                }
+                let rows = query.fetch_all(&mut *tx).await.map_err(self.query_error(format!("check protected {}", step.link)))?;
+                let hit: HashSet<i64> = rows.iter().filter_map(|r| r.try_get::<i64, _>("subject").ok()).collect();
+                for id in &hit {
+                    report.subjects.entry(*id).or_insert_with(|| SubjectResult::Protected(step.link.clone()));
+                }
+                go.retain(|id| !hit.contains(id));
+            }
+            if !go.is_empty() {
+                for step in &plan.steps {
+                    let rendered = render::step(d, plan, step, go.len());
+                    let mut query = sqlx::query(sqlx::AssertSqlSafe(rendered.sql));
+                    for value in &rendered.leading {
+                        query = match value {
+                            Value::Int(n) => query.bind(*n),
+                            Value::Text(t) => query.bind(t.clone()),
+                            Value::Null => query.bind(None::<i64>),
+                        };
+                    }
+                    for id in &go {
+                        query = query.bind(*id);
+                    }
+                    let done = query.execute(&mut *tx).await.map_err(self.query_error(format!("{} {}", action_name(&step.action), step.link)))?;
+                    if done.rows_affected() > 0 {
+                        *report.rows.entry(format!("{} ({})", step.table(), action_name(&step.action))).or_default() += done.rows_affected();
+                    }
+                }
+                let sql = render::delete_roots(d, plan, go.len());
+                let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+                for id in &go {
+                    query = query.bind(*id);
+                }
+                let done = query.execute(&mut *tx).await.map_err(self.query_error(format!("delete from {}", plan.root_table)))?;
+                report.rows.insert(format!("{} (delete)", plan.root_table), done.rows_affected());
+                for id in &go {
+                    report.subjects.insert(*id, SubjectResult::Retired { already_gone: false });
+                }
+            }
+            tx.commit().await.map_err(self.query_error("commit"))?;
+        });
+        Ok(report)
+    }
+
+    /// Rows each step would touch for one subject, changing nothing (`lethe plan`).
+    pub async fn preview(&self, subject: i64) -> Result<Vec<(String, String, i64)>, TargetError> {
+        let d = self.dialect;
+        let plan = &self.plan;
+        let mut out = Vec::new();
+        with_pool!(&self.pool, pool => {
+            for step in plan.protect.iter().chain(&plan.steps) {
+                let sql = render::count_rows(d, plan, step, 1);
+                let count: i64 = sqlx::query(sqlx::AssertSqlSafe(sql))
+                    .bind(subject)
+                    .fetch_one(pool)
+                    .await
+                    .and_then(|r| r.try_get(0))
+                    .map_err(self.query_error(format!("count {}", step.link)))?;
+                out.push((step.link.clone(), action_name(&step.action).to_string(), count));
+            }
+        });
+        Ok(out)
+    }
+}
+
+/// A short name for an action, for events and `plan`.
+pub fn action_name(action: &Action) -> &'static str {
+    match action {
+        Action::Delete => "delete",
+        Action::Nullify(_) => "nullify",
+        Action::Anonymize(_) => "anonymize",
+        Action::Protect => "protect",
+    }
+}
+
+/// Every column of every table, for validating config names.
+type Columns = HashSet<(String, String)>;
+
+fn check_columns(
+    rules: &Rules,
+    activity: &str,
+    links: &[Link],
+    columns: &Columns,
+) -> Result<(), String> {
+    let has = |t: &str, c: &str| columns.contains(&(t.to_string(), c.to_string()));
+    if !columns.iter().any(|(t, _)| *t == rules.root_table) {
+        return Err(format!("root table {} does not exist", rules.root_table));
+    }
+    for column in [rules.root_key.as_str(), activity] {
+        if !has(&rules.root_table, column) {
+            return Err(format!(
+                "column {}.{column} does not exist",
+                rules.root_table
+            ));
+        }
+    }
+    for link in &rules.extra_links {
+        for (t, cs) in [
+            (&link.table, &link.columns),
+            (&link.ref_table, &link.ref_columns),
+        ] {
+            if let Some(c) = cs.iter().find(|c| !has(t, c)) {
+                return Err(format!(
+                    "extra link {}: column {t}.{c} does not exist",
+                    link.key()
+                ));
+            }
+        }
+    }
+    for key in rules.policies.keys() {
+        if let Some((t, cs)) = key.split_once('.')
+            && let Some(c) = cs.split(',').find(|c| !has(t, c))
+        {
+            return Err(format!("{key}: column {t}.{c} does not exist"));
+        }
+    }
+    let _ = links;
+    Ok(())
+}
+
+/// Reads every foreign key and every column of the target's schema.
+async fn introspect(d: Dialect, pool: &Pool) -> Result<(Vec<Link>, Columns), sqlx::Error> {
+    // (constraint, table, column, ref_table, ref_column, nullable) in constraint order.
+    let mut fk_rows: Vec<(String, String, String, String, String, bool)> = Vec::new();
+    let mut columns = Columns::new();
+    match pool {
+        Pool::MySql(p) => {
+            for r in sqlx::query(
+                "SELECT CAST(k.CONSTRAINT_NAME AS CHAR) AS c, CAST(k.TABLE_NAME AS CHAR) AS t, \
+                 CAST(k.COLUMN_NAME AS CHAR) AS col, CAST(k.REFERENCED_TABLE_NAME AS CHAR) AS rt, \
+                 CAST(k.REFERENCED_COLUMN_NAME AS CHAR) AS rc, CAST(c.IS_NULLABLE AS CHAR) AS n \
+                 FROM information_schema.KEY_COLUMN_USAGE k JOIN information_schema.COLUMNS c \
+                 ON c.TABLE_SCHEMA = k.TABLE_SCHEMA AND c.TABLE_NAME = k.TABLE_NAME AND c.COLUMN_NAME = k.COLUMN_NAME \
+                 WHERE k.TABLE_SCHEMA = DATABASE() AND k.REFERENCED_TABLE_NAME IS NOT NULL \
+                 ORDER BY k.TABLE_NAME, k.CONSTRAINT_NAME, k.ORDINAL_POSITION",
+            )
+            .fetch_all(p)
+            .await?
+            {
+                let n: String = r.try_get("n")?;
+                fk_rows.push((r.try_get("c")?, r.try_get("t")?, r.try_get("col")?, r.try_get("rt")?, r.try_get("rc")?, n == "YES"));
+            }
+            for r in sqlx::query(
+                "SELECT CAST(TABLE_NAME AS CHAR) AS t, CAST(COLUMN_NAME AS CHAR) AS c \
+                 FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = DATABASE()",
+            )
+            .fetch_all(p)
+            .await?
+            {
+                columns.insert((r.try_get("t")?, r.try_get("c")?));
+            }
+        }
+        Pool::Postgres(p) => {
+            // pg_catalog rather than information_schema: it pairs the columns of composite
+            // keys reliably.
+            for r in sqlx::query(
+                "SELECT con.conname::text AS c, cl.relname::text AS t, att.attname::text AS col, \
+                 fcl.relname::text AS rt, fatt.attname::text AS rc, NOT att.attnotnull AS n \
+                 FROM pg_constraint con \
+                 CROSS JOIN LATERAL unnest(con.conkey, con.confkey) WITH ORDINALITY AS k(attnum, fattnum, ord) \
+                 JOIN pg_class cl ON cl.oid = con.conrelid \
+                 JOIN pg_class fcl ON fcl.oid = con.confrelid \
+                 JOIN pg_namespace ns ON ns.oid = cl.relnamespace \
+                 JOIN pg_attribute att ON att.attrelid = con.conrelid AND att.attnum = k.attnum \
+                 JOIN pg_attribute fatt ON fatt.attrelid = con.confrelid AND fatt.attnum = k.fattnum \
+                 WHERE con.contype = 'f' AND ns.nspname = current_schema() \
+                 ORDER BY cl.relname, con.conname, k.ord",
+            )
+            .fetch_all(p)
+            .await?
+            {
+                fk_rows.push((r.try_get("c")?, r.try_get("t")?, r.try_get("col")?, r.try_get("rt")?, r.try_get("rc")?, r.try_get("n")?));
+            }
+            for r in sqlx::query(
+                "SELECT table_name::text AS t, column_name::text AS c FROM information_schema.columns \
+                 WHERE table_schema = current_schema()",
+            )
+            .fetch_all(p)
+            .await?
+            {
+                columns.insert((r.try_get("t")?, r.try_get("c")?));
+            }
+        }
+        Pool::Sqlite(p) => {
+            let tables: Vec<String> = sqlx::query(
+                "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'",
+            )
+            .fetch_all(p)
+            .await?
+            .iter()
+            .map(|r| r.try_get("name"))
+            .collect::<Result<_, _>>()?;
+            let mut pk: HashMap<String, String> = HashMap::new();
+            let mut not_null: HashSet<(String, String)> = HashSet::new();
+            for table in &tables {
+                for r in
+                    sqlx::query("SELECT name, \"notnull\" AS nn, pk FROM pragma_table_info($1)")
+                        .bind(table)
+                        .fetch_all(p)
+                        .await?
+                {
+                    let name: String = r.try_get("name")?;
+                    if r.try_get::<i64, _>("nn")? != 0 {
+                        not_null.insert((table.clone(), name.clone()));
+                    }
+                    if r.try_get::<i64, _>("pk")? == 1 {
+                        pk.insert(table.clone(), name.clone());
+                    }
+                    columns.insert((table.clone(), name));
+                }
+            }
+            for table in &tables {
+                for r in sqlx::query(
+                    "SELECT id, \"table\" AS rt, \"from\" AS col, \"to\" AS rc FROM pragma_foreign_key_list($1) ORDER BY id, seq",
+                )
+                .bind(table)
+                .fetch_all(p)
+                .await?
+                {
+                    let id: i64 = r.try_get("id")?;
+                    let rt: String = r.try_get("rt")?;
+                    let col: String = r.try_get("col")?;
+                    let rc: Option<String> = r.try_get("rc")?;
+                    let rc = rc.or_else(|| pk.get(&rt).cloned()).unwrap_or_else(|| "rowid".into());
+                    let nullable = !not_null.contains(&(table.clone(), col.clone()));
+                    fk_rows.push((format!("{table}#{id}"), table.clone(), col, rt, rc, nullable));
+                }
+            }
+        }
+    }
+    let _ = d;
+    // Group the rows of each constraint into one link.
+    let mut links: Vec<Link> = Vec::new();
+    let mut last: Option<(String, String)> = None;
+    for (constraint, table, column, ref_table, ref_column, nullable) in fk_rows {
+        let key = (table.clone(), constraint);
+        match (&last, links.last_mut()) {
+            (Some(k), Some(link)) if *k == key => {
+                link.columns.push(column);
+                link.ref_columns.push(ref_column);
+                link.nullable &= nullable;
+            }
+            _ => links.push(Link {
+                table,
+                columns: vec![column],
+                ref_table,
+                ref_columns: vec![ref_column],
+                nullable,
+            }),
+        }
+        last = Some(key);
+    }
+    Ok((links, columns))
+}

@@ -1,0 +1,87 @@
+//! The sql_delete handler: retires a batch from a relational target in one transaction.
+
+use super::{BatchError, Handler};
+use crate::domain::{Outcome, StageResult};
+use crate::sql::target::{Subject, SubjectResult, Target};
+use crate::store::Claimed;
+use async_trait::async_trait;
+use serde_json::json;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+/// Deletes subjects from one target.
+pub struct SqlDeleteHandler {
+    target: Arc<Target>,
+}
+
+impl SqlDeleteHandler {
+    /// A handler on a connected target.
+    pub fn new(target: Arc<Target>) -> Self {
+        Self { target }
+    }
+}
+
+#[async_trait]
+impl Handler for SqlDeleteHandler {
+    async fn handle(&self, batch: &[Claimed]) -> Result<HashMap<i64, StageResult>, BatchError> {
+        let mut results = HashMap::new();
+        let mut subjects = Vec::new();
+        let mut by_subject: HashMap<i64, Vec<i64>> = HashMap::new();
+        for c in batch {
+            match c.subject.trim().parse::<i64>() {
+                Ok(id) => {
+                    by_subject.entry(id).or_default().push(c.id);
+                    subjects.push(Subject {
+                        id,
+                        // A requested retirement is not cancelled by activity; an inactive one is,
+                        // if the subject logged in after the warning (or after it was opened).
+                        active_after: (c.reason != "requested")
+                            .then(|| c.warned_at.unwrap_or(c.created_at)),
+                    });
+                }
+                Err(_) => {
+                    results.insert(
+                        c.id,
+                        StageResult::new(Outcome::Fail {
+                            error: format!(
+                                "target {}: subject id is not an integer",
+                                self.target.name
+                            ),
+                        }),
+                    );
+                }
+            }
+        }
+        let report = self
+            .target
+            .retire(&subjects)
+            .await
+            .map_err(|e| BatchError(e.to_string()))?;
+        let rows = json!(report.rows);
+        for (subject, retirements) in by_subject {
+            let result = match report.subjects.get(&subject) {
+                Some(SubjectResult::Retired { already_gone }) => StageResult::new(Outcome::Done)
+                    .with_detail(json!({
+                        "target": self.target.name,
+                        "already_gone": already_gone,
+                        "batch_subjects": subjects.len(),
+                        "batch_rows": rows,
+                    })),
+                Some(SubjectResult::Active(at)) => StageResult::new(Outcome::Cancel {
+                    why: format!("active again at {}", at.to_rfc3339()),
+                }),
+                Some(SubjectResult::Protected(link)) => StageResult::new(Outcome::Fail {
+                    error: format!("protected: {link}"),
+                })
+                .with_detail(json!({ "target": self.target.name })),
+                None => StageResult::new(Outcome::Retry {
+                    error: format!("target {}: no result for this subject", self.target.name),
+                }),
+            };
+            for id in retirements {
+                results.insert(id, result.clone());
+            }
+        }
+        Ok(results)
+    }
+}

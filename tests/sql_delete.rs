@@ -1,0 +1,329 @@
+//! Set-based deletion against real MariaDB (foreign key checks on), PostgreSQL and SQLite,
+//! on the edX-like fixture: only the retired users' rows go, actors are nullified,
+//! protected and active users are untouched, reruns are no-ops, failures roll back.
+
+mod common;
+
+use common::edx::{self, Owned};
+use common::{Kind, TestDb};
+use lethe::config::Config;
+use lethe::sql::Dialect;
+use lethe::sql::target::{Subject, SubjectResult, Target};
+use std::collections::BTreeMap;
+
+/// A fixture database of one dialect, dropped at the end.
+struct Fixture {
+    url: String,
+    _pg_or_sqlite: Option<TestDb>,
+    mysql_name: Option<String>,
+    owned: Owned,
+}
+
+fn mysql_admin_url() -> String {
+    std::env::var("LETHE_TEST_MYSQL_URL")
+        .unwrap_or_else(|_| "mysql://root@127.0.0.1:3306/test".into())
+}
+
+async fn exec(url: &str, statements: &[String]) {
+    use sqlx::Connection;
+    let d = Dialect::from_url(url).unwrap();
+    macro_rules! run {
+        ($conn:ty) => {{
+            let mut conn = <$conn>::connect(url).await.unwrap();
+            for s in statements {
+                sqlx::query(sqlx::AssertSqlSafe(s.clone()))
+                    .execute(&mut conn)
+                    .await
+                    .unwrap_or_else(|e| panic!("{s}: {e}"));
+            }
+        }};
+    }
+    match d {
+        Dialect::MySql => run!(sqlx::MySqlConnection),
+        Dialect::Postgres => run!(sqlx::PgConnection),
+        Dialect::Sqlite => run!(sqlx::SqliteConnection),
+    }
+}
+
+async fn scalar(url: &str, sql: String) -> i64 {
+    use sqlx::Connection;
+    macro_rules! one {
+        ($conn:ty) => {{
+            let mut conn = <$conn>::connect(url).await.unwrap();
+            sqlx::query_scalar::<_, i64>(sqlx::AssertSqlSafe(sql.clone()))
+                .fetch_one(&mut conn)
+                .await
+                .unwrap_or_else(|e| panic!("{sql}: {e}"))
+        }};
+    }
+    match Dialect::from_url(url).unwrap() {
+        Dialect::MySql => one!(sqlx::MySqlConnection),
+        Dialect::Postgres => one!(sqlx::PgConnection),
+        Dialect::Sqlite => one!(sqlx::SqliteConnection),
+    }
+}
+
+impl Fixture {
+    async fn new(dialect: Dialect) -> Fixture {
+        let (url, db, mysql_name) = match dialect {
+            Dialect::MySql => {
+                let name = format!("lethe_t_{}_{}", std::process::id(), rand_suffix());
+                exec(&mysql_admin_url(), &[format!("CREATE DATABASE {name}")]).await;
+                let admin = mysql_admin_url();
+                let root = &admin[..admin.rfind('/').unwrap()];
+                (format!("{root}/{name}"), None, Some(name))
+            }
+            Dialect::Postgres => {
+                let db = TestDb::new(Kind::Postgres).await;
+                (db.url.clone(), Some(db), None)
+            }
+            Dialect::Sqlite => {
+                let db = TestDb::new(Kind::Sqlite).await;
+                (format!("{}?mode=rwc", db.url), Some(db), None)
+            }
+        };
+        exec(&url, &edx::ddl(dialect)).await;
+        let (seed, owned) = edx::seed(dialect, 3, 3);
+        exec(&url, &seed).await;
+        Fixture {
+            url,
+            _pg_or_sqlite: db,
+            mysql_name,
+            owned,
+        }
+    }
+
+    async fn target(&self) -> Target {
+        let text = format!(
+            "{}{}",
+            common::noop_pipeline("", ""),
+            edx::target_toml(&self.url)
+        );
+        let (_, pipeline) =
+            Config::from_texts("states.toml", common::STATES, "pipeline.toml", &text).unwrap();
+        Target::connect(&pipeline.targets[0]).await.unwrap()
+    }
+
+    async fn counts(&self) -> BTreeMap<&'static str, i64> {
+        let mut out = BTreeMap::new();
+        for table in edx::all_tables() {
+            out.insert(
+                table,
+                scalar(&self.url, format!("SELECT COUNT(*) FROM {table}")).await,
+            );
+        }
+        out
+    }
+
+    async fn count(&self, sql: &str) -> i64 {
+        scalar(&self.url, sql.to_string()).await
+    }
+}
+
+impl Drop for Fixture {
+    fn drop(&mut self) {
+        if let Some(name) = self.mysql_name.take() {
+            let _ = std::thread::spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .unwrap();
+                rt.block_on(exec(
+                    &mysql_admin_url(),
+                    &[format!("DROP DATABASE IF EXISTS {name}")],
+                ));
+            })
+            .join();
+        }
+    }
+}
+
+fn rand_suffix() -> u32 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0)
+}
+
+fn warned() -> Option<chrono::DateTime<chrono::Utc>> {
+    Some("2020-01-01T00:00:00Z".parse().unwrap())
+}
+
+macro_rules! per_dialect {
+    ($($name:ident),* $(,)?) => {
+        mod mariadb { $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $name() { super::$name(lethe::sql::Dialect::MySql).await } )* }
+        mod postgres { $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $name() { super::$name(lethe::sql::Dialect::Postgres).await } )* }
+        mod sqlite { $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $name() { super::$name(lethe::sql::Dialect::Sqlite).await } )* }
+    };
+}
+
+per_dialect!(
+    only_the_retired_users_rows_go,
+    a_rerun_is_a_no_op,
+    a_failure_mid_batch_leaves_the_database_as_it_was,
+);
+
+async fn only_the_retired_users_rows_go(dialect: Dialect) {
+    let f = Fixture::new(dialect).await;
+    let target = f.target().await;
+    assert!(
+        target.plan.steps.len() >= 40,
+        "{} steps",
+        target.plan.steps.len()
+    );
+    // User 2 logged in after the warning.
+    exec(
+        &f.url,
+        &["UPDATE auth_user SET last_login = '2026-06-01 12:00:00' WHERE id = 2".to_string()],
+    )
+    .await;
+    let before = f.counts().await;
+    let subjects: Vec<Subject> = [1, 2, 3]
+        .into_iter()
+        .map(|id| Subject {
+            id,
+            active_after: warned(),
+        })
+        .collect();
+    let report = target.retire(&subjects).await.unwrap();
+    assert_eq!(
+        report.subjects[&1],
+        SubjectResult::Retired {
+            already_gone: false
+        }
+    );
+    assert!(
+        matches!(report.subjects[&2], SubjectResult::Active(_)),
+        "{:?}",
+        report.subjects[&2]
+    );
+    assert_eq!(
+        report.subjects[&3],
+        SubjectResult::Protected("wiki_article.owner_id".into())
+    );
+    assert_eq!(report.rows["courseware_studentmodulehistory (delete)"], 6);
+
+    let after = f.counts().await;
+    for (table, count) in &before {
+        let gone = f.owned.get(&(table.to_string(), 1)).copied().unwrap_or(0)
+            + i64::from(*table == "auth_user");
+        assert_eq!(after[table], count - gone, "{table}: only user 1's rows go");
+    }
+    // Actor columns of other users' rows that pointed at user 1 are NULL; the rows stay.
+    assert_eq!(
+        f.count("SELECT COUNT(*) FROM student_manualenrollmentaudit WHERE enrolled_by_id = 1")
+            .await,
+        0
+    );
+    assert_eq!(
+        f.count("SELECT COUNT(*) FROM student_userstanding WHERE changed_by_id IS NULL")
+            .await,
+        1
+    );
+    assert_eq!(f.count("SELECT COUNT(*) FROM verify_student_softwaresecurephotoverification WHERE reviewing_user_id IS NULL").await, 1);
+    assert_eq!(
+        f.count("SELECT COUNT(*) FROM instructor_task_instructortask WHERE requester_id IS NULL")
+            .await,
+        1
+    );
+    assert_eq!(
+        f.count("SELECT COUNT(*) FROM auth_user WHERE id = 4 AND referred_by_id IS NULL")
+            .await,
+        1
+    );
+    assert_eq!(
+        f.count(
+            "SELECT COUNT(*) FROM django_comment_thread WHERE parent_id IS NULL AND data = 'reply'"
+        )
+        .await,
+        1
+    );
+    // Kept forum posts are anonymized.
+    assert_eq!(
+        f.count("SELECT COUNT(*) FROM forum_post WHERE author_id IS NULL AND data = '[deleted]'")
+            .await,
+        1
+    );
+    assert_eq!(
+        f.count("SELECT COUNT(*) FROM forum_post WHERE data LIKE '%user1%'")
+            .await,
+        0
+    );
+    // The invitation by email is gone, the others stay.
+    assert_eq!(
+        f.count(
+            "SELECT COUNT(*) FROM student_courseenrollmentallowed WHERE email = 'user1@example.org'"
+        )
+        .await,
+        0
+    );
+    // The active and the protected users are whole.
+    for u in [2, 3] {
+        assert_eq!(
+            f.count(&format!("SELECT COUNT(*) FROM auth_user WHERE id = {u}"))
+                .await,
+            1
+        );
+        assert_eq!(
+            f.count(&format!(
+                "SELECT COUNT(*) FROM courseware_studentmodule WHERE student_id = {u}"
+            ))
+            .await,
+            3
+        );
+    }
+}
+
+async fn a_rerun_is_a_no_op(dialect: Dialect) {
+    let f = Fixture::new(dialect).await;
+    let target = f.target().await;
+    let one = [Subject {
+        id: 1,
+        active_after: warned(),
+    }];
+    target.retire(&one).await.unwrap();
+    let before = f.counts().await;
+    let report = target.retire(&one).await.unwrap();
+    assert_eq!(
+        report.subjects[&1],
+        SubjectResult::Retired { already_gone: true }
+    );
+    assert_eq!(f.counts().await, before);
+}
+
+async fn a_failure_mid_batch_leaves_the_database_as_it_was(dialect: Dialect) {
+    let f = Fixture::new(dialect).await;
+    let trigger = match dialect {
+        Dialect::MySql => vec!["CREATE TRIGGER boom BEFORE DELETE ON bookmarks_bookmark FOR EACH ROW \
+             BEGIN IF OLD.data = 'boom' THEN SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = 'boom'; END IF; END"
+            .to_string()],
+        Dialect::Postgres => vec![
+            "CREATE FUNCTION boom() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN \
+             IF OLD.data = 'boom' THEN RAISE EXCEPTION 'boom'; END IF; RETURN OLD; END $$"
+                .to_string(),
+            "CREATE TRIGGER boom BEFORE DELETE ON bookmarks_bookmark FOR EACH ROW EXECUTE FUNCTION boom()".to_string(),
+        ],
+        Dialect::Sqlite => vec!["CREATE TRIGGER boom BEFORE DELETE ON bookmarks_bookmark WHEN OLD.data = 'boom' \
+             BEGIN SELECT RAISE(ABORT, 'boom'); END"
+            .to_string()],
+    };
+    exec(&f.url, &trigger).await;
+    exec(
+        &f.url,
+        &["UPDATE bookmarks_bookmark SET data = 'boom' WHERE user_id = 4".to_string()],
+    )
+    .await;
+    let target = f.target().await;
+    let before = f.counts().await;
+    // bookmarks_bookmark comes after many other tables in the plan: the failure lands mid-batch.
+    let batch: Vec<Subject> = [1, 4]
+        .into_iter()
+        .map(|id| Subject {
+            id,
+            active_after: warned(),
+        })
+        .collect();
+    let err = target.retire(&batch).await.unwrap_err();
+    assert!(err.to_string().contains("rolled back"), "{err}");
+    assert_eq!(f.counts().await, before, "nothing of the batch was deleted");
+}
