@@ -60,7 +60,8 @@ struct Global {
 enum Command {
     /// Create or upgrade the store schema and sync states.toml into it.
     Migrate,
-    /// Validate the configuration (and, with --connect, reach the store).
+    /// Validate the configuration (and, with --connect, reach the store and every SQL
+    /// target and print their deletion plans).
     Check {
         /// Also connect to the store.
         #[arg(long)]
@@ -100,6 +101,11 @@ enum Command {
     },
     /// Count retirements per state.
     Stats,
+    /// Show the deletion plan and the rows it would touch for one subject; changes nothing.
+    Plan {
+        /// Subject id (root key).
+        subject: String,
+    },
     /// Continue an errored retirement at the state that failed (or --to STATE).
     Resume {
         /// Subject id, email, or #retirement-id.
@@ -327,6 +333,7 @@ async fn dispatch(cli: Cli) -> Outcome {
         Command::Status { target } => status(&ctx, &target).await,
         Command::List { state, limit } => list(&ctx, state, limit).await,
         Command::Stats => stats(&ctx).await,
+        Command::Plan { subject } => plan(&ctx, &subject).await,
         Command::Resume { target, to } => {
             operate(&ctx, &target, OperatorAction::Resume { to }).await
         }
@@ -409,18 +416,102 @@ async fn check(ctx: &Ctx, connect: bool) -> Outcome {
     }
     if connect {
         let store = store::open(&url, 1).await?;
-        store.next_due().await.map_err(|e| {
-            Failure::Runtime(anyhow::anyhow!(
-                "store {} is reachable but not migrated or unreadable: {e}",
-                redact_url(&url)
-            ))
-        })?;
-        out!("store: reachable");
+        match store.next_due().await {
+            Ok(_) => out!("store: reachable"),
+            Err(e) => out!(
+                "store: reachable, but its schema is missing or unreadable ({e}): run `lethe migrate`"
+            ),
+        }
+        for target in &config.pipeline.targets {
+            let connected = crate::sql::target::Target::connect(target)
+                .await
+                .map_err(|e| Failure::from(crate::stages::BuildError::from(e)))?;
+            print_plan_summary(&connected);
+        }
     }
     if pending > 0 {
         out!("config valid; {pending} stage(s) wait for handlers that have not landed yet");
     } else {
         out!("config valid");
+    }
+    Ok(())
+}
+
+/// Tables per policy, protected columns and nullified columns to review.
+fn print_plan_summary(target: &crate::sql::target::Target) {
+    use crate::sql::plan::Action;
+    let plan = &target.plan;
+    let mut by_action: std::collections::BTreeMap<&str, std::collections::BTreeSet<&str>> =
+        Default::default();
+    for step in &plan.steps {
+        by_action
+            .entry(crate::sql::target::action_name(&step.action))
+            .or_default()
+            .insert(step.table());
+    }
+    out!(
+        "target {} ({:?}): root {}.{}; {} statements per batch",
+        target.name,
+        target.dialect,
+        plan.root_table,
+        plan.root_key,
+        plan.steps.len() + plan.protect.len() + 2
+    );
+    for (action, tables) in &by_action {
+        out!("  {action:<9} {} tables", tables.len());
+    }
+    let protected: Vec<&str> = plan.protect.iter().map(|s| s.link.as_str()).collect();
+    out!("  protected columns: {}", protected.join(", "));
+    let nullified: std::collections::BTreeSet<&str> = plan
+        .steps
+        .iter()
+        .filter(|s| matches!(s.action, Action::Nullify(_)))
+        .map(|s| s.link.as_str())
+        .collect();
+    out!(
+        "  nullified columns to review (rows kept; are these only actors?): {}",
+        nullified.into_iter().collect::<Vec<_>>().join(", ")
+    );
+}
+
+/// `lethe plan SUBJECT`: the plan and the rows it would touch for one subject.
+async fn plan(ctx: &Ctx, subject: &str) -> Outcome {
+    let config = ctx.config()?;
+    let id: i64 = subject.trim().parse().map_err(|_| {
+        Failure::Config(format!(
+            "{subject:?}: a subject is the integer id of the root table"
+        ))
+    })?;
+    if config.pipeline.targets.is_empty() {
+        return Err(Failure::Config(format!(
+            "{}: no [[target]] is declared",
+            config.pipeline_path.display()
+        )));
+    }
+    let mut report = Vec::new();
+    for target_config in &config.pipeline.targets {
+        let target = crate::sql::target::Target::connect(target_config)
+            .await
+            .map_err(|e| Failure::from(crate::stages::BuildError::from(e)))?;
+        let rows = target
+            .preview(id)
+            .await
+            .map_err(|e| Failure::Runtime(e.into()))?;
+        if !ctx.global.json {
+            print_plan_summary(&target);
+            let table: Vec<Vec<String>> = rows
+                .iter()
+                .map(|(link, action, n)| vec![link.clone(), action.clone(), n.to_string()])
+                .collect();
+            print_table(&["link", "action", "rows"], &table);
+        }
+        report.push(serde_json::json!({
+            "target": target.name,
+            "steps": rows.iter().map(|(link, action, n)| serde_json::json!({"link": link, "action": action, "rows": n})).collect::<Vec<_>>(),
+        }));
+    }
+    if ctx.global.json {
+        out!("{}", serde_json::Value::Array(report));
     }
     Ok(())
 }

@@ -327,3 +327,160 @@ async fn a_failure_mid_batch_leaves_the_database_as_it_was(dialect: Dialect) {
     assert!(err.to_string().contains("rolled back"), "{err}");
     assert_eq!(f.counts().await, before, "nothing of the batch was deleted");
 }
+
+fn lethe_in(dir: &std::path::Path, args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_lethe"))
+        .current_dir(dir)
+        .args(args)
+        .env("LETHE_HASH_KEY", "test-key-0123456789")
+        .env_remove("LETHE_STORE_URL")
+        .env_remove("LETHE_TARGET_EDX_URL")
+        .output()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plan_and_check_connect_show_the_plan_and_name_what_is_wrong() {
+    let f = Fixture::new(Dialect::MySql).await;
+    let dir = std::env::temp_dir().join(format!("lethe-plan-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("states.toml"), common::STATES).unwrap();
+    let pipeline = format!(
+        "{}{}",
+        common::noop_pipeline("", ""),
+        edx::target_toml(&f.url)
+    );
+    std::fs::write(dir.join("pipeline.toml"), &pipeline).unwrap();
+    let before = f.counts().await;
+
+    let out = lethe_in(&dir, &["plan", "1", "--json"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let plan: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let steps = plan[0]["steps"].as_array().unwrap();
+    let history = steps
+        .iter()
+        .find(|s| s["link"] == "courseware_studentmodulehistory.student_module_id")
+        .unwrap();
+    assert_eq!(
+        (history["action"].as_str(), history["rows"].as_i64()),
+        (Some("delete"), Some(6))
+    );
+    assert_eq!(f.counts().await, before, "plan changes nothing");
+
+    let out = lethe_in(&dir, &["check", "--connect"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("protected columns: "), "{text}");
+    assert!(text.contains("nullified columns to review"), "{text}");
+    assert!(
+        text.contains("student_manualenrollmentaudit.enrolled_by_id"),
+        "{text}"
+    );
+
+    // A protected column that does not exist is named, and nothing starts.
+    let bad = pipeline.replace("\"wiki_article.owner_id\"", "\"wiki_article.owner\"");
+    std::fs::write(dir.join("pipeline.toml"), &bad).unwrap();
+    let out = lethe_in(&dir, &["check", "--connect"]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("target edx: wiki_article.owner: column wiki_article.owner does not exist"),
+        "{err}"
+    );
+
+    // An unreachable target is named.
+    let down = pipeline.replace("127.0.0.1:3306", "127.0.0.1:1");
+    std::fs::write(dir.join("pipeline.toml"), &down).unwrap();
+    let out = lethe_in(&dir, &["check", "--connect"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("target edx: cannot connect"));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_driver_records_rows_deleted_and_protection_in_events() {
+    use lethe::driver::{Driver, ManualClock};
+    use lethe::store::Lookup;
+    let f = Fixture::new(Dialect::MySql).await;
+    let text = format!(
+        "{}{}",
+        common::noop_pipeline("", "").replace(
+            "state = \"RETIRING_EDX\"\nhandler = \"noop\"",
+            "state = \"RETIRING_EDX\"\nhandler = \"sql_delete\"\ntarget = \"edx\""
+        ),
+        edx::target_toml(&f.url)
+    );
+    let (graph, pipeline) =
+        Config::from_texts("states.toml", common::STATES, "pipeline.toml", &text).unwrap();
+    let store_db = TestDb::new(Kind::Sqlite).await;
+    let store = store_db.store(&graph).await;
+    let t0 = common::t0();
+    store
+        .enqueue("PENDING", &common::subjects(1, 4), "cli", t0)
+        .await
+        .unwrap();
+    // User 2 comes back after the retirement was opened.
+    exec(
+        &f.url,
+        &["UPDATE auth_user SET last_login = '2026-11-23 08:00:00' WHERE id = 2".to_string()],
+    )
+    .await;
+    let handlers = lethe::stages::build(&pipeline).await.unwrap();
+    let clock = std::sync::Arc::new(ManualClock::new(t0 + chrono::Duration::days(2)));
+    let driver = std::sync::Arc::new(Driver::new(
+        store.clone(),
+        graph,
+        pipeline.policy.clone(),
+        pipeline.driver.clone(),
+        handlers,
+        "d1".into(),
+        clock,
+    ));
+    let (_stop, shutdown) = tokio::sync::watch::channel(false);
+    driver.run_once(shutdown).await.unwrap();
+    let find = |s: &str| Lookup::subject(s, Some(&common::key()));
+    let one = store.find(&find("1")).await.unwrap().unwrap();
+    assert_eq!(one.state, "COMPLETE");
+    let events = store.history(one.id).await.unwrap();
+    let deletion = events
+        .iter()
+        .find(|e| e.from_state.as_deref() == Some("RETIRING_EDX"))
+        .unwrap();
+    assert!(
+        deletion
+            .detail
+            .contains("\"courseware_studentmodulehistory (delete)\""),
+        "{}",
+        deletion.detail
+    );
+    let two = store.find(&find("2")).await.unwrap().unwrap();
+    assert_eq!(two.state, "ABORTED");
+    let why = store
+        .history(two.id)
+        .await
+        .unwrap()
+        .last()
+        .unwrap()
+        .detail
+        .clone();
+    assert!(why.contains("active again at 2026-11-23"), "{why}");
+    let three = store.find(&find("3")).await.unwrap().unwrap();
+    assert_eq!(three.state, "ERRORED");
+    assert_eq!(
+        three.last_error.as_deref(),
+        Some("protected: wiki_article.owner_id")
+    );
+    assert_eq!(
+        f.count("SELECT COUNT(*) FROM auth_user WHERE id IN (2, 3)")
+            .await,
+        2
+    );
+}
