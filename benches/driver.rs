@@ -6,7 +6,8 @@
 //!   without the claim and the driver: the floor the driver's write path can reach.
 //!
 //! The admin URL comes from `LETHE_BENCH_PG_URL` (default: local `test` database); each run
-//! creates `lethe_bench_<pid>` and `lethe_bench_<pid>_baseline` and drops both at the end.
+//! creates `lethe_bench_<pid>` and `lethe_bench_<pid>_baseline` and drops each once its
+//! phase is done (or on error, panic or Ctrl-C).
 //! `LETHE_BENCH_CONCURRENCY` overrides the batches in flight (default 3, see `CONCURRENCY`).
 //! The last line printed is the machine-readable `RESULT ...` line.
 
@@ -299,8 +300,7 @@ async fn ours(url: &str, graph: &StateGraph, pipeline: &Pipeline) -> anyhow::Res
         report.lost
     );
     verify("ours", store.pool()).await?;
-    // No `pool.close()`: it would wait forever for the connection the driver's wake-up
-    // listener keeps (run_once subscribes too); DROP DATABASE ... WITH (FORCE) ends it.
+    store.pool().close().await;
     Ok(rate)
 }
 

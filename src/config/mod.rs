@@ -5,10 +5,12 @@
 
 mod duration;
 mod pipeline;
+mod source;
 mod states;
 
 pub use duration::{HumanDuration, parse_duration};
 pub use pipeline::{DriverTuning, Pipeline, Policy, Stage, Target, env_key};
+pub use source::{SOURCE_URL_ENV, Source};
 
 use crate::domain::StateGraph;
 use std::path::{Path, PathBuf};

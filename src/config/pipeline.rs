@@ -21,6 +21,7 @@ struct PipelineFile {
     stage: Vec<toml::Table>,
     #[serde(default)]
     target: Vec<TargetSection>,
+    source: Option<super::source::Source>,
 }
 
 #[derive(Deserialize)]
@@ -211,6 +212,8 @@ pub struct Pipeline {
     pub stages: Vec<Stage>,
     /// Relational targets.
     pub targets: Vec<Target>,
+    /// The source of truth to scan, if configured.
+    pub source: Option<super::source::Source>,
 }
 
 impl Pipeline {
@@ -346,6 +349,7 @@ pub(super) fn parse(
         },
         stages,
         targets,
+        source: parsed.source.map(|s| s.validate(file)).transpose()?,
     })
 }
 

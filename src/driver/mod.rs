@@ -138,13 +138,13 @@ impl Driver {
         mode: Mode,
         mut shutdown: watch::Receiver<bool>,
     ) -> Result<RunReport, DriverError> {
-        let wake = match (mode, self.store.subscribe().await) {
-            (Mode::Daemon, Ok(wake)) => wake,
-            (Mode::Daemon, Err(error)) => {
+        // Only the daemon waits for new work; `--once` never idles.
+        let wake = match mode {
+            Mode::Daemon => self.store.subscribe().await.unwrap_or_else(|error| {
                 tracing::warn!(%error, "no wake-up listener; polling only");
                 None
-            }
-            (Mode::Once, _) => None,
+            }),
+            Mode::Once => None,
         };
         let permits = Arc::new(Semaphore::new(self.tuning.concurrency));
         let mut tasks: JoinSet<RunReport> = JoinSet::new();
@@ -223,7 +223,7 @@ impl Driver {
     async fn idle(
         &self,
         now: Option<chrono::DateTime<chrono::Utc>>,
-        wake: &Option<Arc<tokio::sync::Notify>>,
+        wake: &Option<crate::store::Wakeup>,
         shutdown: &mut watch::Receiver<bool>,
         tasks: &mut JoinSet<RunReport>,
         report: &mut RunReport,

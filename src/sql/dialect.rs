@@ -42,6 +42,15 @@ impl Dialect {
         }
     }
 
+    /// `expr` cast to a 64-bit integer, so ids decode alike whatever their column type.
+    pub fn bigint(self, expr: &str) -> String {
+        match self {
+            Dialect::MySql => format!("CAST({expr} AS SIGNED)"),
+            Dialect::Postgres => format!("CAST({expr} AS BIGINT)"),
+            Dialect::Sqlite => expr.to_string(),
+        }
+    }
+
     /// `count` placeholders starting at parameter `first`, comma separated.
     pub fn params(self, first: usize, count: usize) -> String {
         (first..first + count)

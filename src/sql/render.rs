@@ -164,7 +164,10 @@ pub fn step(d: Dialect, plan: &Plan, step: &Step, n: usize) -> Rendered {
 /// The subjects (root keys) that have rows behind a step: for protect checks.
 pub fn subjects_with_rows(d: Dialect, plan: &Plan, step: &Step, n: usize) -> String {
     let (from, subject) = joined(d, plan, &step.path, 1, n);
-    format!("SELECT DISTINCT {subject} AS subject FROM {from}")
+    format!(
+        "SELECT DISTINCT {} AS subject FROM {from}",
+        d.bigint(&subject)
+    )
 }
 
 /// Rows behind a step for each subject, for `lethe plan`.
@@ -180,7 +183,8 @@ pub fn lock_roots(d: Dialect, plan: &Plan, activity_column: &str, n: usize) -> S
         Dialect::MySql | Dialect::Postgres => " FOR UPDATE",
     };
     format!(
-        "SELECT {key} AS subject, {activity} AS activity FROM {root} WHERE {key} IN ({ids}){lock}",
+        "SELECT {subject} AS subject, {activity} AS activity FROM {root} WHERE {key} IN ({ids}){lock}",
+        subject = d.bigint(&d.quote(&plan.root_key)),
         key = d.quote(&plan.root_key),
         activity = d.quote(activity_column),
         root = d.quote(&plan.root_table),
@@ -315,12 +319,12 @@ mod tests {
         );
         assert_eq!(
             sql,
-            "SELECT DISTINCT t1.\"student_id\" AS subject FROM \"courseware_studentmodulehistory\" AS t0 \
+            "SELECT DISTINCT CAST(t1.\"student_id\" AS BIGINT) AS subject FROM \"courseware_studentmodulehistory\" AS t0 \
              JOIN \"courseware_studentmodule\" AS t1 ON t0.\"student_module_id\" = t1.\"id\" WHERE t1.\"student_id\" IN ($1)"
         );
         assert_eq!(
             lock_roots(Dialect::MySql, &p, "last_login", 2),
-            "SELECT `id` AS subject, `last_login` AS activity FROM `auth_user` WHERE `id` IN (?, ?) FOR UPDATE"
+            "SELECT CAST(`id` AS SIGNED) AS subject, `last_login` AS activity FROM `auth_user` WHERE `id` IN (?, ?) FOR UPDATE"
         );
     }
 }

@@ -427,7 +427,31 @@ pub trait Store: Send + Sync {
 
     /// A wake-up signal fired when work is added (Postgres LISTEN/NOTIFY); `None` when the
     /// backend has none, so the driver only polls.
-    async fn subscribe(&self) -> Result<Option<Arc<tokio::sync::Notify>>, StoreError>;
+    async fn subscribe(&self) -> Result<Option<Wakeup>, StoreError>;
+}
+
+/// Wake-ups from the store; dropping it stops the listener (and frees its connection).
+pub struct Wakeup {
+    signal: Arc<tokio::sync::Notify>,
+    listener: tokio::task::JoinHandle<()>,
+}
+
+impl Wakeup {
+    /// Wraps a signal fed by a listener task.
+    pub fn new(signal: Arc<tokio::sync::Notify>, listener: tokio::task::JoinHandle<()>) -> Self {
+        Self { signal, listener }
+    }
+
+    /// Resolves at the next wake-up (or at once if one arrived since the last call).
+    pub async fn notified(&self) {
+        self.signal.notified().await
+    }
+}
+
+impl Drop for Wakeup {
+    fn drop(&mut self) {
+        self.listener.abort();
+    }
 }
 
 /// An operator action on one retirement.

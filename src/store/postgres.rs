@@ -5,7 +5,7 @@
 use super::sql::shared_methods;
 use super::{
     Applied, Backend, Claimed, EnqueueOutcome, NewRetirement, QueryContext, Store, StoreError,
-    decode_claimed, redact_url,
+    Wakeup, decode_claimed, redact_url,
 };
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -71,13 +71,27 @@ impl PgStore {
     fn migrator() -> sqlx::migrate::Migrator {
         use sqlx::SqlSafeStr;
         use sqlx::migrate::{Migration, MigrationType, Migrator};
-        Migrator::with_migrations(vec![Migration::new(
-            1,
-            "init".into(),
-            MigrationType::Simple,
-            include_str!("../../migrations/postgres/0001_init.sql").into_sql_str(),
-            false,
-        )])
+        let migration = |version, description: &'static str, sql: &'static str| {
+            Migration::new(
+                version,
+                description.into(),
+                MigrationType::Simple,
+                sql.into_sql_str(),
+                false,
+            )
+        };
+        Migrator::with_migrations(vec![
+            migration(
+                1,
+                "init",
+                include_str!("../../migrations/postgres/0001_init.sql"),
+            ),
+            migration(
+                2,
+                "claim index",
+                include_str!("../../migrations/postgres/0002_claim_index.sql"),
+            ),
+        ])
     }
 }
 
@@ -199,9 +213,8 @@ impl Store for PgStore {
         let rows = sqlx::query(concat!(
             "UPDATE retirement r SET lease_owner = $1, lease_until = $2, due_at = $2, \
              attempt = r.attempt + 1, updated_at = $3 \
-             FROM (SELECT id FROM retirement WHERE ended_at IS NULL AND due_at IS NOT NULL \
-             AND due_at <= $3 ORDER BY due_at, id LIMIT $4 FOR UPDATE SKIP LOCKED) due \
-             WHERE r.id = due.id RETURNING ",
+             WHERE r.id = ANY(ARRAY(SELECT id FROM retirement WHERE ended_at IS NULL AND due_at IS NOT NULL \
+             AND due_at <= $3 ORDER BY due_at, id LIMIT $4 FOR UPDATE SKIP LOCKED)) RETURNING ",
             "r.id, r.subject, r.email, r.username, r.reason, r.state, r.attempt, r.warned_at, r.created_at"
         ))
         .bind(owner)
@@ -342,14 +355,14 @@ impl Store for PgStore {
             .ctx("decode an id")
     }
 
-    async fn subscribe(&self) -> Result<Option<Arc<tokio::sync::Notify>>, StoreError> {
+    async fn subscribe(&self) -> Result<Option<Wakeup>, StoreError> {
         let mut listener = PgListener::connect_with(&self.pool)
             .await
             .ctx("connect the wake-up listener")?;
         listener.listen(CHANNEL).await.ctx("listen for wake-ups")?;
         let wake = Arc::new(tokio::sync::Notify::new());
         let signal = wake.clone();
-        tokio::spawn(async move {
+        let listener = tokio::spawn(async move {
             loop {
                 match listener.recv().await {
                     Ok(_) => signal.notify_one(),
@@ -361,6 +374,6 @@ impl Store for PgStore {
                 }
             }
         });
-        Ok(Some(wake))
+        Ok(Some(Wakeup::new(wake, listener)))
     }
 }

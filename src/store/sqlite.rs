@@ -10,7 +10,6 @@ use chrono::{DateTime, Utc};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Row, Sqlite, SqlitePool, Transaction};
 use std::str::FromStr;
-use std::sync::Arc;
 use std::time::Duration;
 
 /// A store on a SQLite file.
@@ -63,13 +62,27 @@ impl SqliteStore {
     fn migrator() -> sqlx::migrate::Migrator {
         use sqlx::SqlSafeStr;
         use sqlx::migrate::{Migration, MigrationType, Migrator};
-        Migrator::with_migrations(vec![Migration::new(
-            1,
-            "init".into(),
-            MigrationType::Simple,
-            include_str!("../../migrations/sqlite/0001_init.sql").into_sql_str(),
-            false,
-        )])
+        let migration = |version, description: &'static str, sql: &'static str| {
+            Migration::new(
+                version,
+                description.into(),
+                MigrationType::Simple,
+                sql.into_sql_str(),
+                false,
+            )
+        };
+        Migrator::with_migrations(vec![
+            migration(
+                1,
+                "init",
+                include_str!("../../migrations/sqlite/0001_init.sql"),
+            ),
+            migration(
+                2,
+                "claim index",
+                include_str!("../../migrations/sqlite/0002_claim_index.sql"),
+            ),
+        ])
     }
 }
 
@@ -268,7 +281,7 @@ impl Store for SqliteStore {
         Ok(done)
     }
 
-    async fn subscribe(&self) -> Result<Option<Arc<tokio::sync::Notify>>, StoreError> {
+    async fn subscribe(&self) -> Result<Option<super::Wakeup>, StoreError> {
         Ok(None)
     }
 }

@@ -1,0 +1,150 @@
+//! `[source]`: the table of users that is the source of truth, and how to scan it.
+
+use super::{ConfigError, HumanDuration, invalid};
+use serde::Deserialize;
+use std::time::Duration;
+
+/// The environment variable that overrides `source.url` (it may hold a password).
+pub const SOURCE_URL_ENV: &str = "LETHE_SOURCE_URL";
+
+/// The validated `[source]` section.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Source {
+    /// Connection URL (`LETHE_SOURCE_URL` overrides it).
+    pub url: Option<String>,
+    /// Users table.
+    pub table: String,
+    /// Primary key column (integer).
+    pub id_column: String,
+    /// Email column.
+    pub email_column: String,
+    /// Username column.
+    pub username_column: String,
+    /// Last login column; NULL means never logged in.
+    pub last_login_column: String,
+    /// Sign-up column, the activity of users who never logged in.
+    pub date_joined_column: String,
+    /// SQL predicate on the users table that excludes a user (staff, superusers...).
+    /// Operator config, spliced into the scan query as written.
+    pub exclude: String,
+    /// Never selected: these ids.
+    pub allow_ids: Vec<i64>,
+    /// Never selected: these emails (case-insensitive).
+    pub allow_emails: Vec<String>,
+    /// Never selected: emails in these domains.
+    pub allow_domains: Vec<String>,
+    /// Time between two scans of the daemon.
+    pub scan_interval: HumanDuration,
+    /// Rows per page of the keyset scan.
+    pub batch_size: usize,
+    /// A scan that would enqueue more than this enqueues nothing.
+    pub max_new_per_scan: u64,
+    /// A scan that would enqueue more than this share of all users enqueues nothing.
+    pub max_new_share: f64,
+}
+
+impl Default for Source {
+    fn default() -> Self {
+        Self {
+            url: None,
+            table: "auth_user".into(),
+            id_column: "id".into(),
+            email_column: "email".into(),
+            username_column: "username".into(),
+            last_login_column: "last_login".into(),
+            date_joined_column: "date_joined".into(),
+            exclude: "is_staff = 1 OR is_superuser = 1".into(),
+            allow_ids: Vec::new(),
+            allow_emails: Vec::new(),
+            allow_domains: Vec::new(),
+            scan_interval: HumanDuration(Duration::from_secs(3600)),
+            batch_size: 5000,
+            max_new_per_scan: 1000,
+            max_new_share: 0.05,
+        }
+    }
+}
+
+impl Source {
+    /// Checks values and applies `LETHE_SOURCE_URL`.
+    pub(super) fn validate(mut self, file: &str) -> Result<Self, ConfigError> {
+        if let Ok(url) = std::env::var(SOURCE_URL_ENV) {
+            self.url = Some(url);
+        }
+        if let Some(url) = &self.url {
+            crate::sql::Dialect::from_url(url).map_err(|p| {
+                invalid(file, "source.url", Some(&crate::store::redact_url(url)), p)
+            })?;
+        }
+        if !(1..=100_000).contains(&self.batch_size) {
+            return Err(invalid(
+                file,
+                "source.batch_size",
+                None,
+                format!("{} is out of range (allowed: 1 to 100000)", self.batch_size),
+            ));
+        }
+        if !(self.max_new_share > 0.0 && self.max_new_share <= 1.0) {
+            return Err(invalid(
+                file,
+                "source.max_new_share",
+                None,
+                format!(
+                    "{} is out of range (allowed: above 0, at most 1)",
+                    self.max_new_share
+                ),
+            ));
+        }
+        if self.scan_interval.0 < Duration::from_secs(1) {
+            return Err(invalid(
+                file,
+                "source.scan_interval",
+                Some(&self.scan_interval.to_string()),
+                "must be at least 1s",
+            ));
+        }
+        for (key, value) in [
+            ("source.table", &self.table),
+            ("source.id_column", &self.id_column),
+            ("source.email_column", &self.email_column),
+            ("source.username_column", &self.username_column),
+            ("source.last_login_column", &self.last_login_column),
+            ("source.date_joined_column", &self.date_joined_column),
+        ] {
+            if value.trim().is_empty() {
+                return Err(invalid(
+                    file,
+                    key,
+                    Some(value),
+                    "must name a table or column",
+                ));
+            }
+        }
+        self.allow_emails = self
+            .allow_emails
+            .iter()
+            .map(|e| e.trim().to_lowercase())
+            .collect();
+        self.allow_domains = self
+            .allow_domains
+            .iter()
+            .map(|d| d.trim().trim_start_matches('@').to_lowercase())
+            .collect();
+        Ok(self)
+    }
+
+    /// Whether the allow-lists keep this user out of any scan.
+    pub fn allowed(&self, id: i64, email: Option<&str>) -> bool {
+        if self.allow_ids.contains(&id) {
+            return true;
+        }
+        let Some(email) = email.map(|e| e.trim().to_lowercase()) else {
+            return false;
+        };
+        self.allow_emails.contains(&email)
+            || email
+                .rsplit_once('@')
+                .is_some_and(|(_, domain)| self.allow_domains.iter().any(|d| d == domain))
+    }
+}
