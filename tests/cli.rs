@@ -259,6 +259,7 @@ async fn resume_and_abort_exit_codes() {
         .await
         .unwrap();
     let failed = Applied {
+        relay: None,
         id: claimed[0].id,
         from_state: claimed[0].state.clone(),
         attempt: claimed[0].attempt,

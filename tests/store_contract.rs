@@ -26,6 +26,7 @@ per_backend!(
     release_gives_work_back_untouched,
     renew_extends_only_held_leases,
     audit_filters_by_time_and_subject,
+    a_relayed_write_back_keeps_the_lease_for_the_next_state,
 );
 
 async fn setup(
@@ -55,6 +56,7 @@ async fn apply(
     let applied: Vec<Applied> = claimed
         .iter()
         .map(|c| Applied {
+            relay: None,
             id: c.id,
             from_state: c.state.clone(),
             attempt: c.attempt,
@@ -742,5 +744,83 @@ async fn audit_filters_by_time_and_subject(kind: Kind) {
         by_id
             .iter()
             .all(|r| r.event.retirement_id != by_email[0].event.retirement_id)
+    );
+}
+
+async fn a_relayed_write_back_keeps_the_lease_for_the_next_state(kind: Kind) {
+    let (_db, store, graph, pipeline) = setup(kind).await;
+    store
+        .enqueue("PENDING", &subjects(1, 3), "cli", t0())
+        .await
+        .unwrap();
+    let batch = store.claim("a", t0(), LEASE, 10).await.unwrap();
+    let relay_until = t0() + Span::seconds(60);
+    let applied: Vec<Applied> = batch
+        .iter()
+        .map(|c| Applied {
+            id: c.id,
+            from_state: c.state.clone(),
+            attempt: c.attempt,
+            transition: plan_outcome(
+                &graph,
+                &pipeline.policy.retry,
+                3,
+                &c.state,
+                c.attempt,
+                &StageResult::new(Outcome::Done),
+                t0(),
+                1,
+            ),
+            relay: Some(relay_until),
+        })
+        .collect();
+    assert_eq!(
+        store.write_back("a", &applied, t0()).await.unwrap().len(),
+        2
+    );
+    let r = store.find(&Lookup::Id(batch[0].id)).await.unwrap().unwrap();
+    assert_eq!(
+        (r.state.as_str(), r.attempt, r.lease_owner.as_deref()),
+        ("WARNED", 1, Some("a"))
+    );
+    assert_eq!(
+        (r.lease_until, r.due_at),
+        (Some(relay_until), Some(relay_until))
+    );
+    // Nobody else can claim it while relayed...
+    assert!(
+        store
+            .claim("b", t0() + Span::seconds(30), LEASE, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    // ...and the relaying driver's next write-back is fenced at attempt 1 in the new state.
+    let next: Vec<Claimed> = batch
+        .iter()
+        .map(|c| Claimed {
+            state: "WARNED".into(),
+            attempt: 1,
+            ..c.clone()
+        })
+        .collect();
+    let done = apply(
+        store.as_ref(),
+        &graph,
+        &pipeline,
+        "a",
+        &next,
+        Outcome::Done,
+        t0(),
+    )
+    .await;
+    assert_eq!(done.len(), 2);
+    let r = store.find(&Lookup::Id(batch[0].id)).await.unwrap().unwrap();
+    assert_eq!((r.state.as_str(), r.lease_owner), ("RETIRING_EDX", None));
+    let events = store.history(r.id).await.unwrap();
+    assert_eq!(events.len(), 3);
+    assert_eq!(
+        (events[2].from_state.as_deref(), events[2].attempt),
+        (Some("WARNED"), 1)
     );
 }

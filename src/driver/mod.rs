@@ -247,7 +247,9 @@ impl Driver {
         }
     }
 
-    /// Runs one claimed batch through its handlers and writes the outcomes back.
+    /// Runs one claimed batch through its handlers and writes the outcomes back. Rows that
+    /// are Done and due at once in their next state keep their lease in the same write-back
+    /// and go on through the next stage here, without being released and claimed again.
     pub async fn process(
         &self,
         batch: Vec<Claimed>,
@@ -257,14 +259,105 @@ impl Driver {
             claimed: batch.len() as u64,
             ..RunReport::default()
         };
+        let mut batch = batch;
+        while !batch.is_empty() {
+            let Some(results) = self.run_with_renewal(&batch, &mut shutdown).await else {
+                let claimed: Vec<(i64, i32)> = batch.iter().map(|c| (c.id, c.attempt)).collect();
+                match self
+                    .store
+                    .release(&self.owner, &claimed, self.clock.now())
+                    .await
+                {
+                    Ok(released) => report.released += released,
+                    Err(error) => tracing::warn!(%error, "release failed; the leases will expire"),
+                }
+                return report;
+            };
+            let now = self.clock.now();
+            let relay_until = (!*shutdown.borrow()).then(|| {
+                now + chrono::Duration::from_std(self.tuning.lease).unwrap_or(chrono::Duration::MAX)
+            });
+            let applied: Vec<Applied> = batch
+                .iter()
+                .zip(results)
+                .map(|(c, result)| {
+                    let transition = plan_outcome(
+                        &self.graph,
+                        &self.policy.retry,
+                        self.policy.max_attempts,
+                        &c.state,
+                        c.attempt,
+                        &result,
+                        now,
+                        retry_entropy(c.id, c.attempt, now),
+                    );
+                    let relay = (transition.outcome == "done"
+                        && !transition.ends
+                        && transition.due_at == Some(now))
+                    .then_some(relay_until)
+                    .flatten();
+                    Applied {
+                        id: c.id,
+                        from_state: c.state.clone(),
+                        attempt: c.attempt,
+                        transition,
+                        relay,
+                    }
+                })
+                .collect();
+            let done = match self.store.write_back(&self.owner, &applied, now).await {
+                Ok(done) => done.into_iter().collect::<std::collections::HashSet<i64>>(),
+                Err(error) => {
+                    // The leases expire and another claim retries the batch: handlers are idempotent.
+                    tracing::error!(%error, claimed = batch.len(), "write-back failed; the batch will be retried after its lease");
+                    return report;
+                }
+            };
+            report.applied += done.len() as u64;
+            let mut next = Vec::new();
+            for (c, a) in batch.iter().zip(&applied) {
+                if !done.contains(&a.id) {
+                    report.lost += 1;
+                    tracing::warn!(retirement_id = a.id, state = %a.from_state, attempt = a.attempt,
+                        "write-back lost its lease; it changed nothing");
+                    continue;
+                }
+                *report
+                    .outcomes
+                    .entry(a.transition.outcome.to_string())
+                    .or_default() += 1;
+                tracing::debug!(retirement_id = a.id, state = %a.from_state, to = %a.transition.to_state,
+                    attempt = a.attempt, outcome = a.transition.outcome, "outcome applied");
+                if a.relay.is_some() {
+                    next.push(Claimed {
+                        state: a.transition.to_state.clone(),
+                        attempt: 1,
+                        warned_at: a.transition.warned_at.or(c.warned_at),
+                        ..c.clone()
+                    });
+                }
+            }
+            batch = next;
+        }
+        report
+    }
+
+    /// Runs the handlers while renewing the batch's leases; `None` when a shutdown's grace
+    /// period ran out first (the caller releases the batch).
+    async fn run_with_renewal(
+        &self,
+        batch: &[Claimed],
+        shutdown: &mut watch::Receiver<bool>,
+    ) -> Option<Vec<StageResult>> {
         let ids: Vec<i64> = batch.iter().map(|c| c.id).collect();
-        let work = self.run_handlers(&batch);
+        let work = self.run_handlers(batch);
         tokio::pin!(work);
         let mut renew =
             tokio::time::interval((self.tuning.lease / 3).max(Duration::from_millis(100)));
         renew.tick().await;
-        let mut stopping: Option<tokio::time::Instant> = None;
-        let results = loop {
+        let mut stopping: Option<tokio::time::Instant> =
+            (*shutdown.borrow()).then(|| tokio::time::Instant::now() + SHUTDOWN_GRACE);
+        loop {
             let deadline = async {
                 match stopping {
                     Some(at) => tokio::time::sleep_until(at).await,
@@ -272,7 +365,7 @@ impl Driver {
                 }
             };
             tokio::select! {
-                results = &mut work => break Some(results),
+                results = &mut work => return Some(results),
                 _ = renew.tick() => {
                     let until = self.clock.now() + chrono::Duration::from_std(self.tuning.lease).unwrap_or(chrono::Duration::MAX);
                     match self.store.renew(&self.owner, &ids, until).await {
@@ -284,66 +377,9 @@ impl Driver {
                 _ = shutdown.changed(), if stopping.is_none() => {
                     stopping = Some(tokio::time::Instant::now() + SHUTDOWN_GRACE);
                 }
-                _ = deadline => break None,
-            }
-        };
-        let Some(results) = results else {
-            let claimed: Vec<(i64, i32)> = batch.iter().map(|c| (c.id, c.attempt)).collect();
-            match self
-                .store
-                .release(&self.owner, &claimed, self.clock.now())
-                .await
-            {
-                Ok(released) => report.released = released,
-                Err(error) => tracing::warn!(%error, "release failed; the leases will expire"),
-            }
-            return report;
-        };
-        let now = self.clock.now();
-        let applied: Vec<Applied> = batch
-            .iter()
-            .zip(results)
-            .map(|(c, result)| Applied {
-                id: c.id,
-                from_state: c.state.clone(),
-                attempt: c.attempt,
-                transition: plan_outcome(
-                    &self.graph,
-                    &self.policy.retry,
-                    self.policy.max_attempts,
-                    &c.state,
-                    c.attempt,
-                    &result,
-                    now,
-                    retry_entropy(c.id, c.attempt, now),
-                ),
-            })
-            .collect();
-        match self.store.write_back(&self.owner, &applied, now).await {
-            Ok(done) => {
-                report.applied = done.len() as u64;
-                let done: std::collections::HashSet<i64> = done.into_iter().collect();
-                for a in &applied {
-                    if done.contains(&a.id) {
-                        *report
-                            .outcomes
-                            .entry(a.transition.outcome.to_string())
-                            .or_default() += 1;
-                        tracing::debug!(retirement_id = a.id, state = %a.from_state, to = %a.transition.to_state,
-                            attempt = a.attempt, outcome = a.transition.outcome, "outcome applied");
-                    } else {
-                        report.lost += 1;
-                        tracing::warn!(retirement_id = a.id, state = %a.from_state, attempt = a.attempt,
-                            "write-back lost its lease; it changed nothing");
-                    }
-                }
-            }
-            Err(error) => {
-                // The leases expire and another claim retries the batch: handlers are idempotent.
-                tracing::error!(%error, claimed = batch.len(), "write-back failed; the batch will be retried after its lease");
+                _ = deadline => return None,
             }
         }
-        report
     }
 
     /// Calls each state's handler with its part of the batch; one result per claimed row, in order.

@@ -183,6 +183,9 @@ pub struct Applied {
     pub attempt: i32,
     /// The change.
     pub transition: Transition,
+    /// Keep the lease until this time for the next state's stage (the driver goes on with
+    /// the row at once instead of releasing it and claiming it again).
+    pub relay: Option<DateTime<Utc>>,
 }
 
 /// A retirement as operators see it. No email or username.

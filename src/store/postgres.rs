@@ -304,6 +304,7 @@ impl Store for PgStore {
         let warned: Vec<Option<DateTime<Utc>>> =
             applied.iter().map(|a| a.transition.warned_at).collect();
         let outcomes: Vec<&str> = applied.iter().map(|a| a.transition.outcome).collect();
+        let relays: Vec<Option<DateTime<Utc>>> = applied.iter().map(|a| a.relay).collect();
         let details: Vec<String> = applied
             .iter()
             .map(|a| a.transition.detail.to_string())
@@ -312,13 +313,16 @@ impl Store for PgStore {
         let rows = sqlx::query(
             "WITH input AS ( \
                SELECT * FROM UNNEST($3::bigint[], $4::text[], $5::int[], $6::text[], $7::timestamptz[], \
-                 $8::int[], $9::text[], $10::text[], $11::bool[], $12::timestamptz[], $13::text[], $14::text[]) \
+                 $8::int[], $9::text[], $10::text[], $11::bool[], $12::timestamptz[], $13::text[], $14::text[], \
+                 $15::timestamptz[]) \
                AS u(id, from_state, fence_attempt, to_state, due_at, attempt, last_error, failed_state, \
-                 ends, warned_at, outcome, detail)), \
+                 ends, warned_at, outcome, detail, relay_until)), \
              changed AS ( \
-               UPDATE retirement r SET state = i.to_state, due_at = i.due_at, attempt = i.attempt, \
+               UPDATE retirement r SET state = i.to_state, due_at = COALESCE(i.relay_until, i.due_at), \
+                 attempt = CASE WHEN i.relay_until IS NULL THEN i.attempt ELSE 1 END, \
                  last_error = i.last_error, failed_state = i.failed_state, \
-                 warned_at = COALESCE(i.warned_at, r.warned_at), lease_owner = NULL, lease_until = NULL, \
+                 warned_at = COALESCE(i.warned_at, r.warned_at), \
+                 lease_owner = CASE WHEN i.relay_until IS NULL THEN NULL ELSE $2 END, lease_until = i.relay_until, \
                  updated_at = $1, ended_at = CASE WHEN i.ends THEN $1 ELSE NULL END, \
                  subject = CASE WHEN i.ends THEN NULL ELSE r.subject END, \
                  email = CASE WHEN i.ends THEN NULL ELSE r.email END, \
@@ -346,6 +350,7 @@ impl Store for PgStore {
         .bind(&warned)
         .bind(&outcomes)
         .bind(&details)
+        .bind(&relays)
         .fetch_all(&self.pool)
         .await
         .ctx("apply outcomes")?;

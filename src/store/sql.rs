@@ -1,10 +1,12 @@
 //! SQL shared by both backends (`$N` parameters work in PostgreSQL and SQLite alike),
 //! and the query helpers both implementations expand.
 
-/// Applies one transition; fenced by (state, lease_owner, attempt) when `$10` is not NULL.
-pub(crate) const APPLY_ONE: &str = "UPDATE retirement SET state = $1, due_at = $2, attempt = $3, \
+/// Applies one transition; fenced by (state, lease_owner, attempt) when `$10` is not NULL;
+/// `$13`, when not NULL, keeps the lease until then for the next state (attempt 1).
+pub(crate) const APPLY_ONE: &str = "UPDATE retirement SET state = $1, \
+     due_at = COALESCE($13, $2), attempt = CASE WHEN $13 IS NULL THEN $3 ELSE 1 END, \
      last_error = $4, failed_state = $5, warned_at = COALESCE($6, warned_at), \
-     lease_owner = NULL, lease_until = NULL, updated_at = $7, \
+     lease_owner = CASE WHEN $13 IS NULL THEN NULL ELSE $10 END, lease_until = $13, updated_at = $7, \
      ended_at = CASE WHEN $8 THEN $7 ELSE NULL END, \
      subject = CASE WHEN $8 THEN NULL ELSE subject END, \
      email = CASE WHEN $8 THEN NULL ELSE email END, \
@@ -82,9 +84,10 @@ pub(crate) const AUDIT: &str = "SELECT e.id, e.retirement_id, e.at, e.actor, e.f
 pub(crate) const NEXT_DUE: &str =
     "SELECT MIN(due_at) AS due FROM retirement WHERE ended_at IS NULL AND due_at IS NOT NULL";
 
-/// Binds a transition to `APPLY_ONE`. `$fence` is `Option<(&str state, &str owner, i32 attempt)>`.
+/// Binds a transition to `APPLY_ONE`. `$fence` is `Option<(&str state, &str owner, i32 attempt)>`,
+/// `$relay` an `Option<DateTime<Utc>>` lease expiry for the next state.
 macro_rules! bind_apply {
-    ($id:expr, $fence:expr, $t:expr, $now:expr) => {{
+    ($id:expr, $fence:expr, $t:expr, $now:expr, $relay:expr) => {{
         let t: &$crate::domain::Transition = $t;
         let fence: Option<(&str, &str, i32)> = $fence;
         sqlx::query($crate::store::sql::APPLY_ONE)
@@ -100,6 +103,7 @@ macro_rules! bind_apply {
             .bind(fence.map(|f| f.1))
             .bind(fence.map(|f| f.0))
             .bind(fence.map(|f| f.2))
+            .bind($relay)
     }};
 }
 
@@ -349,10 +353,16 @@ macro_rules! shared_methods {
                     Ok(t) => t,
                     Err(refusal) => return Ok(ActionResult::Refused(refusal.0)),
                 };
-                $crate::store::sql::bind_apply!(id, None, &transition, now)
-                    .execute(&mut *tx)
-                    .await
-                    .ctx("apply an operator action")?;
+                $crate::store::sql::bind_apply!(
+                    id,
+                    None,
+                    &transition,
+                    now,
+                    None::<chrono::DateTime<chrono::Utc>>
+                )
+                .execute(&mut *tx)
+                .await
+                .ctx("apply an operator action")?;
                 $crate::store::sql::bind_event!(
                     id,
                     now,

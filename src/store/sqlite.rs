@@ -257,7 +257,7 @@ impl Store for SqliteStore {
         let mut done = Vec::with_capacity(applied.len());
         for a in applied {
             let fence = Some((a.from_state.as_str(), owner, a.attempt));
-            let changed = bind_apply!(a.id, fence, &a.transition, now)
+            let changed = bind_apply!(a.id, fence, &a.transition, now, a.relay)
                 .execute(&mut *tx)
                 .await
                 .ctx("apply an outcome")?
