@@ -73,6 +73,15 @@ enum Command {
         #[arg(long)]
         once: bool,
     },
+    /// Scan the source for inactive users and open their retirements (blast-radius guarded).
+    Scan {
+        /// Write nothing: show the counts and the first candidates.
+        #[arg(long)]
+        dry_run: bool,
+        /// Consider at most this many candidates.
+        #[arg(long)]
+        limit: Option<usize>,
+    },
     /// Open retirements for subjects (source primary keys).
     Enqueue {
         /// Subject ids.
@@ -333,6 +342,7 @@ async fn dispatch(cli: Cli) -> Outcome {
         Command::Status { target } => status(&ctx, &target).await,
         Command::List { state, limit } => list(&ctx, state, limit).await,
         Command::Stats => stats(&ctx).await,
+        Command::Scan { dry_run, limit } => scan(&ctx, dry_run, limit).await,
         Command::Plan { subject } => plan(&ctx, &subject).await,
         Command::Resume { target, to } => {
             operate(&ctx, &target, OperatorAction::Resume { to }).await
@@ -422,6 +432,14 @@ async fn check(ctx: &Ctx, connect: bool) -> Outcome {
                 "store: reachable, but its schema is missing or unreadable ({e}): run `lethe migrate`"
             ),
         }
+        if let Some(source) = &config.pipeline.source {
+            let reader = connect_source(source).await?;
+            let users = reader
+                .count_users()
+                .await
+                .map_err(|e| Failure::Runtime(e.into()))?;
+            out!("source: reachable, {users} users in {}", source.table);
+        }
         for target in &config.pipeline.targets {
             let connected = crate::sql::target::Target::connect(target)
                 .await
@@ -472,6 +490,78 @@ fn print_plan_summary(target: &crate::sql::target::Target) {
         "  nullified columns to review (rows kept; are these only actors?): {}",
         nullified.into_iter().collect::<Vec<_>>().join(", ")
     );
+}
+
+fn no_source(config: &Config) -> Failure {
+    Failure::Config(format!(
+        "{}: no [source] section: nothing to scan",
+        config.pipeline_path.display()
+    ))
+}
+
+async fn connect_source(
+    source: &crate::config::Source,
+) -> Result<crate::sql::source::SourceReader, Failure> {
+    use crate::sql::source::SourceError;
+    crate::sql::source::SourceReader::connect(source)
+        .await
+        .map_err(|e| match e {
+            SourceError::Connect { .. } | SourceError::Query { .. } => Failure::Runtime(e.into()),
+            other => Failure::Config(other.to_string()),
+        })
+}
+
+/// `lethe scan`: one scan of the source.
+async fn scan(ctx: &Ctx, dry_run: bool, limit: Option<usize>) -> Outcome {
+    let config = ctx.config()?;
+    let source = config
+        .pipeline
+        .source
+        .as_ref()
+        .ok_or_else(|| no_source(&config))?;
+    let key = ctx.hash_key()?;
+    let reader = connect_source(source).await?;
+    let store = ctx.store(Some(&config), 2).await?;
+    let now = crate::store::truncate_micros(Utc::now());
+    let options = crate::driver::scan::ScanOptions { dry_run, limit };
+    let report = crate::driver::scan::scan(
+        store.as_ref(),
+        &config.graph,
+        &reader,
+        source,
+        &config.pipeline.policy,
+        &key,
+        now,
+        options,
+    )
+    .await
+    .map_err(|e| Failure::Runtime(e.into()))?;
+    let c = &report.counts;
+    if ctx.global.json {
+        out!("{}", serde_json::to_string(&report).unwrap_or_default());
+    } else {
+        out!(
+            "seen {} inactive {} excluded {} already open {} enqueued {}{}",
+            c.seen,
+            c.inactive,
+            c.excluded,
+            c.already_open,
+            c.enqueued,
+            if dry_run {
+                " (dry run: nothing written)"
+            } else {
+                ""
+            }
+        );
+        if dry_run {
+            let new = c.inactive - c.excluded - c.already_open;
+            out!("would enqueue {new}; first ids: {:?}", report.first);
+        }
+    }
+    match &c.refused {
+        Some(why) => Err(Failure::Refused(format!("blast-radius guard: {why}"))),
+        None => Ok(()),
+    }
 }
 
 /// `lethe plan SUBJECT`: the plan and the rows it would touch for one subject.
@@ -534,6 +624,45 @@ async fn run(ctx: &Ctx, once: bool) -> Outcome {
         Arc::new(SystemClock),
     ));
     let (stop, shutdown) = tokio::sync::watch::channel(false);
+    if let (false, Some(source)) = (once, config.pipeline.source.clone()) {
+        let reader = connect_source(&source).await?;
+        let key = ctx.hash_key()?;
+        let store = ctx.store(None, 2).await?;
+        let graph = config.graph.clone();
+        let policy = config.pipeline.policy.clone();
+        let mut stop_scans = shutdown.clone();
+        tokio::spawn(async move {
+            loop {
+                let now = crate::store::truncate_micros(Utc::now());
+                let options = crate::driver::scan::ScanOptions::default();
+                match crate::driver::scan::scan(
+                    store.as_ref(),
+                    &graph,
+                    &reader,
+                    &source,
+                    &policy,
+                    &key,
+                    now,
+                    options,
+                )
+                .await
+                {
+                    Ok(report) => {
+                        if let Some(why) = report.counts.refused {
+                            tracing::warn!(%why, "blast-radius guard refused the scan");
+                        }
+                    }
+                    Err(error) => {
+                        tracing::error!(%error, "scan failed; next try at the next interval")
+                    }
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(source.scan_interval.0) => {}
+                    _ = stop_scans.changed() => break,
+                }
+            }
+        });
+    }
     tokio::spawn(async move {
         wait_for_signal().await;
         tracing::info!(

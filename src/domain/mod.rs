@@ -1,10 +1,12 @@
 //! Pure retirement logic: the state graph, handler outcomes, the retry schedule and the
 //! transition each outcome or operator action causes. No I/O lives here.
 
+mod blast;
 mod graph;
 mod retry;
 mod transition;
 
+pub use blast::check_blast_radius;
 pub use graph::{Role, StateDef, StateGraph};
 pub use retry::{RetrySchedule, mix, retry_entropy};
 pub use transition::{

@@ -6,6 +6,7 @@
 //! no new work is claimed and in-flight batches finish or are released.
 
 mod clock;
+pub mod scan;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 

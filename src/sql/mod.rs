@@ -8,6 +8,7 @@
 pub mod dialect;
 pub mod plan;
 pub mod render;
+pub mod source;
 pub mod target;
 
 pub use dialect::Dialect;

@@ -62,6 +62,19 @@ pub enum Pool {
     Sqlite(SqlitePool),
 }
 
+impl Pool {
+    /// Connects to `url`, whose scheme picks the dialect.
+    pub async fn connect(url: &str) -> Result<(Dialect, Pool), sqlx::Error> {
+        let dialect = Dialect::from_url(url).map_err(|e| sqlx::Error::Configuration(e.into()))?;
+        let pool = match dialect {
+            Dialect::MySql => Pool::MySql(MySqlPool::connect(url).await?),
+            Dialect::Postgres => Pool::Postgres(PgPool::connect(url).await?),
+            Dialect::Sqlite => Pool::Sqlite(SqlitePool::connect(url).await?),
+        };
+        Ok((dialect, pool))
+    }
+}
+
 /// Runs the same code against whichever pool is inside.
 macro_rules! with_pool {
     ($pool:expr, $p:ident => $body:expr) => {
@@ -72,6 +85,8 @@ macro_rules! with_pool {
         }
     };
 }
+
+pub(crate) use with_pool;
 
 /// A subject handed to the target: its id and the time after which activity cancels it.
 #[derive(Debug, Clone, PartialEq)]

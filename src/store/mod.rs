@@ -425,12 +425,42 @@ pub trait Store: Send + Sync {
         filter: &'a AuditFilter,
     ) -> BoxFuture<'a, Result<Vec<AuditRow>, StoreError>>;
 
+    /// Which of `subjects` have an open retirement.
+    async fn open_among(
+        &self,
+        subjects: &[String],
+    ) -> Result<std::collections::HashSet<String>, StoreError>;
+
+    /// Records a scan's counts (and why it was refused, if it was).
+    fn record_scan<'a>(&'a self, scan: &'a ScanRecord) -> BoxFuture<'a, Result<(), StoreError>>;
+
     /// When the next open retirement is due, if any.
     fn next_due(&self) -> BoxFuture<'_, Result<Option<DateTime<Utc>>, StoreError>>;
 
     /// A wake-up signal fired when work is added (Postgres LISTEN/NOTIFY); `None` when the
     /// backend has none, so the driver only polls.
     async fn subscribe(&self) -> Result<Option<Wakeup>, StoreError>;
+}
+
+/// The counts of one scan, kept in `scan_run`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct ScanRecord {
+    /// Started at.
+    pub started_at: DateTime<Utc>,
+    /// Finished at.
+    pub finished_at: DateTime<Utc>,
+    /// Users in the source.
+    pub seen: i64,
+    /// Inactive users found.
+    pub inactive: i64,
+    /// Inactive but excluded (predicate or allow-list).
+    pub excluded: i64,
+    /// Candidates that already had an open retirement.
+    pub already_open: i64,
+    /// Retirements opened.
+    pub enqueued: i64,
+    /// Why the blast-radius guard refused the scan.
+    pub refused: Option<String>,
 }
 
 /// Wake-ups from the store; dropping it stops the listener (and frees its connection).

@@ -251,6 +251,27 @@ impl Store for PgStore {
         Ok(done.rows_affected())
     }
 
+    async fn open_among(
+        &self,
+        subjects: &[String],
+    ) -> Result<std::collections::HashSet<String>, StoreError> {
+        let mut open = std::collections::HashSet::new();
+        for chunk in subjects.chunks(10_000) {
+            let chunk = chunk.to_vec();
+            let rows = sqlx::query(
+                "SELECT subject FROM retirement WHERE ended_at IS NULL AND subject = ANY($1)",
+            )
+            .bind(&chunk)
+            .fetch_all(&self.pool)
+            .await
+            .ctx("find open retirements")?;
+            for row in rows {
+                open.insert(row.try_get("subject").ctx("decode a subject")?);
+            }
+        }
+        Ok(open)
+    }
+
     async fn release(
         &self,
         owner: &str,

@@ -182,6 +182,31 @@ macro_rules! shared_methods {
             })
         }
 
+        fn record_scan<'a>(
+            &'a self,
+            scan: &'a $crate::store::ScanRecord,
+        ) -> $crate::store::BoxFuture<'a, Result<(), $crate::store::StoreError>> {
+            Box::pin(async move {
+                use $crate::store::QueryContext;
+                sqlx::query(
+                    "INSERT INTO scan_run (started_at, finished_at, seen, inactive, excluded, already_open, enqueued, refused) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+                )
+                .bind(scan.started_at)
+                .bind(scan.finished_at)
+                .bind(scan.seen)
+                .bind(scan.inactive)
+                .bind(scan.excluded)
+                .bind(scan.already_open)
+                .bind(scan.enqueued)
+                .bind(scan.refused.as_deref())
+                .execute(&self.pool)
+                .await
+                .ctx("record a scan")?;
+                Ok(())
+            })
+        }
+
         fn find<'a>(
             &'a self,
             lookup: &'a $crate::store::Lookup,

@@ -215,6 +215,25 @@ impl Store for SqliteStore {
         Ok(done.rows_affected())
     }
 
+    async fn open_among(
+        &self,
+        subjects: &[String],
+    ) -> Result<std::collections::HashSet<String>, StoreError> {
+        let mut open = std::collections::HashSet::new();
+        for chunk in subjects.chunks(10_000) {
+            let chunk = chunk.to_vec();
+            let rows = sqlx::query("SELECT subject FROM retirement WHERE ended_at IS NULL AND subject IN (SELECT value FROM json_each($1))")
+                .bind(serde_json::to_string(&chunk).unwrap_or_else(|_| "[]".into()))
+                .fetch_all(&self.pool)
+                .await
+                .ctx("find open retirements")?;
+            for row in rows {
+                open.insert(row.try_get("subject").ctx("decode a subject")?);
+            }
+        }
+        Ok(open)
+    }
+
     async fn release(
         &self,
         owner: &str,

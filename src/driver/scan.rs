@@ -1,0 +1,149 @@
+//! The scan: page through the source for inactive users and open their retirements,
+//! idempotently, behind the blast-radius guard.
+
+use crate::config::{Policy, Source};
+use crate::domain::{StateGraph, check_blast_radius};
+use crate::pii::HashKey;
+use crate::sql::source::{Inactive, SourceError, SourceReader};
+use crate::store::{EnqueueOutcome, NewRetirement, ScanRecord, Store, StoreError};
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+/// What a scan found and did.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct ScanReport {
+    /// The counts, as recorded.
+    #[serde(flatten)]
+    pub counts: ScanRecord,
+    /// The first new candidates (ids only), for `--dry-run`.
+    pub first: Vec<i64>,
+    /// Whether anything was written.
+    pub dry_run: bool,
+}
+
+/// Why a scan could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum ScanError {
+    /// The source failed.
+    #[error(transparent)]
+    Source(#[from] SourceError),
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Options of one scan.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ScanOptions {
+    /// Write nothing; report what would be enqueued.
+    pub dry_run: bool,
+    /// Consider at most this many candidates.
+    pub limit: Option<usize>,
+}
+
+/// Scans the source once. A refusal by the blast-radius guard is not an error: the report
+/// says why in `counts.refused` and nothing is enqueued.
+#[allow(clippy::too_many_arguments)]
+pub async fn scan(
+    store: &dyn Store,
+    graph: &StateGraph,
+    reader: &SourceReader,
+    source: &Source,
+    policy: &Policy,
+    key: &HashKey,
+    now: DateTime<Utc>,
+    options: ScanOptions,
+) -> Result<ScanReport, ScanError> {
+    let total = reader.count_users().await?;
+    let cutoff = (now
+        - chrono::Duration::from_std(policy.inactive_after).unwrap_or(chrono::Duration::MAX))
+    .naive_utc();
+    let mut counts = ScanRecord {
+        started_at: now,
+        seen: total,
+        ..ScanRecord::default()
+    };
+    let mut candidates: Vec<Inactive> = Vec::new();
+    let mut after = i64::MIN;
+    'pages: loop {
+        let page = reader
+            .inactive_page(after, cutoff, source.batch_size)
+            .await?;
+        let Some(last) = page.last() else { break };
+        after = last.id;
+        let full = page.len() == source.batch_size;
+        for user in page {
+            counts.inactive += 1;
+            if user.excluded || source.allowed(user.id, user.email.as_deref()) {
+                counts.excluded += 1;
+                continue;
+            }
+            if options.limit.is_some_and(|limit| candidates.len() >= limit) {
+                break 'pages;
+            }
+            candidates.push(user);
+        }
+        if !full {
+            break;
+        }
+    }
+    let subjects: Vec<String> = candidates.iter().map(|c| c.id.to_string()).collect();
+    let open = store.open_among(&subjects).await?;
+    counts.already_open = open.len() as i64;
+    let new: Vec<&Inactive> = candidates
+        .iter()
+        .filter(|c| !open.contains(&c.id.to_string()))
+        .collect();
+    let first: Vec<i64> = new.iter().take(20).map(|c| c.id).collect();
+    if let Err(refusal) = check_blast_radius(
+        new.len() as u64,
+        total.max(0) as u64,
+        source.max_new_per_scan,
+        source.max_new_share,
+    ) {
+        counts.refused = Some(refusal);
+    }
+    if options.dry_run {
+        counts.finished_at = Utc::now();
+        return Ok(ScanReport {
+            counts,
+            first,
+            dry_run: true,
+        });
+    }
+    if counts.refused.is_none() && !new.is_empty() {
+        let rows: Vec<NewRetirement> = new
+            .iter()
+            .map(|c| NewRetirement {
+                subject: c.id.to_string(),
+                email: c.email.clone(),
+                username: c.username.clone(),
+                reason: "inactive".into(),
+                subject_hash: key.subject(&c.id.to_string()),
+                email_hash: c.email.as_deref().map(|e| key.email(e)),
+            })
+            .collect();
+        let outcomes = store.enqueue(graph.initial(), &rows, "scan", now).await?;
+        counts.enqueued = outcomes
+            .iter()
+            .filter(|o| matches!(o, EnqueueOutcome::Created(_)))
+            .count() as i64;
+        counts.already_open += outcomes.len() as i64 - counts.enqueued;
+    }
+    counts.finished_at = crate::store::truncate_micros(Utc::now());
+    store.record_scan(&counts).await?;
+    tracing::info!(
+        seen = counts.seen,
+        inactive = counts.inactive,
+        excluded = counts.excluded,
+        already_open = counts.already_open,
+        enqueued = counts.enqueued,
+        refused = counts.refused.is_some(),
+        "scan finished"
+    );
+    Ok(ScanReport {
+        counts,
+        first,
+        dry_run: false,
+    })
+}

@@ -1,0 +1,178 @@
+//! Reading the source of truth: keyset pages of inactive users, never OFFSET.
+
+use super::dialect::Dialect;
+use super::target::{Pool, with_pool};
+use crate::config::Source;
+use chrono::NaiveDateTime;
+use sqlx::Row;
+
+/// What went wrong with the source.
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    /// No URL configured.
+    #[error(
+        "source: no URL: set {} (or source.url in pipeline.toml)",
+        crate::config::SOURCE_URL_ENV
+    )]
+    NoUrl,
+    /// The database could not be reached.
+    #[error("source: cannot connect to {url}: {source}")]
+    Connect {
+        /// URL, password redacted.
+        url: String,
+        /// Driver error.
+        source: sqlx::Error,
+    },
+    /// A configured table, column or predicate does not work.
+    #[error("source: {what} does not work: {source}")]
+    Schema {
+        /// The table, column or predicate, as configured.
+        what: String,
+        /// Driver error.
+        source: sqlx::Error,
+    },
+    /// A scan query failed.
+    #[error("source: {context} failed: {source}")]
+    Query {
+        /// What was being read.
+        context: &'static str,
+        /// Driver error.
+        source: sqlx::Error,
+    },
+}
+
+/// One inactive user of a page.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Inactive {
+    /// Primary key.
+    pub id: i64,
+    /// Email, if any.
+    pub email: Option<String>,
+    /// Username, if any.
+    pub username: Option<String>,
+    /// Whether the exclusion predicate matched (staff, superusers...).
+    pub excluded: bool,
+}
+
+/// A connected source.
+pub struct SourceReader {
+    dialect: Dialect,
+    pool: Pool,
+    config: Source,
+}
+
+impl SourceReader {
+    /// Connects and checks that the table, every configured column and the exclusion
+    /// predicate work, naming the first one that does not.
+    pub async fn connect(config: &Source) -> Result<Self, SourceError> {
+        let url = config.url.clone().ok_or(SourceError::NoUrl)?;
+        let (dialect, pool) = Pool::connect(&url)
+            .await
+            .map_err(|source| SourceError::Connect {
+                url: crate::store::redact_url(&url),
+                source,
+            })?;
+        let reader = Self {
+            dialect,
+            pool,
+            config: config.clone(),
+        };
+        let table = dialect.quote(&config.table);
+        let mut probes = vec![(
+            format!("table {}", config.table),
+            format!("SELECT 1 FROM {table} WHERE 1 = 0"),
+        )];
+        for column in [
+            &config.id_column,
+            &config.email_column,
+            &config.username_column,
+            &config.last_login_column,
+            &config.date_joined_column,
+        ] {
+            probes.push((
+                format!("column {}.{column}", config.table),
+                format!("SELECT {} FROM {table} WHERE 1 = 0", dialect.quote(column)),
+            ));
+        }
+        probes.push((
+            format!("source.exclude predicate {:?}", config.exclude),
+            format!("SELECT 1 FROM {table} WHERE ({}) AND 1 = 0", config.exclude),
+        ));
+        for (what, sql) in probes {
+            with_pool!(&reader.pool, p => sqlx::query(sqlx::AssertSqlSafe(sql)).fetch_all(p).await.map(|_| ()))
+                .map_err(|source| SourceError::Schema { what, source })?;
+        }
+        Ok(reader)
+    }
+
+    /// Number of users in the table (the base of `max_new_share`).
+    pub async fn count_users(&self) -> Result<i64, SourceError> {
+        let sql = format!(
+            "SELECT COUNT(*) FROM {}",
+            self.dialect.quote(&self.config.table)
+        );
+        let count = with_pool!(&self.pool, p => sqlx::query(sqlx::AssertSqlSafe(sql)).fetch_one(p).await.and_then(|r| r.try_get::<i64, _>(0)));
+        count.map_err(|source| SourceError::Query {
+            context: "counting users",
+            source,
+        })
+    }
+
+    /// Up to `limit` users with id > `after` whose last activity (last login, or sign-up
+    /// for those who never logged in) is before `cutoff`, in id order.
+    pub async fn inactive_page(
+        &self,
+        after: i64,
+        cutoff: NaiveDateTime,
+        limit: usize,
+    ) -> Result<Vec<Inactive>, SourceError> {
+        let d = self.dialect;
+        let c = &self.config;
+        let id = d.quote(&c.id_column);
+        // The exclusion predicate is operator config (like a view definition), so it is
+        // spliced as written; every value is bound.
+        let sql = format!(
+            "SELECT {id_expr} AS id, {email} AS email, {username} AS username, \
+             CASE WHEN ({exclude}) THEN 1 ELSE 0 END AS excluded \
+             FROM {table} WHERE {id} > {p1} AND COALESCE({last_login}, {joined}) < {p2} \
+             ORDER BY {id} LIMIT {p3}",
+            id_expr = d.bigint(&id),
+            email = d.quote(&c.email_column),
+            username = d.quote(&c.username_column),
+            exclude = c.exclude,
+            table = d.quote(&c.table),
+            last_login = d.quote(&c.last_login_column),
+            joined = d.quote(&c.date_joined_column),
+            p1 = d.param(1),
+            p2 = d.param(2),
+            p3 = d.param(3),
+        );
+        let rows = with_pool!(&self.pool, p => {
+            let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+                .bind(after)
+                .bind(cutoff)
+                .bind(limit as i64)
+                .fetch_all(p)
+                .await;
+            rows.and_then(|rows| {
+                rows.iter()
+                    .map(|r| {
+                        let excluded = r
+                            .try_get::<i64, _>("excluded")
+                            .or_else(|_| r.try_get::<i32, _>("excluded").map(i64::from))?;
+                        Ok(Inactive {
+                            id: r.try_get("id")?,
+                            email: r.try_get("email")?,
+                            username: r.try_get("username")?,
+                            excluded: excluded != 0,
+                        })
+                    })
+                    .collect::<Result<Vec<_>, sqlx::Error>>()
+            })
+        });
+        rows.map_err(|source| SourceError::Query {
+            context: "reading a page of inactive users",
+            source,
+        })
+    }
+}

@@ -1,0 +1,324 @@
+//! Scanning the source: inactivity (never-logged-in users counted from sign-up), exclusions,
+//! allow-lists, idempotence, the blast-radius guard and keyset paging under deletions.
+
+mod common;
+
+use chrono::{DateTime, Utc};
+use common::{Kind, TestDb, config, key, noop_pipeline};
+use lethe::config::{Config, Source};
+use lethe::driver::scan::{ScanOptions, scan};
+use lethe::sql::source::SourceReader;
+
+/// A MariaDB database with a small auth_user, dropped at the end.
+struct Users {
+    url: String,
+    name: String,
+}
+
+fn admin() -> String {
+    std::env::var("LETHE_TEST_MYSQL_URL")
+        .unwrap_or_else(|_| "mysql://root@127.0.0.1:3306/test".into())
+}
+
+async fn exec(url: &str, statements: &[&str]) {
+    use sqlx::Connection;
+    let mut conn = sqlx::MySqlConnection::connect(url).await.unwrap();
+    for s in statements {
+        sqlx::query(sqlx::AssertSqlSafe(s.to_string()))
+            .execute(&mut conn)
+            .await
+            .unwrap_or_else(|e| panic!("{s}: {e}"));
+    }
+}
+
+impl Users {
+    async fn new() -> Users {
+        let name = format!(
+            "lethe_scan_{}_{}",
+            std::process::id(),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .subsec_nanos()
+        );
+        exec(&admin(), &[&format!("CREATE DATABASE {name}")]).await;
+        let root = admin();
+        let url = format!("{}/{name}", &root[..root.rfind('/').unwrap()]);
+        exec(
+            &url,
+            &["CREATE TABLE auth_user (id INT PRIMARY KEY AUTO_INCREMENT, username VARCHAR(150) NOT NULL, \
+               email VARCHAR(254) NOT NULL, is_staff TINYINT NOT NULL DEFAULT 0, is_superuser TINYINT NOT NULL DEFAULT 0, \
+               last_login DATETIME(6) NULL, date_joined DATETIME(6) NOT NULL)"],
+        )
+        .await;
+        // id: (last_login, date_joined, staff, superuser, email)
+        let rows = [
+            (1, Some("2015-01-01"), "2014-01-01", 0, 0, "old@example.org"),
+            (
+                2,
+                Some("2026-01-01"),
+                "2014-01-01",
+                0,
+                0,
+                "recent@example.org",
+            ),
+            (3, None, "2015-06-01", 0, 0, "never@example.org"),
+            (4, None, "2026-06-01", 0, 0, "newcomer@example.org"),
+            (
+                5,
+                Some("2015-01-01"),
+                "2014-01-01",
+                1,
+                0,
+                "staff@example.org",
+            ),
+            (
+                6,
+                Some("2015-01-01"),
+                "2014-01-01",
+                0,
+                1,
+                "root@example.org",
+            ),
+            (
+                7,
+                Some("2015-01-01"),
+                "2014-01-01",
+                0,
+                0,
+                "keep@partner.org",
+            ),
+            (8, Some("2015-01-01"), "2014-01-01", 0, 0, "dpo@example.org"),
+            (
+                9,
+                Some("2015-01-01"),
+                "2014-01-01",
+                0,
+                0,
+                "allowed-id@example.org",
+            ),
+            (
+                10,
+                Some("2016-01-01"),
+                "2014-01-01",
+                0,
+                0,
+                "old2@example.org",
+            ),
+        ];
+        let mut inserts = Vec::new();
+        for (id, login, joined, staff, su, email) in rows {
+            let login = login
+                .map(|l| format!("'{l}'"))
+                .unwrap_or_else(|| "NULL".into());
+            inserts.push(format!(
+                "INSERT INTO auth_user VALUES ({id}, 'u{id}', '{email}', {staff}, {su}, {login}, '{joined}')"
+            ));
+        }
+        let refs: Vec<&str> = inserts.iter().map(String::as_str).collect();
+        exec(&url, &refs).await;
+        Users { url, name }
+    }
+
+    fn source(&self, extra: &str) -> Source {
+        let text = format!(
+            "{}\n[source]\nurl = \"{}\"\nallow_ids = [9]\nallow_emails = [\"DPO@example.org\"]\nallow_domains = [\"partner.org\"]\n{extra}\n",
+            noop_pipeline("", ""),
+            self.url
+        );
+        let (_, pipeline) =
+            Config::from_texts("states.toml", common::STATES, "pipeline.toml", &text).unwrap();
+        pipeline.source.unwrap()
+    }
+}
+
+impl Drop for Users {
+    fn drop(&mut self) {
+        let name = self.name.clone();
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(exec(
+                &admin(),
+                &[&format!("DROP DATABASE IF EXISTS {name}")],
+            ));
+        })
+        .join();
+    }
+}
+
+fn now() -> DateTime<Utc> {
+    "2026-11-22T10:00:00Z".parse().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scan_finds_inactive_users_and_respects_exclusions() {
+    let users = Users::new().await;
+    // A tiny table: the default share limit (5% of all users) would refuse any scan.
+    let source = users.source("max_new_share = 1.0");
+    let reader = SourceReader::connect(&source).await.unwrap();
+    let db = TestDb::new(Kind::Sqlite).await;
+    let (graph, pipeline) = config(&noop_pipeline("", ""));
+    let store = db.store(&graph).await;
+
+    let dry = scan(
+        store.as_ref(),
+        &graph,
+        &reader,
+        &source,
+        &pipeline.policy,
+        &key(),
+        now(),
+        ScanOptions {
+            dry_run: true,
+            limit: None,
+        },
+    )
+    .await
+    .unwrap();
+    // Inactive: 1, 3 (never logged in, joined 2015), 5, 6, 7, 8, 9, 10; excluded: 5, 6 (staff,
+    // superuser), 7 (domain), 8 (email), 9 (id).
+    assert_eq!(
+        (dry.counts.seen, dry.counts.inactive, dry.counts.excluded),
+        (10, 8, 5)
+    );
+    assert_eq!(dry.first, vec![1, 3, 10]);
+    assert_eq!(
+        store.stats().await.unwrap(),
+        vec![],
+        "a dry run writes nothing"
+    );
+
+    let report = scan(
+        store.as_ref(),
+        &graph,
+        &reader,
+        &source,
+        &pipeline.policy,
+        &key(),
+        now(),
+        ScanOptions::default(),
+    )
+    .await
+    .unwrap();
+    assert_eq!((report.counts.enqueued, report.counts.already_open), (3, 0));
+    assert_eq!(
+        store.stats().await.unwrap(),
+        vec![("PENDING".to_string(), 3)]
+    );
+    let r = store
+        .find(&lethe::store::Lookup::subject("3", None))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(r.reason, "inactive");
+
+    // Idempotent: the same scan again opens nothing new.
+    let again = scan(
+        store.as_ref(),
+        &graph,
+        &reader,
+        &source,
+        &pipeline.policy,
+        &key(),
+        now(),
+        ScanOptions::default(),
+    )
+    .await
+    .unwrap();
+    assert_eq!((again.counts.enqueued, again.counts.already_open), (0, 3));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_blast_radius_guard_enqueues_nothing_and_says_why() {
+    let users = Users::new().await;
+    let db = TestDb::new(Kind::Sqlite).await;
+    let (graph, pipeline) = config(&noop_pipeline("", ""));
+    let store = db.store(&graph).await;
+    let source = users.source("max_new_per_scan = 2\nmax_new_share = 1.0");
+    let reader = SourceReader::connect(&source).await.unwrap();
+    let report = scan(
+        store.as_ref(),
+        &graph,
+        &reader,
+        &source,
+        &pipeline.policy,
+        &key(),
+        now(),
+        ScanOptions::default(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(report.counts.enqueued, 0);
+    let why = report.counts.refused.unwrap();
+    assert!(
+        why.contains("3 new candidates exceed source.max_new_per_scan = 2 by 1"),
+        "{why}"
+    );
+    assert_eq!(store.stats().await.unwrap(), vec![]);
+
+    let source = users.source("max_new_share = 0.2");
+    let report = scan(
+        store.as_ref(),
+        &graph,
+        &reader,
+        &source,
+        &pipeline.policy,
+        &key(),
+        now(),
+        ScanOptions::default(),
+    )
+    .await
+    .unwrap();
+    let why = report.counts.refused.unwrap();
+    assert!(
+        why.contains("max_new_share = 20.00% (2 users) by 1"),
+        "{why}"
+    );
+    assert_eq!(store.stats().await.unwrap(), vec![]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keyset_paging_neither_skips_nor_repeats_while_rows_are_deleted() {
+    let users = Users::new().await;
+    let source = users.source("batch_size = 2");
+    let reader = SourceReader::connect(&source).await.unwrap();
+    let cutoff = "2021-11-22T00:00:00".parse().unwrap();
+    let first = reader.inactive_page(i64::MIN, cutoff, 2).await.unwrap();
+    assert_eq!(first.iter().map(|u| u.id).collect::<Vec<_>>(), vec![1, 3]);
+    // Rows before and after the cursor disappear between pages.
+    exec(&users.url, &["DELETE FROM auth_user WHERE id IN (1, 5)"]).await;
+    let mut seen: Vec<i64> = first.iter().map(|u| u.id).collect();
+    let mut after = 3;
+    loop {
+        let page = reader.inactive_page(after, cutoff, 2).await.unwrap();
+        let Some(last) = page.last() else { break };
+        after = last.id;
+        seen.extend(page.iter().map(|u| u.id));
+    }
+    assert_eq!(seen, vec![1, 3, 6, 7, 8, 9, 10]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bad_source_column_is_named() {
+    let users = Users::new().await;
+    let source = users.source("last_login_column = \"last_seen\"");
+    let err = SourceReader::connect(&source)
+        .await
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        err.contains("column auth_user.last_seen does not work"),
+        "{err}"
+    );
+    let source = users.source("table = \"users\"");
+    let err = SourceReader::connect(&source)
+        .await
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(err.contains("table users does not work"), "{err}");
+}
