@@ -1,0 +1,247 @@
+//! `cargo bench --bench sql_delete`: retire 10,000 typical users (about 100 rows each) of
+//! the edX-like fixture on the local MariaDB through the sql_delete handler, batches of 500.
+//! Baseline in the same run: the same plan, one user per transaction, one statement per
+//! table (what per-user tools do at best). heavy_ms: one learner with 10,000
+//! courseware_studentmodule rows and 20,000 history rows, alone.
+//! The admin URL comes from `LETHE_BENCH_MYSQL_URL` (default: local `test` database).
+
+#[path = "../tests/common/edx.rs"]
+mod edx;
+
+use anyhow::Context;
+use lethe::config::Config;
+use lethe::sql::Dialect;
+use lethe::sql::target::{Subject, SubjectResult, Target};
+use sqlx::Connection;
+use std::time::Instant;
+
+const USERS: i64 = 10_000;
+const BASELINE_USERS: i64 = 1_000;
+const BATCH: usize = 500;
+const HEAVY: i64 = 99_999;
+
+const STATES: &str = "[[state]]\nname = \"RETIRING\"\n[[state]]\nname = \"COMPLETE\"\nrole = \"complete\"\n\
+[[state]]\nname = \"ERRORED\"\nrole = \"errored\"\n[[state]]\nname = \"ABORTED\"\nrole = \"aborted\"\n";
+
+async fn exec(url: &str, statements: &[String]) -> anyhow::Result<()> {
+    let mut conn = sqlx::MySqlConnection::connect(url).await?;
+    for s in statements {
+        sqlx::query(sqlx::AssertSqlSafe(s.clone()))
+            .execute(&mut conn)
+            .await
+            .with_context(|| s.clone())?;
+    }
+    Ok(())
+}
+
+/// Typical users 1..=USERS with about 100 rows each, and the heavy learner, set-based.
+fn seed() -> Vec<String> {
+    let mut sql = vec![
+        format!(
+            "INSERT INTO auth_user SELECT seq, CONCAT('u', seq), CONCAT('u', seq, '@example.org'), 0, 0, \
+             '2015-01-01', '2014-01-01', NULL FROM seq_1_to_{USERS}"
+        ),
+        format!(
+            "INSERT INTO auth_user VALUES ({HEAVY}, 'heavy', 'heavy@example.org', 0, 0, '2015-01-01', '2014-01-01', NULL)"
+        ),
+        // 20 modules with 2 history rows each: 60 rows.
+        format!("INSERT INTO courseware_studentmodule SELECT u.seq * 100 + k.seq, 'x', u.seq FROM seq_1_to_{USERS} u, seq_1_to_20 k"),
+        format!(
+            "INSERT INTO courseware_studentmodulehistory SELECT (m.id * 2) + h.seq, 'x', m.id \
+             FROM courseware_studentmodule m, seq_0_to_1 h"
+        ),
+        // 3 enrollments with an attribute and an audit row each: 9 rows.
+        format!("INSERT INTO student_courseenrollment SELECT u.seq * 10 + k.seq, 'x', u.seq FROM seq_1_to_{USERS} u, seq_1_to_3 k"),
+        "INSERT INTO student_courseenrollmentattribute SELECT id, 'x', id FROM student_courseenrollment".into(),
+        "INSERT INTO student_manualenrollmentaudit SELECT id, 'x', id, NULL FROM student_courseenrollment".into(),
+        format!("INSERT INTO student_courseenrollmentallowed SELECT seq, 'x', CONCAT('u', seq, '@example.org') FROM seq_1_to_{USERS}"),
+        // The heavy learner: 10,000 modules, 20,000 history rows.
+        format!("INSERT INTO courseware_studentmodule SELECT {HEAVY} * 100000 + seq, 'x', {HEAVY} FROM seq_1_to_10000"),
+        format!(
+            "INSERT INTO courseware_studentmodulehistory SELECT m.id * 2 + h.seq, 'x', m.id \
+             FROM courseware_studentmodule m, seq_0_to_1 h WHERE m.student_id = {HEAVY}"
+        ),
+    ];
+    // One row in every other table with a NOT NULL user link (about 30 rows).
+    for (table, links) in edx::TABLES {
+        let Some((column, _, _)) = links
+            .iter()
+            .find(|(_, t, nullable)| *t == "auth_user" && !nullable)
+        else {
+            continue;
+        };
+        let skip = [
+            "courseware_studentmodule",
+            "student_courseenrollment",
+            "experiments_experimentkeyvalue",
+            "authtoken_token",
+            "course_creators_coursecreator",
+        ];
+        if skip.contains(table) {
+            continue;
+        }
+        let extra = links
+            .iter()
+            .filter(|(c, _, _)| c != column)
+            .map(|_| ", NULL")
+            .collect::<String>();
+        let cols = std::iter::once("id, data".to_string())
+            .chain(std::iter::once(column.to_string()))
+            .chain(
+                links
+                    .iter()
+                    .filter(|(c, _, _)| c != column)
+                    .map(|(c, _, _)| c.to_string()),
+            )
+            .collect::<Vec<_>>()
+            .join(", ");
+        sql.push(format!(
+            "INSERT INTO {table} ({cols}) SELECT seq, 'x', seq{extra} FROM seq_1_to_{USERS}"
+        ));
+    }
+    sql
+}
+
+async fn rows_total(url: &str) -> anyhow::Result<i64> {
+    let mut conn = sqlx::MySqlConnection::connect(url).await?;
+    let mut total = 0;
+    for table in edx::all_tables() {
+        let n: i64 =
+            sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SELECT COUNT(*) FROM {table}")))
+                .fetch_one(&mut conn)
+                .await?;
+        total += n;
+    }
+    Ok(total)
+}
+
+fn subjects(ids: impl Iterator<Item = i64>) -> Vec<Subject> {
+    let warned = Some("2020-01-01T00:00:00Z".parse().expect("time"));
+    ids.map(|id| Subject {
+        id,
+        active_after: warned,
+    })
+    .collect()
+}
+
+fn peak_rss_mb() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines().find(|l| l.starts_with("VmHWM:")).and_then(|l| {
+                l.split_whitespace()
+                    .nth(1)
+                    .and_then(|kb| kb.parse::<u64>().ok())
+            })
+        })
+        .map(|kb| kb / 1024)
+        .unwrap_or(0)
+}
+
+async fn run(admin: &str, name: &str) -> anyhow::Result<()> {
+    let root = &admin[..admin.rfind('/').context("a database in the URL")?];
+    let url = format!("{root}/{name}");
+    exec(admin, &[format!("CREATE DATABASE {name}")]).await?;
+    exec(&url, &edx::ddl(Dialect::MySql)).await?;
+    let started = Instant::now();
+    exec(&url, &seed()).await?;
+    let total = rows_total(&url).await?;
+    println!(
+        "sql_delete bench: fixture of {} tables, {USERS} typical users + 1 heavy, {total} rows, seeded in {:.1}s (not timed)",
+        edx::all_tables().len(),
+        started.elapsed().as_secs_f64()
+    );
+    let pipeline_text = format!(
+        "[[stage]]\nstate = \"RETIRING\"\nhandler = \"sql_delete\"\ntarget = \"edx\"\n{}",
+        edx::target_toml(&url)
+    );
+    let (_, pipeline) = Config::from_texts("states.toml", STATES, "pipeline.toml", &pipeline_text)?;
+    let target = Target::connect(&pipeline.targets[0]).await?;
+    println!(
+        "plan: {} statements per batch",
+        target.plan.steps.len() + target.plan.protect.len() + 2
+    );
+
+    // Baseline first, on users 1..=BASELINE_USERS: one user per transaction.
+    let started = Instant::now();
+    for id in 1..=BASELINE_USERS {
+        let report = target.retire(&subjects(std::iter::once(id))).await?;
+        anyhow::ensure!(
+            report.subjects[&id]
+                == SubjectResult::Retired {
+                    already_gone: false
+                },
+            "baseline: user {id} not retired"
+        );
+    }
+    let baseline = BASELINE_USERS as f64 / started.elapsed().as_secs_f64();
+    println!(
+        "baseline: {BASELINE_USERS} users one per transaction in {:.2}s = {baseline:.0} users/s",
+        started.elapsed().as_secs_f64()
+    );
+
+    // Ours: the rest in batches.
+    let ours_ids: Vec<i64> = (BASELINE_USERS + 1..=USERS).collect();
+    let started = Instant::now();
+    let mut retired = 0;
+    for chunk in ours_ids.chunks(BATCH) {
+        let report = target.retire(&subjects(chunk.iter().copied())).await?;
+        retired += report
+            .subjects
+            .values()
+            .filter(|r| {
+                **r == SubjectResult::Retired {
+                    already_gone: false,
+                }
+            })
+            .count();
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    anyhow::ensure!(
+        retired == ours_ids.len(),
+        "ours retired {retired} of {}",
+        ours_ids.len()
+    );
+    let ours = ours_ids.len() as f64 / elapsed;
+    println!(
+        "ours: {} users in batches of {BATCH} in {elapsed:.2}s = {ours:.0} users/s",
+        ours_ids.len()
+    );
+
+    let started = Instant::now();
+    let report = target.retire(&subjects(std::iter::once(HEAVY))).await?;
+    let heavy_ms = started.elapsed().as_millis();
+    anyhow::ensure!(
+        report.subjects[&HEAVY]
+            == SubjectResult::Retired {
+                already_gone: false
+            },
+        "heavy learner not retired"
+    );
+    println!("heavy learner: 10,000 modules + 20,000 history rows in {heavy_ms} ms");
+
+    let left = rows_total(&url).await?;
+    println!("rows left: {left} (the kept, nullified rows of others only)");
+    println!("peak RSS: {} MB", peak_rss_mb());
+    println!(
+        "RESULT bench=sql_delete ours={ours:.0} baseline={baseline:.0} ratio={:.2} heavy_ms={heavy_ms}",
+        ours / baseline
+    );
+    Ok(())
+}
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    let admin = std::env::var("LETHE_BENCH_MYSQL_URL")
+        .unwrap_or_else(|_| "mysql://root@127.0.0.1:3306/test".into());
+    let name = format!("lethe_bench_del_{}", std::process::id());
+    let result = run(&admin, &name).await;
+    let _ = exec(&admin, &[format!("DROP DATABASE IF EXISTS {name}")]).await;
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("sql_delete bench failed: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
