@@ -67,7 +67,21 @@ impl Pool {
     pub async fn connect(url: &str) -> Result<(Dialect, Pool), sqlx::Error> {
         let dialect = Dialect::from_url(url).map_err(|e| sqlx::Error::Configuration(e.into()))?;
         let pool = match dialect {
-            Dialect::MySql => Pool::MySql(MySqlPool::connect(url).await?),
+            // READ COMMITTED: deletions by explicit keys need no gap locks, and without them
+            // concurrent batches (and the platform's own traffic) do not block each other.
+            Dialect::MySql => Pool::MySql(
+                sqlx::mysql::MySqlPoolOptions::new()
+                    .after_connect(|conn, _| {
+                        Box::pin(async move {
+                            use sqlx::Executor;
+                            conn.execute("SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED")
+                                .await
+                                .map(|_| ())
+                        })
+                    })
+                    .connect(url)
+                    .await?,
+            ),
             Dialect::Postgres => Pool::Postgres(PgPool::connect(url).await?),
             Dialect::Sqlite => Pool::Sqlite(SqlitePool::connect(url).await?),
         };
@@ -132,6 +146,9 @@ pub struct Target {
     pub plan: Plan,
     /// Activity column of the root table.
     pub activity_column: String,
+    /// One deleting transaction at a time per target: concurrent batches would deadlock
+    /// on the root table's rows (and load the platform's database for no gain).
+    serial: tokio::sync::Mutex<()>,
 }
 
 fn redact(url: &str) -> String {
@@ -180,6 +197,7 @@ impl Target {
             pool,
             plan,
             activity_column: config.activity_column.clone(),
+            serial: tokio::sync::Mutex::new(()),
         })
     }
 
@@ -205,6 +223,7 @@ impl Target {
             return Ok(report);
         }
         let ids: Vec<i64> = subjects.iter().map(|s| s.id).collect();
+        let _serial = self.serial.lock().await;
         with_pool!(&self.pool, pool => {
             let mut tx = match d {
                 Dialect::Sqlite => pool.begin_with("BEGIN IMMEDIATE").await,
@@ -270,7 +289,10 @@ impl Target {
                     for id in &go {
                         query = query.bind(*id);
                     }
+                    let started = std::time::Instant::now();
                     let done = query.execute(&mut *tx).await.map_err(self.query_error(format!("{} {}", action_name(&step.action), step.link)))?;
+                    tracing::debug!(target = %self.name, link = %step.link, action = action_name(&step.action),
+                        rows = done.rows_affected(), ms = started.elapsed().as_millis() as u64, "plan step");
                     if done.rows_affected() > 0 {
                         *report.rows.entry(format!("{} ({})", step.table(), action_name(&step.action))).or_default() += done.rows_affected();
                     }
