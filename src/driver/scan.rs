@@ -54,41 +54,57 @@ pub async fn scan(
     now: DateTime<Utc>,
     options: ScanOptions,
 ) -> Result<ScanReport, ScanError> {
-    let total = reader.count_users().await?;
+    let started = std::time::Instant::now();
     let cutoff = (now
         - chrono::Duration::from_std(policy.inactive_after).unwrap_or(chrono::Duration::MAX))
     .naive_utc();
     let mut counts = ScanRecord {
         started_at: now,
-        seen: total,
         ..ScanRecord::default()
     };
     let mut candidates: Vec<Inactive> = Vec::new();
-    let mut after = i64::MIN;
-    'pages: loop {
-        let page = reader
-            .inactive_page(after, cutoff, source.batch_size)
-            .await?;
-        let Some(last) = page.last() else { break };
-        after = last.id;
-        let full = page.len() == source.batch_size;
-        for user in page {
-            counts.inactive += 1;
-            if user.excluded || source.allowed(user.id, user.email.as_deref()) {
-                counts.excluded += 1;
-                continue;
+    // The user count (the base of the share limit) runs beside the pages, on its own connection.
+    let pages = async {
+        let mut after = i64::MIN;
+        'pages: loop {
+            let page = reader
+                .inactive_page(after, cutoff, source.batch_size)
+                .await?;
+            let Some(last) = page.last() else { break };
+            after = last.id;
+            let full = page.len() == source.batch_size;
+            for user in page {
+                counts.inactive += 1;
+                if user.excluded || source.allowed(user.id, user.email.as_deref()) {
+                    counts.excluded += 1;
+                    continue;
+                }
+                if options.limit.is_some_and(|limit| candidates.len() >= limit) {
+                    break 'pages;
+                }
+                candidates.push(user);
             }
-            if options.limit.is_some_and(|limit| candidates.len() >= limit) {
-                break 'pages;
+            if !full {
+                break;
             }
-            candidates.push(user);
         }
-        if !full {
-            break;
-        }
-    }
+        Ok::<(), SourceError>(())
+    };
+    let (total, pages) = tokio::join!(reader.count_users(), pages);
+    pages?;
+    let total = total?;
+    counts.seen = total;
+    tracing::debug!(
+        ms = started.elapsed().as_millis() as u64,
+        candidates = candidates.len(),
+        "scan: pages read"
+    );
     let subjects: Vec<String> = candidates.iter().map(|c| c.id.to_string()).collect();
     let open = store.open_among(&subjects).await?;
+    tracing::debug!(
+        ms = started.elapsed().as_millis() as u64,
+        "scan: open retirements checked"
+    );
     counts.already_open = open.len() as i64;
     let new: Vec<&Inactive> = candidates
         .iter()

@@ -129,13 +129,15 @@ impl SourceReader {
         let d = self.dialect;
         let c = &self.config;
         let id = d.quote(&c.id_column);
+        // ORDER BY names the column with its table: the bare name would be the CAST alias,
+        // and sorting by that expression cannot use the primary key.
         // The exclusion predicate is operator config (like a view definition), so it is
         // spliced as written; every value is bound.
         let sql = format!(
             "SELECT {id_expr} AS id, {email} AS email, {username} AS username, \
              CASE WHEN ({exclude}) THEN 1 ELSE 0 END AS excluded \
              FROM {table} WHERE {id} > {p1} AND COALESCE({last_login}, {joined}) < {p2} \
-             ORDER BY {id} LIMIT {p3}",
+             ORDER BY {table}.{id} LIMIT {p3}",
             id_expr = d.bigint(&id),
             email = d.quote(&c.email_column),
             username = d.quote(&c.username_column),
