@@ -484,3 +484,73 @@ async fn the_driver_records_rows_deleted_and_protection_in_events() {
         2
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_cut_mid_transaction_rolls_back_and_the_retry_finishes() {
+    let f = Fixture::new(Dialect::MySql).await;
+    // bookmarks_bookmark comes late in the plan: make its delete wait, then cut the connection there.
+    exec(
+        &f.url,
+        &[
+            "CREATE TRIGGER slow BEFORE DELETE ON bookmarks_bookmark FOR EACH ROW \
+             BEGIN IF OLD.data = 'slow' THEN SET @waited = SLEEP(10); END IF; END"
+                .to_string(),
+            "UPDATE bookmarks_bookmark SET data = 'slow' WHERE user_id = 4".to_string(),
+        ],
+    )
+    .await;
+    let target = std::sync::Arc::new(f.target().await);
+    let before = f.counts().await;
+    let batch: Vec<Subject> = [1, 4]
+        .into_iter()
+        .map(|id| Subject {
+            id,
+            active_after: warned(),
+        })
+        .collect();
+    let running = tokio::spawn({
+        let (target, batch) = (target.clone(), batch.clone());
+        async move { target.retire(&batch).await }
+    });
+    let db = f.url.rsplit('/').next().unwrap().to_string();
+    let find = format!(
+        "SELECT COALESCE(MAX(ID), 0) FROM information_schema.PROCESSLIST WHERE DB = '{db}' AND (STATE = 'User sleep' OR INFO LIKE '%bookmarks_bookmark%')"
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let connection = loop {
+        let id = scalar(&mysql_admin_url(), find.clone()).await;
+        if id > 0 {
+            break id;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the delete never started"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
+    exec(&mysql_admin_url(), &[format!("KILL {connection}")]).await;
+    let err = running.await.unwrap().unwrap_err();
+    assert!(err.to_string().contains("rolled back"), "{err}");
+    assert_eq!(f.counts().await, before, "no subject is half-deleted");
+
+    // The retry (the driver retries the whole batch) finishes it.
+    exec(&f.url, &["DROP TRIGGER slow".to_string()]).await;
+    let report = target.retire(&batch).await.unwrap();
+    assert_eq!(
+        report.subjects[&1],
+        SubjectResult::Retired {
+            already_gone: false
+        }
+    );
+    assert_eq!(
+        report.subjects[&4],
+        SubjectResult::Retired {
+            already_gone: false
+        }
+    );
+    assert_eq!(
+        f.count("SELECT COUNT(*) FROM auth_user WHERE id IN (1, 4)")
+            .await,
+        0
+    );
+}
