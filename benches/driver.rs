@@ -11,6 +11,8 @@
 //! `LETHE_BENCH_CONCURRENCY` overrides the batches in flight (default 3, see `CONCURRENCY`).
 //! The last line printed is the machine-readable `RESULT ...` line.
 
+mod common;
+
 use anyhow::{Context, anyhow, bail, ensure};
 use chrono::{DateTime, Utc};
 use lethe::config::{Config, Pipeline};
@@ -215,7 +217,7 @@ async fn phases(
     admin_exec(&admin, &format!("DROP DATABASE {ours_db} WITH (FORCE)")).await?;
     let baseline = baseline(&base_url, &graph, concurrency).await?;
     let ratio = ours / baseline;
-    let rss_mb = peak_rss_mb()?;
+    let rss_mb = common::peak_rss_mb();
     println!("peak RSS (VmHWM): {rss_mb} MB");
     Ok(format!(
         "RESULT bench=driver ours={:.0} baseline={:.0} ratio={ratio:.2} rss_mb={rss_mb}",
@@ -431,15 +433,4 @@ async fn verify(phase: &str, pool: &PgPool) -> anyhow::Result<()> {
         bail!("{phase}: verification failed");
     }
     Ok(())
-}
-
-/// Peak resident set size of this process, from VmHWM, in MB.
-fn peak_rss_mb() -> anyhow::Result<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").context("read /proc/self/status")?;
-    let kb: u64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .context("no VmHWM in /proc/self/status")?;
-    Ok(kb.div_ceil(1024))
 }

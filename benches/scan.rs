@@ -4,6 +4,8 @@
 //! same run: one plain SELECT streaming the same inactive rows.
 //! The admin URL comes from `LETHE_BENCH_MYSQL_URL` (default: local `test` database).
 
+mod common;
+
 use anyhow::Context;
 use futures_util::TryStreamExt;
 use lethe::config::Config;
@@ -18,37 +20,12 @@ const USERS: i64 = 1_000_000;
 const STATES: &str = "[[state]]\nname = \"PENDING\"\n[[state]]\nname = \"COMPLETE\"\nrole = \"complete\"\n\
 [[state]]\nname = \"ERRORED\"\nrole = \"errored\"\n[[state]]\nname = \"ABORTED\"\nrole = \"aborted\"\n";
 
-async fn exec(url: &str, statements: &[String]) -> anyhow::Result<()> {
-    let mut conn = sqlx::MySqlConnection::connect(url).await?;
-    for s in statements {
-        sqlx::query(sqlx::AssertSqlSafe(s.clone()))
-            .execute(&mut conn)
-            .await
-            .with_context(|| s.clone())?;
-    }
-    Ok(())
-}
-
-fn peak_rss_mb() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines().find(|l| l.starts_with("VmHWM:")).and_then(|l| {
-                l.split_whitespace()
-                    .nth(1)
-                    .and_then(|kb| kb.parse::<u64>().ok())
-            })
-        })
-        .map(|kb| kb / 1024)
-        .unwrap_or(0)
-}
-
 async fn run(admin: &str, name: &str, store_path: &str) -> anyhow::Result<()> {
     let root = &admin[..admin.rfind('/').context("a database in the URL")?];
     let url = format!("{root}/{name}");
-    exec(admin, &[format!("CREATE DATABASE {name}")]).await?;
+    common::mysql_exec(admin, &[format!("CREATE DATABASE {name}")]).await?;
     let started = Instant::now();
-    exec(
+    common::mysql_exec(
         &url,
         &[
             "CREATE TABLE auth_user (id INT PRIMARY KEY AUTO_INCREMENT, username VARCHAR(150) NOT NULL, \
@@ -133,7 +110,7 @@ async fn run(admin: &str, name: &str, store_path: &str) -> anyhow::Result<()> {
     println!(
         "RESULT bench=scan ours={ours:.0} baseline={baseline:.0} ratio={:.2} rss_mb={}",
         ours / baseline,
-        peak_rss_mb()
+        common::peak_rss_mb()
     );
     Ok(())
 }
@@ -151,7 +128,7 @@ async fn main() -> std::process::ExitCode {
         .display()
         .to_string();
     let result = run(&admin, &name, &store_path).await;
-    let _ = exec(&admin, &[format!("DROP DATABASE IF EXISTS {name}")]).await;
+    let _ = common::mysql_exec(&admin, &[format!("DROP DATABASE IF EXISTS {name}")]).await;
     for suffix in ["", "-wal", "-shm"] {
         let _ = std::fs::remove_file(format!("{store_path}{suffix}"));
     }

@@ -8,6 +8,8 @@
 #[path = "../tests/common/edx.rs"]
 mod edx;
 
+mod common;
+
 use anyhow::Context;
 use lethe::config::Config;
 use lethe::sql::Dialect;
@@ -23,17 +25,6 @@ const HEAVY: i64 = 99_999;
 
 const STATES: &str = "[[state]]\nname = \"RETIRING\"\n[[state]]\nname = \"COMPLETE\"\nrole = \"complete\"\n\
 [[state]]\nname = \"ERRORED\"\nrole = \"errored\"\n[[state]]\nname = \"ABORTED\"\nrole = \"aborted\"\n";
-
-async fn exec(url: &str, statements: &[String]) -> anyhow::Result<()> {
-    let mut conn = sqlx::MySqlConnection::connect(url).await?;
-    for s in statements {
-        sqlx::query(sqlx::AssertSqlSafe(s.clone()))
-            .execute(&mut conn)
-            .await
-            .with_context(|| s.clone())?;
-    }
-    Ok(())
-}
 
 /// Typical users 1..=USERS with about 100 rows each, and the heavy learner, set-based.
 fn seed() -> Vec<String> {
@@ -125,27 +116,13 @@ fn subjects(ids: impl Iterator<Item = i64>) -> Vec<Subject> {
     .collect()
 }
 
-fn peak_rss_mb() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines().find(|l| l.starts_with("VmHWM:")).and_then(|l| {
-                l.split_whitespace()
-                    .nth(1)
-                    .and_then(|kb| kb.parse::<u64>().ok())
-            })
-        })
-        .map(|kb| kb / 1024)
-        .unwrap_or(0)
-}
-
 async fn run(admin: &str, name: &str) -> anyhow::Result<()> {
     let root = &admin[..admin.rfind('/').context("a database in the URL")?];
     let url = format!("{root}/{name}");
-    exec(admin, &[format!("CREATE DATABASE {name}")]).await?;
-    exec(&url, &edx::ddl(Dialect::MySql)).await?;
+    common::mysql_exec(admin, &[format!("CREATE DATABASE {name}")]).await?;
+    common::mysql_exec(&url, &edx::ddl(Dialect::MySql)).await?;
     let started = Instant::now();
-    exec(&url, &seed()).await?;
+    common::mysql_exec(&url, &seed()).await?;
     let total = rows_total(&url).await?;
     println!(
         "sql_delete bench: fixture of {} tables, {USERS} typical users + 1 heavy, {total} rows, seeded in {:.1}s (not timed)",
@@ -243,7 +220,7 @@ async fn run(admin: &str, name: &str) -> anyhow::Result<()> {
 
     let left = rows_total(&url).await?;
     println!("rows left: {left} (the kept, nullified rows of others only)");
-    println!("peak RSS: {} MB", peak_rss_mb());
+    println!("peak RSS: {} MB", common::peak_rss_mb());
     println!(
         "RESULT bench=sql_delete ours={ours:.0} baseline={baseline:.0} ratio={:.2} heavy_ms={heavy_ms}",
         ours / baseline
@@ -260,7 +237,7 @@ async fn main() -> std::process::ExitCode {
         .unwrap_or_else(|_| "mysql://root@127.0.0.1:3306/test".into());
     let name = format!("lethe_bench_del_{}", std::process::id());
     let result = run(&admin, &name).await;
-    let _ = exec(&admin, &[format!("DROP DATABASE IF EXISTS {name}")]).await;
+    let _ = common::mysql_exec(&admin, &[format!("DROP DATABASE IF EXISTS {name}")]).await;
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {

@@ -656,6 +656,48 @@ pub(crate) use {
     retirement_columns,
 };
 
+/// The embedded migrations of one backend (`migrations/<dir>/`), in version order.
+macro_rules! embedded_migrator {
+    ($dir:literal) => {
+        $crate::store::migrator_of(&[
+            (
+                1,
+                "init",
+                include_str!(concat!("../../migrations/", $dir, "/0001_init.sql")),
+            ),
+            (
+                2,
+                "claim index",
+                include_str!(concat!("../../migrations/", $dir, "/0002_claim_index.sql")),
+            ),
+        ])
+    };
+}
+
+pub(crate) use embedded_migrator;
+
+/// Builds a migrator from embedded (version, description, SQL) triples.
+pub(crate) fn migrator_of(
+    migrations: &[(i64, &'static str, &'static str)],
+) -> sqlx::migrate::Migrator {
+    use sqlx::SqlSafeStr;
+    use sqlx::migrate::{Migration, MigrationType, Migrator};
+    Migrator::with_migrations(
+        migrations
+            .iter()
+            .map(|(version, description, sql)| {
+                Migration::new(
+                    *version,
+                    (*description).into(),
+                    MigrationType::Simple,
+                    sql.into_sql_str(),
+                    false,
+                )
+            })
+            .collect(),
+    )
+}
+
 /// Truncates to microseconds, the precision both backends keep.
 pub fn truncate_micros(t: DateTime<Utc>) -> DateTime<Utc> {
     use chrono::{DurationRound, TimeDelta};

@@ -67,32 +67,6 @@ impl PgStore {
             .ctx("lock the state sync")?;
         Ok(())
     }
-
-    fn migrator() -> sqlx::migrate::Migrator {
-        use sqlx::SqlSafeStr;
-        use sqlx::migrate::{Migration, MigrationType, Migrator};
-        let migration = |version, description: &'static str, sql: &'static str| {
-            Migration::new(
-                version,
-                description.into(),
-                MigrationType::Simple,
-                sql.into_sql_str(),
-                false,
-            )
-        };
-        Migrator::with_migrations(vec![
-            migration(
-                1,
-                "init",
-                include_str!("../../migrations/postgres/0001_init.sql"),
-            ),
-            migration(
-                2,
-                "claim index",
-                include_str!("../../migrations/postgres/0002_claim_index.sql"),
-            ),
-        ])
-    }
 }
 
 #[async_trait]
@@ -104,7 +78,9 @@ impl Store for PgStore {
     }
 
     async fn migrate(&self) -> Result<(), StoreError> {
-        Self::migrator().run(&self.pool).await?;
+        super::embedded_migrator!("postgres")
+            .run(&self.pool)
+            .await?;
         Ok(())
     }
 

@@ -58,32 +58,6 @@ impl SqliteStore {
     ) -> Result<(), StoreError> {
         Ok(())
     }
-
-    fn migrator() -> sqlx::migrate::Migrator {
-        use sqlx::SqlSafeStr;
-        use sqlx::migrate::{Migration, MigrationType, Migrator};
-        let migration = |version, description: &'static str, sql: &'static str| {
-            Migration::new(
-                version,
-                description.into(),
-                MigrationType::Simple,
-                sql.into_sql_str(),
-                false,
-            )
-        };
-        Migrator::with_migrations(vec![
-            migration(
-                1,
-                "init",
-                include_str!("../../migrations/sqlite/0001_init.sql"),
-            ),
-            migration(
-                2,
-                "claim index",
-                include_str!("../../migrations/sqlite/0002_claim_index.sql"),
-            ),
-        ])
-    }
 }
 
 #[async_trait]
@@ -95,7 +69,7 @@ impl Store for SqliteStore {
     }
 
     async fn migrate(&self) -> Result<(), StoreError> {
-        Self::migrator().run(&self.pool).await?;
+        super::embedded_migrator!("sqlite").run(&self.pool).await?;
         Ok(())
     }
 
