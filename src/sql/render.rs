@@ -119,10 +119,13 @@ pub fn step(d: Dialect, plan: &Plan, step: &Step, n: usize) -> Rendered {
         Action::Anonymize(set) => set.clone(),
     };
     let deleting = matches!(step.action, Action::Delete | Action::Protect);
+    let direct = step.path.len() == 1 && refs_root_key(plan, &step.path[0]);
     match d {
-        // MySQL/MariaDB: multi-table DML joins use indexes; IN-subqueries in single-table
-        // DELETE/UPDATE may not (dependent subqueries scan the whole table).
-        Dialect::MySql => {
+        // MySQL/MariaDB, deeper levels: multi-table DML joins use indexes; IN-subqueries in
+        // single-table DELETE/UPDATE may not (dependent subqueries scan the whole table).
+        // Direct links to the root keep the single-table form, which deletes in place
+        // (multi-table DELETE first collects the row ids in a temporary structure).
+        Dialect::MySql if !direct => {
             if deleting {
                 let (from, _) = joined(d, plan, &step.path, 1, n);
                 Rendered {
@@ -139,7 +142,7 @@ pub fn step(d: Dialect, plan: &Plan, step: &Step, n: usize) -> Rendered {
                 }
             }
         }
-        Dialect::Postgres | Dialect::Sqlite => {
+        Dialect::MySql | Dialect::Postgres | Dialect::Sqlite => {
             let table = d.quote(step.table());
             if deleting {
                 Rendered {
@@ -282,7 +285,7 @@ mod tests {
         let anon = step(Dialect::MySql, &p, find(&p, "forum_post.author_id"), 1);
         assert_eq!(
             anon.sql,
-            "UPDATE `forum_post` AS t0 SET t0.`body` = ?, t0.`author_id` = NULL WHERE t0.`author_id` IN (?)"
+            "UPDATE `forum_post` SET `body` = ?, `author_id` = NULL WHERE `author_id` IN (?)"
         );
         assert_eq!(anon.leading, vec![Value::Text("[deleted]".into())]);
     }
