@@ -216,6 +216,25 @@ async fn scan_finds_inactive_users_and_respects_exclusions() {
     assert_eq!(r.reason, "inactive");
 
     // Idempotent: the same scan again opens nothing new.
+    // source.inactive_after overrides the policy: after 20 years, nobody here is inactive.
+    let strict = users.source("max_new_share = 1.0\ninactive_after = \"7300d\"");
+    let none = scan(
+        store.as_ref(),
+        &graph,
+        &reader,
+        &strict,
+        &pipeline.policy,
+        &key(),
+        now(),
+        ScanOptions {
+            dry_run: true,
+            limit: None,
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(none.counts.inactive, 0);
+
     let again = scan(
         store.as_ref(),
         &graph,

@@ -25,6 +25,8 @@ pub struct Source {
     pub last_login_column: String,
     /// Sign-up column, the activity of users who never logged in.
     pub date_joined_column: String,
+    /// How long without activity makes a user a candidate; `policy.inactive_after` when unset.
+    pub inactive_after: Option<HumanDuration>,
     /// SQL predicate on the users table that excludes a user (staff, superusers...).
     /// Operator config, spliced into the scan query as written.
     pub exclude: String,
@@ -54,6 +56,7 @@ impl Default for Source {
             username_column: "username".into(),
             last_login_column: "last_login".into(),
             date_joined_column: "date_joined".into(),
+            inactive_after: None,
             exclude: "is_staff = 1 OR is_superuser = 1".into(),
             allow_ids: Vec::new(),
             allow_emails: Vec::new(),
@@ -94,6 +97,16 @@ impl Source {
                     "{} is out of range (allowed: above 0, at most 1)",
                     self.max_new_share
                 ),
+            ));
+        }
+        if let Some(after) = self.inactive_after
+            && after.0 < Duration::from_secs(86_400)
+        {
+            return Err(invalid(
+                file,
+                "source.inactive_after",
+                Some(&after.to_string()),
+                "must be at least 1d",
             ));
         }
         if self.scan_interval.0 < Duration::from_secs(1) {

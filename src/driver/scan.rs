@@ -56,7 +56,13 @@ pub async fn scan(
 ) -> Result<ScanReport, ScanError> {
     let started = std::time::Instant::now();
     let cutoff = (now
-        - chrono::Duration::from_std(policy.inactive_after).unwrap_or(chrono::Duration::MAX))
+        - chrono::Duration::from_std(
+            source
+                .inactive_after
+                .map(|d| d.0)
+                .unwrap_or(policy.inactive_after),
+        )
+        .unwrap_or(chrono::Duration::MAX))
     .naive_utc();
     let mut counts = ScanRecord {
         started_at: now,
