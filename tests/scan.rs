@@ -153,6 +153,33 @@ fn now() -> DateTime<Utc> {
     "2026-11-22T10:00:00Z".parse().unwrap()
 }
 
+/// One scan at `now()`, optionally dry.
+async fn run_scan(
+    store: &std::sync::Arc<dyn lethe::store::Store>,
+    graph: &lethe::domain::StateGraph,
+    reader: &SourceReader,
+    source: &Source,
+    pipeline: &lethe::config::Pipeline,
+    dry_run: bool,
+) -> lethe::driver::scan::ScanReport {
+    let options = ScanOptions {
+        dry_run,
+        limit: None,
+    };
+    scan(
+        store.as_ref(),
+        graph,
+        reader,
+        source,
+        &pipeline.policy,
+        &key(),
+        now(),
+        options,
+    )
+    .await
+    .unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn scan_finds_inactive_users_and_respects_exclusions() {
     let users = Users::new().await;
@@ -163,21 +190,7 @@ async fn scan_finds_inactive_users_and_respects_exclusions() {
     let (graph, pipeline) = config(&noop_pipeline("", ""));
     let store = db.store(&graph).await;
 
-    let dry = scan(
-        store.as_ref(),
-        &graph,
-        &reader,
-        &source,
-        &pipeline.policy,
-        &key(),
-        now(),
-        ScanOptions {
-            dry_run: true,
-            limit: None,
-        },
-    )
-    .await
-    .unwrap();
+    let dry = run_scan(&store, &graph, &reader, &source, &pipeline, true).await;
     // Inactive: 1, 3 (never logged in, joined 2015), 5, 6, 7, 8, 9, 10; excluded: 5, 6 (staff,
     // superuser), 7 (domain), 8 (email), 9 (id).
     assert_eq!(
@@ -191,18 +204,7 @@ async fn scan_finds_inactive_users_and_respects_exclusions() {
         "a dry run writes nothing"
     );
 
-    let report = scan(
-        store.as_ref(),
-        &graph,
-        &reader,
-        &source,
-        &pipeline.policy,
-        &key(),
-        now(),
-        ScanOptions::default(),
-    )
-    .await
-    .unwrap();
+    let report = run_scan(&store, &graph, &reader, &source, &pipeline, false).await;
     assert_eq!((report.counts.enqueued, report.counts.already_open), (3, 0));
     assert_eq!(
         store.stats().await.unwrap(),
@@ -218,35 +220,10 @@ async fn scan_finds_inactive_users_and_respects_exclusions() {
     // Idempotent: the same scan again opens nothing new.
     // source.inactive_after overrides the policy: after 20 years, nobody here is inactive.
     let strict = users.source("max_new_share = 1.0\ninactive_after = \"7300d\"");
-    let none = scan(
-        store.as_ref(),
-        &graph,
-        &reader,
-        &strict,
-        &pipeline.policy,
-        &key(),
-        now(),
-        ScanOptions {
-            dry_run: true,
-            limit: None,
-        },
-    )
-    .await
-    .unwrap();
+    let none = run_scan(&store, &graph, &reader, &strict, &pipeline, true).await;
     assert_eq!(none.counts.inactive, 0);
 
-    let again = scan(
-        store.as_ref(),
-        &graph,
-        &reader,
-        &source,
-        &pipeline.policy,
-        &key(),
-        now(),
-        ScanOptions::default(),
-    )
-    .await
-    .unwrap();
+    let again = run_scan(&store, &graph, &reader, &source, &pipeline, false).await;
     assert_eq!((again.counts.enqueued, again.counts.already_open), (0, 3));
 }
 
@@ -258,18 +235,7 @@ async fn the_blast_radius_guard_enqueues_nothing_and_says_why() {
     let store = db.store(&graph).await;
     let source = users.source("max_new_per_scan = 2\nmax_new_share = 1.0");
     let reader = SourceReader::connect(&source).await.unwrap();
-    let report = scan(
-        store.as_ref(),
-        &graph,
-        &reader,
-        &source,
-        &pipeline.policy,
-        &key(),
-        now(),
-        ScanOptions::default(),
-    )
-    .await
-    .unwrap();
+    let report = run_scan(&store, &graph, &reader, &source, &pipeline, false).await;
     assert_eq!(report.counts.enqueued, 0);
     let why = report.counts.refused.unwrap();
     assert!(
@@ -279,18 +245,7 @@ async fn the_blast_radius_guard_enqueues_nothing_and_says_why() {
     assert_eq!(store.stats().await.unwrap(), vec![]);
 
     let source = users.source("max_new_share = 0.2");
-    let report = scan(
-        store.as_ref(),
-        &graph,
-        &reader,
-        &source,
-        &pipeline.policy,
-        &key(),
-        now(),
-        ScanOptions::default(),
-    )
-    .await
-    .unwrap();
+    let report = run_scan(&store, &graph, &reader, &source, &pipeline, false).await;
     let why = report.counts.refused.unwrap();
     assert!(
         why.contains("max_new_share = 20.00% (2 users) by 1"),
