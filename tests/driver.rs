@@ -366,20 +366,21 @@ impl Handler for Slow {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn long_handlers_keep_their_lease() {
     let db = TestDb::new(Kind::Sqlite).await;
-    let text = noop_pipeline("", "lease = \"1s\"");
+    let text = noop_pipeline("", "lease = \"2s\"");
     let (graph, _) = config(&text);
     let store = db.store(&graph).await;
     store
         .enqueue("PENDING", &subjects(1, 4), "cli", chrono::Utc::now())
         .await
         .unwrap();
-    // The handler's work takes 2.5 leases; renewals every third of a lease keep it.
+    // The handler's work takes 2.5 leases; renewals every third of a lease keep it
+    // (a lease of 2s leaves room for a loaded CI machine).
     let slow = driver(
         store.clone(),
         &text,
         "slow",
         Arc::new(SystemClock),
-        Some(("PENDING", Arc::new(Slow(Duration::from_millis(2500))))),
+        Some(("PENDING", Arc::new(Slow(Duration::from_millis(5000))))),
     );
     let running = tokio::spawn({
         let slow = slow.clone();
@@ -388,7 +389,7 @@ async fn long_handlers_keep_their_lease() {
     while state_of(store.as_ref(), "1").await.lease_owner.is_none() {
         tokio::task::yield_now().await;
     }
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(4);
     let mut stolen = 0;
     while tokio::time::Instant::now() < deadline {
         stolen += store
