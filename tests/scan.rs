@@ -4,7 +4,7 @@
 mod common;
 
 use chrono::{DateTime, Utc};
-use common::{Kind, TestDb, config, key, noop_pipeline};
+use common::{Kind, TestDb, config, exec, key, noop_pipeline};
 use lethe::config::{Config, Source};
 use lethe::driver::scan::{ScanOptions, scan};
 use lethe::sql::source::SourceReader;
@@ -13,22 +13,6 @@ use lethe::sql::source::SourceReader;
 struct Users {
     url: String,
     name: String,
-}
-
-fn admin() -> String {
-    std::env::var("LETHE_TEST_MYSQL_URL")
-        .unwrap_or_else(|_| "mysql://root@127.0.0.1:3306/test".into())
-}
-
-async fn exec(url: &str, statements: &[&str]) {
-    use sqlx::Connection;
-    let mut conn = sqlx::MySqlConnection::connect(url).await.unwrap();
-    for s in statements {
-        sqlx::query(sqlx::AssertSqlSafe(s.to_string()))
-            .execute(&mut conn)
-            .await
-            .unwrap_or_else(|e| panic!("{s}: {e}"));
-    }
 }
 
 impl Users {
@@ -41,8 +25,12 @@ impl Users {
                 .unwrap()
                 .subsec_nanos()
         );
-        exec(&admin(), &[&format!("CREATE DATABASE {name}")]).await;
-        let root = admin();
+        exec(
+            &common::mysql_admin_url(),
+            &[&format!("CREATE DATABASE {name}")],
+        )
+        .await;
+        let root = common::mysql_admin_url();
         let url = format!("{}/{name}", &root[..root.rfind('/').unwrap()]);
         exec(
             &url,
@@ -141,7 +129,7 @@ impl Drop for Users {
                 .build()
                 .unwrap();
             rt.block_on(exec(
-                &admin(),
+                &common::mysql_admin_url(),
                 &[&format!("DROP DATABASE IF EXISTS {name}")],
             ));
         })

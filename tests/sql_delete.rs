@@ -5,7 +5,7 @@
 mod common;
 
 use common::edx::{self, Owned};
-use common::{Kind, TestDb};
+use common::{Kind, TestDb, exec, mysql_admin_url, scalar};
 use lethe::config::Config;
 use lethe::sql::Dialect;
 use lethe::sql::target::{Subject, SubjectResult, Target};
@@ -17,50 +17,6 @@ struct Fixture {
     _pg_or_sqlite: Option<TestDb>,
     mysql_name: Option<String>,
     owned: Owned,
-}
-
-fn mysql_admin_url() -> String {
-    std::env::var("LETHE_TEST_MYSQL_URL")
-        .unwrap_or_else(|_| "mysql://root@127.0.0.1:3306/test".into())
-}
-
-async fn exec(url: &str, statements: &[String]) {
-    use sqlx::Connection;
-    let d = Dialect::from_url(url).unwrap();
-    macro_rules! run {
-        ($conn:ty) => {{
-            let mut conn = <$conn>::connect(url).await.unwrap();
-            for s in statements {
-                sqlx::query(sqlx::AssertSqlSafe(s.clone()))
-                    .execute(&mut conn)
-                    .await
-                    .unwrap_or_else(|e| panic!("{s}: {e}"));
-            }
-        }};
-    }
-    match d {
-        Dialect::MySql => run!(sqlx::MySqlConnection),
-        Dialect::Postgres => run!(sqlx::PgConnection),
-        Dialect::Sqlite => run!(sqlx::SqliteConnection),
-    }
-}
-
-async fn scalar(url: &str, sql: String) -> i64 {
-    use sqlx::Connection;
-    macro_rules! one {
-        ($conn:ty) => {{
-            let mut conn = <$conn>::connect(url).await.unwrap();
-            sqlx::query_scalar::<_, i64>(sqlx::AssertSqlSafe(sql.clone()))
-                .fetch_one(&mut conn)
-                .await
-                .unwrap_or_else(|e| panic!("{sql}: {e}"))
-        }};
-    }
-    match Dialect::from_url(url).unwrap() {
-        Dialect::MySql => one!(sqlx::MySqlConnection),
-        Dialect::Postgres => one!(sqlx::PgConnection),
-        Dialect::Sqlite => one!(sqlx::SqliteConnection),
-    }
 }
 
 impl Fixture {

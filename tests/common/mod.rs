@@ -196,6 +196,51 @@ pub fn t0() -> chrono::DateTime<chrono::Utc> {
     "2026-11-22T10:00:00Z".parse().expect("time")
 }
 
+/// The MariaDB admin URL of the tests (database `test` exists on every machine).
+pub fn mysql_admin_url() -> String {
+    std::env::var("LETHE_TEST_MYSQL_URL")
+        .unwrap_or_else(|_| "mysql://root@127.0.0.1:3306/test".into())
+}
+
+/// Runs statements on any of the three databases, naming the one that fails.
+pub async fn exec<S: AsRef<str>>(url: &str, statements: &[S]) {
+    let d = lethe::sql::Dialect::from_url(url).unwrap();
+    macro_rules! run {
+        ($conn:ty) => {{
+            let mut conn = <$conn>::connect(url).await.unwrap();
+            for s in statements {
+                sqlx::query(sqlx::AssertSqlSafe(s.as_ref().to_string()))
+                    .execute(&mut conn)
+                    .await
+                    .unwrap_or_else(|e| panic!("{}: {e}", s.as_ref()));
+            }
+        }};
+    }
+    match d {
+        lethe::sql::Dialect::MySql => run!(sqlx::MySqlConnection),
+        lethe::sql::Dialect::Postgres => run!(sqlx::PgConnection),
+        lethe::sql::Dialect::Sqlite => run!(sqlx::SqliteConnection),
+    }
+}
+
+/// One integer from any of the three databases.
+pub async fn scalar(url: &str, sql: String) -> i64 {
+    macro_rules! one {
+        ($conn:ty) => {{
+            let mut conn = <$conn>::connect(url).await.unwrap();
+            sqlx::query_scalar::<_, i64>(sqlx::AssertSqlSafe(sql.clone()))
+                .fetch_one(&mut conn)
+                .await
+                .unwrap_or_else(|e| panic!("{sql}: {e}"))
+        }};
+    }
+    match lethe::sql::Dialect::from_url(url).unwrap() {
+        lethe::sql::Dialect::MySql => one!(sqlx::MySqlConnection),
+        lethe::sql::Dialect::Postgres => one!(sqlx::PgConnection),
+        lethe::sql::Dialect::Sqlite => one!(sqlx::SqliteConnection),
+    }
+}
+
 /// Generates `postgres::NAME` and `sqlite::NAME` tests calling `NAME(Kind)` for each name.
 #[macro_export]
 macro_rules! per_backend {
