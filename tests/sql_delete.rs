@@ -510,3 +510,88 @@ async fn a_connection_cut_mid_transaction_rolls_back_and_the_retry_finishes() {
         0
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_chosen_as_deadlock_victim_is_rerun_and_finishes() {
+    use sqlx::{Connection, Executor};
+    let f = Fixture::new(Dialect::MySql).await;
+    let target = std::sync::Arc::new(f.target().await);
+    let before = f.counts().await;
+    // Another transaction, heavier than the batch (so InnoDB picks the batch as the victim),
+    // holds a row the batch deletes late in its plan.
+    let mut other = sqlx::MySqlConnection::connect(&f.url).await.unwrap();
+    other
+        .execute("CREATE TABLE scratch (n INT PRIMARY KEY)")
+        .await
+        .unwrap();
+    other.execute("BEGIN").await.unwrap();
+    other
+        .execute("INSERT INTO scratch SELECT seq FROM seq_1_to_20000")
+        .await
+        .unwrap();
+    other
+        .execute("UPDATE bookmarks_bookmark SET data = 'held' WHERE user_id = 1")
+        .await
+        .unwrap();
+    let running = tokio::spawn({
+        let target = target.clone();
+        async move {
+            target
+                .retire(&[Subject {
+                    id: 1,
+                    active_after: warned(),
+                }])
+                .await
+        }
+    });
+    // Wait until the batch waits on that row, holding the root row.
+    let db = f.url.rsplit('/').next().unwrap().to_string();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while scalar(
+        &mysql_admin_url(),
+        format!(
+            "SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE DB = '{db}' \
+             AND INFO LIKE 'DELETE FROM `bookmarks_bookmark`%'"
+        ),
+    )
+    .await
+        == 0
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the batch never waited"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let deadlocks = || async {
+        scalar(
+            &mysql_admin_url(),
+            "SELECT CAST(VARIABLE_VALUE AS SIGNED) FROM information_schema.GLOBAL_STATUS \
+             WHERE VARIABLE_NAME = 'INNODB_DEADLOCKS'"
+                .to_string(),
+        )
+        .await
+    };
+    let deadlocks_before = deadlocks().await;
+    // Now the other transaction wants the batch's root row: a deadlock.
+    other
+        .execute("SELECT id FROM auth_user WHERE id = 1 FOR UPDATE")
+        .await
+        .unwrap();
+    other.execute("ROLLBACK").await.unwrap();
+    other.execute("DROP TABLE scratch").await.unwrap();
+    let report = running.await.unwrap().unwrap();
+    assert!(deadlocks().await > deadlocks_before, "no deadlock happened");
+    assert_eq!(
+        report.subjects[&1],
+        SubjectResult::Retired {
+            already_gone: false
+        }
+    );
+    let after = f.counts().await;
+    for (table, count) in &before {
+        let gone = f.owned.get(&(table.to_string(), 1)).copied().unwrap_or(0)
+            + i64::from(*table == "auth_user");
+        assert_eq!(after[table], count - gone, "{table}: only user 1's rows go");
+    }
+}

@@ -35,6 +35,8 @@ struct TargetSection {
     root_key: String,
     #[serde(default = "default_activity_column")]
     activity_column: String,
+    #[serde(default = "default_parallel_batches")]
+    parallel_batches: usize,
     #[serde(default)]
     protect: Vec<String>,
     #[serde(default)]
@@ -75,6 +77,10 @@ fn default_activity_column() -> String {
     "last_login".into()
 }
 
+fn default_parallel_batches() -> usize {
+    2
+}
+
 /// A relational database lethe deletes subjects from (`[[target]]`).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Target {
@@ -84,6 +90,8 @@ pub struct Target {
     pub url: Option<String>,
     /// Column re-checked for activity inside the deleting transaction.
     pub activity_column: String,
+    /// Deleting transactions at once on this target (deadlocked batches are rerun).
+    pub parallel_batches: usize,
     /// Root, policies and extra links.
     pub rules: crate::sql::plan::Rules,
 }
@@ -386,6 +394,14 @@ fn parse_targets(file: &str, sections: Vec<TargetSection>) -> Result<Vec<Target>
                 )
             })?;
         }
+        if t.parallel_batches == 0 {
+            return Err(invalid(
+                file,
+                format!("{at}.parallel_batches"),
+                Some("0"),
+                "must be at least 1",
+            ));
+        }
         let mut rules = Rules {
             root_table: t.root_table.clone(),
             root_key: t.root_key.clone(),
@@ -457,6 +473,7 @@ fn parse_targets(file: &str, sections: Vec<TargetSection>) -> Result<Vec<Target>
             name: t.name,
             url: t.url,
             activity_column: t.activity_column,
+            parallel_batches: t.parallel_batches,
             rules,
         };
         if let Ok(url) = std::env::var(target.url_env()) {

@@ -146,9 +146,8 @@ pub struct Target {
     pub plan: Plan,
     /// Activity column of the root table.
     pub activity_column: String,
-    /// One deleting transaction at a time per target: concurrent batches would deadlock
-    /// on the root table's rows (and load the platform's database for no gain).
-    serial: tokio::sync::Mutex<()>,
+    /// Bounds the deleting transactions running at once on this target.
+    slots: tokio::sync::Semaphore,
 }
 
 fn redact(url: &str) -> String {
@@ -163,24 +162,18 @@ impl Target {
             target: config.name.clone(),
             problem: format!("no URL: set {} (or url in pipeline.toml)", config.url_env()),
         })?;
-        let dialect = Dialect::from_url(&url).map_err(|problem| TargetError::Config {
+        Dialect::from_url(&url).map_err(|problem| TargetError::Config {
             target: config.name.clone(),
             problem,
         })?;
-        let connect_error = |source| TargetError::Connect {
-            target: config.name.clone(),
-            url: redact(&url),
-            source,
-        };
-        let pool = match dialect {
-            Dialect::MySql => Pool::MySql(MySqlPool::connect(&url).await.map_err(connect_error)?),
-            Dialect::Postgres => {
-                Pool::Postgres(PgPool::connect(&url).await.map_err(connect_error)?)
-            }
-            Dialect::Sqlite => {
-                Pool::Sqlite(SqlitePool::connect(&url).await.map_err(connect_error)?)
-            }
-        };
+        // Pool::connect, so MySQL targets get READ COMMITTED like every other pool.
+        let (dialect, pool) = Pool::connect(&url)
+            .await
+            .map_err(|source| TargetError::Connect {
+                target: config.name.clone(),
+                url: redact(&url),
+                source,
+            })?;
         let schema_error = |problem: String| TargetError::Schema {
             target: config.name.clone(),
             problem,
@@ -197,7 +190,7 @@ impl Target {
             pool,
             plan,
             activity_column: config.activity_column.clone(),
-            serial: tokio::sync::Mutex::new(()),
+            slots: tokio::sync::Semaphore::new(config.parallel_batches),
         })
     }
 
@@ -216,6 +209,24 @@ impl Target {
     /// Retires a batch in one transaction: locks and re-checks the root rows, skips
     /// active and protected subjects, deletes the rest set-based. Any error rolls back.
     pub async fn retire(&self, subjects: &[Subject]) -> Result<BatchReport, TargetError> {
+        let _slot = self.slots.acquire().await;
+        let mut attempt = 1;
+        loop {
+            match self.retire_once(subjects).await {
+                // Batches touching the same rows (actor columns of each other's users) may
+                // deadlock; the database rolled the victim back whole, so it is rerun at once.
+                Err(TargetError::Query { source, .. })
+                    if attempt < DEADLOCK_RETRIES && is_deadlock(&source) =>
+                {
+                    tracing::info!(target = %self.name, attempt, "batch deadlocked, rerunning it");
+                    attempt += 1;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn retire_once(&self, subjects: &[Subject]) -> Result<BatchReport, TargetError> {
         let d = self.dialect;
         let plan = &self.plan;
         let mut report = BatchReport::default();
@@ -223,7 +234,6 @@ impl Target {
             return Ok(report);
         }
         let ids: Vec<i64> = subjects.iter().map(|s| s.id).collect();
-        let _serial = self.serial.lock().await;
         with_pool!(&self.pool, pool => {
             let mut tx = match d {
                 Dialect::Sqlite => pool.begin_with("BEGIN IMMEDIATE").await,
@@ -332,6 +342,14 @@ impl Target {
         });
         Ok(out)
     }
+}
+
+/// How many times a deadlocked batch is run before the error goes to the driver.
+const DEADLOCK_RETRIES: u32 = 5;
+
+/// Deadlock or serialization failure: SQLSTATE 40001 (MySQL 1213, PostgreSQL) or 40P01.
+fn is_deadlock(error: &sqlx::Error) -> bool {
+    matches!(error, sqlx::Error::Database(db) if matches!(db.code().as_deref(), Some("40001" | "40P01")))
 }
 
 /// A short name for an action, for events and `plan`.
