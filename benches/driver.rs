@@ -243,6 +243,7 @@ async fn prepare(
             reason: "inactive".into(),
             subject_hash: format!("h{i}"),
             email_hash: None,
+            locale: None,
         })
         .collect();
     let started = Instant::now();

@@ -191,9 +191,11 @@ impl From<crate::stages::BuildError> for Failure {
     fn from(e: crate::stages::BuildError) -> Self {
         use crate::sql::target::TargetError;
         match e {
-            crate::stages::BuildError::Target(TargetError::Connect { .. }) => {
-                Failure::Runtime(e.into())
-            }
+            crate::stages::BuildError::Target(TargetError::Connect { .. })
+            | crate::stages::BuildError::Mail(crate::mail::MailError::Unreachable { .. })
+            | crate::stages::BuildError::Source(crate::sql::source::SourceError::Connect {
+                ..
+            }) => Failure::Runtime(e.into()),
             other => Failure::Config(other.to_string()),
         }
     }
@@ -416,6 +418,26 @@ async fn check(ctx: &Ctx, connect: bool) -> Outcome {
         crate::config::HumanDuration(p.driver.lease),
         crate::config::HumanDuration(p.driver.poll_interval)
     );
+    if let Some(templates) = crate::stages::load_templates(p)? {
+        let mut names: Vec<&str> = p
+            .stages
+            .iter()
+            .filter_map(|s| match &s.settings {
+                crate::stages::StageSettings::Email(e) => Some(e.template.as_str()),
+                crate::stages::StageSettings::Grace(g) if !g.reminders.is_empty() => {
+                    Some(g.reminder_template.as_str())
+                }
+                _ => None,
+            })
+            .collect();
+        names.dedup();
+        for name in names {
+            out!(
+                "template {name}: ok in {}",
+                templates.locales_of(name).join(", ")
+            );
+        }
+    }
     let url = ctx.store_url(Some(&config));
     out!("store: {}", redact_url(&url));
     if HashKey::from_env().is_err() {
@@ -439,6 +461,15 @@ async fn check(ctx: &Ctx, connect: bool) -> Outcome {
                 .await
                 .map_err(|e| Failure::Runtime(e.into()))?;
             out!("source: reachable, {users} users in {}", source.table);
+        }
+        if let Some(email) = &config.pipeline.email {
+            let mailer = crate::mail::Mailer::new(email)
+                .map_err(|e| Failure::from(crate::stages::BuildError::from(e)))?;
+            mailer
+                .test_connection()
+                .await
+                .map_err(|e| Failure::from(crate::stages::BuildError::from(e)))?;
+            out!("smtp: reachable at {}:{}", email.host, email.port());
         }
         for target in &config.pipeline.targets {
             let connected = crate::sql::target::Target::connect(target)
@@ -780,6 +811,7 @@ async fn enqueue(
             reason: reason.to_string(),
             subject_hash: key.subject(subject),
             email_hash: email.as_deref().map(|e| key.email(e)),
+            locale: None,
         })
         .collect();
     let now = crate::store::truncate_micros(Utc::now());

@@ -6,6 +6,7 @@ pub mod cli;
 pub mod config;
 pub mod domain;
 pub mod driver;
+pub mod mail;
 pub mod pii;
 pub mod sql;
 pub mod stages;

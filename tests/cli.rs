@@ -81,12 +81,15 @@ fn check_accepts_the_shipped_preset_and_reports_missing_handlers() {
         root.join("states.toml").to_str().unwrap(),
     ]);
     assert!(
-        out.contains("PENDING              -> email      NOT IMPLEMENTED YET"),
+        out.contains("PENDING              -> email      ok")
+            && out.contains("RETIRING_SARBACANE   -> sarbacane  NOT IMPLEMENTED YET"),
         "{out}"
     );
     assert!(
         out.contains("RETIRING_EDX         -> sql_delete ok")
-            && out.contains("config valid; 4 stage(s) wait for handlers"),
+            && out.contains("template warning: ok in en, fr")
+            && out.contains("template reminder: ok in en, fr")
+            && out.contains("config valid; 2 stage(s) wait for handlers"),
         "{out}"
     );
     // run refuses those stages rather than skipping them.

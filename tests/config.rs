@@ -45,9 +45,66 @@ async fn the_shipped_edx_preset_is_valid() {
         .unwrap()
         .to_string();
     assert!(
-        err.contains("PENDING (handler email: not implemented yet"),
+        err.contains("RETIRING_SARBACANE (handler sarbacane: not implemented yet"),
         "{err}"
     );
+    assert!(!err.contains("PENDING"), "{err}");
+}
+
+#[test]
+fn email_and_grace_settings_are_checked() {
+    let email = "[email]\nfrom = \"noreply@example.org\"\ntls = \"none\"\n";
+    let with = |pending: &str, warned: &str, extra: &str| {
+        noop_pipeline("", extra)
+            .replacen(
+                "state = \"PENDING\"\nhandler = \"noop\"",
+                &format!("state = \"PENDING\"\n{pending}"),
+                1,
+            )
+            .replacen(
+                "state = \"WARNED\"\nhandler = \"noop\"",
+                &format!("state = \"WARNED\"\n{warned}"),
+                1,
+            )
+    };
+    let noop = "handler = \"noop\"";
+    let grace = "handler = \"grace\"\nrecheck = false";
+    let err = pipeline_error(&with(
+        "handler = \"email\"\ntemplate = \"warning\"",
+        noop,
+        "",
+    ));
+    assert!(err.contains("needs an [email] section"), "{err}");
+    let err = pipeline_error(&with("handler = \"email\"", noop, email));
+    assert!(err.contains("missing field `template`"), "{err}");
+    let err = pipeline_error(&with(
+        noop,
+        "handler = \"grace\"\nreminders = [\"30d\"]\nrecheck = false",
+        email,
+    ));
+    assert!(err.contains("reminders = \"30d\": a reminder is sent this long before the end of the grace period, which is 30d"), "{err}");
+    let err = pipeline_error(&with(noop, "handler = \"grace\"", email));
+    assert!(
+        err.contains("recheck = \"true\": re-checking activity needs a [source]"),
+        "{err}"
+    );
+    let err = pipeline_error(&with(
+        noop,
+        grace,
+        &email.replace("noreply@example.org", "not an address"),
+    ));
+    assert!(
+        err.contains("email.from = \"not an address\": not an address"),
+        "{err}"
+    );
+    pipeline_error(&with(
+        noop,
+        "handler = \"grace\"\nrecheck = false\nreminder = [\"7d\"]",
+        email,
+    ))
+    .contains("unknown field `reminder`")
+    .then_some(())
+    .expect("a misspelt grace setting is refused");
 }
 
 #[test]

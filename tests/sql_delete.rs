@@ -368,7 +368,7 @@ async fn the_driver_records_rows_deleted_and_protection_in_events() {
     let f = Fixture::new(Dialect::MySql).await;
     let text = format!(
         "{}{}",
-        common::noop_pipeline("", "").replace(
+        common::noop_pipeline("grace_period = \"1d\"", "").replace(
             "state = \"RETIRING_EDX\"\nhandler = \"noop\"",
             "state = \"RETIRING_EDX\"\nhandler = \"sql_delete\"\ntarget = \"edx\""
         ),
@@ -383,14 +383,22 @@ async fn the_driver_records_rows_deleted_and_protection_in_events() {
         .enqueue("PENDING", &common::subjects(1, 4), "cli", t0)
         .await
         .unwrap();
-    // User 2 comes back after the retirement was opened.
+    // Warned when opened (the noop stages send nothing); the clock is past the grace period.
+    exec(
+        &store_db.url,
+        &["UPDATE retirement SET warned_at = created_at".to_string()],
+    )
+    .await;
+    // User 2 comes back after the warning.
     exec(
         &f.url,
         &["UPDATE auth_user SET last_login = '2026-11-23 08:00:00' WHERE id = 2".to_string()],
     )
     .await;
-    let handlers = lethe::stages::build(&pipeline).await.unwrap();
     let clock = std::sync::Arc::new(ManualClock::new(t0 + chrono::Duration::days(2)));
+    let handlers = lethe::stages::build_with(&pipeline, clock.clone())
+        .await
+        .unwrap();
     let driver = std::sync::Arc::new(Driver::new(
         store.clone(),
         graph,

@@ -4,11 +4,13 @@
 //! come from these files: they are read from the environment (`LETHE_…`).
 
 mod duration;
+mod email;
 mod pipeline;
 mod source;
 mod states;
 
 pub use duration::{HumanDuration, parse_duration};
+pub use email::{Email, SMTP_HOST_ENV, SMTP_PASSWORD_ENV, SMTP_USERNAME_ENV, Tls, Undeliverable};
 pub use pipeline::{DriverTuning, Pipeline, Policy, Stage, Target, env_key};
 pub use source::{SOURCE_URL_ENV, Source};
 
@@ -72,6 +74,16 @@ impl Config {
             &display_name(pipeline_path),
             &pipeline_text,
         )
+        .map(|(graph, mut pipeline)| {
+            // Templates are found beside pipeline.toml, wherever lethe runs from.
+            if let Some(email) = &mut pipeline.email
+                && email.templates.is_relative()
+                && let Some(dir) = pipeline_path.parent()
+            {
+                email.templates = dir.join(&email.templates);
+            }
+            (graph, pipeline)
+        })
         .map(|(graph, pipeline)| Config {
             graph,
             pipeline,

@@ -22,6 +22,7 @@ struct PipelineFile {
     #[serde(default)]
     target: Vec<TargetSection>,
     source: Option<super::source::Source>,
+    email: Option<super::email::Email>,
 }
 
 #[derive(Deserialize)]
@@ -222,6 +223,8 @@ pub struct Pipeline {
     pub targets: Vec<Target>,
     /// The source of truth to scan, if configured.
     pub source: Option<super::source::Source>,
+    /// The SMTP server and templates, if configured.
+    pub email: Option<super::email::Email>,
 }
 
 impl Pipeline {
@@ -337,6 +340,15 @@ pub(super) fn parse(
             ));
         }
     }
+    let source = parsed.source.map(|s| s.validate(file)).transpose()?;
+    let email = parsed.email.map(|e| e.validate(file)).transpose()?;
+    check_notice_stages(
+        file,
+        &stages,
+        p.grace_period.0,
+        source.is_some(),
+        email.is_some(),
+    )?;
     Ok(Pipeline {
         store_url: parsed.store.url,
         policy: Policy {
@@ -357,8 +369,64 @@ pub(super) fn parse(
         },
         stages,
         targets,
-        source: parsed.source.map(|s| s.validate(file)).transpose()?,
+        source,
+        email,
     })
+}
+
+/// Email stages need `[email]`; grace reminders fall inside the grace period and need
+/// `[email]`; an activity re-check needs `[source]`.
+fn check_notice_stages(
+    file: &str,
+    stages: &[Stage],
+    grace: Duration,
+    has_source: bool,
+    has_email: bool,
+) -> Result<(), ConfigError> {
+    for stage in stages {
+        let at = format!("stage for {}", stage.state);
+        match &stage.settings {
+            StageSettings::Email(_) if !has_email => {
+                return Err(invalid(
+                    file,
+                    at,
+                    None,
+                    "handler email needs an [email] section (SMTP server, sender, templates)",
+                ));
+            }
+            StageSettings::Grace(g) => {
+                if !g.reminders.is_empty() && !has_email {
+                    return Err(invalid(
+                        file,
+                        format!("{at}.reminders"),
+                        None,
+                        "reminders need an [email] section",
+                    ));
+                }
+                if let Some(r) = g.reminders.iter().find(|r| **r >= grace) {
+                    return Err(invalid(
+                        file,
+                        format!("{at}.reminders"),
+                        Some(&HumanDuration(*r).to_string()),
+                        format!(
+                            "a reminder is sent this long before the end of the grace period, which is {} (policy.grace_period)",
+                            HumanDuration(grace)
+                        ),
+                    ));
+                }
+                if g.recheck && !has_source {
+                    return Err(invalid(
+                        file,
+                        format!("{at}.recheck"),
+                        Some("true"),
+                        "re-checking activity needs a [source] (or set recheck = false)",
+                    ));
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(())
 }
 
 fn split_link(file: &str, key: &str, text: &str) -> Result<(String, Vec<String>), ConfigError> {

@@ -25,6 +25,8 @@ pub struct Source {
     pub last_login_column: String,
     /// Sign-up column, the activity of users who never logged in.
     pub date_joined_column: String,
+    /// Column holding the user's language (`en`, `fr`...), if the table has one.
+    pub locale_column: Option<String>,
     /// How long without activity makes a user a candidate; `policy.inactive_after` when unset.
     pub inactive_after: Option<HumanDuration>,
     /// SQL predicate on the users table that excludes a user (staff, superusers...).
@@ -56,6 +58,7 @@ impl Default for Source {
             username_column: "username".into(),
             last_login_column: "last_login".into(),
             date_joined_column: "date_joined".into(),
+            locale_column: None,
             inactive_after: None,
             exclude: "is_staff = 1 OR is_superuser = 1".into(),
             allow_ids: Vec::new(),

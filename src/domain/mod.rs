@@ -3,11 +3,13 @@
 
 mod blast;
 mod graph;
+mod notice;
 mod retry;
 mod transition;
 
 pub use blast::check_blast_radius;
 pub use graph::{Role, StateDef, StateGraph};
+pub use notice::{deletion_hold, grace_ends, reminders_due};
 pub use retry::{RetrySchedule, mix, retry_entropy};
 pub use transition::{
     OperatorRefusal, Outcome, StageResult, Transition, plan_abort, plan_outcome, plan_resume,

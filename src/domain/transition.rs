@@ -42,6 +42,8 @@ pub struct StageResult {
     pub detail: Option<Value>,
     /// Set by the warning stage: when the notice was accepted.
     pub warned_at: Option<DateTime<Utc>>,
+    /// Set by the grace stage: how many reminders have been sent.
+    pub reminders_sent: Option<i32>,
 }
 
 impl StageResult {
@@ -51,6 +53,7 @@ impl StageResult {
             outcome,
             detail: None,
             warned_at: None,
+            reminders_sent: None,
         }
     }
 
@@ -88,6 +91,8 @@ pub struct Transition {
     pub detail: Value,
     /// When the warning was accepted, if this run recorded it.
     pub warned_at: Option<DateTime<Utc>>,
+    /// Reminders sent, if this run changed the count.
+    pub reminders_sent: Option<i32>,
 }
 
 /// Why an operator action is refused.
@@ -132,6 +137,7 @@ pub fn plan_outcome(
         outcome,
         detail,
         warned_at: result.warned_at,
+        reminders_sent: result.reminders_sent,
     };
     let errored = |error: &str, detail: Value| Transition {
         to_state: graph.errored().to_string(),
@@ -143,6 +149,7 @@ pub fn plan_outcome(
         outcome: "fail",
         detail,
         warned_at: result.warned_at,
+        reminders_sent: result.reminders_sent,
     };
     let detail = result.detail.as_ref();
     match &result.outcome {
@@ -157,6 +164,7 @@ pub fn plan_outcome(
                 outcome: "done",
                 detail: merge(detail, json!({})),
                 warned_at: result.warned_at,
+                reminders_sent: result.reminders_sent,
             },
             None => {
                 let error = format!("state {from} has no stage, so it has no next state");
@@ -201,6 +209,7 @@ pub fn plan_outcome(
             outcome: "cancel",
             detail: merge(detail, json!({ "why": why })),
             warned_at: result.warned_at,
+            reminders_sent: result.reminders_sent,
         },
     }
 }
@@ -238,6 +247,7 @@ pub fn plan_resume(
         outcome: "resume",
         detail: json!({ "from_failed_state": failed_state }),
         warned_at: None,
+        reminders_sent: None,
     })
 }
 
@@ -268,6 +278,7 @@ pub fn plan_abort(
         outcome: "abort",
         detail: json!({ "reason": reason }),
         warned_at: None,
+        reminders_sent: None,
     })
 }
 

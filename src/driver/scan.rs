@@ -143,6 +143,7 @@ pub async fn scan(
                 reason: "inactive".into(),
                 subject_hash: key.subject(&c.id.to_string()),
                 email_hash: c.email.as_deref().map(|e| key.email(e)),
+                locale: c.locale.clone(),
             })
             .collect();
         let outcomes = store.enqueue(graph.initial(), &rows, "scan", now).await?;

@@ -52,6 +52,8 @@ pub struct Inactive {
     pub username: Option<String>,
     /// Whether the exclusion predicate matched (staff, superusers...).
     pub excluded: bool,
+    /// Language, when the source has a locale column.
+    pub locale: Option<String>,
 }
 
 /// A connected source.
@@ -88,7 +90,10 @@ impl SourceReader {
             &config.username_column,
             &config.last_login_column,
             &config.date_joined_column,
-        ] {
+        ]
+        .into_iter()
+        .chain(&config.locale_column)
+        {
             probes.push((
                 format!("column {}.{column}", config.table),
                 format!("SELECT {} FROM {table} WHERE 1 = 0", dialect.quote(column)),
@@ -118,6 +123,53 @@ impl SourceReader {
         })
     }
 
+    /// The last login of each of `ids` that still exists (`None`: never logged in).
+    pub async fn last_logins(
+        &self,
+        ids: &[i64],
+    ) -> Result<std::collections::HashMap<i64, Option<NaiveDateTime>>, SourceError> {
+        let mut out = std::collections::HashMap::with_capacity(ids.len());
+        if ids.is_empty() {
+            return Ok(out);
+        }
+        let d = self.dialect;
+        let c = &self.config;
+        let sql = format!(
+            "SELECT {id_expr} AS id, {last_login} AS last_login FROM {table} WHERE {id} IN ({params})",
+            id_expr = d.bigint(&d.quote(&c.id_column)),
+            last_login = d.quote(&c.last_login_column),
+            table = d.quote(&c.table),
+            id = d.quote(&c.id_column),
+            params = d.params(1, ids.len()),
+        );
+        let rows = with_pool!(&self.pool, p => {
+            let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for id in ids {
+                query = query.bind(*id);
+            }
+            query.fetch_all(p).await.and_then(|rows| {
+                rows.iter()
+                    .map(|r| {
+                        let at = r
+                            .try_get::<Option<NaiveDateTime>, _>("last_login")
+                            .or_else(|_| {
+                                r.try_get::<Option<chrono::DateTime<chrono::Utc>>, _>("last_login")
+                                    .map(|t| t.map(|t| t.naive_utc()))
+                            })?;
+                        Ok((r.try_get::<i64, _>("id")?, at))
+                    })
+                    .collect::<Result<Vec<_>, sqlx::Error>>()
+            })
+        });
+        for (id, at) in rows.map_err(|source| SourceError::Query {
+            context: "re-reading the last login",
+            source,
+        })? {
+            out.insert(id, at);
+        }
+        Ok(out)
+    }
+
     /// Up to `limit` users with id > `after` whose last activity (last login, or sign-up
     /// for those who never logged in) is before `cutoff`, in id order.
     pub async fn inactive_page(
@@ -134,13 +186,18 @@ impl SourceReader {
         // The exclusion predicate is operator config (like a view definition), so it is
         // spliced as written; every value is bound.
         let sql = format!(
-            "SELECT {id_expr} AS id, {email} AS email, {username} AS username, \
+            "SELECT {id_expr} AS id, {email} AS email, {username} AS username, {locale} AS locale, \
              CASE WHEN ({exclude}) THEN 1 ELSE 0 END AS excluded \
              FROM {table} WHERE {id} > {p1} AND COALESCE({last_login}, {joined}) < {p2} \
              ORDER BY {table}.{id} LIMIT {p3}",
             id_expr = d.bigint(&id),
             email = d.quote(&c.email_column),
             username = d.quote(&c.username_column),
+            locale = c
+                .locale_column
+                .as_deref()
+                .map(|l| d.quote(l))
+                .unwrap_or_else(|| "NULL".into()),
             exclude = c.exclude,
             table = d.quote(&c.table),
             last_login = d.quote(&c.last_login_column),
@@ -167,6 +224,7 @@ impl SourceReader {
                             email: r.try_get("email")?,
                             username: r.try_get("username")?,
                             excluded: excluded != 0,
+                            locale: r.try_get::<Option<String>, _>("locale").unwrap_or(None),
                         })
                     })
                     .collect::<Result<Vec<_>, sqlx::Error>>()

@@ -1,9 +1,13 @@
 //! Stage handlers: one file per handler kind. A handler receives a batch of claimed
 //! retirements and returns one outcome per retirement; it must be idempotent.
 
+mod email;
+mod grace;
 mod noop;
 mod sql_delete;
 
+pub use email::{EmailHandler, EmailSettings, Notifier};
+pub use grace::{GraceHandler, GraceSettings};
 pub use noop::{NoopHandler, NoopSettings};
 pub use sql_delete::SqlDeleteHandler;
 
@@ -39,9 +43,10 @@ impl HandlerKind {
     /// issue that brings it.
     pub fn pending_implementation(self) -> Option<&'static str> {
         match self {
-            HandlerKind::Noop => None,
-            HandlerKind::SqlDelete => None,
-            HandlerKind::Email | HandlerKind::Grace => Some("the email and grace issue (#4)"),
+            HandlerKind::Noop
+            | HandlerKind::SqlDelete
+            | HandlerKind::Email
+            | HandlerKind::Grace => None,
             HandlerKind::Sarbacane | HandlerKind::Http | HandlerKind::Notify => {
                 Some("a later issue")
             }
@@ -54,6 +59,10 @@ impl HandlerKind {
 pub enum StageSettings {
     /// Settings of the noop handler.
     Noop(NoopSettings),
+    /// An email stage: its template.
+    Email(EmailSettings),
+    /// A grace stage: reminders and the re-check.
+    Grace(GraceSettings),
     /// A sql_delete stage: the `[[target]]` it deletes from.
     SqlDelete {
         /// Target name.
@@ -68,6 +77,8 @@ impl StageSettings {
     pub fn parse(kind: HandlerKind, table: toml::Table) -> Result<Self, (String, String)> {
         match kind {
             HandlerKind::Noop => NoopSettings::parse(table).map(StageSettings::Noop),
+            HandlerKind::Email => typed(kind, table).map(StageSettings::Email),
+            HandlerKind::Grace => typed(kind, table).map(StageSettings::Grace),
             HandlerKind::SqlDelete => {
                 let mut table = table;
                 let target = match table.remove("target") {
@@ -98,6 +109,18 @@ impl StageSettings {
     }
 }
 
+/// Deserializes settings, naming the key at fault.
+fn typed<T: serde::de::DeserializeOwned>(
+    kind: HandlerKind,
+    table: toml::Table,
+) -> Result<T, (String, String)> {
+    toml::Value::Table(table)
+        .try_into()
+        .map_err(|e: toml::de::Error| {
+            (format!("({kind} settings)"), e.message().trim().to_string())
+        })
+}
+
 /// Handler failure for a whole batch (e.g. the target is unreachable): every retirement
 /// of the batch is retried.
 #[derive(Debug, thiserror::Error)]
@@ -123,11 +146,58 @@ pub enum BuildError {
     /// A target could not be reached or does not fit the config.
     #[error(transparent)]
     Target(#[from] crate::sql::target::TargetError),
+    /// A template is missing or does not render.
+    #[error(transparent)]
+    Template(#[from] crate::mail::TemplateError),
+    /// The SMTP settings do not work.
+    #[error(transparent)]
+    Mail(#[from] crate::mail::MailError),
+    /// The source (for the grace re-check) cannot be used.
+    #[error(transparent)]
+    Source(#[from] crate::sql::source::SourceError),
+    /// A stage needs a section the pipeline lacks.
+    #[error("{0}")]
+    Missing(String),
 }
 
-/// Builds the handlers of the configured stages, connecting their targets; fails naming
-/// the stages whose handler kind has not landed yet, so nothing is silently skipped.
+/// The templates the stages of `pipeline` use, loaded and checked (a config error at start,
+/// naming the template and the variable, rather than an email with a hole in it).
+pub fn load_templates(
+    pipeline: &crate::config::Pipeline,
+) -> Result<Option<crate::mail::Templates>, BuildError> {
+    let mut names: Vec<&str> = Vec::new();
+    for stage in &pipeline.stages {
+        match &stage.settings {
+            StageSettings::Email(e) => names.push(&e.template),
+            StageSettings::Grace(g) if !g.reminders.is_empty() => names.push(&g.reminder_template),
+            _ => {}
+        }
+    }
+    let Some(email) = &pipeline.email else {
+        return Ok(None);
+    };
+    names.sort();
+    names.dedup();
+    Ok(Some(crate::mail::Templates::load(
+        &email.templates,
+        &email.default_locale,
+        &names,
+        &Notifier::config_vars(email),
+    )?))
+}
+
+/// [`build_with`] on the system clock.
 pub async fn build(pipeline: &crate::config::Pipeline) -> Result<Handlers, BuildError> {
+    build_with(pipeline, Arc::new(crate::driver::SystemClock)).await
+}
+
+/// Builds the handlers of the configured stages, connecting their targets, the source (for
+/// grace re-checks) and loading the templates; fails naming the stages whose handler kind
+/// has not landed yet, so nothing is silently skipped.
+pub async fn build_with(
+    pipeline: &crate::config::Pipeline,
+    clock: Arc<dyn crate::driver::Clock>,
+) -> Result<Handlers, BuildError> {
     let missing: Vec<String> = pipeline
         .stages
         .iter()
@@ -147,11 +217,47 @@ pub async fn build(pipeline: &crate::config::Pipeline) -> Result<Handlers, Build
     if !missing.is_empty() {
         return Err(BuildError::NotImplemented(missing.join("; ")));
     }
+    let notifier = match (load_templates(pipeline)?, &pipeline.email) {
+        (Some(templates), Some(email)) => Some(Arc::new(Notifier {
+            mailer: crate::mail::Mailer::new(email)?,
+            templates,
+            config: email.clone(),
+            grace: pipeline.policy.grace_period,
+            clock: clock.clone(),
+        })),
+        _ => None,
+    };
+    let needs_source = pipeline
+        .stages
+        .iter()
+        .any(|s| matches!(&s.settings, StageSettings::Grace(g) if g.recheck));
+    let source = match (&pipeline.source, needs_source) {
+        (Some(source), true) => Some(Arc::new(
+            crate::sql::source::SourceReader::connect(source).await?,
+        )),
+        _ => None,
+    };
     let mut targets: HashMap<String, Arc<crate::sql::target::Target>> = HashMap::new();
     let mut handlers: Handlers = HashMap::new();
     for stage in &pipeline.stages {
         let handler: Arc<dyn Handler> = match &stage.settings {
             StageSettings::Noop(settings) => Arc::new(NoopHandler::new(settings.clone())),
+            StageSettings::Email(settings) => {
+                let notifier = notifier.clone().ok_or_else(|| {
+                    BuildError::Missing(format!(
+                        "stage {} sends email but pipeline.toml has no [email] section",
+                        stage.state
+                    ))
+                })?;
+                Arc::new(EmailHandler::new(notifier, settings.clone()))
+            }
+            StageSettings::Grace(settings) => Arc::new(GraceHandler::new(
+                settings.clone(),
+                pipeline.policy.grace_period,
+                notifier.clone(),
+                source.clone(),
+                clock.clone(),
+            )),
             StageSettings::SqlDelete { target } => {
                 let connected = match targets.get(target) {
                     Some(t) => t.clone(),
@@ -169,7 +275,11 @@ pub async fn build(pipeline: &crate::config::Pipeline) -> Result<Handlers, Build
                         t
                     }
                 };
-                Arc::new(SqlDeleteHandler::new(connected))
+                Arc::new(SqlDeleteHandler::new(
+                    connected,
+                    pipeline.policy.grace_period,
+                    clock.clone(),
+                ))
             }
             StageSettings::NotYetImplemented(_) => {
                 return Err(BuildError::NotImplemented(stage.state.clone()));

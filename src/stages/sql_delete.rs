@@ -1,7 +1,8 @@
 //! The sql_delete handler: retires a batch from a relational target in one transaction.
 
 use super::{BatchError, Handler};
-use crate::domain::{Outcome, StageResult};
+use crate::domain::{Outcome, StageResult, deletion_hold};
+use crate::driver::Clock;
 use crate::sql::target::{Subject, SubjectResult, Target};
 use crate::store::Claimed;
 use async_trait::async_trait;
@@ -12,12 +13,18 @@ use std::sync::Arc;
 /// Deletes subjects from one target.
 pub struct SqlDeleteHandler {
     target: Arc<Target>,
+    grace: std::time::Duration,
+    clock: Arc<dyn Clock>,
 }
 
 impl SqlDeleteHandler {
-    /// A handler on a connected target.
-    pub fn new(target: Arc<Target>) -> Self {
-        Self { target }
+    /// A handler on a connected target; nothing is deleted before `warned_at + grace`.
+    pub fn new(target: Arc<Target>, grace: std::time::Duration, clock: Arc<dyn Clock>) -> Self {
+        Self {
+            target,
+            grace,
+            clock,
+        }
     }
 }
 
@@ -27,7 +34,13 @@ impl Handler for SqlDeleteHandler {
         let mut results = HashMap::new();
         let mut subjects = Vec::new();
         let mut by_subject: HashMap<i64, Vec<i64>> = HashMap::new();
+        let now = self.clock.now();
         for c in batch {
+            // Invariant 2, whatever the pipeline: no deletion without notice and grace.
+            if let Some(hold) = deletion_hold(&c.reason, c.warned_at, self.grace, now) {
+                results.insert(c.id, StageResult::new(hold));
+                continue;
+            }
             match c.subject.trim().parse::<i64>() {
                 Ok(id) => {
                     by_subject.entry(id).or_default().push(c.id);

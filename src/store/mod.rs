@@ -137,6 +137,8 @@ pub struct NewRetirement {
     pub subject_hash: String,
     /// HMAC of the email.
     pub email_hash: Option<String>,
+    /// Language for emails (`en`, `fr`...), when the source has one.
+    pub locale: Option<String>,
 }
 
 /// What enqueueing one subject did.
@@ -170,6 +172,10 @@ pub struct Claimed {
     pub warned_at: Option<DateTime<Utc>>,
     /// When the retirement was opened.
     pub created_at: DateTime<Utc>,
+    /// Language for emails, if known.
+    pub locale: Option<String>,
+    /// Grace reminders sent so far.
+    pub reminders_sent: i32,
 }
 
 /// A transition to apply in a write-back, with the fence it was claimed under.
@@ -588,6 +594,8 @@ macro_rules! decode_claimed {
                 attempt: row.try_get("attempt")?,
                 warned_at: row.try_get("warned_at")?,
                 created_at: row.try_get("created_at")?,
+                locale: row.try_get("locale")?,
+                reminders_sent: row.try_get("reminders_sent")?,
             })
         })()
     }};
@@ -640,7 +648,7 @@ macro_rules! retirement_columns {
 /// Columns of a `Claimed`, for claim RETURNING clauses.
 macro_rules! claimed_columns {
     () => {
-        "id, subject, email, username, reason, state, attempt, warned_at, created_at"
+        "id, subject, email, username, reason, state, attempt, warned_at, created_at, locale, reminders_sent"
     };
 }
 
@@ -669,6 +677,11 @@ macro_rules! embedded_migrator {
                 2,
                 "claim index",
                 include_str!(concat!("../../migrations/", $dir, "/0002_claim_index.sql")),
+            ),
+            (
+                3,
+                "notice",
+                include_str!(concat!("../../migrations/", $dir, "/0003_notice.sql")),
             ),
         ])
     };

@@ -104,12 +104,12 @@ impl Store for PgStore {
             };
             let rows = sqlx::query(
                 "WITH input AS ( \
-                   SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[]) \
-                   AS u(subject, email, username, subject_hash, email_hash, reason)), \
+                   SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $10::text[]) \
+                   AS u(subject, email, username, subject_hash, email_hash, reason, locale)), \
                  created AS ( \
-                   INSERT INTO retirement (subject, email, username, subject_hash, email_hash, reason, \
+                   INSERT INTO retirement (subject, email, username, subject_hash, email_hash, reason, locale, \
                      state, due_at, attempt, created_at, updated_at) \
-                   SELECT subject, email, username, subject_hash, email_hash, reason, $7, $8, 0, $8, $8 FROM input \
+                   SELECT subject, email, username, subject_hash, email_hash, reason, locale, $7, $8, 0, $8, $8 FROM input \
                    ON CONFLICT (subject) WHERE ended_at IS NULL DO NOTHING \
                    RETURNING id, subject, reason), \
                  events AS ( \
@@ -126,6 +126,7 @@ impl Store for PgStore {
             .bind(initial_state)
             .bind(now)
             .bind(actor)
+            .bind(column(|n| n.locale.clone()))
             .fetch_all(&mut *tx)
             .await
             .ctx("insert retirements")?;
@@ -191,7 +192,7 @@ impl Store for PgStore {
              attempt = r.attempt + 1, updated_at = $3 \
              WHERE r.id = ANY(ARRAY(SELECT id FROM retirement WHERE ended_at IS NULL AND due_at IS NOT NULL \
              AND due_at <= $3 ORDER BY due_at, id LIMIT $4 FOR UPDATE SKIP LOCKED)) RETURNING ",
-            "r.id, r.subject, r.email, r.username, r.reason, r.state, r.attempt, r.warned_at, r.created_at"
+            "r.id, r.subject, r.email, r.username, r.reason, r.state, r.attempt, r.warned_at, r.created_at, r.locale, r.reminders_sent"
         ))
         .bind(owner)
         .bind(until)
@@ -302,6 +303,10 @@ impl Store for PgStore {
             applied.iter().map(|a| a.transition.warned_at).collect();
         let outcomes: Vec<&str> = applied.iter().map(|a| a.transition.outcome).collect();
         let relays: Vec<Option<DateTime<Utc>>> = applied.iter().map(|a| a.relay).collect();
+        let reminders: Vec<Option<i32>> = applied
+            .iter()
+            .map(|a| a.transition.reminders_sent)
+            .collect();
         let details: Vec<String> = applied
             .iter()
             .map(|a| a.transition.detail.to_string())
@@ -311,14 +316,16 @@ impl Store for PgStore {
             "WITH input AS ( \
                SELECT * FROM UNNEST($3::bigint[], $4::text[], $5::int[], $6::text[], $7::timestamptz[], \
                  $8::int[], $9::text[], $10::text[], $11::bool[], $12::timestamptz[], $13::text[], $14::text[], \
-                 $15::timestamptz[]) \
+                 $15::timestamptz[], $16::int[]) \
                AS u(id, from_state, fence_attempt, to_state, due_at, attempt, last_error, failed_state, \
-                 ends, warned_at, outcome, detail, relay_until)), \
+                 ends, warned_at, outcome, detail, relay_until, reminders_sent)), \
              changed AS ( \
                UPDATE retirement r SET state = i.to_state, due_at = COALESCE(i.relay_until, i.due_at), \
                  attempt = CASE WHEN i.relay_until IS NULL THEN i.attempt ELSE 1 END, \
                  last_error = i.last_error, failed_state = i.failed_state, \
                  warned_at = COALESCE(i.warned_at, r.warned_at), \
+                 reminders_sent = COALESCE(i.reminders_sent, r.reminders_sent), \
+                 locale = CASE WHEN i.ends THEN NULL ELSE r.locale END, \
                  lease_owner = CASE WHEN i.relay_until IS NULL THEN NULL ELSE $2 END, lease_until = i.relay_until, \
                  updated_at = $1, ended_at = CASE WHEN i.ends THEN $1 ELSE NULL END, \
                  subject = CASE WHEN i.ends THEN NULL ELSE r.subject END, \
@@ -348,6 +355,7 @@ impl Store for PgStore {
         .bind(&outcomes)
         .bind(&details)
         .bind(&relays)
+        .bind(&reminders)
         .fetch_all(&self.pool)
         .await
         .ctx("apply outcomes")?;

@@ -6,6 +6,7 @@
 pub(crate) const APPLY_ONE: &str = "UPDATE retirement SET state = $1, \
      due_at = COALESCE($13, $2), attempt = CASE WHEN $13 IS NULL THEN $3 ELSE 1 END, \
      last_error = $4, failed_state = $5, warned_at = COALESCE($6, warned_at), \
+     reminders_sent = COALESCE($14, reminders_sent), locale = CASE WHEN $8 THEN NULL ELSE locale END, \
      lease_owner = CASE WHEN $13 IS NULL THEN NULL ELSE $10 END, lease_until = $13, updated_at = $7, \
      ended_at = CASE WHEN $8 THEN $7 ELSE NULL END, \
      subject = CASE WHEN $8 THEN NULL ELSE subject END, \
@@ -20,8 +21,8 @@ pub(crate) const INSERT_EVENT: &str = "INSERT INTO retirement_event \
 
 /// Opens one retirement unless the subject has an open one.
 pub(crate) const ENQUEUE_ONE: &str = "INSERT INTO retirement \
-     (subject, email, username, subject_hash, email_hash, reason, state, due_at, attempt, created_at, updated_at) \
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 0, $8, $8) \
+     (subject, email, username, subject_hash, email_hash, reason, state, due_at, attempt, created_at, updated_at, locale) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 0, $8, $8, $9) \
      ON CONFLICT (subject) WHERE ended_at IS NULL DO NOTHING RETURNING id";
 
 /// The open retirement of a subject.
@@ -104,6 +105,7 @@ macro_rules! bind_apply {
             .bind(fence.map(|f| f.0))
             .bind(fence.map(|f| f.2))
             .bind($relay)
+            .bind(t.reminders_sent)
     }};
 }
 

@@ -96,6 +96,7 @@ impl Store for SqliteStore {
                 .bind(&n.reason)
                 .bind(initial_state)
                 .bind(now)
+                .bind(&n.locale)
                 .fetch_optional(&mut *tx)
                 .await
                 .ctx("insert a retirement")?;

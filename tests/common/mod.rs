@@ -182,6 +182,7 @@ pub fn subjects(from: u32, to: u32) -> Vec<NewRetirement> {
                 username: Some(format!("user{i}")),
                 reason: "inactive".into(),
                 subject_hash: key.subject(&i.to_string()),
+                locale: None,
             }
         })
         .collect()

@@ -1,0 +1,194 @@
+//! The email handler: renders a template per retirement and sends it; the warning stage
+//! records `warned_at` when the server accepted the notice (invariant 2).
+
+use super::{BatchError, Handler};
+use crate::config::{Email, Undeliverable};
+use crate::domain::{Outcome, StageResult, grace_ends};
+use crate::driver::Clock;
+use crate::mail::{Delivery, Mailer, Templates, Vars};
+use crate::store::Claimed;
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use serde::Deserialize;
+use serde_json::json;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Settings of an email stage.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EmailSettings {
+    /// Template name (`warning`, `reminder`, `deleted`...).
+    pub template: String,
+    /// Whether acceptance of this message is the notice that starts the grace period;
+    /// by default true for the `warning` template only.
+    #[serde(default)]
+    pub notice: Option<bool>,
+}
+
+impl EmailSettings {
+    /// Whether this stage records `warned_at`.
+    pub fn records_notice(&self) -> bool {
+        self.notice.unwrap_or(self.template == "warning")
+    }
+}
+
+/// What every email-sending stage shares: the mailer, the templates, the variables.
+pub struct Notifier {
+    /// The SMTP sender.
+    pub mailer: Mailer,
+    /// Loaded and checked templates.
+    pub templates: Templates,
+    /// `[email]`.
+    pub config: Email,
+    /// `policy.grace_period`.
+    pub grace: Duration,
+    /// Time as the driver sees it.
+    pub clock: Arc<dyn Clock>,
+}
+
+/// The result of sending one template to one retirement.
+pub struct Sent {
+    /// What the server said.
+    pub delivery: Delivery,
+    /// Event detail (template, locale, Message-ID, reply).
+    pub detail: serde_json::Value,
+}
+
+impl Notifier {
+    /// The variables taken from `[email]`, for checking templates at start.
+    pub fn config_vars(config: &Email) -> Vars {
+        let mut vars = Vars::default();
+        vars.set("site_name", config.site_name.clone())
+            .set("login_url", config.login_url.clone())
+            .set("support_email", config.support_email.clone());
+        vars
+    }
+
+    /// Sends `template` to each retirement, `pool_size` at a time; `deletion` gives the
+    /// date shown as `{{ deletion_date }}`.
+    pub async fn send_all(
+        self: &Arc<Self>,
+        batch: &[Claimed],
+        template: &str,
+        deletion: impl Fn(&Claimed) -> DateTime<Utc>,
+    ) -> HashMap<i64, Sent> {
+        let now = self.clock.now();
+        let slots = Arc::new(tokio::sync::Semaphore::new(self.mailer.parallelism()));
+        let mut tasks = tokio::task::JoinSet::new();
+        let mut out = HashMap::with_capacity(batch.len());
+        for c in batch {
+            let when = deletion(c);
+            let days_left = ((when - now).num_seconds().max(0) + 86_399) / 86_400;
+            let mut vars = Self::config_vars(&self.config);
+            vars.set("username", c.username.clone().unwrap_or_default())
+                .set("deletion_date", when.format("%Y-%m-%d").to_string())
+                .set("days_left", days_left.to_string());
+            let Some((locale, rendered)) =
+                self.templates.render(template, c.locale.as_deref(), &vars)
+            else {
+                let error = format!("template {template:?} is not loaded");
+                let detail = json!({ "template": template });
+                let delivery = Delivery::Permanent(error);
+                out.insert(c.id, Sent { delivery, detail });
+                continue;
+            };
+            let (me, slots, to) = (self.clone(), slots.clone(), c.email.clone());
+            let (id, key) = (c.id, format!("{}.{}", c.id, c.attempt));
+            let template = template.to_string();
+            tasks.spawn(async move {
+                let _slot = slots.acquire_owned().await;
+                let delivery = me.mailer.send(to.as_deref(), &rendered, &key).await;
+                let mut detail = json!({ "template": template, "locale": locale });
+                match &delivery {
+                    Delivery::Accepted { message_id, reply } => {
+                        detail["message_id"] = json!(message_id);
+                        detail["smtp_reply"] = json!(reply);
+                    }
+                    Delivery::Transient(e) | Delivery::Permanent(e) => {
+                        detail["smtp_error"] = json!(e);
+                    }
+                }
+                (id, Sent { delivery, detail })
+            });
+        }
+        while let Some(joined) = tasks.join_next().await {
+            // A panicked send leaves its retirement without a result: the driver retries it.
+            if let Ok((id, sent)) = joined {
+                out.insert(id, sent);
+            }
+        }
+        out
+    }
+}
+
+/// Sends one template per retirement.
+pub struct EmailHandler {
+    notifier: Arc<Notifier>,
+    settings: EmailSettings,
+}
+
+impl EmailHandler {
+    /// A handler for one email stage.
+    pub fn new(notifier: Arc<Notifier>, settings: EmailSettings) -> Self {
+        Self { notifier, settings }
+    }
+}
+
+#[async_trait]
+impl Handler for EmailHandler {
+    async fn handle(&self, batch: &[Claimed]) -> Result<HashMap<i64, StageResult>, BatchError> {
+        let now = self.notifier.clock.now();
+        let grace = self.notifier.grace;
+        let notice = self.settings.records_notice();
+        let sent = self
+            .notifier
+            .send_all(batch, &self.settings.template, |c| {
+                // A warning announces the end of a grace period starting now; later
+                // messages the one that started at the warning.
+                match (notice, c.warned_at) {
+                    (false, Some(at)) => grace_ends(at, grace),
+                    (false, None) if self.settings.template == "deleted" => now,
+                    _ => grace_ends(now, grace),
+                }
+            })
+            .await;
+        let policy = self.notifier.config.on_undeliverable;
+        Ok(sent
+            .into_iter()
+            .map(|(id, Sent { delivery, detail })| {
+                let result = match delivery {
+                    Delivery::Accepted { .. } => {
+                        let mut r = StageResult::new(Outcome::Done).with_detail(detail);
+                        if notice {
+                            r.warned_at = Some(now);
+                        }
+                        r
+                    }
+                    Delivery::Transient(error) => {
+                        StageResult::new(Outcome::Retry { error }).with_detail(detail)
+                    }
+                    Delivery::Permanent(error) => match policy {
+                        Undeliverable::Error => StageResult::new(Outcome::Fail {
+                            error: format!("undeliverable: {error}"),
+                        })
+                        .with_detail(detail),
+                        Undeliverable::Proceed => {
+                            let mut detail = detail;
+                            detail["undeliverable"] = json!(error);
+                            detail["on_undeliverable"] = json!("proceed");
+                            let mut r = StageResult::new(Outcome::Done).with_detail(detail);
+                            // The grace period still runs from the attempt.
+                            if notice {
+                                r.warned_at = Some(now);
+                            }
+                            r
+                        }
+                    },
+                };
+                (id, result)
+            })
+            .collect())
+    }
+}
