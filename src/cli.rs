@@ -131,6 +131,15 @@ enum Command {
         #[arg(long)]
         reason: String,
     },
+    /// Record that a subject was active: cancels its open retirement if no deletion has
+    /// started, and keeps the scan from reopening one within the inactivity period.
+    Touch {
+        /// Subject id (the source's primary key).
+        subject: String,
+        /// When the activity happened (RFC 3339 or YYYY-MM-DD); now by default.
+        #[arg(long)]
+        at: Option<String>,
+    },
     /// The audit trail: every event, oldest first.
     Audit {
         /// From this time (RFC 3339 or YYYY-MM-DD), inclusive.
@@ -352,6 +361,7 @@ async fn dispatch(cli: Cli) -> Outcome {
         Command::Abort { target, reason } => {
             operate(&ctx, &target, OperatorAction::Abort { reason }).await
         }
+        Command::Touch { subject, at } => touch(&ctx, &subject, at).await,
         Command::Audit {
             since,
             until,
@@ -1003,6 +1013,60 @@ async fn operate(ctx: &Ctx, target: &str, action: OperatorAction) -> Outcome {
         ActionResult::Refused(why) => {
             Err(Failure::Refused(format!("retirement #{}: {why}", found.id)))
         }
+    }
+}
+
+async fn touch(ctx: &Ctx, subject: &str, at: Option<String>) -> Outcome {
+    let now = crate::store::truncate_micros(Utc::now());
+    let at = at
+        .map(|a| parse_time("--at", &a))
+        .transpose()?
+        .unwrap_or(now);
+    if at > now {
+        return Err(Failure::Config(format!(
+            "--at {}: activity cannot be in the future",
+            at.to_rfc3339()
+        )));
+    }
+    let subject = subject.trim();
+    if subject.is_empty() || subject.starts_with('#') || subject.contains('@') {
+        return Err(Failure::Config(format!(
+            "{subject:?}: give the subject id (the source's primary key)"
+        )));
+    }
+    let config = ctx.config()?;
+    let key = ctx.hash_key()?;
+    let store = ctx.store(Some(&config), 1).await?;
+    store.record_activity(&key.subject(subject), at).await?;
+    let open = store
+        .find(&Lookup::subject(subject, Some(&key)))
+        .await?
+        .filter(|r| r.ended_at.is_none());
+    let Some(open) = open else {
+        out!("activity recorded; no open retirement");
+        return Ok(());
+    };
+    let action = OperatorAction::Touch {
+        at,
+        cancellable: config.pipeline.notice_states(),
+    };
+    match store
+        .operate(&config.graph, open.id, &action, &ctx.actor(), now)
+        .await?
+    {
+        ActionResult::Applied(r) => {
+            if ctx.global.json {
+                out!("{}", serde_json::to_string(&r).unwrap_or_default());
+            } else {
+                out!("activity recorded; #{} cancelled: now {}", r.id, r.state);
+            }
+            Ok(())
+        }
+        ActionResult::NotFound => Err(Failure::NotFound(format!("retirement #{}", open.id))),
+        ActionResult::Refused(why) => Err(Failure::Refused(format!(
+            "activity recorded; retirement #{} not cancelled: {why}",
+            open.id
+        ))),
     }
 }
 

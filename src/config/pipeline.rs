@@ -232,6 +232,16 @@ impl Pipeline {
     pub fn stage(&self, state: &str) -> Option<&Stage> {
         self.stages.iter().find(|s| s.state == state)
     }
+
+    /// The working states before the first stage that deletes anything: the notice phase,
+    /// where reported activity still cancels a retirement.
+    pub fn notice_states(&self) -> Vec<String> {
+        self.stages
+            .iter()
+            .take_while(|s| !s.kind.deletes())
+            .map(|s| s.state.clone())
+            .collect()
+    }
 }
 
 fn check_range<T: PartialOrd + std::fmt::Display>(

@@ -13,6 +13,7 @@ pub use notice::{deletion_hold, grace_ends, reminders_due};
 pub use retry::{RetrySchedule, mix, retry_entropy};
 pub use transition::{
     OperatorRefusal, Outcome, StageResult, Transition, plan_abort, plan_outcome, plan_resume,
+    plan_touch,
 };
 
 /// Why a retirement was opened.

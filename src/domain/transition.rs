@@ -282,6 +282,44 @@ pub fn plan_abort(
     })
 }
 
+/// Decides what reported activity does: an open retirement still in the notice phase
+/// (`cancellable`, or errored there) is cancelled; one whose deletion started is not.
+pub fn plan_touch(
+    graph: &StateGraph,
+    current: &str,
+    failed_state: Option<&str>,
+    ended: bool,
+    at: DateTime<Utc>,
+    cancellable: &[String],
+) -> Result<Transition, OperatorRefusal> {
+    if ended {
+        return Err(OperatorRefusal(format!(
+            "it already ended in state {current}"
+        )));
+    }
+    let phase = match failed_state {
+        Some(failed) if current == graph.errored() => failed,
+        _ => current,
+    };
+    if !cancellable.iter().any(|c| c == phase) {
+        return Err(OperatorRefusal(format!(
+            "deletion has started (state {phase}): activity no longer cancels it; use abort if it must stop"
+        )));
+    }
+    Ok(Transition {
+        to_state: graph.aborted().to_string(),
+        due_at: None,
+        attempt: 0,
+        last_error: None,
+        failed_state: None,
+        ends: true,
+        outcome: "cancel",
+        detail: json!({ "why": format!("active again at {}", at.to_rfc3339()), "reported": true }),
+        warned_at: None,
+        reminders_sent: None,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -465,5 +503,33 @@ mod tests {
         let err = plan_abort(&g, "COMPLETE", true, "x").unwrap_err();
         assert!(err.0.contains("already ended"), "{err}");
         assert!(plan_abort(&g, "PENDING", false, "  ").is_err());
+    }
+
+    #[test]
+    fn touch_cancels_only_before_deletion_starts() {
+        let g = edx_graph();
+        let notice = ["PENDING".to_string(), "WARNED".to_string()];
+        let t = plan_touch(&g, "WARNED", None, false, now(), &notice).unwrap();
+        assert_eq!(
+            (t.to_state.as_str(), t.outcome, t.ends),
+            ("ABORTED", "cancel", true)
+        );
+        assert!(
+            t.detail["why"]
+                .as_str()
+                .unwrap()
+                .starts_with("active again at ")
+        );
+        // Errored during the notice phase: still cancellable.
+        assert!(plan_touch(&g, "ERRORED", Some("PENDING"), false, now(), &notice).is_ok());
+        let err = plan_touch(&g, "RETIRING_EDX", None, false, now(), &notice).unwrap_err();
+        assert!(
+            err.0.contains("deletion has started (state RETIRING_EDX)"),
+            "{err}"
+        );
+        let err =
+            plan_touch(&g, "ERRORED", Some("RETIRING_EDX"), false, now(), &notice).unwrap_err();
+        assert!(err.0.contains("deletion has started"), "{err}");
+        assert!(plan_touch(&g, "COMPLETE", None, true, now(), &notice).is_err());
     }
 }

@@ -35,6 +35,14 @@ impl ManualClock {
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         *now += by;
     }
+
+    /// Sets the clock to `at`.
+    pub fn set(&self, at: DateTime<Utc>) {
+        *self
+            .0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = crate::store::truncate_micros(at);
+    }
 }
 
 impl Clock for ManualClock {

@@ -116,6 +116,16 @@ pub async fn scan(
         .iter()
         .filter(|c| !open.contains(&c.id.to_string()))
         .collect();
+    // Activity reported to lethe (`touch`) counts like a login the source does not show.
+    let hashes: Vec<String> = new.iter().map(|c| key.subject(&c.id.to_string())).collect();
+    let touched = store.recently_active(&hashes, cutoff.and_utc()).await?;
+    let new: Vec<&Inactive> = new
+        .into_iter()
+        .zip(&hashes)
+        .filter(|(_, h)| !touched.contains(*h))
+        .map(|(c, _)| c)
+        .collect();
+    counts.excluded += touched.len() as i64;
     let first: Vec<i64> = new.iter().take(20).map(|c| c.id).collect();
     if let Err(refusal) = check_blast_radius(
         new.len() as u64,

@@ -11,6 +11,7 @@ use lettre::transport::smtp::PoolConfig;
 use lettre::transport::smtp::authentication::Credentials;
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 use std::num::NonZeroU32;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// What happened to one message.
@@ -45,9 +46,13 @@ pub enum MailError {
     },
 }
 
+type Transport = AsyncSmtpTransport<Tokio1Executor>;
+
 /// A pooled, rate-limited SMTP sender shared by every email stage of the process.
 pub struct Mailer {
-    transport: AsyncSmtpTransport<Tokio1Executor>,
+    /// Replaced whole after a send times out: the pool may hold the stalled connection.
+    transport: std::sync::RwLock<Arc<Transport>>,
+    config: Email,
     limiter: governor::DefaultDirectRateLimiter,
     from: Mailbox,
     domain: String,
@@ -63,6 +68,24 @@ impl Mailer {
             .from
             .parse()
             .map_err(|e| MailError::Config(format!("email.from: {e}")))?;
+        // Evenly spaced sends (burst of one): the limit holds over any window.
+        let rate = NonZeroU32::new(config.rate_per_minute).unwrap_or(NonZeroU32::MIN);
+        let limiter = governor::RateLimiter::direct(
+            governor::Quota::per_minute(rate).allow_burst(NonZeroU32::MIN),
+        );
+        Ok(Self {
+            transport: std::sync::RwLock::new(Arc::new(Self::transport(config)?)),
+            config: config.clone(),
+            limiter,
+            domain: from.email.domain().to_string(),
+            from,
+            timeout: config.timeout.0,
+            server: format!("{}:{}", config.host, config.port()),
+            pool_size: config.pool_size as usize,
+        })
+    }
+
+    fn transport(config: &Email) -> Result<Transport, MailError> {
         let host = config.host.as_str();
         let builder = match config.tls {
             Tls::None => AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(host),
@@ -78,20 +101,29 @@ impl Mailer {
         if let (Some(user), Some(password)) = (&config.username, &config.password) {
             builder = builder.credentials(Credentials::new(user.clone(), password.clone()));
         }
-        // Evenly spaced sends (burst of one): the limit holds over any window.
-        let rate = NonZeroU32::new(config.rate_per_minute).unwrap_or(NonZeroU32::MIN);
-        let limiter = governor::RateLimiter::direct(
-            governor::Quota::per_minute(rate).allow_burst(NonZeroU32::MIN),
-        );
-        Ok(Self {
-            transport: builder.build(),
-            limiter,
-            domain: from.email.domain().to_string(),
-            from,
-            timeout: config.timeout.0,
-            server: format!("{host}:{}", config.port()),
-            pool_size: config.pool_size as usize,
-        })
+        Ok(builder.build())
+    }
+
+    fn current(&self) -> Arc<Transport> {
+        match self.transport.read() {
+            Ok(t) => t.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// Drops the pool (and whatever stalled connection it holds) for a fresh one.
+    fn renew(&self, stale: &Arc<Transport>) {
+        let Ok(fresh) = Self::transport(&self.config) else {
+            return;
+        };
+        let mut slot = match self.transport.write() {
+            Ok(t) => t,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        // Another send may have renewed it already.
+        if Arc::ptr_eq(&slot, stale) {
+            *slot = Arc::new(fresh);
+        }
     }
 
     /// Messages that may be in flight at once (the pool size).
@@ -105,7 +137,7 @@ impl Mailer {
             server: self.server.clone(),
             problem,
         };
-        match tokio::time::timeout(self.timeout, self.transport.test_connection()).await {
+        match tokio::time::timeout(self.timeout, self.current().test_connection()).await {
             Ok(Ok(true)) => Ok(()),
             Ok(Ok(false)) => Err(unreachable("the server did not answer NOOP".into())),
             Ok(Err(e)) => Err(unreachable(e.to_string())),
@@ -140,11 +172,16 @@ impl Mailer {
             Err(e) => return Delivery::Permanent(format!("cannot build the message: {e}")),
         };
         self.limiter.until_ready().await;
-        match tokio::time::timeout(self.timeout, self.transport.send(message)).await {
-            Err(_) => Delivery::Transient(format!(
-                "smtp: no answer within {}",
-                crate::config::HumanDuration(self.timeout)
-            )),
+        let transport = self.current();
+        // lettre bounds the connect only; the whole send is bounded here.
+        match tokio::time::timeout(self.timeout, transport.send(message)).await {
+            Err(_) => {
+                self.renew(&transport);
+                Delivery::Transient(format!(
+                    "smtp: no answer within {}",
+                    crate::config::HumanDuration(self.timeout)
+                ))
+            }
             Ok(Ok(response)) => Delivery::Accepted {
                 message_id,
                 reply: format!(

@@ -39,6 +39,17 @@ pub enum HandlerKind {
 }
 
 impl HandlerKind {
+    /// Whether this kind removes or hands over data (after it, activity no longer cancels).
+    pub fn deletes(self) -> bool {
+        matches!(
+            self,
+            HandlerKind::SqlDelete
+                | HandlerKind::Sarbacane
+                | HandlerKind::Http
+                | HandlerKind::Notify
+        )
+    }
+
     /// Whether this build has the handler; `None` when it has not landed yet, with the
     /// issue that brings it.
     pub fn pending_implementation(self) -> Option<&'static str> {

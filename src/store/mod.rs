@@ -13,7 +13,7 @@ mod sqlite;
 pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
 
-use crate::domain::{OperatorRefusal, StateGraph, Transition, plan_abort, plan_resume};
+use crate::domain::{OperatorRefusal, StateGraph, Transition, plan_abort, plan_resume, plan_touch};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
@@ -437,6 +437,20 @@ pub trait Store: Send + Sync {
         subjects: &[String],
     ) -> Result<std::collections::HashSet<String>, StoreError>;
 
+    /// Records that a subject (by keyed hash) was active at `at` (`lethe touch`).
+    fn record_activity<'a>(
+        &'a self,
+        subject_hash: &'a str,
+        at: DateTime<Utc>,
+    ) -> BoxFuture<'a, Result<(), StoreError>>;
+
+    /// Which of `subject_hashes` have recorded activity after `since`.
+    fn recently_active<'a>(
+        &'a self,
+        subject_hashes: &'a [String],
+        since: DateTime<Utc>,
+    ) -> BoxFuture<'a, Result<std::collections::HashSet<String>, StoreError>>;
+
     /// Records a scan's counts (and why it was refused, if it was).
     fn record_scan<'a>(&'a self, scan: &'a ScanRecord) -> BoxFuture<'a, Result<(), StoreError>>;
 
@@ -506,6 +520,14 @@ pub enum OperatorAction {
         /// Why, recorded in the event.
         reason: String,
     },
+    /// The subject was active at `at`: cancel the retirement if it is still in one of the
+    /// `cancellable` states (before any deletion), else refuse.
+    Touch {
+        /// When the activity happened.
+        at: DateTime<Utc>,
+        /// States before the first deleting stage.
+        cancellable: Vec<String>,
+    },
 }
 
 impl OperatorAction {
@@ -535,6 +557,14 @@ impl OperatorAction {
             OperatorAction::Abort { reason } => {
                 plan_abort(graph, &current.state, current.ended_at.is_some(), reason)
             }
+            OperatorAction::Touch { at, cancellable } => plan_touch(
+                graph,
+                &current.state,
+                current.failed_state.as_deref(),
+                current.ended_at.is_some(),
+                *at,
+                cancellable,
+            ),
         }
     }
 }

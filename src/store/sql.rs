@@ -184,6 +184,58 @@ macro_rules! shared_methods {
             })
         }
 
+        fn record_activity<'a>(
+            &'a self,
+            subject_hash: &'a str,
+            at: chrono::DateTime<chrono::Utc>,
+        ) -> $crate::store::BoxFuture<'a, Result<(), $crate::store::StoreError>> {
+            Box::pin(async move {
+                use $crate::store::QueryContext;
+                sqlx::query(
+                    "INSERT INTO subject_activity (subject_hash, active_at) VALUES ($1, $2) \
+                     ON CONFLICT (subject_hash) DO UPDATE SET active_at = \
+                     CASE WHEN excluded.active_at > subject_activity.active_at \
+                     THEN excluded.active_at ELSE subject_activity.active_at END",
+                )
+                .bind(subject_hash)
+                .bind(at)
+                .execute(&self.pool)
+                .await
+                .ctx("record activity")?;
+                Ok(())
+            })
+        }
+
+        fn recently_active<'a>(
+            &'a self,
+            subject_hashes: &'a [String],
+            since: chrono::DateTime<chrono::Utc>,
+        ) -> $crate::store::BoxFuture<
+            'a,
+            Result<std::collections::HashSet<String>, $crate::store::StoreError>,
+        > {
+            Box::pin(async move {
+                use sqlx::Row;
+                use $crate::store::QueryContext;
+                let mut out = std::collections::HashSet::new();
+                for chunk in subject_hashes.chunks(500) {
+                    let params: Vec<String> = (2..chunk.len() + 2).map(|i| format!("${i}")).collect();
+                    let sql = format!(
+                        "SELECT subject_hash FROM subject_activity WHERE active_at > $1 AND subject_hash IN ({})",
+                        params.join(", ")
+                    );
+                    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(since);
+                    for hash in chunk {
+                        query = query.bind(hash);
+                    }
+                    for row in query.fetch_all(&self.pool).await.ctx("read recorded activity")? {
+                        out.insert(row.try_get("subject_hash").ctx("decode a subject hash")?);
+                    }
+                }
+                Ok(out)
+            })
+        }
+
         fn record_scan<'a>(
             &'a self,
             scan: &'a $crate::store::ScanRecord,

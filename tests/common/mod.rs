@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod edx;
+pub mod smtp;
 
 use lethe::config::{Config, Pipeline};
 use lethe::domain::StateGraph;
