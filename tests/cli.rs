@@ -344,3 +344,40 @@ async fn removing_a_state_with_open_retirements_is_refused_by_name() {
         "{err}"
     );
 }
+
+#[test]
+fn touch_cancels_before_deletion_and_refuses_after() {
+    let w = Workdir::new("touch");
+    // RETIRING_EDX deletes: activity no longer cancels from there on.
+    std::fs::write(
+        w.dir.join("pipeline.toml"),
+        format!(
+            "{}\n[[target]]\nname = \"edx\"\nurl = \"mysql://127.0.0.1:1/none\"\n",
+            noop_pipeline("", "").replace(
+                "state = \"RETIRING_EDX\"\nhandler = \"noop\"",
+                "state = \"RETIRING_EDX\"\nhandler = \"sql_delete\"\ntarget = \"edx\""
+            )
+        ),
+    )
+    .unwrap();
+    w.ok(&["enqueue", "1", "2"]);
+    let out = w.ok(&["touch", "1"]);
+    assert!(out.contains("cancelled: now ABORTED"), "{out}");
+    let history = w.ok(&["status", "1"]);
+    assert!(history.contains("active again at"), "{history}");
+    // Deletion started for 2: recorded, not cancelled.
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(common::exec(
+        &format!("{}?mode=rw", w.url()),
+        &["UPDATE retirement SET state = 'RETIRING_EDX' WHERE subject = '2'"],
+    ));
+    let err = w.fails(&["touch", "2"], 3);
+    assert!(
+        err.contains("not cancelled: deletion has started (state RETIRING_EDX)"),
+        "{err}"
+    );
+    let out = w.ok(&["touch", "3", "--at", "2026-01-01"]);
+    assert!(out.contains("no open retirement"), "{out}");
+    w.fails(&["touch", "3", "--at", "2999-01-01"], 2);
+    w.fails(&["touch", "someone@example.org"], 2);
+}

@@ -284,3 +284,39 @@ async fn a_bad_source_column_is_named() {
         .to_string();
     assert!(err.contains("table users does not work"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reported_activity_keeps_a_subject_out_until_a_new_inactivity_period() {
+    let users = Users::new().await;
+    let source = users.source("max_new_share = 1.0");
+    let reader = SourceReader::connect(&source).await.unwrap();
+    let db = TestDb::new(Kind::Sqlite).await;
+    let (graph, pipeline) = config(&noop_pipeline("", ""));
+    let store = db.store(&graph).await;
+    // User 1 was active a year ago somewhere the source does not see (`lethe touch`);
+    // user 3's reported activity is older than the inactivity period.
+    store
+        .record_activity(&key().subject("1"), now() - chrono::Duration::days(365))
+        .await
+        .unwrap();
+    store
+        .record_activity(&key().subject("3"), now() - chrono::Duration::days(2000))
+        .await
+        .unwrap();
+    let report = run_scan(&store, &graph, &reader, &source, &pipeline, false).await;
+    assert_eq!((report.counts.enqueued, report.counts.excluded), (2, 6));
+    assert!(
+        store
+            .find(&lethe::store::Lookup::subject("1", None))
+            .await
+            .unwrap()
+            .is_none()
+    );
+    // An older report does not move the recorded activity back.
+    store
+        .record_activity(&key().subject("1"), now() - chrono::Duration::days(3000))
+        .await
+        .unwrap();
+    let again = run_scan(&store, &graph, &reader, &source, &pipeline, true).await;
+    assert_eq!(again.counts.excluded, 6);
+}

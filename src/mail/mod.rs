@@ -58,7 +58,9 @@ pub struct Mailer {
     domain: String,
     timeout: Duration,
     server: String,
-    pool_size: usize,
+    /// Messages in flight over the whole process, at most the pool size, so batches that
+    /// run at once share the pooled connections instead of opening more.
+    in_flight: tokio::sync::Semaphore,
 }
 
 impl Mailer {
@@ -68,11 +70,12 @@ impl Mailer {
             .from
             .parse()
             .map_err(|e| MailError::Config(format!("email.from: {e}")))?;
-        // Evenly spaced sends (burst of one): the limit holds over any window.
+        // Evenly spaced sends, with a burst of a tenth of a second's worth so that timer
+        // overshoot on each wait is caught up instead of lost (a burst of one runs ~5% slow).
         let rate = NonZeroU32::new(config.rate_per_minute).unwrap_or(NonZeroU32::MIN);
-        let limiter = governor::RateLimiter::direct(
-            governor::Quota::per_minute(rate).allow_burst(NonZeroU32::MIN),
-        );
+        let burst = NonZeroU32::new(config.rate_per_minute / 600).unwrap_or(NonZeroU32::MIN);
+        let limiter =
+            governor::RateLimiter::direct(governor::Quota::per_minute(rate).allow_burst(burst));
         Ok(Self {
             transport: std::sync::RwLock::new(Arc::new(Self::transport(config)?)),
             config: config.clone(),
@@ -81,7 +84,7 @@ impl Mailer {
             from,
             timeout: config.timeout.0,
             server: format!("{}:{}", config.host, config.port()),
-            pool_size: config.pool_size as usize,
+            in_flight: tokio::sync::Semaphore::new(config.pool_size as usize),
         })
     }
 
@@ -126,11 +129,6 @@ impl Mailer {
         }
     }
 
-    /// Messages that may be in flight at once (the pool size).
-    pub fn parallelism(&self) -> usize {
-        self.pool_size
-    }
-
     /// Opens a connection and says hello (`check --connect`).
     pub async fn test_connection(&self) -> Result<(), MailError> {
         let unreachable = |problem: String| MailError::Unreachable {
@@ -170,6 +168,9 @@ impl Mailer {
         let message = match message {
             Ok(m) => m,
             Err(e) => return Delivery::Permanent(format!("cannot build the message: {e}")),
+        };
+        let Ok(_slot) = self.in_flight.acquire().await else {
+            return Delivery::Transient("the mailer is shutting down".into());
         };
         self.limiter.until_ready().await;
         let transport = self.current();

@@ -66,7 +66,7 @@ impl Notifier {
         vars
     }
 
-    /// Sends `template` to each retirement, `pool_size` at a time; `deletion` gives the
+    /// Sends `template` to each retirement (the mailer bounds how many at once); `deletion` gives the
     /// date shown as `{{ deletion_date }}`.
     pub async fn send_all(
         self: &Arc<Self>,
@@ -75,7 +75,6 @@ impl Notifier {
         deletion: impl Fn(&Claimed) -> DateTime<Utc>,
     ) -> HashMap<i64, Sent> {
         let now = self.clock.now();
-        let slots = Arc::new(tokio::sync::Semaphore::new(self.mailer.parallelism()));
         let mut tasks = tokio::task::JoinSet::new();
         let mut out = HashMap::with_capacity(batch.len());
         for c in batch {
@@ -94,11 +93,10 @@ impl Notifier {
                 out.insert(c.id, Sent { delivery, detail });
                 continue;
             };
-            let (me, slots, to) = (self.clone(), slots.clone(), c.email.clone());
+            let (me, to) = (self.clone(), c.email.clone());
             let (id, key) = (c.id, format!("{}.{}", c.id, c.attempt));
             let template = template.to_string();
             tasks.spawn(async move {
-                let _slot = slots.acquire_owned().await;
                 let delivery = me.mailer.send(to.as_deref(), &rendered, &key).await;
                 let mut detail = json!({ "template": template, "locale": locale });
                 match &delivery {
