@@ -461,7 +461,7 @@ async fn the_next_stage_comes_only_after_the_grace_period_and_reminders_go_once_
     );
     // Made due early by hand (as a resume would): no reminder is sent twice.
     exec(
-        &format!("{}", s._db.url),
+        &s._db.url,
         &["UPDATE retirement SET due_at = created_at".to_string()],
     )
     .await;
