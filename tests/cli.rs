@@ -381,3 +381,58 @@ fn touch_cancels_before_deletion_and_refuses_after() {
     w.fails(&["touch", "3", "--at", "2999-01-01"], 2);
     w.fails(&["touch", "someone@example.org"], 2);
 }
+
+#[test]
+fn check_names_a_broken_template_and_an_unreachable_smtp_server() {
+    let w = Workdir::new("smtpcheck");
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    std::fs::create_dir_all(w.dir.join("templates/en")).unwrap();
+    let email = format!(
+        "[email]\nhost = \"127.0.0.1\"\nport = {closed}\ntls = \"none\"\nfrom = \"noreply@example.org\"\nsite_name = \"Site\"\ntimeout = \"2s\"\n"
+    );
+    std::fs::write(
+        w.dir.join("pipeline.toml"),
+        noop_pipeline("", &email).replacen(
+            "state = \"PENDING\"\nhandler = \"noop\"",
+            "state = \"PENDING\"\nhandler = \"email\"\ntemplate = \"warning\"",
+            1,
+        ),
+    )
+    .unwrap();
+    // A template with a misspelt variable: a config error naming the file and the variable.
+    std::fs::write(
+        w.dir.join("templates/en/warning.toml"),
+        "subject = \"Hello {{ usrname }}\"\ntext = \"t\"\nhtml = \"h\"\n",
+    )
+    .unwrap();
+    let err = w.fails(&["check"], 2);
+    assert!(
+        err.contains("templates/en/warning.toml: subject: unknown variable {{ usrname }}"),
+        "{err}"
+    );
+    // A variable whose value is not configured.
+    std::fs::write(
+        w.dir.join("templates/en/warning.toml"),
+        "subject = \"Hello\"\ntext = \"{{ login_url }}\"\nhtml = \"h\"\n",
+    )
+    .unwrap();
+    let err = w.fails(&["check"], 2);
+    assert!(err.contains("email.login_url is not set"), "{err}");
+    // Valid templates; the server is down: check --connect says so, exit 1.
+    std::fs::write(
+        w.dir.join("templates/en/warning.toml"),
+        "subject = \"Hello {{ username }}\"\ntext = \"t\"\nhtml = \"h\"\n",
+    )
+    .unwrap();
+    let out = w.ok(&["check"]);
+    assert!(out.contains("template warning: ok in en"), "{out}");
+    let err = w.fails(&["check", "--connect"], 1);
+    assert!(
+        err.contains(&format!("cannot reach the SMTP server 127.0.0.1:{closed}")),
+        "{err}"
+    );
+}

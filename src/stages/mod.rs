@@ -187,6 +187,9 @@ pub fn load_templates(
     let Some(email) = &pipeline.email else {
         return Ok(None);
     };
+    if names.is_empty() {
+        return Ok(None);
+    }
     names.sort();
     names.dedup();
     Ok(Some(crate::mail::Templates::load(
