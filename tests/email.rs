@@ -280,7 +280,10 @@ async fn transient_failures_are_retried_until_the_warning_is_accepted() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_permanent_refusal_parks_the_retirement_by_default() {
     let s = Setup::new("", "recheck = false", None).await;
-    s.smtp.script([Fault::AtRcpt(550, "5.1.1 no such user")]);
+    s.smtp.script([Fault::AtRcpt(
+        550,
+        "5.1.1 <gone@example.org>: Recipient address rejected",
+    )]);
     s.enqueue(&[
         ("1", Some("gone@example.org"), None),
         ("2", Some("not an address"), None),
@@ -301,6 +304,18 @@ async fn a_permanent_refusal_parks_the_retirement_by_default() {
             "{error}"
         );
         assert_eq!(r.warned_at, None);
+    }
+    // The server echoed the address; events and errors outlive it, so it is cut out.
+    let r = s.find("1").await;
+    assert!(
+        r.last_error
+            .as_deref()
+            .unwrap()
+            .contains("<<recipient>>: Recipient address rejected"),
+        "{r:?}"
+    );
+    for e in s.events("1").await {
+        assert!(!e.detail.contains("gone@example.org"), "{}", e.detail);
     }
 }
 

@@ -185,15 +185,53 @@ impl Mailer {
             }
             Ok(Ok(response)) => Delivery::Accepted {
                 message_id,
-                reply: format!(
-                    "{} {}",
-                    response.code(),
-                    response.message().collect::<Vec<_>>().join(" ")
+                reply: without_address(
+                    &format!(
+                        "{} {}",
+                        response.code(),
+                        response.message().collect::<Vec<_>>().join(" ")
+                    ),
+                    to,
                 ),
             },
-            Ok(Err(e)) if e.is_permanent() => Delivery::Permanent(format!("smtp: {e}")),
-            Ok(Err(e)) => Delivery::Transient(format!("smtp: {e}")),
+            Ok(Err(e)) if e.is_permanent() => {
+                Delivery::Permanent(without_address(&format!("smtp: {e}"), to))
+            }
+            Ok(Err(e)) => Delivery::Transient(without_address(&format!("smtp: {e}"), to)),
         }
+    }
+}
+
+/// Servers often echo the recipient (`<ann@example.org>: Recipient address rejected`);
+/// replies go into events, which outlive the address, so it is cut out (invariant 8).
+fn without_address(text: &str, address: &str) -> String {
+    let lower_text = text.to_lowercase();
+    let lower_address = address.to_lowercase();
+    if lower_address.is_empty() || lower_text.len() != text.len() {
+        return text.replace(address, "<recipient>");
+    }
+    let mut out = String::with_capacity(text.len());
+    let mut rest = 0;
+    for (at, _) in lower_text.match_indices(&lower_address) {
+        out.push_str(&text[rest..at]);
+        out.push_str("<recipient>");
+        rest = at + address.len();
+    }
+    out.push_str(&text[rest..]);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn replies_lose_the_recipient_address() {
+        assert_eq!(
+            super::without_address(
+                "smtp: permanent error (550): 5.1.1 <Ann@Example.org>: Recipient address rejected",
+                "ann@example.org"
+            ),
+            "smtp: permanent error (550): 5.1.1 <<recipient>>: Recipient address rejected"
+        );
     }
 }
 
