@@ -221,6 +221,19 @@ fn without_address(text: &str, address: &str) -> String {
     out
 }
 
+/// Process-local randomness for Message-IDs (uniqueness, not secrecy).
+fn rand_u64() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0),
+    );
+    h.finish()
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
@@ -233,17 +246,4 @@ mod tests {
             "smtp: permanent error (550): 5.1.1 <<recipient>>: Recipient address rejected"
         );
     }
-}
-
-/// Process-local randomness for Message-IDs (uniqueness, not secrecy).
-fn rand_u64() -> u64 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or(0),
-    );
-    h.finish()
 }
