@@ -456,6 +456,12 @@ async fn active_after_the_warning_is_cancelled_and_nothing_is_deleted() {
         "{:?}",
         to_bob[1].header("Subject")
     );
+    // The confirmation gives the day of the deletion (day 31), not the end of grace.
+    assert!(
+        to_bob[1].part("text/plain").unwrap().contains("2026-12-23"),
+        "{:?}",
+        to_bob[1].part("text/plain")
+    );
     // The address was kept until the end, and erased then.
     let erased = s.find("2").await;
     assert_eq!(erased.subject, None);

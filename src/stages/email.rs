@@ -143,11 +143,11 @@ impl Handler for EmailHandler {
         let sent = self
             .notifier
             .send_all(batch, &self.settings.template, |c| {
-                // A warning announces the end of a grace period starting now; later
-                // messages the one that started at the warning.
+                // A warning announces the end of a grace period starting now, a reminder
+                // the one that started at the warning, the confirmation today's deletion.
                 match (notice, c.warned_at) {
+                    _ if self.settings.template == "deleted" => now,
                     (false, Some(at)) => grace_ends(at, grace),
-                    (false, None) if self.settings.template == "deleted" => now,
                     _ => grace_ends(now, grace),
                 }
             })

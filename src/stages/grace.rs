@@ -132,7 +132,8 @@ impl Handler for GraceHandler {
             HashMap::new()
         };
         let mut remind: Vec<Claimed> = Vec::new();
-        let mut due_counts: HashMap<i64, (usize, DateTime<Utc>)> = HashMap::new();
+        // Per retirement to remind: reminders due, next due time, end of grace.
+        let mut due_counts: HashMap<i64, (usize, DateTime<Utc>, DateTime<Utc>)> = HashMap::new();
         for c in waiting {
             let Some(warned) = c.warned_at else { continue };
             if let Some(at) = active.get(&c.id) {
@@ -158,7 +159,7 @@ impl Handler for GraceHandler {
             if due > c.reminders_sent.max(0) as usize {
                 // Only the latest due reminder is sent: after downtime, one message, not a burst.
                 remind.push(c.clone());
-                due_counts.insert(c.id, (due, next));
+                due_counts.insert(c.id, (due, next, end));
             } else {
                 results.insert(c.id, wait(next, end, c.reminders_sent, None));
             }
@@ -171,15 +172,9 @@ impl Handler for GraceHandler {
                 })
                 .await;
             for (id, Sent { delivery, detail }) in sent {
-                let Some((due, next)) = due_counts.get(&id).copied() else {
+                let Some((due, next, end)) = due_counts.get(&id).copied() else {
                     continue;
                 };
-                let end = remind
-                    .iter()
-                    .find(|c| c.id == id)
-                    .and_then(|c| c.warned_at)
-                    .map(|w| grace_ends(w, grace))
-                    .unwrap_or(next);
                 let result = match delivery {
                     Delivery::Accepted { .. } => wait(next, end, due as i32, Some(detail)),
                     Delivery::Transient(error) => {
