@@ -997,22 +997,33 @@ async fn operate(ctx: &Ctx, target: &str, action: OperatorAction) -> Outcome {
     let store = ctx.store(Some(&config), 1).await?;
     let found = ctx.resolve(store.as_ref(), target).await?;
     let now = crate::store::truncate_micros(Utc::now());
-    match store
+    let result = store
         .operate(&config.graph, found.id, &action, &ctx.actor(), now)
-        .await?
-    {
+        .await?;
+    report_action(ctx, result, found.id, ("", "", ""))
+}
+
+/// Prints an applied operator action or turns a refusal into exit 3; `words` are the
+/// human line's prefix and the verbs after the id when applied and when refused.
+fn report_action(
+    ctx: &Ctx,
+    result: ActionResult,
+    id: i64,
+    (prefix, applied, refused): (&str, &str, &str),
+) -> Outcome {
+    match result {
         ActionResult::Applied(r) => {
             if ctx.global.json {
                 out!("{}", serde_json::to_string(&r).unwrap_or_default());
             } else {
-                out!("#{}: now {}", r.id, r.state);
+                out!("{prefix}#{}{applied}: now {}", r.id, r.state);
             }
             Ok(())
         }
-        ActionResult::NotFound => Err(Failure::NotFound(format!("retirement #{}", found.id))),
-        ActionResult::Refused(why) => {
-            Err(Failure::Refused(format!("retirement #{}: {why}", found.id)))
-        }
+        ActionResult::NotFound => Err(Failure::NotFound(format!("retirement #{id}"))),
+        ActionResult::Refused(why) => Err(Failure::Refused(format!(
+            "{prefix}retirement #{id}{refused}: {why}"
+        ))),
     }
 }
 
@@ -1050,24 +1061,15 @@ async fn touch(ctx: &Ctx, subject: &str, at: Option<String>) -> Outcome {
         at,
         cancellable: config.pipeline.notice_states(),
     };
-    match store
+    let result = store
         .operate(&config.graph, open.id, &action, &ctx.actor(), now)
-        .await?
-    {
-        ActionResult::Applied(r) => {
-            if ctx.global.json {
-                out!("{}", serde_json::to_string(&r).unwrap_or_default());
-            } else {
-                out!("activity recorded; #{} cancelled: now {}", r.id, r.state);
-            }
-            Ok(())
-        }
-        ActionResult::NotFound => Err(Failure::NotFound(format!("retirement #{}", open.id))),
-        ActionResult::Refused(why) => Err(Failure::Refused(format!(
-            "activity recorded; retirement #{} not cancelled: {why}",
-            open.id
-        ))),
-    }
+        .await?;
+    report_action(
+        ctx,
+        result,
+        open.id,
+        ("activity recorded; ", " cancelled", " not cancelled"),
+    )
 }
 
 fn parse_time(flag: &str, text: &str) -> Result<DateTime<Utc>, Failure> {

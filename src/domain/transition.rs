@@ -268,18 +268,27 @@ pub fn plan_abort(
             "an abort needs a non-empty --reason".into(),
         ));
     }
-    Ok(Transition {
+    Ok(ended_by_operator(
+        graph,
+        "abort",
+        json!({ "reason": reason }),
+    ))
+}
+
+/// An open retirement ended in the aborted state by an operator action.
+fn ended_by_operator(graph: &StateGraph, outcome: &'static str, detail: Value) -> Transition {
+    Transition {
         to_state: graph.aborted().to_string(),
         due_at: None,
         attempt: 0,
         last_error: None,
         failed_state: None,
         ends: true,
-        outcome: "abort",
-        detail: json!({ "reason": reason }),
+        outcome,
+        detail,
         warned_at: None,
         reminders_sent: None,
-    })
+    }
 }
 
 /// Decides what reported activity does: an open retirement still in the notice phase
@@ -306,18 +315,11 @@ pub fn plan_touch(
             "deletion has started (state {phase}): activity no longer cancels it; use abort if it must stop"
         )));
     }
-    Ok(Transition {
-        to_state: graph.aborted().to_string(),
-        due_at: None,
-        attempt: 0,
-        last_error: None,
-        failed_state: None,
-        ends: true,
-        outcome: "cancel",
-        detail: json!({ "why": format!("active again at {}", at.to_rfc3339()), "reported": true }),
-        warned_at: None,
-        reminders_sent: None,
-    })
+    Ok(ended_by_operator(
+        graph,
+        "cancel",
+        json!({ "why": format!("active again at {}", at.to_rfc3339()), "reported": true }),
+    ))
 }
 
 #[cfg(test)]
