@@ -37,6 +37,8 @@ name = "PENDING"
 [[state]]
 name = "WARNED"
 [[state]]
+name = "DELETED"
+[[state]]
 name = "COMPLETE"
 role = "complete"
 [[state]]
@@ -74,6 +76,11 @@ template = "warning"
 
 [[stage]]
 state = "WARNED"
+handler = "grace"
+recheck = false
+
+[[stage]]
+state = "DELETED"
 handler = "noop"
 "#,
         templates = templates.display()
@@ -150,7 +157,7 @@ async fn through_the_driver_on(port: u16, rate: u32, n: usize, url: &str) -> any
     let elapsed = started.elapsed().as_secs_f64();
     let stats = store.stats().await?;
     ensure!(
-        stats == vec![("COMPLETE".to_string(), n as i64)],
+        stats == vec![("WARNED".to_string(), n as i64)],
         "not every warning went through: {stats:?}"
     );
     Ok(elapsed)

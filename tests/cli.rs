@@ -263,6 +263,7 @@ async fn resume_and_abort_exit_codes() {
         .unwrap();
     let failed = Applied {
         relay: None,
+        carried: Vec::new(),
         id: claimed[0].id,
         from_state: claimed[0].state.clone(),
         attempt: claimed[0].attempt,

@@ -225,6 +225,15 @@ async fn warnings_carry_every_variable_in_the_subjects_locale() {
     assert_eq!(ann.state, "WARNED");
     assert_eq!(ann.warned_at, Some(common::t0()));
     let events = s.events("1").await;
+    // The warning was carried into grace and written with its Wait, both recorded in order.
+    assert_eq!(
+        common::event_path(&events),
+        [
+            (None, "PENDING", "enqueued"),
+            (Some("PENDING"), "WARNED", "done"),
+            (Some("WARNED"), "WARNED", "wait"),
+        ]
+    );
     let sent = events
         .iter()
         .find(|e| e.from_state.as_deref() == Some("PENDING"))

@@ -6,8 +6,8 @@ use chrono::Duration as Span;
 use common::{Kind, TestDb, config, key, noop_pipeline, subjects, t0};
 use lethe::domain::{Outcome, StageResult, plan_outcome};
 use lethe::store::{
-    ActionResult, Applied, AuditFilter, Claimed, EnqueueOutcome, Lookup, OperatorAction, Store,
-    StoreError,
+    ActionResult, Applied, AuditFilter, Claimed, EnqueueOutcome, Lookup, OperatorAction, Step,
+    Store, StoreError,
 };
 use std::time::Duration;
 
@@ -27,6 +27,7 @@ per_backend!(
     renew_extends_only_held_leases,
     audit_filters_by_time_and_subject,
     a_relayed_write_back_keeps_the_lease_for_the_next_state,
+    carried_steps_are_written_with_the_outcome_in_order,
 );
 
 async fn setup(
@@ -57,6 +58,7 @@ async fn apply(
         .iter()
         .map(|c| Applied {
             relay: None,
+            carried: Vec::new(),
             id: c.id,
             from_state: c.state.clone(),
             attempt: c.attempt,
@@ -322,18 +324,8 @@ async fn done_walks_the_pipeline_and_erases_pii_at_the_end(kind: Kind) {
             .is_none()
     );
     let events = store.history(by_hash.id).await.unwrap();
-    let path: Vec<(Option<&str>, &str, &str)> = events
-        .iter()
-        .map(|e| {
-            (
-                e.from_state.as_deref(),
-                e.to_state.as_str(),
-                e.outcome.as_str(),
-            )
-        })
-        .collect();
     assert_eq!(
-        path,
+        common::event_path(&events),
         [
             (None, "PENDING", "enqueued"),
             (Some("PENDING"), "WARNED", "done"),
@@ -772,6 +764,7 @@ async fn a_relayed_write_back_keeps_the_lease_for_the_next_state(kind: Kind) {
                 1,
             ),
             relay: Some(relay_until),
+            carried: Vec::new(),
         })
         .collect();
     assert_eq!(
@@ -822,5 +815,90 @@ async fn a_relayed_write_back_keeps_the_lease_for_the_next_state(kind: Kind) {
     assert_eq!(
         (events[2].from_state.as_deref(), events[2].attempt),
         (Some("WARNED"), 1)
+    );
+}
+
+/// A Done carried in memory into a quick stage is written with that stage's outcome: one
+/// fenced update (the fence is the claim), both events oldest first, the carried warning time.
+async fn carried_steps_are_written_with_the_outcome_in_order(kind: Kind) {
+    let (_db, store, graph, pipeline) = setup(kind).await;
+    store
+        .enqueue("PENDING", &subjects(1, 2), "cli", t0())
+        .await
+        .unwrap();
+    let batch = store.claim("a", t0(), LEASE, 10).await.unwrap();
+    let c = &batch[0];
+    let plan = |state: &str, attempt: i32, outcome: Outcome, at| {
+        plan_outcome(
+            &graph,
+            &pipeline.policy.retry,
+            3,
+            state,
+            attempt,
+            &StageResult::new(outcome),
+            at,
+            1,
+        )
+    };
+    let warned = t0() + Span::seconds(1);
+    let mut warning = plan("PENDING", c.attempt, Outcome::Done, warned);
+    warning.warned_at = Some(warned);
+    let until = t0() + Span::days(30);
+    let wait = plan(
+        "WARNED",
+        1,
+        Outcome::Wait {
+            until,
+            why: "grace".into(),
+        },
+        t0() + Span::seconds(2),
+    );
+    let applied = Applied {
+        id: c.id,
+        from_state: c.state.clone(),
+        attempt: c.attempt,
+        transition: wait,
+        relay: None,
+        carried: vec![Step {
+            from_state: "PENDING".into(),
+            attempt: c.attempt,
+            at: warned,
+            transition: warning,
+        }],
+    };
+    // Fenced by the claim: another owner's write-back changes nothing.
+    assert!(
+        store
+            .write_back("b", std::slice::from_ref(&applied), t0() + Span::seconds(2))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(
+        store
+            .write_back("a", &[applied], t0() + Span::seconds(2))
+            .await
+            .unwrap(),
+        vec![c.id]
+    );
+    let r = store.find(&Lookup::Id(c.id)).await.unwrap().unwrap();
+    assert_eq!(
+        (r.state.as_str(), r.due_at, r.warned_at, r.lease_owner),
+        ("WARNED", Some(until), Some(warned), None)
+    );
+    let events = store.history(c.id).await.unwrap();
+    assert_eq!(
+        common::event_path(&events),
+        [
+            (None, "PENDING", "enqueued"),
+            (Some("PENDING"), "WARNED", "done"),
+            (Some("WARNED"), "WARNED", "wait"),
+        ]
+    );
+    let when: Vec<_> = events.iter().skip(1).map(|e| (e.attempt, e.at)).collect();
+    assert_eq!(
+        when,
+        [(c.attempt, warned), (1, t0() + Span::seconds(2))],
+        "each event keeps the attempt it ran as and when it was decided"
     );
 }

@@ -11,9 +11,9 @@ pub mod scan;
 pub use clock::{Clock, ManualClock, SystemClock};
 
 use crate::config::{DriverTuning, Policy};
-use crate::domain::{Outcome, StageResult, StateGraph, plan_outcome, retry_entropy};
+use crate::domain::{Outcome, StageResult, StateGraph, Transition, plan_outcome, retry_entropy};
 use crate::stages::Handlers;
-use crate::store::{Applied, Claimed, Store, StoreError};
+use crate::store::{Applied, Claimed, Step, Store, StoreError};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -251,6 +251,8 @@ impl Driver {
     /// Runs one claimed batch through its handlers and writes the outcomes back. Rows that
     /// are Done and due at once in their next state keep their lease in the same write-back
     /// and go on through the next stage here, without being released and claimed again.
+    /// When that next stage is quick, the Done is not written yet: it is carried in memory
+    /// and written with the quick stage's outcome, one write-back for both.
     pub async fn process(
         &self,
         batch: Vec<Claimed>,
@@ -260,87 +262,119 @@ impl Driver {
             claimed: batch.len() as u64,
             ..RunReport::default()
         };
-        let mut batch = batch;
+        let mut batch: Vec<InFlight> = batch.into_iter().map(InFlight::claimed).collect();
         while !batch.is_empty() {
-            let Some(results) = self.run_with_renewal(&batch, &mut shutdown).await else {
-                let claimed: Vec<(i64, i32)> = batch.iter().map(|c| (c.id, c.attempt)).collect();
-                match self
-                    .store
-                    .release(&self.owner, &claimed, self.clock.now())
-                    .await
-                {
-                    Ok(released) => report.released += released,
-                    Err(error) => tracing::warn!(%error, "release failed; the leases will expire"),
-                }
+            let claimed: Vec<Claimed> = batch.iter().map(|f| f.row.clone()).collect();
+            let Some(results) = self.run_with_renewal(&claimed, &mut shutdown).await else {
+                self.release(batch, &mut report).await;
                 return report;
             };
             let now = self.clock.now();
             let relay_until = (!*shutdown.borrow()).then(|| {
                 now + chrono::Duration::from_std(self.tuning.lease).unwrap_or(chrono::Duration::MAX)
             });
-            let applied: Vec<Applied> = batch
-                .iter()
-                .zip(results)
-                .map(|(c, result)| {
-                    let transition = plan_outcome(
-                        &self.graph,
-                        &self.policy.retry,
-                        self.policy.max_attempts,
-                        &c.state,
-                        c.attempt,
-                        &result,
-                        now,
-                        retry_entropy(c.id, c.attempt, now),
-                    );
-                    let relay = (transition.outcome == "done"
-                        && !transition.ends
-                        && transition.due_at == Some(now))
-                    .then_some(relay_until)
-                    .flatten();
-                    Applied {
-                        id: c.id,
-                        from_state: c.state.clone(),
-                        attempt: c.attempt,
-                        transition,
-                        relay,
-                    }
-                })
-                .collect();
-            let done = match self.store.write_back(&self.owner, &applied, now).await {
+            let mut next = Vec::new();
+            let mut applied: Vec<(Applied, Claimed)> = Vec::with_capacity(batch.len());
+            for (f, result) in batch.into_iter().zip(results) {
+                let c = &f.row;
+                let transition = plan_outcome(
+                    &self.graph,
+                    &self.policy.retry,
+                    self.policy.max_attempts,
+                    &c.state,
+                    c.attempt,
+                    &result,
+                    now,
+                    retry_entropy(c.id, c.attempt, now),
+                );
+                let relay = (transition.outcome == "done"
+                    && !transition.ends
+                    && transition.due_at == Some(now))
+                .then_some(relay_until)
+                .flatten();
+                let quick_next = self
+                    .handlers
+                    .get(&transition.to_state)
+                    .is_some_and(|h| h.quick());
+                if relay.is_some() && quick_next {
+                    next.push(f.carry(transition, now));
+                    continue;
+                }
+                let row = f.row.clone();
+                applied.push((f.into_applied(transition, relay), row));
+            }
+            let written: Vec<Applied> = applied.iter().map(|(a, _)| a.clone()).collect();
+            let done = match self.store.write_back(&self.owner, &written, now).await {
                 Ok(done) => done.into_iter().collect::<std::collections::HashSet<i64>>(),
                 Err(error) => {
                     // The leases expire and another claim retries the batch: handlers are idempotent.
-                    tracing::error!(%error, claimed = batch.len(), "write-back failed; the batch will be retried after its lease");
+                    tracing::error!(%error, claimed = claimed.len(), "write-back failed; the batch will be retried after its lease");
                     return report;
                 }
             };
-            report.applied += done.len() as u64;
-            let mut next = Vec::new();
-            for (c, a) in batch.iter().zip(&applied) {
+            for (a, c) in applied {
                 if !done.contains(&a.id) {
-                    report.lost += 1;
+                    report.lost += 1 + a.carried.len() as u64;
                     tracing::warn!(retirement_id = a.id, state = %a.from_state, attempt = a.attempt,
                         "write-back lost its lease; it changed nothing");
                     continue;
                 }
-                *report
-                    .outcomes
-                    .entry(a.transition.outcome.to_string())
-                    .or_default() += 1;
-                tracing::debug!(retirement_id = a.id, state = %a.from_state, to = %a.transition.to_state,
-                    attempt = a.attempt, outcome = a.transition.outcome, "outcome applied");
+                for step in a
+                    .carried
+                    .iter()
+                    .map(|s| &s.transition)
+                    .chain([&a.transition])
+                {
+                    report.applied += 1;
+                    *report.outcomes.entry(step.outcome.to_string()).or_default() += 1;
+                }
+                tracing::debug!(retirement_id = a.id, state = %c.state, to = %a.transition.to_state,
+                    attempt = c.attempt, outcome = a.transition.outcome, carried = a.carried.len(), "outcome applied");
                 if a.relay.is_some() {
-                    next.push(Claimed {
-                        state: a.transition.to_state.clone(),
-                        attempt: 1,
-                        warned_at: a.transition.warned_at.or(c.warned_at),
-                        ..c.clone()
-                    });
+                    next.push(InFlight::relayed(c, &a.transition));
                 }
             }
             batch = next;
         }
         report
+    }
+
+    /// Releases a batch whose handlers outlived the shutdown grace. Outcomes carried in
+    /// memory are written first (the work they record is done), then every lease is let go.
+    async fn release(&self, batch: Vec<InFlight>, report: &mut RunReport) {
+        let now = self.clock.now();
+        let until =
+            now + chrono::Duration::from_std(self.tuning.lease).unwrap_or(chrono::Duration::MAX);
+        let mut fences: Vec<(i64, i32)> = Vec::with_capacity(batch.len());
+        let mut carried: Vec<Applied> = Vec::new();
+        for mut f in batch {
+            match f.carried.pop() {
+                Some(last) => {
+                    fences.push((f.row.id, 1));
+                    carried.push(Applied {
+                        id: f.row.id,
+                        from_state: f.fence_state,
+                        attempt: f.fence_attempt,
+                        transition: last.transition,
+                        relay: Some(until),
+                        carried: f.carried,
+                    });
+                }
+                None => fences.push((f.row.id, f.fence_attempt)),
+            }
+        }
+        if !carried.is_empty() {
+            match self.store.write_back(&self.owner, &carried, now).await {
+                Ok(done) => report.applied += done.len() as u64,
+                Err(error) => {
+                    tracing::warn!(%error, "writing carried outcomes failed; their work will be redone")
+                }
+            }
+        }
+        match self.store.release(&self.owner, &fences, now).await {
+            Ok(released) => report.released += released,
+            Err(error) => tracing::warn!(%error, "release failed; the leases will expire"),
+        }
     }
 
     /// Runs the handlers while renewing the batch's leases; `None` when a shutdown's grace
@@ -453,6 +487,77 @@ impl Driver {
                 })
             })
             .collect()
+    }
+}
+
+/// A claimed row on its way through a batch: what the next handler sees, the fence the
+/// store holds, and the outcomes made in memory since that fence.
+struct InFlight {
+    row: Claimed,
+    fence_state: String,
+    fence_attempt: i32,
+    carried: Vec<Step>,
+}
+
+impl InFlight {
+    fn claimed(row: Claimed) -> Self {
+        Self {
+            fence_state: row.state.clone(),
+            fence_attempt: row.attempt,
+            row,
+            carried: Vec::new(),
+        }
+    }
+
+    /// The row as attempt 1 of its next state, after a written relay.
+    fn relayed(row: Claimed, transition: &Transition) -> Self {
+        Self::claimed(moved_on(row, transition))
+    }
+
+    /// The row moved on in memory, the transition kept for the next write-back.
+    fn carry(self, transition: Transition, at: chrono::DateTime<chrono::Utc>) -> Self {
+        let step = Step {
+            from_state: self.row.state.clone(),
+            attempt: self.row.attempt,
+            at,
+            transition,
+        };
+        let row = moved_on(self.row, &step.transition);
+        let mut carried = self.carried;
+        carried.push(step);
+        Self {
+            row,
+            fence_state: self.fence_state,
+            fence_attempt: self.fence_attempt,
+            carried,
+        }
+    }
+
+    /// What a write-back applies for this row: `transition` fenced as the store holds it.
+    fn into_applied(
+        self,
+        transition: Transition,
+        relay: Option<chrono::DateTime<chrono::Utc>>,
+    ) -> Applied {
+        Applied {
+            id: self.row.id,
+            from_state: self.fence_state,
+            attempt: self.fence_attempt,
+            transition,
+            relay,
+            carried: self.carried,
+        }
+    }
+}
+
+/// The row as attempt 1 of the state `transition` moved it to.
+fn moved_on(row: Claimed, transition: &Transition) -> Claimed {
+    Claimed {
+        state: transition.to_state.clone(),
+        attempt: 1,
+        warned_at: transition.warned_at.or(row.warned_at),
+        reminders_sent: transition.reminders_sent.unwrap_or(row.reminders_sent),
+        ..row
     }
 }
 

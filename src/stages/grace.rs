@@ -110,6 +110,11 @@ impl GraceHandler {
 
 #[async_trait]
 impl Handler for GraceHandler {
+    /// Right after the warning it re-reads the source and waits; reminders come later.
+    fn quick(&self) -> bool {
+        true
+    }
+
     async fn handle(&self, batch: &[Claimed]) -> Result<HashMap<i64, StageResult>, BatchError> {
         let now = self.clock.now();
         let mut results = HashMap::new();

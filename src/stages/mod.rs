@@ -143,6 +143,13 @@ pub struct BatchError(pub String);
 pub trait Handler: Send + Sync {
     /// Works on the batch and returns a result per retirement id; a missing id is retried.
     async fn handle(&self, batch: &[Claimed]) -> Result<HashMap<i64, StageResult>, BatchError>;
+
+    /// Whether a run of this stage is short and, in the common case, acts only on the
+    /// store (it waits or re-reads): the driver then carries a relayed Done into it without
+    /// a write-back and writes both outcomes at once, as the crash window barely grows.
+    fn quick(&self) -> bool {
+        false
+    }
 }
 
 /// The handlers of a pipeline, by state.

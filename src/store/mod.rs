@@ -183,15 +183,91 @@ pub struct Claimed {
 pub struct Applied {
     /// Retirement id.
     pub id: i64,
-    /// State when claimed.
+    /// State the store holds (as claimed, or as last written): the fence.
     pub from_state: String,
-    /// Attempt when claimed.
+    /// Attempt the store holds: the fence.
     pub attempt: i32,
-    /// The change.
+    /// The change; the row's new state.
     pub transition: Transition,
     /// Keep the lease until this time for the next state's stage (the driver goes on with
     /// the row at once instead of releasing it and claiming it again).
     pub relay: Option<DateTime<Utc>>,
+    /// Relayed Done transitions made in memory before `transition` and written with it,
+    /// oldest first (the driver carries a row into a quick stage without a write-back).
+    pub carried: Vec<Step>,
+}
+
+/// A transition made in memory: the state and attempt it ran in, when, and the change.
+#[derive(Debug, Clone)]
+pub struct Step {
+    /// State the stage ran in.
+    pub from_state: String,
+    /// Attempt it ran as.
+    pub attempt: i32,
+    /// When its outcome was planned.
+    pub at: DateTime<Utc>,
+    /// The change.
+    pub transition: Transition,
+}
+
+/// One event a write-back records.
+pub struct EventRow<'a> {
+    /// State the stage ran in.
+    pub from_state: &'a str,
+    /// Attempt it ran as.
+    pub attempt: i32,
+    /// When.
+    pub at: DateTime<Utc>,
+    /// The change.
+    pub transition: &'a Transition,
+}
+
+impl Applied {
+    /// The events to record, oldest first: each carried step, then `transition` (which ran
+    /// in the last carried step's new state, as attempt 1 of a relay).
+    pub fn events(&self, now: DateTime<Utc>) -> Vec<EventRow<'_>> {
+        let mut events: Vec<EventRow<'_>> = self
+            .carried
+            .iter()
+            .map(|s| EventRow {
+                from_state: &s.from_state,
+                attempt: s.attempt,
+                at: s.at,
+                transition: &s.transition,
+            })
+            .collect();
+        let (from_state, attempt) = match self.carried.last() {
+            Some(last) => (last.transition.to_state.as_str(), 1),
+            None => (self.from_state.as_str(), self.attempt),
+        };
+        events.push(EventRow {
+            from_state,
+            attempt,
+            at: now,
+            transition: &self.transition,
+        });
+        events
+    }
+
+    /// The warning time to write: the latest any of the transitions recorded.
+    pub fn warned_at(&self) -> Option<DateTime<Utc>> {
+        self.transition.warned_at.or_else(|| {
+            self.carried
+                .iter()
+                .rev()
+                .find_map(|s| s.transition.warned_at)
+        })
+    }
+
+    /// The reminder count to write: the latest any of the transitions changed.
+    pub fn reminders_sent(&self) -> Option<i32> {
+        self.transition.reminders_sent.or_else(|| {
+            self.carried
+                .iter()
+                .rev()
+                .find_map(|s| s.transition.reminders_sent)
+        })
+    }
 }
 
 /// A retirement as operators see it. No email or username.
@@ -712,6 +788,15 @@ macro_rules! embedded_migrator {
                 3,
                 "notice",
                 include_str!(concat!("../../migrations/", $dir, "/0003_notice.sql")),
+            ),
+            (
+                4,
+                "drop state index",
+                include_str!(concat!(
+                    "../../migrations/",
+                    $dir,
+                    "/0004_drop_state_index.sql"
+                )),
             ),
         ])
     };

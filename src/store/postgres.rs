@@ -299,26 +299,35 @@ impl Store for PgStore {
             .map(|a| a.transition.failed_state.as_deref())
             .collect();
         let ends: Vec<bool> = applied.iter().map(|a| a.transition.ends).collect();
-        let warned: Vec<Option<DateTime<Utc>>> =
-            applied.iter().map(|a| a.transition.warned_at).collect();
-        let outcomes: Vec<&str> = applied.iter().map(|a| a.transition.outcome).collect();
+        let warned: Vec<Option<DateTime<Utc>>> = applied.iter().map(Applied::warned_at).collect();
         let relays: Vec<Option<DateTime<Utc>>> = applied.iter().map(|a| a.relay).collect();
-        let reminders: Vec<Option<i32>> = applied
+        let reminders: Vec<Option<i32>> = applied.iter().map(Applied::reminders_sent).collect();
+        // Events, oldest first per retirement (carried steps, then the outcome).
+        let events: Vec<(i64, super::EventRow<'_>)> = applied
             .iter()
-            .map(|a| a.transition.reminders_sent)
+            .flat_map(|a| a.events(now).into_iter().map(move |e| (a.id, e)))
             .collect();
-        let details: Vec<String> = applied
+        let event_ids: Vec<i64> = events.iter().map(|(id, _)| *id).collect();
+        let event_at: Vec<DateTime<Utc>> = events.iter().map(|(_, e)| e.at).collect();
+        let event_from: Vec<&str> = events.iter().map(|(_, e)| e.from_state).collect();
+        let event_to: Vec<&str> = events
             .iter()
-            .map(|a| a.transition.detail.to_string())
+            .map(|(_, e)| e.transition.to_state.as_str())
+            .collect();
+        let event_outcomes: Vec<&str> = events.iter().map(|(_, e)| e.transition.outcome).collect();
+        let event_attempts: Vec<i32> = events.iter().map(|(_, e)| e.attempt).collect();
+        let event_details: Vec<String> = events
+            .iter()
+            .map(|(_, e)| e.transition.detail.to_string())
             .collect();
         // One statement: the fenced UPDATE and the events of the rows it changed.
         let rows = sqlx::query(
             "WITH input AS ( \
                SELECT * FROM UNNEST($3::bigint[], $4::text[], $5::int[], $6::text[], $7::timestamptz[], \
-                 $8::int[], $9::text[], $10::text[], $11::bool[], $12::timestamptz[], $13::text[], $14::text[], \
-                 $15::timestamptz[], $16::int[]) \
+                 $8::int[], $9::text[], $10::text[], $11::bool[], $12::timestamptz[], \
+                 $13::timestamptz[], $14::int[]) \
                AS u(id, from_state, fence_attempt, to_state, due_at, attempt, last_error, failed_state, \
-                 ends, warned_at, outcome, detail, relay_until, reminders_sent)), \
+                 ends, warned_at, relay_until, reminders_sent)), \
              changed AS ( \
                UPDATE retirement r SET state = i.to_state, due_at = COALESCE(i.relay_until, i.due_at), \
                  attempt = CASE WHEN i.relay_until IS NULL THEN i.attempt ELSE 1 END, \
@@ -336,8 +345,10 @@ impl Store for PgStore {
                RETURNING r.id), \
              events AS ( \
                INSERT INTO retirement_event (retirement_id, at, actor, from_state, to_state, outcome, attempt, detail) \
-               SELECT i.id, $1, 'driver:' || $2, i.from_state, i.to_state, i.outcome, i.fence_attempt, i.detail \
-               FROM input i JOIN changed c ON c.id = i.id) \
+               SELECT e.id, e.at, 'driver:' || $2, e.from_state, e.to_state, e.outcome, e.attempt, e.detail \
+               FROM UNNEST($15::bigint[], $16::timestamptz[], $17::text[], $18::text[], $19::text[], $20::int[], $21::text[]) \
+                 WITH ORDINALITY AS e(id, at, from_state, to_state, outcome, attempt, detail, n) \
+               JOIN changed c ON c.id = e.id ORDER BY e.n) \
              SELECT id FROM changed",
         )
         .bind(now)
@@ -352,10 +363,15 @@ impl Store for PgStore {
         .bind(&failed)
         .bind(&ends)
         .bind(&warned)
-        .bind(&outcomes)
-        .bind(&details)
         .bind(&relays)
         .bind(&reminders)
+        .bind(&event_ids)
+        .bind(&event_at)
+        .bind(&event_from)
+        .bind(&event_to)
+        .bind(&event_outcomes)
+        .bind(&event_attempts)
+        .bind(&event_details)
         .fetch_all(&self.pool)
         .await
         .ctx("apply outcomes")?;

@@ -86,9 +86,14 @@ pub(crate) const NEXT_DUE: &str =
     "SELECT MIN(due_at) AS due FROM retirement WHERE ended_at IS NULL AND due_at IS NOT NULL";
 
 /// Binds a transition to `APPLY_ONE`. `$fence` is `Option<(&str state, &str owner, i32 attempt)>`,
-/// `$relay` an `Option<DateTime<Utc>>` lease expiry for the next state.
+/// `$relay` an `Option<DateTime<Utc>>` lease expiry for the next state; `$warned` and
+/// `$reminders` override the transition's own (a write-back with carried steps merges them).
 macro_rules! bind_apply {
     ($id:expr, $fence:expr, $t:expr, $now:expr, $relay:expr) => {{
+        let t: &$crate::domain::Transition = $t;
+        $crate::store::sql::bind_apply!($id, $fence, t, $now, $relay, t.warned_at, t.reminders_sent)
+    }};
+    ($id:expr, $fence:expr, $t:expr, $now:expr, $relay:expr, $warned:expr, $reminders:expr) => {{
         let t: &$crate::domain::Transition = $t;
         let fence: Option<(&str, &str, i32)> = $fence;
         sqlx::query($crate::store::sql::APPLY_ONE)
@@ -97,7 +102,7 @@ macro_rules! bind_apply {
             .bind(t.attempt)
             .bind(t.last_error.as_deref())
             .bind(t.failed_state.as_deref())
-            .bind(t.warned_at)
+            .bind($warned)
             .bind($now)
             .bind(t.ends)
             .bind($id)
@@ -105,7 +110,7 @@ macro_rules! bind_apply {
             .bind(fence.map(|f| f.0))
             .bind(fence.map(|f| f.2))
             .bind($relay)
-            .bind(t.reminders_sent)
+            .bind($reminders)
     }};
 }
 

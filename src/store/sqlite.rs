@@ -251,23 +251,26 @@ impl Store for SqliteStore {
         let mut done = Vec::with_capacity(applied.len());
         for a in applied {
             let fence = Some((a.from_state.as_str(), owner, a.attempt));
-            let changed = bind_apply!(a.id, fence, &a.transition, now, a.relay)
+            let (warned, reminders) = (a.warned_at(), a.reminders_sent());
+            let changed = bind_apply!(a.id, fence, &a.transition, now, a.relay, warned, reminders)
                 .execute(&mut *tx)
                 .await
                 .ctx("apply an outcome")?
                 .rows_affected();
             if changed == 1 {
-                bind_event!(
-                    a.id,
-                    now,
-                    &actor,
-                    Some(a.from_state.as_str()),
-                    &a.transition,
-                    a.attempt
-                )
-                .execute(&mut *tx)
-                .await
-                .ctx("record an outcome")?;
+                for e in a.events(now) {
+                    bind_event!(
+                        a.id,
+                        e.at,
+                        &actor,
+                        Some(e.from_state),
+                        e.transition,
+                        e.attempt
+                    )
+                    .execute(&mut *tx)
+                    .await
+                    .ctx("record an outcome")?;
+                }
                 done.push(a.id);
             }
         }

@@ -265,3 +265,17 @@ macro_rules! per_backend {
         }
     };
 }
+
+/// Each event as (from state, to state, outcome), oldest first.
+pub fn event_path(events: &[lethe::store::Event]) -> Vec<(Option<&str>, &str, &str)> {
+    events
+        .iter()
+        .map(|e| {
+            (
+                e.from_state.as_deref(),
+                e.to_state.as_str(),
+                e.outcome.as_str(),
+            )
+        })
+        .collect()
+}
