@@ -13,7 +13,7 @@ mod common;
 use anyhow::Context;
 use lethe::config::Config;
 use lethe::sql::Dialect;
-use lethe::sql::target::{Subject, SubjectResult, Target};
+use lethe::sql::target::{Subject, Target};
 use sqlx::Connection;
 use std::time::Instant;
 
@@ -146,10 +146,7 @@ async fn run(admin: &str, name: &str) -> anyhow::Result<()> {
     let report = target.retire(&subjects(std::iter::once(HEAVY))).await?;
     let heavy_ms = started.elapsed().as_millis();
     anyhow::ensure!(
-        report.subjects[&HEAVY]
-            == SubjectResult::Retired {
-                already_gone: false
-            },
+        report.subjects[&HEAVY].deleted_now(),
         "heavy learner not retired"
     );
     println!("heavy learner: 10,000 modules + 20,000 history rows in {heavy_ms} ms");
@@ -159,10 +156,7 @@ async fn run(admin: &str, name: &str) -> anyhow::Result<()> {
     for id in 1..=BASELINE_USERS {
         let report = target.retire(&subjects(std::iter::once(id))).await?;
         anyhow::ensure!(
-            report.subjects[&id]
-                == SubjectResult::Retired {
-                    already_gone: false
-                },
+            report.subjects[&id].deleted_now(),
             "baseline: user {id} not retired"
         );
     }
@@ -189,15 +183,7 @@ async fn run(admin: &str, name: &str) -> anyhow::Result<()> {
                 chunks.get(next.fetch_add(1, std::sync::atomic::Ordering::Relaxed))
             {
                 let report = target.retire(&subjects(chunk.iter().copied())).await?;
-                retired += report
-                    .subjects
-                    .values()
-                    .filter(|r| {
-                        **r == SubjectResult::Retired {
-                            already_gone: false,
-                        }
-                    })
-                    .count();
+                retired += report.subjects.values().filter(|r| r.deleted_now()).count();
             }
             anyhow::Ok(retired)
         });

@@ -173,6 +173,15 @@ pub fn subjects_with_rows(d: Dialect, plan: &Plan, step: &Step, n: usize) -> Str
     )
 }
 
+/// Rows behind a step per subject (`subject`, `n`): what each subject's event records.
+pub fn rows_per_subject(d: Dialect, plan: &Plan, step: &Step, n: usize) -> String {
+    let (from, subject) = joined(d, plan, &step.path, 1, n);
+    format!(
+        "SELECT {} AS subject, COUNT(*) AS n FROM {from} GROUP BY {subject}",
+        d.bigint(&subject)
+    )
+}
+
 /// Rows behind a step for each subject, for `lethe plan`.
 pub fn count_rows(d: Dialect, plan: &Plan, step: &Step, n: usize) -> String {
     let (from, _) = joined(d, plan, &step.path, 1, n);

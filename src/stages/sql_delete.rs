@@ -70,16 +70,16 @@ impl Handler for SqlDeleteHandler {
             .retire(&subjects)
             .await
             .map_err(|e| BatchError(e.to_string()))?;
-        let rows = json!(report.rows);
         for (subject, retirements) in by_subject {
             let result = match report.subjects.get(&subject) {
-                Some(SubjectResult::Retired { already_gone }) => StageResult::new(Outcome::Done)
-                    .with_detail(json!({
+                Some(SubjectResult::Retired { already_gone, rows }) => {
+                    StageResult::new(Outcome::Done).with_detail(json!({
                         "target": self.target.name,
                         "already_gone": already_gone,
-                        "batch_subjects": subjects.len(),
-                        "batch_rows": rows,
-                    })),
+                        "rows": rows,
+                        "batch_subjects": report.deleted,
+                    }))
+                }
                 Some(SubjectResult::Active(at)) => StageResult::new(Outcome::Cancel {
                     why: format!("active again at {}", at.to_rfc3339()),
                 }),
