@@ -798,6 +798,15 @@ macro_rules! embedded_migrator {
                     "/0004_drop_state_index.sql"
                 )),
             ),
+            (
+                5,
+                "retirement key",
+                include_str!(concat!(
+                    "../../migrations/",
+                    $dir,
+                    "/0005_retirement_key.sql"
+                )),
+            ),
         ])
     };
 }

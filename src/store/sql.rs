@@ -19,6 +19,10 @@ pub(crate) const INSERT_EVENT: &str = "INSERT INTO retirement_event \
      (retirement_id, at, actor, from_state, to_state, outcome, attempt, detail) \
      VALUES ($1, $2, $3, $4, $5, $6, $7, $8)";
 
+/// Records one lookup hash of a retirement.
+pub(crate) const INSERT_KEY: &str = "INSERT INTO retirement_key (key_hash, retirement_id) \
+     VALUES ($1, $2) ON CONFLICT DO NOTHING";
+
 /// Opens one retirement unless the subject has an open one.
 pub(crate) const ENQUEUE_ONE: &str = "INSERT INTO retirement \
      (subject, email, username, subject_hash, email_hash, reason, state, due_at, attempt, created_at, updated_at, locale) \
@@ -41,12 +45,30 @@ pub(crate) const UPSERT_STATE: &str = "INSERT INTO state (name, position, role) 
 pub(crate) const RELEASE_ONE: &str = "UPDATE retirement SET lease_owner = NULL, lease_until = NULL, \
      due_at = $1, attempt = attempt - 1 WHERE id = $2 AND lease_owner = $3 AND attempt = $4";
 
+/// Ids of the retirements with this id, open for this subject, or under these hashes
+/// (a union, so each part uses its index).
+macro_rules! matching_ids {
+    ($id:literal, $subject:literal, $subject_hash:literal, $email_hash:literal) => {
+        concat!(
+            "SELECT CAST(",
+            $id,
+            " AS BIGINT) UNION ALL SELECT id FROM retirement WHERE subject = ",
+            $subject,
+            " UNION ALL SELECT retirement_id FROM retirement_key WHERE key_hash = ",
+            $subject_hash,
+            " OR key_hash = ",
+            $email_hash
+        )
+    };
+}
+
 /// Finds retirements by id, subject or hashes; the open one first, then the newest.
 pub(crate) const FIND: &str = concat!(
     "SELECT ",
     super::retirement_columns!(),
-    " FROM retirement WHERE id = $1 OR subject = $2 OR subject_hash = $3 OR email_hash = $4 \
-     ORDER BY (ended_at IS NULL) DESC, id DESC LIMIT 1"
+    " FROM retirement WHERE id IN (",
+    matching_ids!("$1", "$2", "$3", "$4"),
+    ") ORDER BY (ended_at IS NULL) DESC, id DESC LIMIT 1"
 );
 
 /// One retirement by id (operator actions).
@@ -74,12 +96,15 @@ pub(crate) const LIST: &str = concat!(
 pub(crate) const STATS: &str = "SELECT state, COUNT(*) AS n FROM retirement GROUP BY state";
 
 /// Events joined with their retirement, filtered by time and subject.
-pub(crate) const AUDIT: &str = "SELECT e.id, e.retirement_id, e.at, e.actor, e.from_state, e.to_state, \
+pub(crate) const AUDIT: &str = concat!(
+    "SELECT e.id, e.retirement_id, e.at, e.actor, e.from_state, e.to_state, \
      e.outcome, e.attempt, e.detail, r.subject, r.subject_hash, r.reason \
      FROM retirement_event e JOIN retirement r ON r.id = e.retirement_id \
      WHERE ($1 IS NULL OR e.at >= $1) AND ($2 IS NULL OR e.at < $2) \
-     AND ($7 = 0 OR r.id = $3 OR r.subject = $4 OR r.subject_hash = $5 OR r.email_hash = $6) \
-     ORDER BY e.id LIMIT $8";
+     AND ($7 = 0 OR r.id IN (",
+    matching_ids!("$3", "$4", "$5", "$6"),
+    ")) ORDER BY e.id LIMIT $8"
+);
 
 /// Earliest due time of an open retirement.
 pub(crate) const NEXT_DUE: &str =

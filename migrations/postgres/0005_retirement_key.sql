@@ -1,0 +1,14 @@
+-- Lookups by hash (status and audit by subject or email) go through a table written once
+-- per retirement. On `retirement`, whose rows are rewritten by every claim and write-back,
+-- the two indexes of random 64-character hashes took two thirds of each update.
+CREATE TABLE retirement_key (
+    key_hash      TEXT COLLATE "C" NOT NULL,   -- subject_hash or email_hash
+    retirement_id BIGINT NOT NULL REFERENCES retirement (id),
+    PRIMARY KEY (key_hash, retirement_id)
+);
+INSERT INTO retirement_key (key_hash, retirement_id)
+    SELECT subject_hash, id FROM retirement
+    UNION
+    SELECT email_hash, id FROM retirement WHERE email_hash IS NOT NULL;
+DROP INDEX retirement_subject_hash;
+DROP INDEX retirement_email_hash;
