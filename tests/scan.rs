@@ -283,6 +283,19 @@ async fn a_bad_source_column_is_named() {
         .unwrap()
         .to_string();
     assert!(err.contains("table users does not work"), "{err}");
+    // A text key would be cast to numbers (MySQL makes 'abc' 0): refused by name.
+    let source = users.source("id_column = \"username\"");
+    let err = SourceReader::connect(&source)
+        .await
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        err.contains(
+            "column auth_user.username is varchar: subjects are read by integer keys only"
+        ),
+        "{err}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

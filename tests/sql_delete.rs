@@ -651,3 +651,30 @@ async fn a_batch_chosen_as_deadlock_victim_is_rerun_and_finishes() {
         assert_eq!(after[table], count - gone, "{table}: only user 1's rows go");
     }
 }
+
+/// A root key that is not an integer is refused at connect, naming the column and its type.
+#[tokio::test]
+async fn a_non_integer_root_key_is_refused_by_name() {
+    let db = TestDb::new(Kind::Sqlite).await;
+    exec(
+        &format!("{}?mode=rwc", db.url),
+        &["CREATE TABLE auth_user (id TEXT PRIMARY KEY, email TEXT, last_login TEXT)"],
+    )
+    .await;
+    let text = format!(
+        "{}[[target]]\nname = \"edx\"\nurl = \"{}\"\n",
+        common::noop_pipeline("", ""),
+        db.url
+    );
+    let (_, pipeline) =
+        Config::from_texts("states.toml", common::STATES, "pipeline.toml", &text).unwrap();
+    let Err(error) = Target::connect(&pipeline.targets[0]).await else {
+        panic!("a TEXT root key was accepted");
+    };
+    assert!(
+        error.to_string().contains(
+            "target edx: auth_user.id is TEXT: subjects are retired by integer keys only"
+        ),
+        "{error}"
+    );
+}

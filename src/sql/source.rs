@@ -31,6 +31,16 @@ pub enum SourceError {
         /// Driver error.
         source: sqlx::Error,
     },
+    /// The id column does not hold integers.
+    #[error(
+        "source: column {column} is {declared}: subjects are read by integer keys only (set source.id_column to an integer column)"
+    )]
+    NotInteger {
+        /// `table.column`, as configured.
+        column: String,
+        /// Its declared type.
+        declared: String,
+    },
     /// A scan query failed.
     #[error("source: {context} failed: {source}")]
     Query {
@@ -106,6 +116,17 @@ impl SourceReader {
         for (what, sql) in probes {
             with_pool!(&reader.pool, p => sqlx::query(sqlx::AssertSqlSafe(sql)).fetch_all(p).await.map(|_| ()))
                 .map_err(|source| SourceError::Schema { what, source })?;
+        }
+        // A text key would be cast to a number (MySQL makes 'abc' 0): refuse it by name.
+        let column = format!("{}.{}", config.table, config.id_column);
+        let declared = super::target::column_type(&reader.pool, &config.table, &config.id_column)
+            .await
+            .map_err(|source| SourceError::Schema {
+                what: format!("column {column}"),
+                source,
+            })?;
+        if let Some(declared) = declared.filter(|ty| !super::target::is_integer_type(ty)) {
+            return Err(SourceError::NotInteger { column, declared });
         }
         Ok(reader)
     }

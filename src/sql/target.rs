@@ -426,8 +426,36 @@ pub fn action_name(action: &Action) -> &'static str {
     }
 }
 
-/// Every column of every table, for validating config names.
-type Columns = HashSet<(String, String)>;
+/// Every column of every table with its declared type, for validating config names.
+type Columns = HashMap<(String, String), String>;
+
+/// Whether a declared column type holds integers (SQLite's rule: the name contains INT).
+pub(crate) fn is_integer_type(declared: &str) -> bool {
+    declared.to_ascii_lowercase().contains("int")
+}
+
+/// The declared type of one column, if it exists.
+pub(crate) async fn column_type(
+    pool: &Pool,
+    table: &str,
+    column: &str,
+) -> Result<Option<String>, sqlx::Error> {
+    let sql = match pool {
+        Pool::MySql(_) => {
+            "SELECT CAST(DATA_TYPE AS CHAR) AS ty FROM information_schema.COLUMNS \
+             WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = ? AND COLUMN_NAME = ?"
+        }
+        Pool::Postgres(_) => {
+            "SELECT data_type::text AS ty FROM information_schema.columns \
+             WHERE table_schema = current_schema() AND table_name = $1 AND column_name = $2"
+        }
+        Pool::Sqlite(_) => "SELECT type AS ty FROM pragma_table_info($1) WHERE name = $2",
+    };
+    with_pool!(pool, p => {
+        let row = sqlx::query(sql).bind(table).bind(column).fetch_optional(p).await?;
+        row.map(|r| r.try_get::<String, _>("ty")).transpose()
+    })
+}
 
 fn check_columns(
     rules: &Rules,
@@ -435,8 +463,8 @@ fn check_columns(
     links: &[Link],
     columns: &Columns,
 ) -> Result<(), String> {
-    let has = |t: &str, c: &str| columns.contains(&(t.to_string(), c.to_string()));
-    if !columns.iter().any(|(t, _)| *t == rules.root_table) {
+    let has = |t: &str, c: &str| columns.contains_key(&(t.to_string(), c.to_string()));
+    if !columns.keys().any(|(t, _)| *t == rules.root_table) {
         return Err(format!("root table {} does not exist", rules.root_table));
     }
     for column in [rules.root_key.as_str(), activity] {
@@ -446,6 +474,13 @@ fn check_columns(
                 rules.root_table
             ));
         }
+    }
+    let key = (rules.root_table.clone(), rules.root_key.clone());
+    if let Some(key_type) = columns.get(&key).filter(|ty| !is_integer_type(ty)) {
+        return Err(format!(
+            "{}.{} is {key_type}: subjects are retired by integer keys only (set root_key to an integer column)",
+            rules.root_table, rules.root_key
+        ));
     }
     for link in &rules.extra_links {
         for (t, cs) in [
@@ -494,13 +529,13 @@ async fn introspect(d: Dialect, pool: &Pool) -> Result<(Vec<Link>, Columns), sql
                 fk_rows.push((r.try_get("c")?, r.try_get("t")?, r.try_get("col")?, r.try_get("rt")?, r.try_get("rc")?, n == "YES"));
             }
             for r in sqlx::query(
-                "SELECT CAST(TABLE_NAME AS CHAR) AS t, CAST(COLUMN_NAME AS CHAR) AS c \
-                 FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = DATABASE()",
+                "SELECT CAST(TABLE_NAME AS CHAR) AS t, CAST(COLUMN_NAME AS CHAR) AS c, \
+                 CAST(DATA_TYPE AS CHAR) AS ty FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = DATABASE()",
             )
             .fetch_all(p)
             .await?
             {
-                columns.insert((r.try_get("t")?, r.try_get("c")?));
+                columns.insert((r.try_get("t")?, r.try_get("c")?), r.try_get("ty")?);
             }
         }
         Pool::Postgres(p) => {
@@ -525,13 +560,13 @@ async fn introspect(d: Dialect, pool: &Pool) -> Result<(Vec<Link>, Columns), sql
                 fk_rows.push((r.try_get("c")?, r.try_get("t")?, r.try_get("col")?, r.try_get("rt")?, r.try_get("rc")?, r.try_get("n")?));
             }
             for r in sqlx::query(
-                "SELECT table_name::text AS t, column_name::text AS c FROM information_schema.columns \
-                 WHERE table_schema = current_schema()",
+                "SELECT table_name::text AS t, column_name::text AS c, data_type::text AS ty \
+                 FROM information_schema.columns WHERE table_schema = current_schema()",
             )
             .fetch_all(p)
             .await?
             {
-                columns.insert((r.try_get("t")?, r.try_get("c")?));
+                columns.insert((r.try_get("t")?, r.try_get("c")?), r.try_get("ty")?);
             }
         }
         Pool::Sqlite(p) => {
@@ -546,11 +581,12 @@ async fn introspect(d: Dialect, pool: &Pool) -> Result<(Vec<Link>, Columns), sql
             let mut pk: HashMap<String, String> = HashMap::new();
             let mut not_null: HashSet<(String, String)> = HashSet::new();
             for table in &tables {
-                for r in
-                    sqlx::query("SELECT name, \"notnull\" AS nn, pk FROM pragma_table_info($1)")
-                        .bind(table)
-                        .fetch_all(p)
-                        .await?
+                for r in sqlx::query(
+                    "SELECT name, \"notnull\" AS nn, pk, type AS ty FROM pragma_table_info($1)",
+                )
+                .bind(table)
+                .fetch_all(p)
+                .await?
                 {
                     let name: String = r.try_get("name")?;
                     if r.try_get::<i64, _>("nn")? != 0 {
@@ -559,7 +595,7 @@ async fn introspect(d: Dialect, pool: &Pool) -> Result<(Vec<Link>, Columns), sql
                     if r.try_get::<i64, _>("pk")? == 1 {
                         pk.insert(table.clone(), name.clone());
                     }
-                    columns.insert((table.clone(), name));
+                    columns.insert((table.clone(), name), r.try_get("ty")?);
                 }
             }
             for table in &tables {
