@@ -263,33 +263,29 @@ async fn keyset_paging_neither_skips_nor_repeats_while_rows_are_deleted() {
     assert_eq!(seen, vec![1, 3, 6, 7, 8, 9, 10]);
 }
 
+/// What connecting to a source that must be refused says.
+async fn connect_error(source: &lethe::config::Source) -> String {
+    match SourceReader::connect(source).await {
+        Ok(_) => panic!("the source was accepted"),
+        Err(e) => e.to_string(),
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_bad_source_column_is_named() {
     let users = Users::new().await;
     let source = users.source("last_login_column = \"last_seen\"");
-    let err = SourceReader::connect(&source)
-        .await
-        .err()
-        .unwrap()
-        .to_string();
+    let err = connect_error(&source).await;
     assert!(
         err.contains("column auth_user.last_seen does not work"),
         "{err}"
     );
     let source = users.source("table = \"users\"");
-    let err = SourceReader::connect(&source)
-        .await
-        .err()
-        .unwrap()
-        .to_string();
+    let err = connect_error(&source).await;
     assert!(err.contains("table users does not work"), "{err}");
     // A text key would be cast to numbers (MySQL makes 'abc' 0): refused by name.
     let source = users.source("id_column = \"username\"");
-    let err = SourceReader::connect(&source)
-        .await
-        .err()
-        .unwrap()
-        .to_string();
+    let err = connect_error(&source).await;
     assert!(
         err.contains(
             "column auth_user.username is varchar: subjects are read by integer keys only"
