@@ -248,14 +248,20 @@ async fn keyset_paging_neither_skips_nor_repeats_while_rows_are_deleted() {
     let source = users.source("batch_size = 2");
     let reader = SourceReader::connect(&source).await.unwrap();
     let cutoff = "2021-11-22T00:00:00".parse().unwrap();
-    let first = reader.inactive_page(i64::MIN, cutoff, 2).await.unwrap();
+    let first = reader
+        .inactive_page(i64::MIN, i64::MAX, cutoff, 2)
+        .await
+        .unwrap();
     assert_eq!(first.iter().map(|u| u.id).collect::<Vec<_>>(), vec![1, 3]);
     // Rows before and after the cursor disappear between pages.
     exec(&users.url, &["DELETE FROM auth_user WHERE id IN (1, 5)"]).await;
     let mut seen: Vec<i64> = first.iter().map(|u| u.id).collect();
     let mut after = 3;
     loop {
-        let page = reader.inactive_page(after, cutoff, 2).await.unwrap();
+        let page = reader
+            .inactive_page(after, i64::MAX, cutoff, 2)
+            .await
+            .unwrap();
         let Some(last) = page.last() else { break };
         after = last.id;
         seen.extend(page.iter().map(|u| u.id));

@@ -41,6 +41,50 @@ pub struct ScanOptions {
     pub limit: Option<usize>,
 }
 
+/// What one id range of the source held.
+#[derive(Default)]
+struct RangeRead {
+    candidates: Vec<Inactive>,
+    inactive: i64,
+    excluded: i64,
+}
+
+/// Pages through `after` < id <= `upto` by key, keeping the users not excluded nor
+/// allow-listed, at most `limit` of them.
+async fn read_range(
+    reader: &SourceReader,
+    source: &Source,
+    mut after: i64,
+    upto: i64,
+    cutoff: chrono::NaiveDateTime,
+    limit: Option<usize>,
+) -> Result<RangeRead, SourceError> {
+    let mut read = RangeRead::default();
+    while after < upto {
+        let page = reader
+            .inactive_page(after, upto, cutoff, source.batch_size)
+            .await?;
+        let Some(last) = page.last() else { break };
+        after = last.id;
+        let full = page.len() == source.batch_size;
+        for user in page {
+            read.inactive += 1;
+            if user.excluded || source.allowed(user.id, user.email.as_deref()) {
+                read.excluded += 1;
+                continue;
+            }
+            if limit.is_some_and(|limit| read.candidates.len() >= limit) {
+                return Ok(read);
+            }
+            read.candidates.push(user);
+        }
+        if !full {
+            break;
+        }
+    }
+    Ok(read)
+}
+
 /// Scans the source once. A refusal by the blast-radius guard is not an error: the report
 /// says why in `counts.refused` and nothing is enqueued.
 #[allow(clippy::too_many_arguments)]
@@ -68,37 +112,26 @@ pub async fn scan(
         started_at: now,
         ..ScanRecord::default()
     };
-    let mut candidates: Vec<Inactive> = Vec::new();
-    // The user count (the base of the share limit) runs beside the pages, on its own connection.
-    let pages = async {
-        let mut after = i64::MIN;
-        'pages: loop {
-            let page = reader
-                .inactive_page(after, cutoff, source.batch_size)
-                .await?;
-            let Some(last) = page.last() else { break };
-            after = last.id;
-            let full = page.len() == source.batch_size;
-            for user in page {
-                counts.inactive += 1;
-                if user.excluded || source.allowed(user.id, user.email.as_deref()) {
-                    counts.excluded += 1;
-                    continue;
-                }
-                if options.limit.is_some_and(|limit| candidates.len() >= limit) {
-                    break 'pages;
-                }
-                candidates.push(user);
-            }
-            if !full {
-                break;
-            }
+    // The id range is read in two halves at once (the source's two threads scan where one
+    // would), while the user count (the base of the share limit) runs beside them, each on
+    // its own connection. A limited scan reads in order, one range, so it stops exactly.
+    let halves = match (reader.id_range().await?, options.limit) {
+        (Some((lo, hi)), None) => {
+            let mid = ((i128::from(lo) + i128::from(hi)) / 2) as i64;
+            [(i64::MIN, mid), (mid, i64::MAX)]
         }
-        Ok::<(), SourceError>(())
+        _ => [(i64::MIN, i64::MAX), (i64::MAX, i64::MAX)],
     };
-    let (total, pages) = tokio::join!(reader.count_users(), pages);
-    pages?;
+    let read = |(after, upto)| read_range(reader, source, after, upto, cutoff, options.limit);
+    let (total, first_half, second_half) =
+        tokio::join!(reader.count_users(), read(halves[0]), read(halves[1]));
     let total = total?;
+    let mut candidates: Vec<Inactive> = Vec::new();
+    for half in [first_half?, second_half?] {
+        counts.inactive += half.inactive;
+        counts.excluded += half.excluded;
+        candidates.extend(half.candidates);
+    }
     counts.seen = total;
     tracing::debug!(
         ms = started.elapsed().as_millis() as u64,
@@ -117,15 +150,19 @@ pub async fn scan(
         .filter(|c| !open.contains(&c.id.to_string()))
         .collect();
     // Activity reported to lethe (`touch`) counts like a login the source does not show.
-    let hashes: Vec<String> = new.iter().map(|c| key.subject(&c.id.to_string())).collect();
-    let touched = store.recently_active(&hashes, cutoff.and_utc()).await?;
-    let new: Vec<&Inactive> = new
-        .into_iter()
-        .zip(&hashes)
-        .filter(|(_, h)| !touched.contains(*h))
-        .map(|(c, _)| c)
-        .collect();
-    counts.excluded += touched.len() as i64;
+    let since = cutoff.and_utc();
+    let new: Vec<&Inactive> = if store.any_activity_since(since).await? {
+        let hashes: Vec<String> = new.iter().map(|c| key.subject(&c.id.to_string())).collect();
+        let touched = store.recently_active(&hashes, since).await?;
+        counts.excluded += touched.len() as i64;
+        new.into_iter()
+            .zip(&hashes)
+            .filter(|(_, h)| !touched.contains(*h))
+            .map(|(c, _)| c)
+            .collect()
+    } else {
+        new
+    };
     let first: Vec<i64> = new.iter().take(20).map(|c| c.id).collect();
     if let Err(refusal) = check_blast_radius(
         new.len() as u64,

@@ -191,11 +191,31 @@ impl SourceReader {
         Ok(out)
     }
 
-    /// Up to `limit` users with id > `after` whose last activity (last login, or sign-up
+    /// The smallest and largest id, `None` when the table is empty.
+    pub async fn id_range(&self) -> Result<Option<(i64, i64)>, SourceError> {
+        let d = self.dialect;
+        let id = d.quote(&self.config.id_column);
+        let sql = format!(
+            "SELECT {} AS lo, {} AS hi FROM {}",
+            d.bigint(&format!("MIN({id})")),
+            d.bigint(&format!("MAX({id})")),
+            d.quote(&self.config.table)
+        );
+        let range = with_pool!(&self.pool, p => sqlx::query(sqlx::AssertSqlSafe(sql)).fetch_one(p).await.and_then(|r| {
+            Ok(r.try_get::<Option<i64>, _>("lo")?.zip(r.try_get::<Option<i64>, _>("hi")?))
+        }));
+        range.map_err(|source| SourceError::Query {
+            context: "reading the id range",
+            source,
+        })
+    }
+
+    /// Up to `limit` users with `after` < id <= `upto` whose last activity (last login, or sign-up
     /// for those who never logged in) is before `cutoff`, in id order.
     pub async fn inactive_page(
         &self,
         after: i64,
+        upto: i64,
         cutoff: NaiveDateTime,
         limit: usize,
     ) -> Result<Vec<Inactive>, SourceError> {
@@ -209,8 +229,8 @@ impl SourceReader {
         let sql = format!(
             "SELECT {id_expr} AS id, {email} AS email, {username} AS username, {locale} AS locale, \
              CASE WHEN ({exclude}) THEN 1 ELSE 0 END AS excluded \
-             FROM {table} WHERE {id} > {p1} AND COALESCE({last_login}, {joined}) < {p2} \
-             ORDER BY {table}.{id} LIMIT {p3}",
+             FROM {table} WHERE {id} > {p1} AND {id} <= {p2} AND COALESCE({last_login}, {joined}) < {p3} \
+             ORDER BY {table}.{id} LIMIT {p4}",
             id_expr = d.bigint(&id),
             email = d.quote(&c.email_column),
             username = d.quote(&c.username_column),
@@ -226,10 +246,12 @@ impl SourceReader {
             p1 = d.param(1),
             p2 = d.param(2),
             p3 = d.param(3),
+            p4 = d.param(4),
         );
         let rows = with_pool!(&self.pool, p => {
             let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
                 .bind(after)
+                .bind(upto)
                 .bind(cutoff)
                 .bind(limit as i64)
                 .fetch_all(p)

@@ -520,6 +520,10 @@ pub trait Store: Send + Sync {
         at: DateTime<Utc>,
     ) -> BoxFuture<'a, Result<(), StoreError>>;
 
+    /// Whether any subject has recorded activity after `since` (a scan hashes its
+    /// candidates only then).
+    fn any_activity_since(&self, since: DateTime<Utc>) -> BoxFuture<'_, Result<bool, StoreError>>;
+
     /// Which of `subject_hashes` have recorded activity after `since`.
     fn recently_active<'a>(
         &'a self,

@@ -71,7 +71,11 @@ impl PgStore {
 
 #[async_trait]
 impl Store for PgStore {
-    shared_methods!("BEGIN", " FOR UPDATE");
+    shared_methods!(
+        "BEGIN",
+        " FOR UPDATE",
+        "SELECT json_array_elements_text(CAST($2 AS JSON))"
+    );
 
     fn backend(&self) -> Backend {
         Backend::Postgres

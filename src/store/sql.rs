@@ -157,9 +157,11 @@ macro_rules! bind_event {
 
 /// Store methods identical for both backends (reads, operator actions, state sync),
 /// expanded inside each `impl Store`. `$begin` starts a writing transaction, `$lock` is
-/// appended to the SELECT that locks a row for an operator action.
+/// appended to the SELECT that locks a row for an operator action, `$json_values` selects
+/// the elements of the JSON array bound as `$2` (long lists go as one parameter: SQLite
+/// looks each `$N` up by name, so hundreds of them cost quadratic time).
 macro_rules! shared_methods {
-    ($begin:expr, $lock:expr) => {
+    ($begin:expr, $lock:expr, $json_values:literal) => {
         fn sync_states<'a>(
             &'a self,
             graph: &'a $crate::domain::StateGraph,
@@ -236,6 +238,21 @@ macro_rules! shared_methods {
             })
         }
 
+        fn any_activity_since(
+            &self,
+            since: chrono::DateTime<chrono::Utc>,
+        ) -> $crate::store::BoxFuture<'_, Result<bool, $crate::store::StoreError>> {
+            Box::pin(async move {
+                use $crate::store::QueryContext;
+                let found = sqlx::query("SELECT 1 FROM subject_activity WHERE active_at > $1 LIMIT 1")
+                    .bind(since)
+                    .fetch_optional(&self.pool)
+                    .await
+                    .ctx("read recorded activity")?;
+                Ok(found.is_some())
+            })
+        }
+
         fn recently_active<'a>(
             &'a self,
             subject_hashes: &'a [String],
@@ -248,16 +265,14 @@ macro_rules! shared_methods {
                 use sqlx::Row;
                 use $crate::store::QueryContext;
                 let mut out = std::collections::HashSet::new();
-                for chunk in subject_hashes.chunks(500) {
-                    let params: Vec<String> = (2..chunk.len() + 2).map(|i| format!("${i}")).collect();
-                    let sql = format!(
-                        "SELECT subject_hash FROM subject_activity WHERE active_at > $1 AND subject_hash IN ({})",
-                        params.join(", ")
-                    );
-                    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(since);
-                    for hash in chunk {
-                        query = query.bind(hash);
-                    }
+                for chunk in subject_hashes.chunks(10_000) {
+                    let query = sqlx::query(concat!(
+                        "SELECT subject_hash FROM subject_activity WHERE active_at > $1 AND subject_hash IN (",
+                        $json_values,
+                        ")"
+                    ))
+                    .bind(since)
+                    .bind(serde_json::Value::from(chunk).to_string());
                     for row in query.fetch_all(&self.pool).await.ctx("read recorded activity")? {
                         out.insert(row.try_get("subject_hash").ctx("decode a subject hash")?);
                     }

@@ -62,7 +62,7 @@ impl SqliteStore {
 
 #[async_trait]
 impl Store for SqliteStore {
-    shared_methods!(BEGIN_IMMEDIATE, "");
+    shared_methods!(BEGIN_IMMEDIATE, "", "SELECT value FROM json_each($2)");
 
     fn backend(&self) -> Backend {
         Backend::Sqlite
