@@ -274,7 +274,8 @@ impl Driver {
                 now + chrono::Duration::from_std(self.tuning.lease).unwrap_or(chrono::Duration::MAX)
             });
             let mut next = Vec::new();
-            let mut applied: Vec<(Applied, Claimed)> = Vec::with_capacity(batch.len());
+            let mut applied: Vec<Applied> = Vec::with_capacity(batch.len());
+            let mut rows: Vec<Claimed> = Vec::with_capacity(batch.len());
             for (f, result) in batch.into_iter().zip(results) {
                 let c = &f.row;
                 let transition = plan_outcome(
@@ -300,11 +301,10 @@ impl Driver {
                     next.push(f.carry(transition, now));
                     continue;
                 }
-                let row = f.row.clone();
-                applied.push((f.into_applied(transition, relay), row));
+                rows.push(f.row.clone());
+                applied.push(f.into_applied(transition, relay));
             }
-            let written: Vec<Applied> = applied.iter().map(|(a, _)| a.clone()).collect();
-            let done = match self.store.write_back(&self.owner, &written, now).await {
+            let done = match self.store.write_back(&self.owner, &applied, now).await {
                 Ok(done) => done.into_iter().collect::<std::collections::HashSet<i64>>(),
                 Err(error) => {
                     // The leases expire and another claim retries the batch: handlers are idempotent.
@@ -312,7 +312,7 @@ impl Driver {
                     return report;
                 }
             };
-            for (a, c) in applied {
+            for (a, c) in applied.into_iter().zip(rows) {
                 if !done.contains(&a.id) {
                     report.lost += 1 + a.carried.len() as u64;
                     tracing::warn!(retirement_id = a.id, state = %a.from_state, attempt = a.attempt,
