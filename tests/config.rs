@@ -184,6 +184,10 @@ fn policy_and_driver_values_are_checked() {
             "driver.lease = \"10ms\": must be at least 1s",
         ),
         (
+            noop_pipeline("", "shutdown_grace = \"10ms\""),
+            "driver.shutdown_grace = \"10ms\": must be at least 100ms",
+        ),
+        (
             noop_pipeline("", "lease = \"5 minutes\""),
             "unknown unit \" minutes\"",
         ),

@@ -71,6 +71,18 @@ fn driver(
     ))
 }
 
+/// A fresh store of `kind` for `text`, with subjects `from..to` enqueued in PENDING now.
+async fn seeded(kind: Kind, text: &str, from: u32, to: u32) -> (TestDb, Arc<dyn Store>) {
+    let db = TestDb::new(kind).await;
+    let (graph, _) = config(text);
+    let store = db.store(&graph).await;
+    store
+        .enqueue("PENDING", &subjects(from, to), "cli", chrono::Utc::now())
+        .await
+        .unwrap();
+    (db, store)
+}
+
 async fn state_of(store: &dyn Store, subject: &str) -> lethe::store::Retirement {
     store
         .find(&Lookup::subject(subject, Some(&common::key())))
@@ -258,14 +270,8 @@ impl Handler for Jittery {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_drivers_on_one_postgres_store_apply_each_transition_exactly_once() {
-    let db = TestDb::new(Kind::Postgres).await;
     let text = noop_pipeline("", "batch_size = 200\nconcurrency = 2");
-    let (graph, _) = config(&text);
-    let store = db.store(&graph).await;
-    store
-        .enqueue("PENDING", &subjects(0, 10_000), "cli", chrono::Utc::now())
-        .await
-        .unwrap();
+    let (db, store) = seeded(Kind::Postgres, &text, 0, 10_000).await;
     let a = driver(
         store.clone(),
         &text,
@@ -365,14 +371,8 @@ impl Handler for Slow {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn long_handlers_keep_their_lease() {
-    let db = TestDb::new(Kind::Sqlite).await;
     let text = noop_pipeline("", "lease = \"2s\"");
-    let (graph, _) = config(&text);
-    let store = db.store(&graph).await;
-    store
-        .enqueue("PENDING", &subjects(1, 4), "cli", chrono::Utc::now())
-        .await
-        .unwrap();
+    let (_db, store) = seeded(Kind::Sqlite, &text, 1, 4).await;
     // The handler's work takes 2.5 leases; renewals every third of a lease keep it
     // (a lease of 2s leaves room for a loaded CI machine).
     let slow = driver(
@@ -403,4 +403,59 @@ async fn long_handlers_keep_their_lease() {
     assert_eq!(stolen, 0, "no other driver could claim a renewed lease");
     assert_eq!(report.lost, 0);
     assert_eq!(report.applied, 15);
+}
+
+/// A quick stage that never finishes, and says when it was entered.
+struct Stuck(Arc<tokio::sync::Notify>);
+
+#[async_trait]
+impl Handler for Stuck {
+    async fn handle(&self, _: &[Claimed]) -> Result<HashMap<i64, StageResult>, BatchError> {
+        self.0.notify_one();
+        std::future::pending().await
+    }
+
+    fn quick(&self) -> bool {
+        true
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shutdown_writes_carried_outcomes_before_releasing_the_batch() {
+    let text = noop_pipeline("", "shutdown_grace = \"200ms\"");
+    let (_db, store) = seeded(Kind::Sqlite, &text, 1, 4).await;
+    // PENDING is Done at once and carried into WARNED, whose quick stage never returns.
+    let entered = Arc::new(tokio::sync::Notify::new());
+    let d = driver(
+        store.clone(),
+        &text,
+        "d",
+        Arc::new(SystemClock),
+        Some(("WARNED", Arc::new(Stuck(entered.clone())))),
+    );
+    let (stop, shutdown) = watch::channel(false);
+    let running = tokio::spawn({
+        let d = d.clone();
+        async move { d.run(shutdown).await }
+    });
+    entered.notified().await;
+    stop.send(true).unwrap();
+    let report = running.await.unwrap().unwrap();
+    assert_eq!((report.applied, report.released), (3, 3), "{report:?}");
+    for subject in ["1", "2", "3"] {
+        let r = state_of(store.as_ref(), subject).await;
+        assert_eq!(
+            (r.state.as_str(), r.attempt, r.lease_owner),
+            ("WARNED", 0, None),
+            "the PENDING outcome is recorded and WARNED is free to claim again"
+        );
+        let events = store.history(r.id).await.unwrap();
+        assert_eq!(
+            common::event_path(&events),
+            [
+                (None, "PENDING", "enqueued"),
+                (Some("PENDING"), "WARNED", "done")
+            ]
+        );
+    }
 }

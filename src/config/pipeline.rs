@@ -156,6 +156,7 @@ struct DriverSection {
     concurrency: usize,
     lease: HumanDuration,
     poll_interval: HumanDuration,
+    shutdown_grace: HumanDuration,
 }
 
 impl Default for DriverSection {
@@ -165,6 +166,7 @@ impl Default for DriverSection {
             concurrency: 4,
             lease: HumanDuration(Duration::from_secs(300)),
             poll_interval: HumanDuration(Duration::from_secs(5)),
+            shutdown_grace: HumanDuration(Duration::from_secs(20)),
         }
     }
 }
@@ -195,6 +197,9 @@ pub struct DriverTuning {
     pub lease: Duration,
     /// How often to look for due work when no wake-up arrives.
     pub poll_interval: Duration,
+    /// How long running handlers may finish after a shutdown signal before their batch is
+    /// released (keep it under the service manager's kill timeout).
+    pub shutdown_grace: Duration,
 }
 
 /// One stage: the state it serves and its handler.
@@ -328,6 +333,12 @@ pub(super) fn parse(
         d.poll_interval,
         Duration::from_millis(10),
     )?;
+    check_min_duration(
+        file,
+        "driver.shutdown_grace",
+        d.shutdown_grace,
+        Duration::from_millis(100),
+    )?;
 
     let targets = parse_targets(file, parsed.target)?;
     let stages = parse_stages(file, parsed.stage, graph, states_file)?;
@@ -376,6 +387,7 @@ pub(super) fn parse(
             concurrency: d.concurrency,
             lease: d.lease.0,
             poll_interval: d.poll_interval.0,
+            shutdown_grace: d.shutdown_grace.0,
         },
         stages,
         targets,

@@ -20,9 +20,6 @@ use std::time::Duration;
 use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
 
-/// How long in-flight handlers may run after a shutdown signal before their batch is released.
-const SHUTDOWN_GRACE: Duration = Duration::from_secs(20);
-
 /// Counts of what a run did.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 pub struct RunReport {
@@ -391,7 +388,7 @@ impl Driver {
             tokio::time::interval((self.tuning.lease / 3).max(Duration::from_millis(100)));
         renew.tick().await;
         let mut stopping: Option<tokio::time::Instant> =
-            (*shutdown.borrow()).then(|| tokio::time::Instant::now() + SHUTDOWN_GRACE);
+            (*shutdown.borrow()).then(|| tokio::time::Instant::now() + self.tuning.shutdown_grace);
         loop {
             let deadline = async {
                 match stopping {
@@ -410,7 +407,7 @@ impl Driver {
                     }
                 }
                 _ = shutdown.changed(), if stopping.is_none() => {
-                    stopping = Some(tokio::time::Instant::now() + SHUTDOWN_GRACE);
+                    stopping = Some(tokio::time::Instant::now() + self.tuning.shutdown_grace);
                 }
                 _ = deadline => return None,
             }
