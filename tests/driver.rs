@@ -459,3 +459,70 @@ async fn a_shutdown_writes_carried_outcomes_before_releasing_the_batch() {
         );
     }
 }
+
+/// Says, on its first run, whether subject 1's PENDING outcome was already written.
+struct Probe(Arc<dyn Store>, Arc<std::sync::Mutex<Option<bool>>>);
+
+#[async_trait]
+impl Handler for Probe {
+    async fn handle(&self, batch: &[Claimed]) -> Result<HashMap<i64, StageResult>, BatchError> {
+        let one = state_of(self.0.as_ref(), "1").await;
+        let events = self.0.history(one.id).await.unwrap();
+        let written = events
+            .iter()
+            .any(|e| e.from_state.as_deref() == Some("PENDING"));
+        self.1.lock().unwrap().get_or_insert(written);
+        Ok(batch.iter().map(|c| (c.id, Outcome::Done.into())).collect())
+    }
+}
+
+/// A quick stage that is Done at once.
+struct QuickDone;
+
+#[async_trait]
+impl Handler for QuickDone {
+    async fn handle(&self, batch: &[Claimed]) -> Result<HashMap<i64, StageResult>, BatchError> {
+        Ok(batch.iter().map(|c| (c.id, Outcome::Done.into())).collect())
+    }
+
+    fn quick(&self) -> bool {
+        true
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pass_with_a_slow_stage_writes_outcomes_before_it_runs() {
+    // Subject 1 goes PENDING -> WARNED (quick) while subject 2, in the same batch, goes
+    // WARNED -> RETIRING_EDX (slow): nothing may wait unwritten behind the slow stage.
+    let text = noop_pipeline("", "");
+    let (_db, store) = seeded(Kind::Sqlite, &text, 1, 2).await;
+    store
+        .enqueue("WARNED", &subjects(2, 3), "cli", chrono::Utc::now())
+        .await
+        .unwrap();
+    let seen = Arc::new(std::sync::Mutex::new(None));
+    let (graph, pipeline) = config(&text);
+    let mut handlers: Handlers = HashMap::new();
+    for stage in &pipeline.stages {
+        let noop: Arc<dyn Handler> = Arc::new(NoopHandler::new(NoopSettings::default()));
+        handlers.insert(stage.state.clone(), noop);
+    }
+    handlers.insert("WARNED".into(), Arc::new(QuickDone));
+    handlers.insert(
+        "RETIRING_EDX".into(),
+        Arc::new(Probe(store.clone(), seen.clone())),
+    );
+    let d = Arc::new(Driver::new(
+        store.clone(),
+        graph,
+        pipeline.policy.clone(),
+        pipeline.driver.clone(),
+        handlers,
+        "d".into(),
+        Arc::new(SystemClock),
+    ));
+    let report = d.run_once(never()).await.unwrap();
+    assert_eq!(report.claimed, 2, "one batch: {report:?}");
+    assert_eq!(*seen.lock().unwrap(), Some(true));
+    assert_eq!(state_of(store.as_ref(), "1").await.state, "COMPLETE");
+}

@@ -10,5 +10,13 @@ INSERT INTO retirement_key (key_hash, retirement_id)
     SELECT subject_hash, id FROM retirement
     UNION
     SELECT email_hash, id FROM retirement WHERE email_hash IS NOT NULL;
+-- A trigger, not the enqueue code, writes the keys: a daemon of an older release still
+-- enqueueing during a rolling upgrade gets them too.
+CREATE TRIGGER retirement_key_insert AFTER INSERT ON retirement
+BEGIN
+    INSERT OR IGNORE INTO retirement_key (key_hash, retirement_id) VALUES (NEW.subject_hash, NEW.id);
+    INSERT OR IGNORE INTO retirement_key (key_hash, retirement_id)
+        SELECT NEW.email_hash, NEW.id WHERE NEW.email_hash IS NOT NULL;
+END;
 DROP INDEX retirement_subject_hash;
 DROP INDEX retirement_email_hash;

@@ -27,7 +27,7 @@ pub struct RunReport {
     pub claimed: u64,
     /// Outcomes applied.
     pub applied: u64,
-    /// Write-backs that lost their lease and changed nothing.
+    /// Outcomes not applied because their write-back lost its lease.
     pub lost: u64,
     /// Retirements released untouched at shutdown.
     pub released: u64,
@@ -270,38 +270,50 @@ impl Driver {
             let relay_until = (!*shutdown.borrow()).then(|| {
                 now + chrono::Duration::from_std(self.tuning.lease).unwrap_or(chrono::Duration::MAX)
             });
+            let planned: Vec<(InFlight, Transition, Option<chrono::DateTime<chrono::Utc>>)> = batch
+                .into_iter()
+                .zip(results)
+                .map(|(f, result)| {
+                    let c = &f.row;
+                    let transition = plan_outcome(
+                        &self.graph,
+                        &self.policy.retry,
+                        self.policy.max_attempts,
+                        &c.state,
+                        c.attempt,
+                        &result,
+                        now,
+                        retry_entropy(c.id, c.attempt, now),
+                    );
+                    let relay = (transition.outcome == "done"
+                        && !transition.ends
+                        && transition.due_at == Some(now))
+                    .then_some(relay_until)
+                    .flatten();
+                    (f, transition, relay)
+                })
+                .collect();
+            // Carry only when every row going on runs a quick stage next: in a pass that
+            // also runs a slow stage (a deletion), a carried outcome would wait behind it.
+            let carry = planned.iter().all(|(_, t, relay)| {
+                relay.is_none() || self.handlers.get(&t.to_state).is_some_and(|h| h.quick())
+            });
             let mut next = Vec::new();
-            let mut applied: Vec<Applied> = Vec::with_capacity(batch.len());
-            let mut rows: Vec<Claimed> = Vec::with_capacity(batch.len());
-            for (f, result) in batch.into_iter().zip(results) {
-                let c = &f.row;
-                let transition = plan_outcome(
-                    &self.graph,
-                    &self.policy.retry,
-                    self.policy.max_attempts,
-                    &c.state,
-                    c.attempt,
-                    &result,
-                    now,
-                    retry_entropy(c.id, c.attempt, now),
-                );
-                let relay = (transition.outcome == "done"
-                    && !transition.ends
-                    && transition.due_at == Some(now))
-                .then_some(relay_until)
-                .flatten();
-                let quick_next = self
-                    .handlers
-                    .get(&transition.to_state)
-                    .is_some_and(|h| h.quick());
-                if relay.is_some() && quick_next {
+            let mut applied: Vec<Applied> = Vec::with_capacity(planned.len());
+            let mut rows: Vec<Claimed> = Vec::with_capacity(planned.len());
+            for (f, transition, relay) in planned {
+                if carry && relay.is_some() {
                     next.push(f.carry(transition, now));
                     continue;
                 }
                 rows.push(f.row.clone());
                 applied.push(f.into_applied(transition, relay));
             }
-            let done = match self.store.write_back(&self.owner, &applied, now).await {
+            let written = match applied.is_empty() {
+                true => Ok(Vec::new()),
+                false => self.store.write_back(&self.owner, &applied, now).await,
+            };
+            let done = match written {
                 Ok(done) => done.into_iter().collect::<std::collections::HashSet<i64>>(),
                 Err(error) => {
                     // The leases expire and another claim retries the batch: handlers are idempotent.
@@ -316,15 +328,7 @@ impl Driver {
                         "write-back lost its lease; it changed nothing");
                     continue;
                 }
-                for step in a
-                    .carried
-                    .iter()
-                    .map(|s| &s.transition)
-                    .chain([&a.transition])
-                {
-                    report.applied += 1;
-                    *report.outcomes.entry(step.outcome.to_string()).or_default() += 1;
-                }
+                count_applied(&mut report, &a);
                 tracing::debug!(retirement_id = a.id, state = %c.state, to = %a.transition.to_state,
                     attempt = c.attempt, outcome = a.transition.outcome, carried = a.carried.len(), "outcome applied");
                 if a.relay.is_some() {
@@ -342,32 +346,38 @@ impl Driver {
         let now = self.clock.now();
         let until =
             now + chrono::Duration::from_std(self.tuning.lease).unwrap_or(chrono::Duration::MAX);
-        let mut fences: Vec<(i64, i32)> = Vec::with_capacity(batch.len());
-        let mut carried: Vec<Applied> = Vec::new();
-        for mut f in batch {
-            match f.carried.pop() {
-                Some(last) => {
-                    fences.push((f.row.id, 1));
-                    carried.push(Applied {
-                        id: f.row.id,
-                        from_state: f.fence_state,
-                        attempt: f.fence_attempt,
-                        transition: last.transition,
-                        relay: Some(until),
-                        carried: f.carried,
-                    });
-                }
-                None => fences.push((f.row.id, f.fence_attempt)),
-            }
-        }
+        // The attempt the store holds: the claim's, unless a carried write-back moved the row.
+        let mut fences: std::collections::HashMap<i64, i32> =
+            batch.iter().map(|f| (f.row.id, f.fence_attempt)).collect();
+        let carried: Vec<Applied> = batch
+            .into_iter()
+            .filter_map(|mut f| {
+                let last = f.carried.pop()?;
+                Some(Applied {
+                    id: f.row.id,
+                    from_state: f.fence_state,
+                    attempt: f.fence_attempt,
+                    transition: last.transition,
+                    relay: Some(until),
+                    carried: f.carried,
+                })
+            })
+            .collect();
         if !carried.is_empty() {
             match self.store.write_back(&self.owner, &carried, now).await {
-                Ok(done) => report.applied += done.len() as u64,
+                Ok(done) => {
+                    let done: std::collections::HashSet<i64> = done.into_iter().collect();
+                    for a in carried.iter().filter(|a| done.contains(&a.id)) {
+                        fences.insert(a.id, 1);
+                        count_applied(report, a);
+                    }
+                }
                 Err(error) => {
                     tracing::warn!(%error, "writing carried outcomes failed; their work will be redone")
                 }
             }
         }
+        let fences: Vec<(i64, i32)> = fences.into_iter().collect();
         match self.store.release(&self.owner, &fences, now).await {
             Ok(released) => report.released += released,
             Err(error) => tracing::warn!(%error, "release failed; the leases will expire"),
@@ -555,6 +565,19 @@ fn moved_on(row: Claimed, transition: &Transition) -> Claimed {
         warned_at: transition.warned_at.or(row.warned_at),
         reminders_sent: transition.reminders_sent.unwrap_or(row.reminders_sent),
         ..row
+    }
+}
+
+/// Counts every transition a write-back applied for `a`, carried ones included.
+fn count_applied(report: &mut RunReport, a: &Applied) {
+    for step in a
+        .carried
+        .iter()
+        .map(|s| &s.transition)
+        .chain([&a.transition])
+    {
+        report.applied += 1;
+        *report.outcomes.entry(step.outcome.to_string()).or_default() += 1;
     }
 }
 

@@ -115,11 +115,7 @@ impl Store for PgStore {
                      state, due_at, attempt, created_at, updated_at) \
                    SELECT subject, email, username, subject_hash, email_hash, reason, locale, $7, $8, 0, $8, $8 FROM input \
                    ON CONFLICT (subject) WHERE ended_at IS NULL DO NOTHING \
-                   RETURNING id, subject, reason, subject_hash, email_hash), \
-                 keys AS ( \
-                   INSERT INTO retirement_key (key_hash, retirement_id) \
-                   SELECT subject_hash, id FROM created \
-                   UNION SELECT email_hash, id FROM created WHERE email_hash IS NOT NULL), \
+                   RETURNING id, subject, reason), \
                  events AS ( \
                    INSERT INTO retirement_event (retirement_id, at, actor, from_state, to_state, outcome, attempt, detail) \
                    SELECT id, $8, $9, NULL, $7, 'enqueued', 0, json_build_object('reason', reason)::text FROM created) \

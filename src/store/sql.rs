@@ -19,10 +19,6 @@ pub(crate) const INSERT_EVENT: &str = "INSERT INTO retirement_event \
      (retirement_id, at, actor, from_state, to_state, outcome, attempt, detail) \
      VALUES ($1, $2, $3, $4, $5, $6, $7, $8)";
 
-/// Records one lookup hash of a retirement.
-pub(crate) const INSERT_KEY: &str = "INSERT INTO retirement_key (key_hash, retirement_id) \
-     VALUES ($1, $2) ON CONFLICT DO NOTHING";
-
 /// Opens one retirement unless the subject has an open one.
 pub(crate) const ENQUEUE_ONE: &str = "INSERT INTO retirement \
      (subject, email, username, subject_hash, email_hash, reason, state, due_at, attempt, created_at, updated_at, locale) \
@@ -46,7 +42,8 @@ pub(crate) const RELEASE_ONE: &str = "UPDATE retirement SET lease_owner = NULL, 
      due_at = $1, attempt = attempt - 1 WHERE id = $2 AND lease_owner = $3 AND attempt = $4";
 
 /// Ids of the retirements with this id, open for this subject, or under these hashes
-/// (a union, so each part uses its index).
+/// (a union, so each part uses its index: the subject arm matches the partial index of
+/// open retirements; ended ones have no subject anyway).
 macro_rules! matching_ids {
     ($id:literal, $subject:literal, $subject_hash:literal, $email_hash:literal) => {
         concat!(
@@ -54,7 +51,7 @@ macro_rules! matching_ids {
             $id,
             " AS BIGINT) UNION ALL SELECT id FROM retirement WHERE subject = ",
             $subject,
-            " UNION ALL SELECT retirement_id FROM retirement_key WHERE key_hash = ",
+            " AND ended_at IS NULL UNION ALL SELECT retirement_id FROM retirement_key WHERE key_hash = ",
             $subject_hash,
             " OR key_hash = ",
             $email_hash

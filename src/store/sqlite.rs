@@ -103,14 +103,6 @@ impl Store for SqliteStore {
             let outcome = match created {
                 Some(row) => {
                     let id: i64 = row.try_get("id").ctx("decode an id")?;
-                    for hash in std::iter::once(&n.subject_hash).chain(&n.email_hash) {
-                        sqlx::query(sql::INSERT_KEY)
-                            .bind(hash)
-                            .bind(id)
-                            .execute(&mut *tx)
-                            .await
-                            .ctx("record a lookup hash")?;
-                    }
                     sqlx::query(sql::INSERT_EVENT)
                         .bind(id)
                         .bind(now)
