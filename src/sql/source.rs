@@ -125,7 +125,7 @@ impl SourceReader {
                 what: format!("column {column}"),
                 source,
             })?;
-        if let Some(declared) = declared.filter(|ty| !super::target::is_integer_type(ty)) {
+        if let Some(declared) = declared.filter(|ty| !super::target::is_integer_type(dialect, ty)) {
             return Err(SourceError::NotInteger { column, declared });
         }
         Ok(reader)

@@ -220,8 +220,14 @@ impl Target {
         let (links, columns) = introspect(dialect, &pool)
             .await
             .map_err(|e| schema_error(format!("cannot read the schema: {e}")))?;
-        check_columns(&config.rules, &config.activity_column, &links, &columns)
-            .map_err(schema_error)?;
+        check_columns(
+            dialect,
+            &config.rules,
+            &config.activity_column,
+            &links,
+            &columns,
+        )
+        .map_err(schema_error)?;
         let plan = plan::build(&links, &config.rules).map_err(|e| schema_error(e.to_string()))?;
         Ok(Self {
             name: config.name.clone(),
@@ -429,9 +435,19 @@ pub fn action_name(action: &Action) -> &'static str {
 /// Every column of every table with its declared type, for validating config names.
 type Columns = HashMap<(String, String), String>;
 
-/// Whether a declared column type holds integers (SQLite's rule: the name contains INT).
-pub(crate) fn is_integer_type(declared: &str) -> bool {
-    declared.to_ascii_lowercase().contains("int")
+/// Whether a declared column type holds integers: the catalog's integer type names on
+/// MySQL and PostgreSQL (`interval` and `point` are not), SQLite's affinity rule (the name
+/// contains INT) there.
+pub(crate) fn is_integer_type(dialect: Dialect, declared: &str) -> bool {
+    let declared = declared.to_ascii_lowercase();
+    match dialect {
+        Dialect::Sqlite => declared.contains("int"),
+        Dialect::MySql => matches!(
+            declared.as_str(),
+            "tinyint" | "smallint" | "mediumint" | "int" | "integer" | "bigint"
+        ),
+        Dialect::Postgres => matches!(declared.as_str(), "smallint" | "integer" | "bigint"),
+    }
 }
 
 /// The declared type of one column, if it exists.
@@ -458,6 +474,7 @@ pub(crate) async fn column_type(
 }
 
 fn check_columns(
+    dialect: Dialect,
     rules: &Rules,
     activity: &str,
     links: &[Link],
@@ -476,7 +493,7 @@ fn check_columns(
         }
     }
     let key = (rules.root_table.clone(), rules.root_key.clone());
-    if let Some(key_type) = columns.get(&key).filter(|ty| !is_integer_type(ty)) {
+    if let Some(key_type) = columns.get(&key).filter(|ty| !is_integer_type(dialect, ty)) {
         return Err(format!(
             "{}.{} is {key_type}: subjects are retired by integer keys only (set root_key to an integer column)",
             rules.root_table, rules.root_key
@@ -640,4 +657,31 @@ async fn introspect(d: Dialect, pool: &Pool) -> Result<(Vec<Link>, Columns), sql
         last = Some(key);
     }
     Ok((links, columns))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn integer_types_by_dialect() {
+        for ty in ["int", "BIGINT", "smallint", "mediumint"] {
+            assert!(is_integer_type(Dialect::MySql, ty), "{ty}");
+        }
+        for ty in ["varchar", "decimal", "point", "multipoint"] {
+            assert!(!is_integer_type(Dialect::MySql, ty), "{ty}");
+        }
+        for ty in ["integer", "bigint", "smallint"] {
+            assert!(is_integer_type(Dialect::Postgres, ty), "{ty}");
+        }
+        for ty in ["interval", "text", "uuid", "numeric"] {
+            assert!(!is_integer_type(Dialect::Postgres, ty), "{ty}");
+        }
+        for ty in ["INTEGER", "BIGINT", "UNSIGNED BIG INT"] {
+            assert!(is_integer_type(Dialect::Sqlite, ty), "{ty}");
+        }
+        for ty in ["TEXT", "", "REAL"] {
+            assert!(!is_integer_type(Dialect::Sqlite, ty), "{ty}");
+        }
+    }
 }
