@@ -78,12 +78,14 @@ impl SourceReader {
     /// predicate work, naming the first one that does not.
     pub async fn connect(config: &Source) -> Result<Self, SourceError> {
         let url = config.url.clone().ok_or(SourceError::NoUrl)?;
-        let (dialect, pool) = Pool::connect(&url)
-            .await
-            .map_err(|source| SourceError::Connect {
-                url: crate::store::redact_url(&url),
-                source,
-            })?;
+        // The scan reads two ranges and counts users at once; the grace stage re-reads logins.
+        let (dialect, pool) =
+            Pool::connect(&url, 4)
+                .await
+                .map_err(|source| SourceError::Connect {
+                    url: crate::store::redact_url(&url),
+                    source,
+                })?;
         let reader = Self {
             dialect,
             pool,

@@ -52,10 +52,23 @@ pub enum TargetError {
 }
 
 /// Prepared statements kept per connection. A batch runs about two per plan step (the
-/// per-subject count and the change) plus the checks, 130 on the edX schema; with fewer
-/// slots each statement evicts one still in use, and sqlx's close-then-prepare exchange
-/// waits on a delayed ACK (tens of milliseconds a statement on MariaDB).
-const STATEMENT_CACHE: usize = 256;
+/// per-subject count and the change) plus the checks, 130 on the edX schema, per padded
+/// batch size in use (`padded`); with fewer slots each statement evicts one still in use,
+/// and sqlx's close-then-prepare exchange waits on a delayed ACK (tens of milliseconds a
+/// statement on MariaDB). With a pool of `parallel_batches + 1` connections, a target keeps
+/// at most about 1,500 statements on a server whose default limit is 16,382.
+const STATEMENT_CACHE: usize = 512;
+
+/// `ids` padded to the next power of two by repeating the last one, which changes no
+/// `IN (…)` result: a target then sees a handful of statement texts instead of one per
+/// batch size, and its prepared statements stay cached (see `STATEMENT_CACHE`).
+fn padded(ids: &[i64]) -> Vec<i64> {
+    let mut out = ids.to_vec();
+    if let Some(&last) = ids.last() {
+        out.resize(ids.len().next_power_of_two(), last);
+    }
+    out
+}
 
 /// A connection pool to a target of any supported dialect.
 #[derive(Clone)]
@@ -69,14 +82,18 @@ pub enum Pool {
 }
 
 impl Pool {
-    /// Connects to `url`, whose scheme picks the dialect.
-    pub async fn connect(url: &str) -> Result<(Dialect, Pool), sqlx::Error> {
+    /// Connects to `url`, whose scheme picks the dialect, with at most `connections` open
+    /// (each keeps its prepared statements on the server, which a platform's database
+    /// limits in total).
+    pub async fn connect(url: &str, connections: u32) -> Result<(Dialect, Pool), sqlx::Error> {
         let dialect = Dialect::from_url(url).map_err(|e| sqlx::Error::Configuration(e.into()))?;
+        let connections = connections.max(1);
         let pool = match dialect {
             // READ COMMITTED: deletions by explicit keys need no gap locks, and without them
             // concurrent batches (and the platform's own traffic) do not block each other.
             Dialect::MySql => Pool::MySql(
                 sqlx::mysql::MySqlPoolOptions::new()
+                    .max_connections(connections)
                     .after_connect(|conn, _| {
                         Box::pin(async move {
                             use sqlx::Executor;
@@ -92,18 +109,22 @@ impl Pool {
                     .await?,
             ),
             Dialect::Postgres => Pool::Postgres(
-                PgPool::connect_with(
-                    url.parse::<sqlx::postgres::PgConnectOptions>()?
-                        .statement_cache_capacity(STATEMENT_CACHE),
-                )
-                .await?,
+                sqlx::postgres::PgPoolOptions::new()
+                    .max_connections(connections)
+                    .connect_with(
+                        url.parse::<sqlx::postgres::PgConnectOptions>()?
+                            .statement_cache_capacity(STATEMENT_CACHE),
+                    )
+                    .await?,
             ),
             Dialect::Sqlite => Pool::Sqlite(
-                SqlitePool::connect_with(
-                    url.parse::<sqlx::sqlite::SqliteConnectOptions>()?
-                        .statement_cache_capacity(STATEMENT_CACHE),
-                )
-                .await?,
+                sqlx::sqlite::SqlitePoolOptions::new()
+                    .max_connections(connections)
+                    .connect_with(
+                        url.parse::<sqlx::sqlite::SqliteConnectOptions>()?
+                            .statement_cache_capacity(STATEMENT_CACHE),
+                    )
+                    .await?,
             ),
         };
         Ok((dialect, pool))
@@ -206,13 +227,16 @@ impl Target {
             problem,
         })?;
         // Pool::connect, so MySQL targets get READ COMMITTED like every other pool.
-        let (dialect, pool) = Pool::connect(&url)
-            .await
-            .map_err(|source| TargetError::Connect {
-                target: config.name.clone(),
-                url: redact(&url),
-                source,
-            })?;
+        // One connection per deleting transaction, and one for previews and checks.
+        let connections = u32::try_from(config.parallel_batches + 1).unwrap_or(u32::MAX);
+        let (dialect, pool) =
+            Pool::connect(&url, connections)
+                .await
+                .map_err(|source| TargetError::Connect {
+                    target: config.name.clone(),
+                    url: redact(&url),
+                    source,
+                })?;
         let schema_error = |problem: String| TargetError::Schema {
             target: config.name.clone(),
             problem,
@@ -286,6 +310,7 @@ impl Target {
             }
             .map_err(self.query_error("begin"))?;
             // Lock the root rows, then decide with what they say now (invariant 1).
+            let ids = padded(&ids);
             let sql = render::lock_roots(d, plan, &self.activity_column, ids.len());
             let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
             for id in &ids {
@@ -318,9 +343,10 @@ impl Target {
                 if go.is_empty() {
                     break;
                 }
-                let sql = render::subjects_with_rows(d, plan, step, go.len());
+                let bound = padded(&go);
+                let sql = render::subjects_with_rows(d, plan, step, bound.len());
                 let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
-                for id in &go {
+                for id in &bound {
                     query = query.bind(*id);
                 }
                 let rows = query.fetch_all(&mut *tx).await.map_err(self.query_error(format!("check protected {}", step.link)))?;
@@ -331,6 +357,7 @@ impl Target {
                 go.retain(|id| !hit.contains(id));
             }
             if !go.is_empty() {
+                let bound = padded(&go);
                 let mut per_subject: HashMap<i64, BTreeMap<String, u64>> = HashMap::new();
                 for step in &plan.steps {
                     let label = format!("{} ({})", step.table(), action_name(&step.action));
@@ -338,9 +365,9 @@ impl Target {
                     // linked straight to a locked root cannot be added before the commit.
                     // A lone subject's count is the statement's own row count.
                     if go.len() > 1 {
-                        let sql = render::rows_per_subject(d, plan, step, go.len());
+                        let sql = render::rows_per_subject(d, plan, step, bound.len());
                         let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
-                        for id in &go {
+                        for id in &bound {
                             query = query.bind(*id);
                         }
                         let counted = query.fetch_all(&mut *tx).await.map_err(self.query_error(format!("count {}", step.link)))?;
@@ -350,7 +377,7 @@ impl Target {
                             *per_subject.entry(id).or_default().entry(label.clone()).or_default() += n.max(0) as u64;
                         }
                     }
-                    let rendered = render::step(d, plan, step, go.len());
+                    let rendered = render::step(d, plan, step, bound.len());
                     let mut query = sqlx::query(sqlx::AssertSqlSafe(rendered.sql));
                     for value in &rendered.leading {
                         query = match value {
@@ -359,7 +386,7 @@ impl Target {
                             Value::Null => query.bind(None::<i64>),
                         };
                     }
-                    for id in &go {
+                    for id in &bound {
                         query = query.bind(*id);
                     }
                     let started = std::time::Instant::now();
@@ -373,9 +400,9 @@ impl Target {
                         *report.rows.entry(label).or_default() += done.rows_affected();
                     }
                 }
-                let sql = render::delete_roots(d, plan, go.len());
+                let sql = render::delete_roots(d, plan, bound.len());
                 let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
-                for id in &go {
+                for id in &bound {
                     query = query.bind(*id);
                 }
                 let done = query.execute(&mut *tx).await.map_err(self.query_error(format!("delete from {}", plan.root_table)))?;
@@ -662,6 +689,14 @@ async fn introspect(d: Dialect, pool: &Pool) -> Result<(Vec<Link>, Columns), sql
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn id_lists_pad_to_a_power_of_two_with_the_last_id() {
+        assert_eq!(padded(&[]), Vec::<i64>::new());
+        assert_eq!(padded(&[7]), vec![7]);
+        assert_eq!(padded(&[1, 2, 3]), vec![1, 2, 3, 3]);
+        assert_eq!(padded(&(1..=500).collect::<Vec<_>>()).len(), 512);
+    }
 
     #[test]
     fn integer_types_by_dialect() {
