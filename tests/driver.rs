@@ -46,7 +46,7 @@ fn driver(
     pipeline_text: &str,
     owner: &str,
     clock: Arc<dyn Clock>,
-    replace: Option<(&str, Arc<dyn Handler>)>,
+    replace: Vec<(&str, Arc<dyn Handler>)>,
 ) -> Arc<Driver> {
     let (graph, pipeline) = config(pipeline_text);
     let mut handlers: Handlers = pipeline
@@ -57,7 +57,7 @@ fn driver(
             (s.state.clone(), noop)
         })
         .collect();
-    if let Some((state, handler)) = replace {
+    for (state, handler) in replace {
         handlers.insert(state.to_string(), handler);
     }
     Arc::new(Driver::new(
@@ -108,7 +108,7 @@ async fn run_once_moves_everything_through_the_pipeline(kind: Kind) {
         .await
         .unwrap();
     let clock = Arc::new(ManualClock::new(t0()));
-    let report = driver(store.clone(), &text, "d1", clock, None)
+    let report = driver(store.clone(), &text, "d1", clock, vec![])
         .run_once(never())
         .await
         .unwrap();
@@ -166,7 +166,7 @@ async fn every_outcome_is_applied_with_its_event(kind: Kind) {
         &text,
         "d1",
         clock.clone(),
-        Some(("PENDING", Arc::new(script))),
+        vec![("PENDING", Arc::new(script))],
     );
     d.run_once(never()).await.unwrap();
     assert_eq!(state_of(store.as_ref(), "1").await.state, "PENDING");
@@ -222,7 +222,7 @@ async fn attempts_lost_to_crashes_park_the_retirement(kind: Kind) {
         now += Span::minutes(2);
     }
     let clock = Arc::new(ManualClock::new(now));
-    driver(store.clone(), &text, "d1", clock, None)
+    driver(store.clone(), &text, "d1", clock, vec![])
         .run_once(never())
         .await
         .unwrap();
@@ -245,7 +245,7 @@ async fn paused_policy_claims_nothing(kind: Kind) {
         &text,
         "d1",
         Arc::new(ManualClock::new(t0())),
-        None,
+        vec![],
     )
     .run_once(never())
     .await
@@ -277,14 +277,14 @@ async fn two_drivers_on_one_postgres_store_apply_each_transition_exactly_once() 
         &text,
         "driver-a",
         Arc::new(SystemClock),
-        Some(("WARNED", Arc::new(Jittery))),
+        vec![("WARNED", Arc::new(Jittery))],
     );
     let b = driver(
         store.clone(),
         &text,
         "driver-b",
         Arc::new(SystemClock),
-        Some(("WARNED", Arc::new(Jittery))),
+        vec![("WARNED", Arc::new(Jittery))],
     );
     let (ra, rb) = tokio::join!(a.run_once(never()), b.run_once(never()));
     let (ra, rb) = (ra.unwrap(), rb.unwrap());
@@ -330,7 +330,7 @@ async fn notify_wakes_an_idle_postgres_driver() {
     let text = noop_pipeline("", "poll_interval = \"60s\"");
     let (graph, _) = config(&text);
     let store = db.store(&graph).await;
-    let d = driver(store.clone(), &text, "d1", Arc::new(SystemClock), None);
+    let d = driver(store.clone(), &text, "d1", Arc::new(SystemClock), vec![]);
     let (stop, shutdown) = watch::channel(false);
     let running = tokio::spawn({
         let d = d.clone();
@@ -380,7 +380,7 @@ async fn long_handlers_keep_their_lease() {
         &text,
         "slow",
         Arc::new(SystemClock),
-        Some(("PENDING", Arc::new(Slow(Duration::from_millis(5000))))),
+        vec![("PENDING", Arc::new(Slow(Duration::from_millis(5000))))],
     );
     let running = tokio::spawn({
         let slow = slow.clone();
@@ -431,7 +431,7 @@ async fn a_shutdown_writes_carried_outcomes_before_releasing_the_batch() {
         &text,
         "d",
         Arc::new(SystemClock),
-        Some(("WARNED", Arc::new(Stuck(entered.clone())))),
+        vec![("WARNED", Arc::new(Stuck(entered.clone())))],
     );
     let (stop, shutdown) = watch::channel(false);
     let running = tokio::spawn({
@@ -501,26 +501,16 @@ async fn a_pass_with_a_slow_stage_writes_outcomes_before_it_runs() {
         .await
         .unwrap();
     let seen = Arc::new(std::sync::Mutex::new(None));
-    let (graph, pipeline) = config(&text);
-    let mut handlers: Handlers = HashMap::new();
-    for stage in &pipeline.stages {
-        let noop: Arc<dyn Handler> = Arc::new(NoopHandler::new(NoopSettings::default()));
-        handlers.insert(stage.state.clone(), noop);
-    }
-    handlers.insert("WARNED".into(), Arc::new(QuickDone));
-    handlers.insert(
-        "RETIRING_EDX".into(),
-        Arc::new(Probe(store.clone(), seen.clone())),
-    );
-    let d = Arc::new(Driver::new(
+    let d = driver(
         store.clone(),
-        graph,
-        pipeline.policy.clone(),
-        pipeline.driver.clone(),
-        handlers,
-        "d".into(),
+        &text,
+        "d",
         Arc::new(SystemClock),
-    ));
+        vec![
+            ("WARNED", Arc::new(QuickDone)),
+            ("RETIRING_EDX", Arc::new(Probe(store.clone(), seen.clone()))),
+        ],
+    );
     let report = d.run_once(never()).await.unwrap();
     assert_eq!(report.claimed, 2, "one batch: {report:?}");
     assert_eq!(*seen.lock().unwrap(), Some(true));

@@ -353,14 +353,7 @@ impl Driver {
             .into_iter()
             .filter_map(|mut f| {
                 let last = f.carried.pop()?;
-                Some(Applied {
-                    id: f.row.id,
-                    from_state: f.fence_state,
-                    attempt: f.fence_attempt,
-                    transition: last.transition,
-                    relay: Some(until),
-                    carried: f.carried,
-                })
+                Some(f.into_applied(last.transition, Some(until)))
             })
             .collect();
         if !carried.is_empty() {

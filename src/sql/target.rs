@@ -370,10 +370,12 @@ impl Target {
                         for id in &bound {
                             query = query.bind(*id);
                         }
-                        let counted = query.fetch_all(&mut *tx).await.map_err(self.query_error(format!("count {}", step.link)))?;
-                        for row in &counted {
-                            let id: i64 = row.try_get("subject").map_err(self.query_error(format!("count {}", step.link)))?;
-                            let n: i64 = row.try_get("n").map_err(self.query_error(format!("count {}", step.link)))?;
+                        let counted: Vec<(i64, i64)> = query
+                            .fetch_all(&mut *tx)
+                            .await
+                            .and_then(|rows| rows.iter().map(|r| Ok((r.try_get("subject")?, r.try_get("n")?))).collect())
+                            .map_err(self.query_error(format!("count {}", step.link)))?;
+                        for (id, n) in counted {
                             *per_subject.entry(id).or_default().entry(label.clone()).or_default() += n.max(0) as u64;
                         }
                     }
