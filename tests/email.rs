@@ -547,3 +547,78 @@ async fn an_unreachable_server_is_retried_with_backoff() {
         "backoff: {retry_at}"
     );
 }
+
+/// The mailer of the test pipeline, talking to `smtp`.
+fn mailer(smtp: &SmtpServer, email_extra: &str) -> lethe::mail::Mailer {
+    let text = pipeline(smtp.port(), email_extra, "recheck = false", None);
+    let (_, pipeline) = Config::from_texts("states.toml", STATES, "pipeline.toml", &text).unwrap();
+    lethe::mail::Mailer::new(pipeline.email.as_ref().unwrap()).unwrap()
+}
+
+fn message(n: usize) -> lethe::mail::Rendered {
+    lethe::mail::Rendered {
+        subject: format!("Message {n}"),
+        text: "Hello".into(),
+        html: "<p>Hello</p>".into(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pooled_connections_go_straight_to_the_next_message() {
+    let smtp = SmtpServer::start().await;
+    let mailer = mailer(&smtp, "");
+    for n in 0..20 {
+        let delivery = mailer
+            .send(Some("ann@example.org"), &message(n), &n.to_string())
+            .await;
+        assert!(
+            matches!(delivery, lethe::mail::Delivery::Accepted { .. }),
+            "{delivery:?}"
+        );
+    }
+    assert_eq!(smtp.count(), 20);
+    assert_eq!(smtp.connections(), 1, "one after another: one connection");
+    assert_eq!(
+        smtp.noops(),
+        0,
+        "no NOOP before a message on a busy connection"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pooled_connection_the_server_closed_is_replaced_without_a_retry() {
+    let smtp = SmtpServer::start().await;
+    let mailer = mailer(&smtp, "");
+    smtp.script([Fault::HangUpAfterAccepting]);
+    for n in 0..2 {
+        let delivery = mailer
+            .send(Some("ann@example.org"), &message(n), &n.to_string())
+            .await;
+        assert!(
+            matches!(delivery, lethe::mail::Delivery::Accepted { .. }),
+            "message {n}: {delivery:?}"
+        );
+    }
+    let subjects: Vec<String> = smtp
+        .messages()
+        .iter()
+        .map(|m| m.header("Subject").unwrap())
+        .collect();
+    assert_eq!(subjects, ["Message 0", "Message 1"], "each once, in order");
+    assert_eq!(smtp.connections(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_connect_opens_a_session_and_says_noop() {
+    let smtp = SmtpServer::start().await;
+    mailer(&smtp, "").test_connection().await.unwrap();
+    assert_eq!((smtp.connections(), smtp.noops()), (1, 1));
+    smtp.script([Fault::BusyGreeting]);
+    let error = mailer(&smtp, "").test_connection().await.unwrap_err();
+    assert!(
+        error
+            .to_string()
+            .contains(&format!("127.0.0.1:{}", smtp.port())),
+        "{error}"
+    );
+}

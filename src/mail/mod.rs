@@ -1,4 +1,4 @@
-//! Sending email: a pooled lettre SMTP transport, a process-wide rate limit, a timeout on
+//! Sending email: pooled lettre SMTP connections, a process-wide rate limit, a timeout on
 //! every send, and SMTP replies sorted into accepted, transient and permanent.
 
 pub mod template;
@@ -6,13 +6,15 @@ pub mod template;
 pub use template::{Rendered, TemplateError, Templates, Vars};
 
 use crate::config::{Email, Tls};
+use lettre::Message;
+use lettre::address::Envelope;
 use lettre::message::{Mailbox, MultiPart};
-use lettre::transport::smtp::PoolConfig;
-use lettre::transport::smtp::authentication::Credentials;
-use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
+use lettre::transport::smtp::authentication::{Credentials, DEFAULT_MECHANISMS};
+use lettre::transport::smtp::client::{AsyncSmtpConnection, Tls as SmtpTls, TlsParameters};
+use lettre::transport::smtp::extension::ClientId;
+use lettre::transport::smtp::response::Response;
 use std::num::NonZeroU32;
-use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// What happened to one message.
 #[derive(Debug, Clone, PartialEq)]
@@ -46,13 +48,91 @@ pub enum MailError {
     },
 }
 
-type Transport = AsyncSmtpTransport<Tokio1Executor>;
+/// Connections idle longer than this are checked with NOOP before a message: a server may
+/// have closed them. A connection used more recently goes straight to MAIL FROM, saving
+/// the round trip lettre's own pool spends on every message.
+const PROBE_AFTER: Duration = Duration::from_secs(5);
+
+/// Connections idle longer than this are closed instead of reused.
+const IDLE_LIMIT: Duration = Duration::from_secs(60);
+
+/// How to open one SMTP session.
+struct Session {
+    host: String,
+    port: u16,
+    tls: lettre::transport::smtp::client::Tls,
+    hello: ClientId,
+    credentials: Option<Credentials>,
+    timeout: Duration,
+}
+
+impl Session {
+    fn new(config: &Email) -> Result<Self, MailError> {
+        let host = config.host.clone();
+        let parameters = || {
+            TlsParameters::new(host.clone())
+                .map_err(|e| MailError::Config(format!("email.host {host:?}: {e}")))
+        };
+        let tls = match config.tls {
+            Tls::None => SmtpTls::None,
+            Tls::Starttls => SmtpTls::Required(parameters()?),
+            Tls::Tls => SmtpTls::Wrapper(parameters()?),
+        };
+        let credentials = match (&config.username, &config.password) {
+            (Some(user), Some(password)) => Some(Credentials::new(user.clone(), password.clone())),
+            _ => None,
+        };
+        Ok(Self {
+            port: config.port(),
+            host,
+            tls,
+            hello: ClientId::default(),
+            credentials,
+            timeout: config.timeout.0,
+        })
+    }
+
+    /// Connects, says EHLO, upgrades with STARTTLS when asked, and authenticates.
+    async fn open(&self) -> Result<AsyncSmtpConnection, lettre::transport::smtp::Error> {
+        let wrapper = match &self.tls {
+            SmtpTls::Wrapper(parameters) => Some(parameters.clone()),
+            _ => None,
+        };
+        let mut conn = AsyncSmtpConnection::connect_tokio1(
+            (self.host.as_str(), self.port),
+            Some(self.timeout),
+            &self.hello,
+            wrapper,
+            None,
+        )
+        .await?;
+        if let SmtpTls::Required(parameters) = &self.tls {
+            conn.starttls(parameters.clone(), &self.hello).await?;
+        }
+        if let Some(credentials) = &self.credentials {
+            conn.auth(DEFAULT_MECHANISMS, credentials).await?;
+        }
+        Ok(conn)
+    }
+}
+
+/// A connection back in the pool, and since when.
+struct Parked {
+    conn: AsyncSmtpConnection,
+    since: Instant,
+}
+
+/// A pooled connection for one message, and whether it was reused without a NOOP.
+struct Checkout {
+    conn: AsyncSmtpConnection,
+    unprobed: bool,
+}
 
 /// A pooled, rate-limited SMTP sender shared by every email stage of the process.
 pub struct Mailer {
-    /// Replaced whole after a send times out: the pool may hold the stalled connection.
-    transport: std::sync::RwLock<Arc<Transport>>,
-    config: Email,
+    session: Session,
+    /// Connections between messages; at most `pool_size`, as many as messages in flight.
+    idle: std::sync::Mutex<Vec<Parked>>,
     limiter: governor::DefaultDirectRateLimiter,
     from: Mailbox,
     domain: String,
@@ -64,7 +144,7 @@ pub struct Mailer {
 }
 
 impl Mailer {
-    /// Builds the transport (no connection is made until the first send).
+    /// Prepares the sender (no connection is made until the first send).
     pub fn new(config: &Email) -> Result<Self, MailError> {
         let from: Mailbox = config
             .from
@@ -77,8 +157,8 @@ impl Mailer {
         let limiter =
             governor::RateLimiter::direct(governor::Quota::per_minute(rate).allow_burst(burst));
         Ok(Self {
-            transport: std::sync::RwLock::new(Arc::new(Self::transport(config)?)),
-            config: config.clone(),
+            session: Session::new(config)?,
+            idle: std::sync::Mutex::new(Vec::with_capacity(config.pool_size as usize)),
             limiter,
             domain: from.email.domain().to_string(),
             from,
@@ -88,44 +168,72 @@ impl Mailer {
         })
     }
 
-    fn transport(config: &Email) -> Result<Transport, MailError> {
-        let host = config.host.as_str();
-        let builder = match config.tls {
-            Tls::None => AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(host),
-            Tls::Starttls => AsyncSmtpTransport::<Tokio1Executor>::starttls_relay(host)
-                .map_err(|e| MailError::Config(format!("email.host {host:?}: {e}")))?,
-            Tls::Tls => AsyncSmtpTransport::<Tokio1Executor>::relay(host)
-                .map_err(|e| MailError::Config(format!("email.host {host:?}: {e}")))?,
-        };
-        let mut builder = builder
-            .port(config.port())
-            .timeout(Some(config.timeout.0))
-            .pool_config(PoolConfig::new().max_size(config.pool_size));
-        if let (Some(user), Some(password)) = (&config.username, &config.password) {
-            builder = builder.credentials(Credentials::new(user.clone(), password.clone()));
-        }
-        Ok(builder.build())
-    }
-
-    fn current(&self) -> Arc<Transport> {
-        match self.transport.read() {
-            Ok(t) => t.clone(),
-            Err(poisoned) => poisoned.into_inner().clone(),
-        }
-    }
-
-    /// Drops the pool (and whatever stalled connection it holds) for a fresh one.
-    fn renew(&self, stale: &Arc<Transport>) {
-        let Ok(fresh) = Self::transport(&self.config) else {
-            return;
-        };
-        let mut slot = match self.transport.write() {
-            Ok(t) => t,
+    fn parked(&self) -> std::sync::MutexGuard<'_, Vec<Parked>> {
+        match self.idle.lock() {
+            Ok(idle) => idle,
             Err(poisoned) => poisoned.into_inner(),
-        };
-        // Another send may have renewed it already.
-        if Arc::ptr_eq(&slot, stale) {
-            *slot = Arc::new(fresh);
+        }
+    }
+
+    /// The most recently used live connection, or a new one.
+    async fn checkout(&self) -> Result<Checkout, lettre::transport::smtp::Error> {
+        loop {
+            let Some(Parked { mut conn, since }) = self.parked().pop() else {
+                let conn = self.session.open().await?;
+                return Ok(Checkout {
+                    conn,
+                    unprobed: false,
+                });
+            };
+            let idle = since.elapsed();
+            if idle > IDLE_LIMIT {
+                conn.abort().await;
+            } else if idle <= PROBE_AFTER {
+                return Ok(Checkout {
+                    conn,
+                    unprobed: true,
+                });
+            } else if conn.test_connected().await {
+                return Ok(Checkout {
+                    conn,
+                    unprobed: false,
+                });
+            }
+        }
+    }
+
+    fn checkin(&self, conn: AsyncSmtpConnection) {
+        // lettre marks a connection broken after any failed command.
+        if !conn.has_broken() {
+            self.parked().push(Parked {
+                conn,
+                since: Instant::now(),
+            });
+        }
+    }
+
+    /// One message over a pooled connection. A connection reused without a NOOP that fails
+    /// with anything but a permanent refusal may have been closed by the server while idle:
+    /// the message goes once more over a new connection (at most once, as a driver retry
+    /// would; nothing was accepted on the failed one unless its last reply was lost).
+    async fn deliver(
+        &self,
+        envelope: &Envelope,
+        bytes: &[u8],
+    ) -> Result<Response, lettre::transport::smtp::Error> {
+        let Checkout { mut conn, unprobed } = self.checkout().await?;
+        match conn.send(envelope, bytes).await {
+            Ok(response) => {
+                self.checkin(conn);
+                Ok(response)
+            }
+            Err(e) if unprobed && !e.is_permanent() => {
+                let mut conn = self.session.open().await?;
+                let response = conn.send(envelope, bytes).await?;
+                self.checkin(conn);
+                Ok(response)
+            }
+            Err(e) => Err(e),
         }
     }
 
@@ -135,7 +243,13 @@ impl Mailer {
             server: self.server.clone(),
             problem,
         };
-        match tokio::time::timeout(self.timeout, self.current().test_connection()).await {
+        let probe = async {
+            let mut conn = self.session.open().await?;
+            let alive = conn.test_connected().await;
+            let _ = conn.quit().await;
+            Ok::<_, lettre::transport::smtp::Error>(alive)
+        };
+        match tokio::time::timeout(self.timeout, probe).await {
             Ok(Ok(true)) => Ok(()),
             Ok(Ok(false)) => Err(unreachable("the server did not answer NOOP".into())),
             Ok(Err(e)) => Err(unreachable(e.to_string())),
@@ -169,20 +283,18 @@ impl Mailer {
             Ok(m) => m,
             Err(e) => return Delivery::Permanent(format!("cannot build the message: {e}")),
         };
+        let bytes = message.formatted();
         let Ok(_slot) = self.in_flight.acquire().await else {
             return Delivery::Transient("the mailer is shutting down".into());
         };
         self.limiter.until_ready().await;
-        let transport = self.current();
-        // lettre bounds the connect only; the whole send is bounded here.
-        match tokio::time::timeout(self.timeout, transport.send(message)).await {
-            Err(_) => {
-                self.renew(&transport);
-                Delivery::Transient(format!(
-                    "smtp: no answer within {}",
-                    crate::config::HumanDuration(self.timeout)
-                ))
-            }
+        // lettre bounds the connect and each command; the whole send is bounded here. A
+        // connection that timed out is dropped with the send, never parked.
+        match tokio::time::timeout(self.timeout, self.deliver(message.envelope(), &bytes)).await {
+            Err(_) => Delivery::Transient(format!(
+                "smtp: no answer within {}",
+                crate::config::HumanDuration(self.timeout)
+            )),
             Ok(Ok(response)) => Delivery::Accepted {
                 message_id,
                 reply: without_address(

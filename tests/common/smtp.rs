@@ -36,6 +36,9 @@ pub enum Fault {
     /// On the next new connection, greet with "421 4.3.2 busy" and close (counts as one script
     /// item consumed at connect time, not per transaction).
     BusyGreeting,
+    /// Accept the message, then close the connection without a word, as a server does with
+    /// a connection it finds idle for too long.
+    HangUpAfterAccepting,
 }
 
 /// One accepted message.
@@ -78,6 +81,7 @@ struct Shared {
     messages: Mutex<Vec<Received>>,
     count: AtomicUsize,
     connections: AtomicUsize,
+    noops: AtomicUsize,
     count_only: AtomicBool,
 }
 
@@ -103,6 +107,7 @@ impl SmtpServer {
             messages: Mutex::new(Vec::new()),
             count: AtomicUsize::new(0),
             connections: AtomicUsize::new(0),
+            noops: AtomicUsize::new(0),
             count_only: AtomicBool::new(false),
         });
         let sh = shared.clone();
@@ -155,6 +160,11 @@ impl SmtpServer {
     /// TCP connections accepted so far.
     pub fn connections(&self) -> usize {
         self.shared.connections.load(Ordering::SeqCst)
+    }
+
+    /// NOOP commands received so far.
+    pub fn noops(&self) -> usize {
+        self.shared.noops.load(Ordering::SeqCst)
     }
 
     /// Waits (polling every 5 ms, up to `timeout`) until at least n messages were accepted;
@@ -353,6 +363,10 @@ async fn serve(stream: TcpStream, sh: &Shared) -> std::io::Result<()> {
                             sh.count.fetch_add(1, Ordering::SeqCst) + 1
                         };
                         reply(&mut w, &format!("250 2.0.0 Ok: queued as {n}")).await?;
+                        if t.fault == Some(Fault::HangUpAfterAccepting) {
+                            let _ = w.shutdown().await;
+                            return Ok(());
+                        }
                     }
                 }
             }
@@ -360,7 +374,10 @@ async fn serve(stream: TcpStream, sh: &Shared) -> std::io::Result<()> {
                 tx = None;
                 reply(&mut w, "250 2.0.0 Ok").await?;
             }
-            "NOOP" => reply(&mut w, "250 2.0.0 Ok").await?,
+            "NOOP" => {
+                sh.noops.fetch_add(1, Ordering::SeqCst);
+                reply(&mut w, "250 2.0.0 Ok").await?
+            }
             "QUIT" => {
                 reply(&mut w, "221 2.0.0 Bye").await?;
                 let _ = w.shutdown().await;
