@@ -553,23 +553,33 @@ async fn events_are_append_only(kind: Kind) {
         .enqueue("PENDING", &subjects(1, 2), "cli", t0())
         .await
         .unwrap();
-    let update = "UPDATE retirement_event SET actor = 'forged'";
-    let delete = "DELETE FROM retirement_event";
-    let (u, d) = if db.url.starts_with("sqlite") {
-        let pool = sqlx::SqlitePool::connect(&db.url).await.unwrap();
-        (
-            sqlx::query(update).execute(&pool).await.map(|_| ()),
-            sqlx::query(delete).execute(&pool).await.map(|_| ()),
-        )
-    } else {
-        let pool = sqlx::PgPool::connect(&db.url).await.unwrap();
-        (
-            sqlx::query(update).execute(&pool).await.map(|_| ()),
-            sqlx::query(delete).execute(&pool).await.map(|_| ()),
-        )
-    };
-    assert!(u.unwrap_err().to_string().contains("append-only"));
-    assert!(d.unwrap_err().to_string().contains("append-only"));
+    let forgeries = [
+        "UPDATE retirement_event SET actor = 'forged'",
+        "DELETE FROM retirement_event",
+        // An event must name a retirement, and a retirement with events is never deleted.
+        "INSERT INTO retirement_event (retirement_id, at, actor, to_state, outcome, attempt, detail) \
+         VALUES (999999, '2026-01-01T00:00:00Z', 'forged', 'PENDING', 'enqueued', 0, '{}')",
+        "DELETE FROM retirement",
+    ];
+    let mut refusals = Vec::new();
+    for sql in forgeries {
+        let result = if db.url.starts_with("sqlite") {
+            let pool = sqlx::SqlitePool::connect(&db.url).await.unwrap();
+            sqlx::query(sql).execute(&pool).await.map(|_| ())
+        } else {
+            let pool = sqlx::PgPool::connect(&db.url).await.unwrap();
+            sqlx::query(sql).execute(&pool).await.map(|_| ())
+        };
+        refusals.push(result.expect_err(sql).to_string());
+    }
+    assert!(refusals[0].contains("append-only"), "{}", refusals[0]);
+    assert!(refusals[1].contains("append-only"), "{}", refusals[1]);
+    assert!(
+        refusals[2].contains("FOREIGN KEY") || refusals[2].contains("does not exist"),
+        "{}",
+        refusals[2]
+    );
+    assert!(refusals[3].contains("never deleted"), "{}", refusals[3]);
     let r = store
         .find(&Lookup::subject("1", None))
         .await

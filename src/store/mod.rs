@@ -811,6 +811,11 @@ macro_rules! embedded_migrator {
                     "/0005_retirement_key.sql"
                 )),
             ),
+            (
+                6,
+                "event keys",
+                include_str!(concat!("../../migrations/", $dir, "/0006_event_keys.sql")),
+            ),
         ])
     };
 }

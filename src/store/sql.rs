@@ -100,7 +100,7 @@ pub(crate) const AUDIT: &str = concat!(
      WHERE ($1 IS NULL OR e.at >= $1) AND ($2 IS NULL OR e.at < $2) \
      AND ($7 = 0 OR r.id IN (",
     matching_ids!("$3", "$4", "$5", "$6"),
-    ")) ORDER BY e.id LIMIT $8"
+    ")) ORDER BY e.at, e.id LIMIT $8"
 );
 
 /// Earliest due time of an open retirement.
