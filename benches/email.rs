@@ -4,7 +4,8 @@
 //! to a local SMTP sink over TCP. `LETHE_BENCH_PG_URL` overrides the admin URL.
 //!
 //! Baseline in the same run: a bare lettre pooled transport sending the same messages to the
-//! same server, as many at once as the handler (the pool size).
+//! same server, as many at once as the handler (the pool size). Three rounds of each,
+//! alternating; the best of each is compared. The driver runs with the default tuning.
 //! Then the rate limit: 600 warnings under `rate_per_minute = 6000`, the measured rate
 //! (first to last message received) compared with 100 per second.
 //! The last line printed is the machine-readable `RESULT ...` line.
@@ -30,6 +31,7 @@ const MESSAGES: usize = 10_000;
 const RATE_MESSAGES: usize = 600;
 const RATE_PER_MINUTE: u32 = 6_000;
 const POOL: u32 = 4;
+const ROUNDS: usize = 3;
 
 const STATES: &str = r#"
 [[state]]
@@ -52,10 +54,6 @@ role = "aborted"
 fn pipeline(port: u16, rate: u32, templates: &std::path::Path) -> String {
     format!(
         r#"
-[driver]
-batch_size = 1000
-concurrency = 2
-
 [email]
 host = "127.0.0.1"
 port = {port}
@@ -217,28 +215,39 @@ async fn bare_lettre(port: u16, n: usize) -> anyhow::Result<f64> {
 async fn bench() -> anyhow::Result<()> {
     let admin = std::env::var("LETHE_BENCH_PG_URL")
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
-    let sink = smtp::SmtpServer::start().await;
-    sink.count_only();
-    let baseline_s = bare_lettre(sink.port(), MESSAGES).await?;
-    ensure!(
-        sink.count() == MESSAGES,
-        "baseline: {} received",
-        sink.count()
-    );
+    // Rounds alternate baseline and ours, each best of ROUNDS: on two cores shared with
+    // PostgreSQL and the sink, a single run of either moves by 10-20%.
+    let (mut baseline_s, mut ours_s) = (f64::MAX, f64::MAX);
+    for round in 1..=ROUNDS {
+        let sink = smtp::SmtpServer::start().await;
+        sink.count_only();
+        let b = bare_lettre(sink.port(), MESSAGES).await?;
+        ensure!(
+            sink.count() == MESSAGES,
+            "baseline: {} received",
+            sink.count()
+        );
+        let o = through_the_driver(sink.port(), 10_000_000, MESSAGES, &admin).await?;
+        ensure!(
+            sink.count() == 2 * MESSAGES,
+            "ours: {} received",
+            sink.count() - MESSAGES
+        );
+        println!(
+            "round {round}: baseline {:.0} msgs/s, ours {:.0} msgs/s",
+            MESSAGES as f64 / b,
+            MESSAGES as f64 / o
+        );
+        baseline_s = baseline_s.min(b);
+        ours_s = ours_s.min(o);
+    }
     let baseline = MESSAGES as f64 / baseline_s;
     println!(
-        "baseline: {MESSAGES} messages built and sent by a bare lettre pool of {POOL}, in {baseline_s:.2}s = {baseline:.0} msgs/s"
-    );
-
-    let ours_s = through_the_driver(sink.port(), 10_000_000, MESSAGES, &admin).await?;
-    ensure!(
-        sink.count() == 2 * MESSAGES,
-        "ours: {} received",
-        sink.count() - MESSAGES
+        "baseline: {MESSAGES} messages built and sent by a bare lettre pool of {POOL}, best {baseline_s:.2}s = {baseline:.0} msgs/s"
     );
     let ours = MESSAGES as f64 / ours_s;
     println!(
-        "ours: {MESSAGES} warnings through the driver and the email handler in {ours_s:.2}s = {ours:.0} msgs/s"
+        "ours: {MESSAGES} warnings through the driver and the email handler, best {ours_s:.2}s = {ours:.0} msgs/s"
     );
 
     // The rate limit, measured by the server's receive times.
