@@ -4,7 +4,7 @@
 //! to a local SMTP sink over TCP. `LETHE_BENCH_PG_URL` overrides the admin URL.
 //!
 //! Baseline in the same run: a bare lettre pooled transport sending the same messages to the
-//! same server, as many at once as the handler (the pool size). Three rounds of each,
+//! same server, as many at once as the handler (the pool size). Five rounds of each,
 //! alternating; the best of each is compared. The driver runs with the default tuning.
 //! Then the rate limit: 600 warnings under `rate_per_minute = 6000`, the measured rate
 //! (first to last message received) compared with 100 per second.
@@ -31,7 +31,7 @@ const MESSAGES: usize = 10_000;
 const RATE_MESSAGES: usize = 600;
 const RATE_PER_MINUTE: u32 = 6_000;
 const POOL: u32 = 4;
-const ROUNDS: usize = 3;
+const ROUNDS: usize = 5;
 
 const STATES: &str = r#"
 [[state]]

@@ -622,3 +622,39 @@ async fn check_connect_opens_a_session_and_says_noop() {
         "{error}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_arrive_exactly_as_rendered() {
+    let smtp = SmtpServer::start().await;
+    let rendered = lethe::mail::Rendered {
+        subject: "Votre compte « Example Learning » sera supprimé le 2026-12-22, dans trente jours, sauf si vous revenez".into(),
+        text: format!(
+            ".starts with a dot\nFrom the team\n{}\n\nfin = end\n",
+            "une ligne très longue, ".repeat(8)
+        ),
+        html: "<p>Été</p>\n<p>.point</p>\n".into(),
+    };
+    let delivery = mailer(&smtp, "")
+        .send(Some("ann@example.org"), &rendered, "1.1")
+        .await;
+    assert!(
+        matches!(delivery, lethe::mail::Delivery::Accepted { .. }),
+        "{delivery:?}"
+    );
+    let m = &smtp.messages()[0];
+    assert_eq!(
+        (m.from.as_str(), m.to.as_slice()),
+        ("noreply@example.org", &["ann@example.org".to_string()][..])
+    );
+    assert_eq!(m.header("Subject").unwrap(), rendered.subject);
+    assert_eq!(m.part("text/plain").unwrap(), rendered.text);
+    assert_eq!(m.part("text/html").unwrap(), rendered.html);
+    assert_eq!(m.header("To").unwrap(), "ann@example.org");
+    assert_eq!(m.header("MIME-Version").unwrap(), "1.0");
+    assert!(
+        m.header("Date").is_some() && m.header("Message-ID").unwrap().starts_with("<lethe.1.1.")
+    );
+    for line in m.raw.split_inclusive('\n') {
+        assert!(line.ends_with("\r\n") && line.len() <= 1000, "{line:?}");
+    }
+}

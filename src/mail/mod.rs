@@ -1,14 +1,16 @@
 //! Sending email: pooled lettre SMTP connections, a process-wide rate limit, a timeout on
 //! every send, and SMTP replies sorted into accepted, transient and permanent.
 
+pub mod compose;
 pub mod template;
 
 pub use template::{Rendered, TemplateError, Templates, Vars};
 
 use crate::config::{Email, Tls};
-use lettre::Message;
+use compose::{Composer, Parts};
+use lettre::Address;
 use lettre::address::Envelope;
-use lettre::message::{Mailbox, MultiPart};
+use lettre::message::Mailbox;
 use lettre::transport::smtp::authentication::{Credentials, DEFAULT_MECHANISMS};
 use lettre::transport::smtp::client::{AsyncSmtpConnection, Tls as SmtpTls, TlsParameters};
 use lettre::transport::smtp::extension::ClientId;
@@ -135,6 +137,7 @@ pub struct Mailer {
     idle: std::sync::Mutex<Vec<Parked>>,
     limiter: governor::DefaultDirectRateLimiter,
     from: Mailbox,
+    composer: Composer,
     domain: String,
     timeout: Duration,
     server: String,
@@ -161,6 +164,7 @@ impl Mailer {
             idle: std::sync::Mutex::new(Vec::with_capacity(config.pool_size as usize)),
             limiter,
             domain: from.email.domain().to_string(),
+            composer: Composer::new(&from),
             from,
             timeout: config.timeout.0,
             server: format!("{}:{}", config.host, config.port()),
@@ -266,31 +270,35 @@ impl Mailer {
         let Some(to) = to.map(str::trim).filter(|t| !t.is_empty()) else {
             return Delivery::Permanent("no email address".into());
         };
-        let Ok(mailbox) = to.parse::<Mailbox>() else {
+        let Some(address) = to
+            .parse::<Address>()
+            .ok()
+            .or_else(|| to.parse::<Mailbox>().ok().map(|m| m.email))
+        else {
             return Delivery::Permanent("invalid email address".into());
         };
         let message_id = format!("<lethe.{key}.{:016x}@{}>", rand_u64(), self.domain);
-        let message = Message::builder()
-            .from(self.from.clone())
-            .to(mailbox)
-            .subject(rendered.subject.clone())
-            .message_id(Some(message_id.clone()))
-            .multipart(MultiPart::alternative_plain_html(
-                rendered.text.clone(),
-                rendered.html.clone(),
-            ));
-        let message = match message {
-            Ok(m) => m,
-            Err(e) => return Delivery::Permanent(format!("cannot build the message: {e}")),
+        let boundary = format!("{:016x}{:016x}", rand_u64(), rand_u64().rotate_left(17));
+        let bytes = self.composer.compose(&Parts {
+            to: &address,
+            subject: &rendered.subject,
+            text: &rendered.text,
+            html: &rendered.html,
+            message_id: &message_id,
+            boundary: &boundary,
+            date: std::time::SystemTime::now(),
+        });
+        let envelope = match Envelope::new(Some(self.from.email.clone()), vec![address]) {
+            Ok(envelope) => envelope,
+            Err(e) => return Delivery::Permanent(format!("cannot address the message: {e}")),
         };
-        let bytes = message.formatted();
         let Ok(_slot) = self.in_flight.acquire().await else {
             return Delivery::Transient("the mailer is shutting down".into());
         };
         self.limiter.until_ready().await;
         // lettre bounds the connect and each command; the whole send is bounded here. A
         // connection that timed out is dropped with the send, never parked.
-        match tokio::time::timeout(self.timeout, self.deliver(message.envelope(), &bytes)).await {
+        match tokio::time::timeout(self.timeout, self.deliver(&envelope, &bytes)).await {
             Err(_) => Delivery::Transient(format!(
                 "smtp: no answer within {}",
                 crate::config::HumanDuration(self.timeout)
