@@ -191,7 +191,8 @@ impl Mailer {
             };
             let idle = since.elapsed();
             if idle > IDLE_LIMIT {
-                conn.abort().await;
+                // Closed without QUIT: a server that went away would hold the send until the timeout.
+                drop(conn);
             } else if idle <= PROBE_AFTER {
                 return Ok(Checkout {
                     conn,
