@@ -658,3 +658,26 @@ async fn messages_arrive_exactly_as_rendered() {
         assert!(line.ends_with("\r\n") && line.len() <= 1000, "{line:?}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_connections_are_probed_then_closed() {
+    let send_three = |mailer: lethe::mail::Mailer| async move {
+        for n in 0..3 {
+            let delivery = mailer
+                .send(Some("ann@example.org"), &message(n), &n.to_string())
+                .await;
+            assert!(
+                matches!(delivery, lethe::mail::Delivery::Accepted { .. }),
+                "{delivery:?}"
+            );
+        }
+    };
+    // Every reuse counts as idle past the probe: NOOP before the second and third message.
+    let smtp = SmtpServer::start().await;
+    send_three(mailer(&smtp, "").with_idle_rules(Duration::ZERO, Duration::from_secs(60))).await;
+    assert_eq!((smtp.connections(), smtp.noops()), (1, 2));
+    // Past the idle limit: a new connection for each message, no probe.
+    let smtp = SmtpServer::start().await;
+    send_three(mailer(&smtp, "").with_idle_rules(Duration::ZERO, Duration::ZERO)).await;
+    assert_eq!((smtp.connections(), smtp.noops()), (3, 0));
+}

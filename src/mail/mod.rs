@@ -53,10 +53,10 @@ pub enum MailError {
 /// Connections idle longer than this are checked with NOOP before a message: a server may
 /// have closed them. A connection used more recently goes straight to MAIL FROM, saving
 /// the round trip lettre's own pool spends on every message.
-const PROBE_AFTER: Duration = Duration::from_secs(5);
+pub const PROBE_AFTER: Duration = Duration::from_secs(5);
 
 /// Connections idle longer than this are closed instead of reused.
-const IDLE_LIMIT: Duration = Duration::from_secs(60);
+pub const IDLE_LIMIT: Duration = Duration::from_secs(60);
 
 /// How to open one SMTP session.
 struct Session {
@@ -133,6 +133,8 @@ struct Checkout {
 /// A pooled, rate-limited SMTP sender shared by every email stage of the process.
 pub struct Mailer {
     session: Session,
+    probe_after: Duration,
+    idle_limit: Duration,
     /// Connections between messages; at most `pool_size`, as many as messages in flight.
     idle: std::sync::Mutex<Vec<Parked>>,
     limiter: governor::DefaultDirectRateLimiter,
@@ -161,6 +163,8 @@ impl Mailer {
             governor::RateLimiter::direct(governor::Quota::per_minute(rate).allow_burst(burst));
         Ok(Self {
             session: Session::new(config)?,
+            probe_after: PROBE_AFTER,
+            idle_limit: IDLE_LIMIT,
             idle: std::sync::Mutex::new(Vec::with_capacity(config.pool_size as usize)),
             limiter,
             domain: from.email.domain().to_string(),
@@ -170,6 +174,14 @@ impl Mailer {
             server: format!("{}:{}", config.host, config.port()),
             in_flight: tokio::sync::Semaphore::new(config.pool_size as usize),
         })
+    }
+
+    /// Changes when a parked connection is probed with NOOP and when it is closed instead
+    /// (by default [`PROBE_AFTER`] and [`IDLE_LIMIT`]).
+    pub fn with_idle_rules(mut self, probe_after: Duration, idle_limit: Duration) -> Self {
+        self.probe_after = probe_after;
+        self.idle_limit = idle_limit;
+        self
     }
 
     fn parked(&self) -> std::sync::MutexGuard<'_, Vec<Parked>> {
@@ -190,10 +202,10 @@ impl Mailer {
                 });
             };
             let idle = since.elapsed();
-            if idle > IDLE_LIMIT {
+            if idle > self.idle_limit {
                 // Closed without QUIT: a server that went away would hold the send until the timeout.
                 drop(conn);
-            } else if idle <= PROBE_AFTER {
+            } else if idle <= self.probe_after {
                 return Ok(Checkout {
                     conn,
                     unprobed: true,
