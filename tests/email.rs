@@ -681,3 +681,27 @@ async fn idle_connections_are_probed_then_closed() {
     send_three(mailer(&smtp, "").with_idle_rules(Duration::ZERO, Duration::ZERO)).await;
     assert_eq!((smtp.connections(), smtp.noops()), (3, 0));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_do_not_wait_on_delayed_acks() {
+    let smtp = SmtpServer::start().await;
+    smtp.delayed_acks();
+    let mailer = mailer(&smtp, "");
+    let started = std::time::Instant::now();
+    for n in 0..20 {
+        let delivery = mailer
+            .send(Some("ann@example.org"), &message(n), &n.to_string())
+            .await;
+        assert!(
+            matches!(delivery, lethe::mail::Delivery::Accepted { .. }),
+            "{delivery:?}"
+        );
+    }
+    // The end of DATA is a second small write: without TCP_NODELAY it waits for the ACK
+    // of the message, which the server delays by up to 40 ms.
+    assert!(
+        started.elapsed() < Duration::from_millis(400),
+        "20 messages took {:?}",
+        started.elapsed()
+    );
+}

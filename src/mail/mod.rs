@@ -95,19 +95,36 @@ impl Session {
     }
 
     /// Connects, says EHLO, upgrades with STARTTLS when asked, and authenticates.
-    async fn open(&self) -> Result<AsyncSmtpConnection, lettre::transport::smtp::Error> {
-        let wrapper = match &self.tls {
-            SmtpTls::Wrapper(parameters) => Some(parameters.clone()),
-            _ => None,
+    ///
+    /// Plain and STARTTLS connections are opened here with TCP_NODELAY: lettre writes the
+    /// message and the final `.` in two writes, and without it the second waits for the
+    /// server to acknowledge the first, which servers delay by up to 40 ms (measured: 44 ms
+    /// per message, 23 messages per second per connection). Implicit TLS goes through
+    /// lettre's own connect, which cannot take a socket of ours.
+    async fn open(&self) -> Result<AsyncSmtpConnection, SendError> {
+        let mut conn = match &self.tls {
+            SmtpTls::Wrapper(parameters) => {
+                AsyncSmtpConnection::connect_tokio1(
+                    (self.host.as_str(), self.port),
+                    Some(self.timeout),
+                    &self.hello,
+                    Some(parameters.clone()),
+                    None,
+                )
+                .await?
+            }
+            _ => {
+                let connect = tokio::net::TcpStream::connect((self.host.as_str(), self.port));
+                let stream = match tokio::time::timeout(self.timeout, connect).await {
+                    Ok(Ok(stream)) => stream,
+                    Ok(Err(e)) => return Err(SendError::Connect(e.to_string())),
+                    Err(_) => return Err(SendError::Connect("connection timed out".into())),
+                };
+                // Only a latency hint: a socket that refuses it still works.
+                let _ = stream.set_nodelay(true);
+                AsyncSmtpConnection::connect_with_transport(Box::new(stream), &self.hello).await?
+            }
         };
-        let mut conn = AsyncSmtpConnection::connect_tokio1(
-            (self.host.as_str(), self.port),
-            Some(self.timeout),
-            &self.hello,
-            wrapper,
-            None,
-        )
-        .await?;
         if let SmtpTls::Required(parameters) = &self.tls {
             conn.starttls(parameters.clone(), &self.hello).await?;
         }
@@ -115,6 +132,36 @@ impl Session {
             conn.auth(DEFAULT_MECHANISMS, credentials).await?;
         }
         Ok(conn)
+    }
+}
+
+/// Why a message did not go through.
+#[derive(Debug)]
+enum SendError {
+    /// What lettre reported: a reply code, a broken connection, TLS.
+    Smtp(lettre::transport::smtp::Error),
+    /// The TCP connection could not be opened.
+    Connect(String),
+}
+
+impl SendError {
+    fn is_permanent(&self) -> bool {
+        matches!(self, SendError::Smtp(e) if e.is_permanent())
+    }
+}
+
+impl From<lettre::transport::smtp::Error> for SendError {
+    fn from(e: lettre::transport::smtp::Error) -> Self {
+        SendError::Smtp(e)
+    }
+}
+
+impl std::fmt::Display for SendError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SendError::Smtp(e) => e.fmt(f),
+            SendError::Connect(problem) => write!(f, "cannot connect: {problem}"),
+        }
     }
 }
 
@@ -192,7 +239,7 @@ impl Mailer {
     }
 
     /// The most recently used live connection, or a new one.
-    async fn checkout(&self) -> Result<Checkout, lettre::transport::smtp::Error> {
+    async fn checkout(&self) -> Result<Checkout, SendError> {
         loop {
             let Some(Parked { mut conn, since }) = self.parked().pop() else {
                 let conn = self.session.open().await?;
@@ -233,11 +280,7 @@ impl Mailer {
     /// with anything but a permanent refusal may have been closed by the server while idle:
     /// the message goes once more over a new connection (at most once, as a driver retry
     /// would; nothing was accepted on the failed one unless its last reply was lost).
-    async fn deliver(
-        &self,
-        envelope: &Envelope,
-        bytes: &[u8],
-    ) -> Result<Response, lettre::transport::smtp::Error> {
+    async fn deliver(&self, envelope: &Envelope, bytes: &[u8]) -> Result<Response, SendError> {
         let Checkout { mut conn, unprobed } = self.checkout().await?;
         match conn.send(envelope, bytes).await {
             Ok(response) => {
@@ -250,7 +293,7 @@ impl Mailer {
                 self.checkin(conn);
                 Ok(response)
             }
-            Err(e) => Err(e),
+            Err(e) => Err(e.into()),
         }
     }
 
@@ -264,7 +307,7 @@ impl Mailer {
             let mut conn = self.session.open().await?;
             let alive = conn.test_connected().await;
             let _ = conn.quit().await;
-            Ok::<_, lettre::transport::smtp::Error>(alive)
+            Ok::<_, SendError>(alive)
         };
         match tokio::time::timeout(self.timeout, probe).await {
             Ok(Ok(true)) => Ok(()),

@@ -83,6 +83,7 @@ struct Shared {
     connections: AtomicUsize,
     noops: AtomicUsize,
     count_only: AtomicBool,
+    delayed_acks: AtomicBool,
 }
 
 /// A scripted SMTP server; see the module docs.
@@ -109,6 +110,7 @@ impl SmtpServer {
             connections: AtomicUsize::new(0),
             noops: AtomicUsize::new(0),
             count_only: AtomicBool::new(false),
+            delayed_acks: AtomicBool::new(false),
         });
         let sh = shared.clone();
         let accept = tokio::spawn(async move {
@@ -180,6 +182,11 @@ impl SmtpServer {
             }
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
+    }
+
+    /// Acknowledge like a stock server: Linux's delayed ACKs, no TCP_QUICKACK.
+    pub fn delayed_acks(&self) {
+        self.shared.delayed_acks.store(true, Ordering::SeqCst);
     }
 
     /// Stop keeping message bodies (only count them), for benchmarks with 10,000+ messages.
@@ -321,7 +328,7 @@ async fn serve(stream: TcpStream, sh: &Shared) -> std::io::Result<()> {
                 let keep = !sh.count_only.load(Ordering::SeqCst);
                 let mut data: Vec<u8> = Vec::new();
                 loop {
-                    if r.buffer().is_empty() {
+                    if r.buffer().is_empty() && !sh.delayed_acks.load(Ordering::SeqCst) {
                         quickack(r.get_ref().as_ref());
                     }
                     line.clear();
