@@ -705,3 +705,22 @@ async fn messages_do_not_wait_on_delayed_acks() {
         started.elapsed()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_try_later_on_a_pooled_connection_is_left_to_the_retry_schedule() {
+    let smtp = SmtpServer::start().await;
+    let mailer = mailer(&smtp, "");
+    let first = mailer.send(Some("ann@example.org"), &message(0), "0").await;
+    assert!(
+        matches!(first, lethe::mail::Delivery::Accepted { .. }),
+        "{first:?}"
+    );
+    smtp.script([Fault::AtRcpt(451, "4.3.0 try again later")]);
+    let second = mailer.send(Some("ann@example.org"), &message(1), "1").await;
+    // Not a connection the server closed: no second try at once, on a new connection.
+    assert!(
+        matches!(&second, lethe::mail::Delivery::Transient(e) if e.contains("451")),
+        "{second:?}"
+    );
+    assert_eq!((smtp.count(), smtp.connections()), (1, 1));
+}

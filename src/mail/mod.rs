@@ -276,10 +276,11 @@ impl Mailer {
         }
     }
 
-    /// One message over a pooled connection. A connection reused without a NOOP that fails
-    /// with anything but a permanent refusal may have been closed by the server while idle:
-    /// the message goes once more over a new connection (at most once, as a driver retry
-    /// would; nothing was accepted on the failed one unless its last reply was lost).
+    /// One message over a pooled connection. A connection reused without a NOOP that breaks,
+    /// or answers 421 (closing), may have been closed by the server while idle: the message
+    /// goes once more over a new connection (at most once, as a driver retry would; nothing
+    /// was accepted on the failed one unless its last reply was lost). Other replies, such
+    /// as a 451 "try later", go to the driver's retry schedule.
     async fn deliver(&self, envelope: &Envelope, bytes: &[u8]) -> Result<Response, SendError> {
         let Checkout { mut conn, unprobed } = self.checkout().await?;
         match conn.send(envelope, bytes).await {
@@ -287,7 +288,7 @@ impl Mailer {
                 self.checkin(conn);
                 Ok(response)
             }
-            Err(e) if unprobed && !e.is_permanent() => {
+            Err(e) if unprobed && closed_while_idle(&e) => {
                 let mut conn = self.session.open().await?;
                 let response = conn.send(envelope, bytes).await?;
                 self.checkin(conn);
@@ -375,6 +376,14 @@ impl Mailer {
             }
             Ok(Err(e)) => Delivery::Transient(without_address(&format!("smtp: {e}"), to)),
         }
+    }
+}
+
+/// A broken connection (no reply at all) or a 421 "service closing".
+fn closed_while_idle(e: &lettre::transport::smtp::Error) -> bool {
+    match e.status() {
+        Some(code) => u16::from(code) == 421,
+        None => !e.is_client(),
     }
 }
 
