@@ -563,18 +563,23 @@ fn message(n: usize) -> lethe::mail::Rendered {
     }
 }
 
+/// Sends test message `n` to ann and asserts the server accepted it.
+async fn accepted(mailer: &lethe::mail::Mailer, n: usize) {
+    let delivery = mailer
+        .send(Some("ann@example.org"), &message(n), &n.to_string())
+        .await;
+    assert!(
+        matches!(delivery, lethe::mail::Delivery::Accepted { .. }),
+        "message {n}: {delivery:?}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pooled_connections_go_straight_to_the_next_message() {
     let smtp = SmtpServer::start().await;
     let mailer = mailer(&smtp, "");
     for n in 0..20 {
-        let delivery = mailer
-            .send(Some("ann@example.org"), &message(n), &n.to_string())
-            .await;
-        assert!(
-            matches!(delivery, lethe::mail::Delivery::Accepted { .. }),
-            "{delivery:?}"
-        );
+        accepted(&mailer, n).await;
     }
     assert_eq!(smtp.count(), 20);
     assert_eq!(smtp.connections(), 1, "one after another: one connection");
@@ -591,13 +596,7 @@ async fn a_pooled_connection_the_server_closed_is_replaced_without_a_retry() {
     let mailer = mailer(&smtp, "");
     smtp.script([Fault::HangUpAfterAccepting]);
     for n in 0..2 {
-        let delivery = mailer
-            .send(Some("ann@example.org"), &message(n), &n.to_string())
-            .await;
-        assert!(
-            matches!(delivery, lethe::mail::Delivery::Accepted { .. }),
-            "message {n}: {delivery:?}"
-        );
+        accepted(&mailer, n).await;
     }
     let subjects: Vec<String> = smtp
         .messages()
@@ -663,13 +662,7 @@ async fn messages_arrive_exactly_as_rendered() {
 async fn idle_connections_are_probed_then_closed() {
     let send_three = |mailer: lethe::mail::Mailer| async move {
         for n in 0..3 {
-            let delivery = mailer
-                .send(Some("ann@example.org"), &message(n), &n.to_string())
-                .await;
-            assert!(
-                matches!(delivery, lethe::mail::Delivery::Accepted { .. }),
-                "{delivery:?}"
-            );
+            accepted(&mailer, n).await;
         }
     };
     // Every reuse counts as idle past the probe: NOOP before the second and third message.
@@ -689,13 +682,7 @@ async fn messages_do_not_wait_on_delayed_acks() {
     let mailer = mailer(&smtp, "");
     let started = std::time::Instant::now();
     for n in 0..20 {
-        let delivery = mailer
-            .send(Some("ann@example.org"), &message(n), &n.to_string())
-            .await;
-        assert!(
-            matches!(delivery, lethe::mail::Delivery::Accepted { .. }),
-            "{delivery:?}"
-        );
+        accepted(&mailer, n).await;
     }
     // The end of DATA is a second small write: without TCP_NODELAY it waits for the ACK
     // of the message, which the server delays by up to 40 ms.
@@ -710,11 +697,7 @@ async fn messages_do_not_wait_on_delayed_acks() {
 async fn a_try_later_on_a_pooled_connection_is_left_to_the_retry_schedule() {
     let smtp = SmtpServer::start().await;
     let mailer = mailer(&smtp, "");
-    let first = mailer.send(Some("ann@example.org"), &message(0), "0").await;
-    assert!(
-        matches!(first, lethe::mail::Delivery::Accepted { .. }),
-        "{first:?}"
-    );
+    accepted(&mailer, 0).await;
     smtp.script([Fault::AtRcpt(451, "4.3.0 try again later")]);
     let second = mailer.send(Some("ann@example.org"), &message(1), "1").await;
     // Not a connection the server closed: no second try at once, on a new connection.
