@@ -8,7 +8,7 @@
 use lettre::Address;
 use lettre::message::header::{self, ContentTransferEncoding, Header, HeaderValue, Headers};
 use lettre::message::{Body, Mailbox, Mailboxes};
-use std::fmt::Write;
+use std::io::Write;
 use std::time::SystemTime;
 
 /// What one message says.
@@ -59,13 +59,13 @@ impl Composer {
         let mut out = Vec::with_capacity(text.len() + html.len() + 1024);
         // Writing into a Vec cannot fail.
         let _ = write!(
-            head_of(&mut out),
+            out,
             "{headers}Content-Type: multipart/alternative;\r\n boundary=\"{}\"\r\n\r\n",
             parts.boundary
         );
         for (mime, body) in [("text/plain", &text), ("text/html", &html)] {
             let _ = write!(
-                head_of(&mut out),
+                out,
                 "--{}\r\nContent-Type: {mime}; charset=utf-8\r\nContent-Transfer-Encoding: {}\r\n\r\n",
                 parts.boundary,
                 encoding_name(body.encoding())
@@ -73,21 +73,9 @@ impl Composer {
             out.extend_from_slice(body.as_ref());
             out.extend_from_slice(b"\r\n");
         }
-        let _ = write!(head_of(&mut out), "--{}--\r\n", parts.boundary);
+        let _ = write!(out, "--{}--\r\n", parts.boundary);
         out
     }
-}
-
-/// `fmt::Write` over the message buffer (everything written through it is ASCII).
-fn head_of(out: &mut Vec<u8>) -> impl Write + '_ {
-    struct Ascii<'a>(&'a mut Vec<u8>);
-    impl Write for Ascii<'_> {
-        fn write_str(&mut self, s: &str) -> std::fmt::Result {
-            self.0.extend_from_slice(s.as_bytes());
-            Ok(())
-        }
-    }
-    Ascii(out)
 }
 
 fn encoding_name(encoding: ContentTransferEncoding) -> &'static str {

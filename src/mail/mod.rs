@@ -62,7 +62,7 @@ pub const IDLE_LIMIT: Duration = Duration::from_secs(60);
 struct Session {
     host: String,
     port: u16,
-    tls: lettre::transport::smtp::client::Tls,
+    tls: SmtpTls,
     hello: ClientId,
     credentials: Option<Credentials>,
     timeout: Duration,
@@ -185,11 +185,9 @@ pub struct Mailer {
     /// Connections between messages; at most `pool_size`, as many as messages in flight.
     idle: std::sync::Mutex<Vec<Parked>>,
     limiter: governor::DefaultDirectRateLimiter,
-    from: Mailbox,
+    /// The envelope sender (the address of `email.from`).
+    sender: Address,
     composer: Composer,
-    domain: String,
-    timeout: Duration,
-    server: String,
     /// Messages in flight over the whole process, at most the pool size, so batches that
     /// run at once share the pooled connections instead of opening more.
     in_flight: tokio::sync::Semaphore,
@@ -214,11 +212,8 @@ impl Mailer {
             idle_limit: IDLE_LIMIT,
             idle: std::sync::Mutex::new(Vec::with_capacity(config.pool_size as usize)),
             limiter,
-            domain: from.email.domain().to_string(),
             composer: Composer::new(&from),
-            from,
-            timeout: config.timeout.0,
-            server: format!("{}:{}", config.host, config.port()),
+            sender: from.email,
             in_flight: tokio::sync::Semaphore::new(config.pool_size as usize),
         })
     }
@@ -283,25 +278,22 @@ impl Mailer {
     /// as a 451 "try later", go to the driver's retry schedule.
     async fn deliver(&self, envelope: &Envelope, bytes: &[u8]) -> Result<Response, SendError> {
         let Checkout { mut conn, unprobed } = self.checkout().await?;
-        match conn.send(envelope, bytes).await {
-            Ok(response) => {
-                self.checkin(conn);
-                Ok(response)
-            }
+        let sent = match conn.send(envelope, bytes).await {
             Err(e) if unprobed && closed_while_idle(&e) => {
-                let mut conn = self.session.open().await?;
-                let response = conn.send(envelope, bytes).await?;
-                self.checkin(conn);
-                Ok(response)
+                conn = self.session.open().await?;
+                conn.send(envelope, bytes).await
             }
-            Err(e) => Err(e.into()),
-        }
+            sent => sent,
+        };
+        // lettre marks a connection broken when a command failed on it; those are not parked.
+        self.checkin(conn);
+        Ok(sent?)
     }
 
     /// Opens a connection and says hello (`check --connect`).
     pub async fn test_connection(&self) -> Result<(), MailError> {
         let unreachable = |problem: String| MailError::Unreachable {
-            server: self.server.clone(),
+            server: format!("{}:{}", self.session.host, self.session.port),
             problem,
         };
         let probe = async {
@@ -310,13 +302,13 @@ impl Mailer {
             let _ = conn.quit().await;
             Ok::<_, SendError>(alive)
         };
-        match tokio::time::timeout(self.timeout, probe).await {
+        match tokio::time::timeout(self.session.timeout, probe).await {
             Ok(Ok(true)) => Ok(()),
             Ok(Ok(false)) => Err(unreachable("the server did not answer NOOP".into())),
             Ok(Err(e)) => Err(unreachable(e.to_string())),
             Err(_) => Err(unreachable(format!(
                 "no answer within {}",
-                crate::config::HumanDuration(self.timeout)
+                crate::config::HumanDuration(self.session.timeout)
             ))),
         }
     }
@@ -334,8 +326,8 @@ impl Mailer {
         else {
             return Delivery::Permanent("invalid email address".into());
         };
-        let message_id = format!("<lethe.{key}.{:016x}@{}>", rand_u64(), self.domain);
-        let boundary = format!("{:016x}{:016x}", rand_u64(), rand_u64().rotate_left(17));
+        let message_id = format!("<lethe.{key}.{:016x}@{}>", rand_u64(), self.sender.domain());
+        let boundary = format!("{:016x}{:016x}", rand_u64(), rand_u64());
         let bytes = self.composer.compose(&Parts {
             to: &address,
             subject: &rendered.subject,
@@ -345,7 +337,7 @@ impl Mailer {
             boundary: &boundary,
             date: std::time::SystemTime::now(),
         });
-        let envelope = match Envelope::new(Some(self.from.email.clone()), vec![address]) {
+        let envelope = match Envelope::new(Some(self.sender.clone()), vec![address]) {
             Ok(envelope) => envelope,
             Err(e) => return Delivery::Permanent(format!("cannot address the message: {e}")),
         };
@@ -355,10 +347,10 @@ impl Mailer {
         self.limiter.until_ready().await;
         // lettre bounds the connect and each command; the whole send is bounded here. A
         // connection that timed out is dropped with the send, never parked.
-        match tokio::time::timeout(self.timeout, self.deliver(&envelope, &bytes)).await {
+        match tokio::time::timeout(self.session.timeout, self.deliver(&envelope, &bytes)).await {
             Err(_) => Delivery::Transient(format!(
                 "smtp: no answer within {}",
-                crate::config::HumanDuration(self.timeout)
+                crate::config::HumanDuration(self.session.timeout)
             )),
             Ok(Ok(response)) => Delivery::Accepted {
                 message_id,
