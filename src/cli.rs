@@ -496,6 +496,23 @@ async fn check(ctx: &Ctx, connect: bool) -> Outcome {
     Ok(())
 }
 
+/// What retiring a subject would do, in one line.
+fn plan_verdict(result: &crate::sql::target::SubjectResult) -> String {
+    use crate::sql::target::SubjectResult;
+    match result {
+        SubjectResult::Retired {
+            already_gone: true, ..
+        } => "nothing to delete: the subject is not in the target".to_string(),
+        SubjectResult::Retired { .. } => "would be deleted".to_string(),
+        SubjectResult::Protected(links) => format!(
+            "the deletion would be refused: {}",
+            SubjectResult::protected_reason(links)
+        ),
+        SubjectResult::Refused(why) => format!("the deletion would be refused: {why}"),
+        SubjectResult::Active(at) => format!("active at {}", at.to_rfc3339()),
+    }
+}
+
 /// Tables per policy, protected columns and nullified columns to review.
 fn print_plan_summary(target: &crate::sql::target::Target) {
     use crate::sql::plan::Action;
@@ -514,7 +531,7 @@ fn print_plan_summary(target: &crate::sql::target::Target) {
         target.dialect,
         plan.root_table,
         plan.root_key,
-        plan.steps.len() + plan.protect.len() + 2
+        plan.steps.len() + plan.protect.len() + plan.conflicts.len() + 2
     );
     for (action, tables) in &by_action {
         out!("  {action:<9} {} tables", tables.len());
@@ -531,6 +548,13 @@ fn print_plan_summary(target: &crate::sql::target::Target) {
         "  nullified columns to review (rows kept; are these only actors?): {}",
         nullified.into_iter().collect::<Vec<_>>().join(", ")
     );
+    if !plan.link_rules.is_empty() {
+        out!("  tables linking to {} more than once (a row of a user who stays is never deleted):", plan.root_table);
+        for rule in &plan.link_rules {
+            let null = if rule.nullable { "NULL" } else { "NOT NULL" };
+            out!("    {} ({null}): {}", rule.link, rule.rule);
+        }
+    }
 }
 
 fn no_source(config: &Config) -> Failure {
@@ -624,21 +648,30 @@ async fn plan(ctx: &Ctx, subject: &str) -> Outcome {
         let target = crate::sql::target::Target::connect(target_config)
             .await
             .map_err(|e| Failure::from(crate::stages::BuildError::from(e)))?;
-        let rows = target
+        let preview = target
             .preview(id)
             .await
             .map_err(|e| Failure::Runtime(e.into()))?;
+        let verdict = plan_verdict(&preview.verdict);
         if !ctx.global.json {
+            out!("target {}: {verdict}", target.name);
             print_plan_summary(&target);
-            let table: Vec<Vec<String>> = rows
+            let table: Vec<Vec<String>> = preview
+                .steps
                 .iter()
                 .map(|(link, action, n)| vec![link.clone(), action.clone(), n.to_string()])
                 .collect();
             print_table(&["link", "action", "rows"], &table);
+            if !preview.exact {
+                out!("(rows each step matches; nothing would run while the deletion is refused)");
+            }
         }
         report.push(serde_json::json!({
             "target": target.name,
-            "steps": rows.iter().map(|(link, action, n)| serde_json::json!({"link": link, "action": action, "rows": n})).collect::<Vec<_>>(),
+            "verdict": verdict,
+            "refused": !matches!(preview.verdict, crate::sql::target::SubjectResult::Retired { .. }),
+            "exact": preview.exact,
+            "steps": preview.steps.iter().map(|(link, action, n)| serde_json::json!({"link": link, "action": action, "rows": n})).collect::<Vec<_>>(),
         }));
     }
     if ctx.global.json {

@@ -4,106 +4,12 @@
 
 mod common;
 
-use common::edx::{self, Owned};
+use common::edx;
+use common::target::{Fixture, warned};
 use common::{Kind, TestDb, exec, mysql_admin_url, scalar};
-use lethe::config::Config;
 use lethe::sql::Dialect;
 use lethe::sql::target::{Subject, SubjectResult, Target};
-use std::collections::BTreeMap;
-
-/// A fixture database of one dialect, dropped at the end.
-struct Fixture {
-    url: String,
-    _pg_or_sqlite: Option<TestDb>,
-    mysql_name: Option<String>,
-    owned: Owned,
-}
-
-impl Fixture {
-    async fn new(dialect: Dialect) -> Fixture {
-        let (url, db, mysql_name) = match dialect {
-            Dialect::MySql => {
-                let name = format!("lethe_t_{}_{}", std::process::id(), rand_suffix());
-                exec(&mysql_admin_url(), &[format!("CREATE DATABASE {name}")]).await;
-                let admin = mysql_admin_url();
-                let root = &admin[..admin.rfind('/').unwrap()];
-                (format!("{root}/{name}"), None, Some(name))
-            }
-            Dialect::Postgres => {
-                let db = TestDb::new(Kind::Postgres).await;
-                (db.url.clone(), Some(db), None)
-            }
-            Dialect::Sqlite => {
-                let db = TestDb::new(Kind::Sqlite).await;
-                (format!("{}?mode=rwc", db.url), Some(db), None)
-            }
-        };
-        exec(&url, &edx::ddl(dialect)).await;
-        let (seed, owned) = edx::seed(dialect, 3, 3);
-        exec(&url, &seed).await;
-        Fixture {
-            url,
-            _pg_or_sqlite: db,
-            mysql_name,
-            owned,
-        }
-    }
-
-    async fn target(&self) -> Target {
-        let text = format!(
-            "{}{}",
-            common::noop_pipeline("", ""),
-            edx::target_toml(&self.url)
-        );
-        let (_, pipeline) =
-            Config::from_texts("states.toml", common::STATES, "pipeline.toml", &text).unwrap();
-        Target::connect(&pipeline.targets[0]).await.unwrap()
-    }
-
-    async fn counts(&self) -> BTreeMap<&'static str, i64> {
-        let mut out = BTreeMap::new();
-        for table in edx::all_tables() {
-            out.insert(
-                table,
-                scalar(&self.url, format!("SELECT COUNT(*) FROM {table}")).await,
-            );
-        }
-        out
-    }
-
-    async fn count(&self, sql: &str) -> i64 {
-        scalar(&self.url, sql.to_string()).await
-    }
-}
-
-impl Drop for Fixture {
-    fn drop(&mut self) {
-        if let Some(name) = self.mysql_name.take() {
-            let _ = std::thread::spawn(move || {
-                let rt = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .unwrap();
-                rt.block_on(exec(
-                    &mysql_admin_url(),
-                    &[format!("DROP DATABASE IF EXISTS {name}")],
-                ));
-            })
-            .join();
-        }
-    }
-}
-
-fn rand_suffix() -> u32 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.subsec_nanos())
-        .unwrap_or(0)
-}
-
-fn warned() -> Option<chrono::DateTime<chrono::Utc>> {
-    Some("2020-01-01T00:00:00Z".parse().unwrap())
-}
+use lethe::config::Config;
 
 macro_rules! per_dialect {
     ($($name:ident),* $(,)?) => {
@@ -170,9 +76,13 @@ async fn only_the_retired_users_rows_go(dialect: Dialect) {
         "{:?}",
         report.subjects[&2]
     );
+    // Every protected link the user has rows behind is named, with its rows.
     assert_eq!(
         report.subjects[&3],
-        SubjectResult::Protected("wiki_article.owner_id".into())
+        SubjectResult::Protected(vec![
+            ("wiki_article.owner_id".into(), 1),
+            ("wiki_articlerevision.user_id".into(), 1)
+        ])
     );
     assert_eq!(report.rows["courseware_studentmodulehistory (delete)"], 6);
 
@@ -503,7 +413,7 @@ async fn the_driver_records_rows_deleted_and_protection_in_events() {
     assert_eq!(three.state, "ERRORED");
     assert_eq!(
         three.last_error.as_deref(),
-        Some("protected: wiki_article.owner_id")
+        Some("protected: wiki_article.owner_id (1 row), wiki_articlerevision.user_id (1 row)")
     );
     assert_eq!(
         f.count("SELECT COUNT(*) FROM auth_user WHERE id IN (2, 3)")

@@ -48,6 +48,7 @@ struct TargetSection {
     anonymize: Vec<AnonymizeSection>,
     #[serde(default)]
     extra_link: Vec<ExtraLinkSection>,
+    reassign_to: Option<i64>,
 }
 
 #[derive(Deserialize)]
@@ -492,9 +493,18 @@ fn parse_targets(file: &str, sections: Vec<TargetSection>) -> Result<Vec<Target>
                 "must be at least 1",
             ));
         }
+        if let Some(p) = t.reassign_to.filter(|p| *p <= 0) {
+            return Err(invalid(
+                file,
+                format!("{at}.reassign_to"),
+                Some(&p.to_string()),
+                "the placeholder account is a positive root key (an existing user that is never retired)",
+            ));
+        }
         let mut rules = Rules {
             root_table: t.root_table.clone(),
             root_key: t.root_key.clone(),
+            reassign_to: t.reassign_to,
             ..Rules::default()
         };
         let mut add = |key: String, link: &str, policy: Policy| -> Result<(), ConfigError> {

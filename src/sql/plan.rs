@@ -64,6 +64,9 @@ pub struct Rules {
     pub policies: BTreeMap<String, Policy>,
     /// Links that have no foreign key.
     pub extra_links: Vec<Link>,
+    /// The placeholder account that kept rows' NOT NULL actor columns are reassigned to
+    /// (GitLab's "ghost" user); `None`: a subject with such rows fails instead.
+    pub reassign_to: Option<i64>,
 }
 
 /// One hop of the path from a step's table up to the root.
@@ -77,6 +80,10 @@ pub struct Hop {
     pub ref_table: String,
     /// Referenced columns.
     pub ref_columns: Vec<String>,
+    /// Owner columns of `table` (links to the root key): a row here is deleted, or
+    /// followed to its dependents, only when each of them is NULL or names a subject of
+    /// the batch (invariant 5: another user's row is never deleted).
+    pub guards: Vec<String>,
 }
 
 /// What a step does to its rows.
@@ -111,6 +118,29 @@ impl Step {
     }
 }
 
+/// Rows that a deleting step keeps because they belong to a user who is not being retired
+/// (one of `columns` links elsewhere), while their `step.link` column is NOT NULL and
+/// cannot be reassigned: a subject with such rows fails before anything is deleted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Conflict {
+    /// The rows reached from the subjects (the first hop without its guards).
+    pub step: Step,
+    /// The owner columns that keep them.
+    pub columns: Vec<String>,
+}
+
+/// How rows behind a link to the root are treated when their table links to the root more
+/// than once (what `check --connect` lists for review).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LinkRule {
+    /// `table.column`.
+    pub link: String,
+    /// Whether the column accepts NULL.
+    pub nullable: bool,
+    /// The rule, in words.
+    pub rule: String,
+}
+
 /// The ordered statements that retire subjects from one database.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Plan {
@@ -120,9 +150,16 @@ pub struct Plan {
     pub root_key: String,
     /// Protect checks, run first.
     pub protect: Vec<Step>,
-    /// Changes in execution order (dependents before what they depend on); the root rows
-    /// are deleted after the last one.
+    /// Kept rows that would fail their subject, checked after the protect checks.
+    pub conflicts: Vec<Conflict>,
+    /// Changes in execution order (dependents before what they depend on, and on each
+    /// table its deletions before its updates, so an update only counts rows that stay);
+    /// the root rows are deleted after the last one.
     pub steps: Vec<Step>,
+    /// The rule of every link on a table with several links to the root.
+    pub link_rules: Vec<LinkRule>,
+    /// The placeholder account, if any (it is never retired itself).
+    pub reassign_to: Option<i64>,
 }
 
 impl Plan {
@@ -163,10 +200,23 @@ pub enum PlanError {
     /// The chain is too deep to be plausible.
     #[error("{0}: links nest deeper than {MAX_DEPTH} levels below the root")]
     TooDeep(String),
+    /// A nullable column named like an owner is the table's only tie to the root: nulling
+    /// it would keep the user's rows without their name.
+    #[error(
+        "{0}: a nullable column named like an owner is this table's only link to the root; nullifying it would keep the user's rows: list it under delete, nullify or anonymize in the target"
+    )]
+    OwnerUnclassified(String),
 }
 
 /// Deepest chain of deleting links followed below the root.
 pub const MAX_DEPTH: usize = 8;
+
+/// Column names that tie a row to its owner rather than to an actor.
+pub const OWNER_COLUMNS: &[&str] = &["user_id", "student_id", "owner_id"];
+
+fn is_owner(column: &str) -> bool {
+    OWNER_COLUMNS.contains(&column)
+}
 
 /// Builds the plan from every link of the schema (introspected) plus the rules.
 pub fn build(links: &[Link], rules: &Rules) -> Result<Plan, PlanError> {
@@ -182,15 +232,132 @@ pub fn build(links: &[Link], rules: &Rules) -> Result<Plan, PlanError> {
             known: reachable.iter().cloned().collect::<Vec<_>>().join(", "),
         });
     }
-    let mut plan = Plan {
-        root_table: rules.root_table.clone(),
-        root_key: rules.root_key.clone(),
+    let owners = Owners::new(&all, rules);
+    let mut planner = Planner {
+        links: &all,
+        rules,
+        owners: &owners,
+        dag: Dag::default(),
         protect: Vec::new(),
-        steps: Vec::new(),
+        conflicts: Vec::new(),
     };
     let mut stack = vec![rules.root_table.clone()];
-    visit(&all, rules, &mut Vec::new(), &mut stack, &mut plan)?;
-    Ok(plan)
+    planner.visit(&mut Vec::new(), &mut stack)?;
+    let Planner {
+        dag,
+        protect,
+        conflicts,
+        ..
+    } = planner;
+    Ok(Plan {
+        root_table: rules.root_table.clone(),
+        root_key: rules.root_key.clone(),
+        protect,
+        conflicts,
+        steps: dag.schedule(),
+        link_rules: owners.rules(rules)?,
+        reassign_to: rules.reassign_to,
+    })
+}
+
+/// The single-column links of each table straight to the root key.
+struct Owners<'a> {
+    root: &'a str,
+    direct: BTreeMap<&'a str, Vec<&'a Link>>,
+}
+
+impl<'a> Owners<'a> {
+    fn new(links: &'a [Link], rules: &'a Rules) -> Self {
+        let mut direct: BTreeMap<&str, Vec<&Link>> = BTreeMap::new();
+        for link in links {
+            if link.table != rules.root_table && is_root_key(link, rules) {
+                direct.entry(link.table.as_str()).or_default().push(link);
+            }
+        }
+        Owners {
+            root: &rules.root_table,
+            direct,
+        }
+    }
+
+    /// The guards of a row of `table` reached through `via`: its owner-named root links
+    /// (but `via`); when `via` is a root link not named like an owner on a table without
+    /// such links, every other root link (a row linking two users goes only with both).
+    fn guards(&self, table: &str, via: &Link, via_root: bool) -> Vec<String> {
+        if table == self.root {
+            return Vec::new();
+        }
+        let direct = self.direct.get(table).map(Vec::as_slice).unwrap_or(&[]);
+        let others = direct.iter().filter(|l| *l != &via);
+        let owners: Vec<String> = others
+            .clone()
+            .filter(|l| is_owner(&l.columns[0]))
+            .map(|l| l.columns[0].clone())
+            .collect();
+        let has_owner = direct.iter().any(|l| is_owner(&l.columns[0]));
+        if via_root && !is_owner(&via.columns[0]) && !has_owner {
+            others.map(|l| l.columns[0].clone()).collect()
+        } else {
+            owners
+        }
+    }
+
+    /// Checks the owner rule (finding: nullable owner links were nullified silently) and
+    /// describes every link of a table that links to the root more than once.
+    fn rules(&self, rules: &Rules) -> Result<Vec<LinkRule>, PlanError> {
+        let mut out = Vec::new();
+        for (table, direct) in &self.direct {
+            for link in direct {
+                let key = link.key();
+                let configured = rules.policies.get(&key);
+                if configured.is_none()
+                    && link.nullable
+                    && is_owner(&link.columns[0])
+                    && direct.iter().all(|l| l.nullable)
+                {
+                    return Err(PlanError::OwnerUnclassified(key));
+                }
+                if direct.len() < 2 {
+                    continue;
+                }
+                let guards = self.guards(table, link, true);
+                let rule = match configured {
+                    Some(Policy::Protect) => "protect: a subject with rows here is not deleted".to_string(),
+                    Some(Policy::Nullify) => "nullify: rows kept, column set to NULL".to_string(),
+                    Some(Policy::Anonymize(_)) => "anonymize: rows kept, columns overwritten".to_string(),
+                    _ if !link.nullable || matches!(configured, Some(Policy::Delete)) => {
+                        let kept = if guards.is_empty() {
+                            String::new()
+                        } else if link.nullable {
+                            "; rows of other users are kept with this column set to NULL".to_string()
+                        } else if let Some(p) = rules.reassign_to {
+                            format!("; rows of other users are kept, this column reassigned to {p}")
+                        } else {
+                            "; a subject with rows of other users here fails before anything is deleted (set reassign_to on the target to keep them)".to_string()
+                        };
+                        if guards.is_empty() {
+                            format!("delete: owner, the rows go with their user{kept}")
+                        } else {
+                            format!("delete only rows whose {} are retired too{kept}", guards.join(", "))
+                        }
+                    }
+                    _ => "nullify: rows kept, column set to NULL".to_string(),
+                };
+                out.push(LinkRule {
+                    link: key,
+                    nullable: link.nullable,
+                    rule,
+                });
+            }
+        }
+        Ok(out)
+    }
+}
+
+fn is_root_key(link: &Link, rules: &Rules) -> bool {
+    link.ref_table == rules.root_table
+        && link.columns.len() == 1
+        && link.ref_columns == [rules.root_key.clone()]
 }
 
 /// Keys of links that reach the root through deleting links (those config may name).
@@ -209,81 +376,177 @@ fn reachable_keys(links: &[Link], root: &str) -> BTreeSet<String> {
     keys
 }
 
-/// Plans everything that references the rows of `stack.last()` reached by `path`
-/// (post-order: dependents first).
-fn visit(
-    links: &[Link],
-    rules: &Rules,
-    path: &mut Vec<Hop>,
-    stack: &mut Vec<String>,
-    plan: &mut Plan,
-) -> Result<(), PlanError> {
-    let parent = stack.last().cloned().unwrap_or_default();
-    for link in links.iter().filter(|l| l.ref_table == parent) {
-        let key = link.key();
-        let policy = rules
-            .policies
-            .get(&key)
-            .cloned()
-            .unwrap_or(if link.nullable {
-                Policy::Nullify
-            } else {
-                Policy::Delete
-            });
-        let hop = Hop {
-            table: link.table.clone(),
-            columns: link.columns.clone(),
-            ref_table: link.ref_table.clone(),
-            ref_columns: link.ref_columns.clone(),
-        };
-        let mut step_path = vec![hop.clone()];
-        step_path.extend(path.iter().cloned());
-        let step = |action| Step {
-            link: key.clone(),
-            action,
-            path: step_path.clone(),
-        };
-        match policy {
-            Policy::Protect => plan.protect.push(step(Action::Protect)),
-            Policy::Nullify => {
-                if !link.nullable {
-                    return Err(PlanError::NotNullable(key));
+/// Steps with the order the foreign keys require between them.
+#[derive(Default)]
+struct Dag {
+    steps: Vec<Step>,
+    before: Vec<Vec<usize>>,
+    waits: Vec<usize>,
+}
+
+impl Dag {
+    fn add(&mut self, step: Step) -> usize {
+        self.steps.push(step);
+        self.before.push(Vec::new());
+        self.waits.push(0);
+        self.steps.len() - 1
+    }
+
+    /// `first` runs before `then`.
+    fn edge(&mut self, first: usize, then: usize) {
+        self.before[first].push(then);
+        self.waits[then] += 1;
+    }
+
+    /// A topological order that runs every ready deletion before any ready update (in
+    /// the order they were planned): an update then only touches rows that stay, and a
+    /// table's owner link deletes its rows before an actor link reaches them.
+    fn schedule(mut self) -> Vec<Step> {
+        use std::cmp::Reverse;
+        use std::collections::BinaryHeap;
+        let rank = |s: &Step| u8::from(s.action != Action::Delete);
+        let mut ready: BinaryHeap<Reverse<(u8, usize)>> = (0..self.steps.len())
+            .filter(|&i| self.waits[i] == 0)
+            .map(|i| Reverse((rank(&self.steps[i]), i)))
+            .collect();
+        let mut order = Vec::with_capacity(self.steps.len());
+        while let Some(Reverse((_, i))) = ready.pop() {
+            order.push(i);
+            for then in std::mem::take(&mut self.before[i]) {
+                self.waits[then] -= 1;
+                if self.waits[then] == 0 {
+                    ready.push(Reverse((rank(&self.steps[then]), then)));
                 }
-                plan.steps.push(step(Action::Nullify(link.columns.clone())));
-            }
-            Policy::Anonymize(mut set) => {
-                for column in &link.columns {
-                    if !set.iter().any(|(c, _)| c == column) {
-                        if !link.nullable {
-                            return Err(PlanError::NotNullable(key));
-                        }
-                        set.push((column.clone(), Value::Null));
-                    }
-                }
-                plan.steps.push(step(Action::Anonymize(set)));
-            }
-            Policy::Delete => {
-                if let Some(at) = stack.iter().position(|t| *t == link.table) {
-                    let mut cycle: Vec<String> = stack[at..].to_vec();
-                    cycle.push(link.table.clone());
-                    return Err(PlanError::Cycle(format!(
-                        "{} (via {key})",
-                        cycle.join(" -> ")
-                    )));
-                }
-                if path.len() + 1 > MAX_DEPTH {
-                    return Err(PlanError::TooDeep(key));
-                }
-                stack.push(link.table.clone());
-                path.insert(0, hop);
-                visit(links, rules, path, stack, plan)?;
-                path.remove(0);
-                stack.pop();
-                plan.steps.push(step(Action::Delete));
             }
         }
+        let mut slots: Vec<Option<Step>> = self.steps.into_iter().map(Some).collect();
+        order.into_iter().filter_map(|i| slots[i].take()).collect()
     }
-    Ok(())
+}
+
+struct Planner<'a> {
+    links: &'a [Link],
+    rules: &'a Rules,
+    owners: &'a Owners<'a>,
+    dag: Dag,
+    protect: Vec<Step>,
+    conflicts: Vec<Conflict>,
+}
+
+impl Planner<'_> {
+    /// Plans everything that references the rows of `stack.last()` reached by `path`;
+    /// returns the steps that must run before those rows are deleted.
+    fn visit(
+        &mut self,
+        path: &mut Vec<Hop>,
+        stack: &mut Vec<String>,
+    ) -> Result<Vec<usize>, PlanError> {
+        let parent = stack.last().cloned().unwrap_or_default();
+        let mut before_parent = Vec::new();
+        // Owner links first: their deletions are planned (and run) before actor links'.
+        let mut children: Vec<&Link> = self.links.iter().filter(|l| l.ref_table == parent).collect();
+        children.sort_by_key(|l| !(l.columns.len() == 1 && is_owner(&l.columns[0])));
+        for link in children {
+            let key = link.key();
+            let via_root = is_root_key(link, self.rules);
+            let policy = self
+                .rules
+                .policies
+                .get(&key)
+                .cloned()
+                .unwrap_or(if link.nullable {
+                    Policy::Nullify
+                } else {
+                    Policy::Delete
+                });
+            let hop = Hop {
+                table: link.table.clone(),
+                columns: link.columns.clone(),
+                ref_table: link.ref_table.clone(),
+                ref_columns: link.ref_columns.clone(),
+                guards: self.owners.guards(&link.table, link, via_root),
+            };
+            let mut step_path = vec![hop.clone()];
+            step_path.extend(path.iter().cloned());
+            let unguarded = || {
+                let mut p = step_path.clone();
+                p[0].guards.clear();
+                p
+            };
+            let step = |action, path| Step {
+                link: key.clone(),
+                action,
+                path,
+            };
+            match policy {
+                Policy::Protect => self.protect.push(step(Action::Protect, unguarded())),
+                Policy::Nullify => {
+                    if !link.nullable {
+                        return Err(PlanError::NotNullable(key));
+                    }
+                    let columns = link.columns.clone();
+                    before_parent.push(self.dag.add(step(Action::Nullify(columns), unguarded())));
+                }
+                Policy::Anonymize(mut set) => {
+                    for column in &link.columns {
+                        if !set.iter().any(|(c, _)| c == column) {
+                            if !link.nullable {
+                                return Err(PlanError::NotNullable(key));
+                            }
+                            set.push((column.clone(), Value::Null));
+                        }
+                    }
+                    before_parent.push(self.dag.add(step(Action::Anonymize(set), unguarded())));
+                }
+                Policy::Delete => {
+                    if let Some(at) = stack.iter().position(|t| *t == link.table) {
+                        let mut cycle: Vec<String> = stack[at..].to_vec();
+                        cycle.push(link.table.clone());
+                        return Err(PlanError::Cycle(format!(
+                            "{} (via {key})",
+                            cycle.join(" -> ")
+                        )));
+                    }
+                    if path.len() + 1 > MAX_DEPTH {
+                        return Err(PlanError::TooDeep(key));
+                    }
+                    stack.push(link.table.clone());
+                    path.insert(0, hop.clone());
+                    let dependents = self.visit(path, stack)?;
+                    path.remove(0);
+                    stack.pop();
+                    let delete = self.dag.add(step(Action::Delete, step_path.clone()));
+                    for d in dependents {
+                        self.dag.edge(d, delete);
+                    }
+                    before_parent.push(delete);
+                    if hop.guards.is_empty() {
+                        continue;
+                    }
+                    // Rows the guards kept still point at rows that go: free them.
+                    let keep = if link.nullable {
+                        Some(Action::Nullify(link.columns.clone()))
+                    } else if let (true, Some(p)) = (via_root, self.rules.reassign_to) {
+                        Some(Action::Anonymize(vec![(link.columns[0].clone(), Value::Int(p))]))
+                    } else {
+                        None
+                    };
+                    match keep {
+                        Some(action) => {
+                            let fix = self.dag.add(step(action, unguarded()));
+                            self.dag.edge(delete, fix);
+                            before_parent.push(fix);
+                        }
+                        None => self.conflicts.push(Conflict {
+                            step: step(Action::Protect, unguarded()),
+                            columns: hop.guards.clone(),
+                        }),
+                    }
+                }
+            }
+        }
+        Ok(before_parent)
+    }
 }
 
 #[cfg(test)]
@@ -467,5 +730,71 @@ mod tests {
         let plan = build(&[], &r).unwrap();
         assert_eq!(plan.steps[0].path[0].ref_columns, ["email"]);
         assert_eq!(plan.steps[0].action, Action::Delete);
+    }
+
+    #[test]
+    fn a_nullable_owner_link_alone_must_be_classified() {
+        let links = [link("student_historicalcourseenrollment", "user_id", "auth_user", true)];
+        let err = build(&links, &rules()).unwrap_err();
+        assert_eq!(
+            err,
+            PlanError::OwnerUnclassified("student_historicalcourseenrollment.user_id".into())
+        );
+        let mut r = rules();
+        r.policies.insert(
+            "student_historicalcourseenrollment.user_id".into(),
+            Policy::Delete,
+        );
+        assert_eq!(order(&build(&links, &r).unwrap())[0].1, "delete");
+        // Not named like an owner, or beside a NOT NULL link: an actor, nullified.
+        assert!(build(&[link("t", "changed_by_id", "auth_user", true)], &rules()).is_ok());
+    }
+
+    #[test]
+    fn updates_of_a_table_wait_for_its_deletions() {
+        // A refresh token is its user's, and points at an access token that goes first.
+        let links = vec![
+            link("oauth2_provider_accesstoken", "user_id", "auth_user", false),
+            link("oauth2_provider_refreshtoken", "access_token_id", "oauth2_provider_accesstoken", true),
+            link("oauth2_provider_refreshtoken", "user_id", "auth_user", false),
+        ];
+        let plan = build(&links, &rules()).unwrap();
+        assert_eq!(
+            order(&plan),
+            vec![
+                ("oauth2_provider_refreshtoken.user_id".to_string(), "delete"),
+                ("oauth2_provider_refreshtoken.access_token_id".to_string(), "nullify"),
+                ("oauth2_provider_accesstoken.user_id".to_string(), "delete"),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_row_linking_two_users_goes_only_with_both() {
+        let links = vec![
+            link("message", "sender_id", "auth_user", false),
+            link("message", "recipient_id", "auth_user", true),
+            link("standing", "user_id", "auth_user", false),
+            link("standing", "changed_by_id", "auth_user", false),
+        ];
+        let plan = build(&links, &rules()).unwrap();
+        let guards = |key: &str| {
+            let s = plan.steps.iter().find(|s| s.link == key && s.action == Action::Delete);
+            s.map(|s| s.path[0].guards.clone())
+        };
+        assert_eq!(guards("message.sender_id"), Some(vec!["recipient_id".to_string()]));
+        assert_eq!(guards("standing.user_id"), Some(vec![]));
+        assert_eq!(guards("standing.changed_by_id"), Some(vec!["user_id".to_string()]));
+        // sender_id is NOT NULL and there is no placeholder: its kept rows are a conflict.
+        let conflicts: Vec<&str> = plan.conflicts.iter().map(|c| c.step.link.as_str()).collect();
+        assert_eq!(conflicts, ["message.sender_id", "standing.changed_by_id"]);
+        let rules_of: Vec<(&str, &str)> = plan
+            .link_rules
+            .iter()
+            .map(|r| (r.link.as_str(), r.rule.as_str()))
+            .collect();
+        assert!(rules_of.iter().any(|(l, r)| *l == "standing.changed_by_id"
+            && r.contains("fails before anything is deleted")), "{rules_of:?}");
+        assert!(rules_of.iter().any(|(l, r)| *l == "standing.user_id" && r.starts_with("delete: owner")));
     }
 }

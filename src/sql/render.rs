@@ -2,15 +2,52 @@
 //! rules; subject ids and anonymized values are always bound parameters.
 
 use super::dialect::Dialect;
-use super::plan::{Action, Hop, Plan, Step, Value};
+use super::plan::{Action, Conflict, Hop, Plan, Step, Value};
 
-/// A statement and the values to bind before the subject ids (anonymized values).
+/// A statement and its parameters: values bound first (anonymized values), then the
+/// subject ids, `id_lists` times over (once per `IN (…)` list in the text).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Rendered {
     /// SQL text with placeholders.
     pub sql: String,
-    /// Values bound first, in order; the `n` subject ids follow.
+    /// Values bound first, in order; the ids follow.
     pub leading: Vec<Value>,
+    /// How many times the `n` subject ids are bound after `leading`.
+    pub id_lists: usize,
+}
+
+/// Hands out the placeholders of the id lists in text order.
+struct Ids {
+    d: Dialect,
+    n: usize,
+    next: usize,
+    lists: usize,
+}
+
+impl Ids {
+    fn new(d: Dialect, first: usize, n: usize) -> Self {
+        Ids {
+            d,
+            n,
+            next: first,
+            lists: 0,
+        }
+    }
+
+    fn list(&mut self) -> String {
+        let text = self.d.params(self.next, self.n);
+        self.next += self.n;
+        self.lists += 1;
+        text
+    }
+
+    fn done(self, sql: String, leading: Vec<Value>) -> Rendered {
+        Rendered {
+            sql,
+            leading,
+            id_lists: self.lists,
+        }
+    }
 }
 
 fn cols(d: Dialect, alias: Option<&str>, columns: &[String]) -> String {
@@ -28,9 +65,20 @@ fn refs_root_key(plan: &Plan, hop: &Hop) -> bool {
     hop.ref_table == plan.root_table && hop.ref_columns == [plan.root_key.clone()]
 }
 
+/// ` AND (g IS NULL OR g IN (ids))` for each guard of a hop.
+fn guards(d: Dialect, alias: Option<&str>, hop: &Hop, ids: &mut Ids) -> String {
+    hop.guards
+        .iter()
+        .map(|g| {
+            let c = cols(d, alias, std::slice::from_ref(g));
+            format!(" AND ({c} IS NULL OR {c} IN ({}))", ids.list())
+        })
+        .collect()
+}
+
 /// `FROM t0 JOIN t1 … WHERE <subjects match>` for the step's path, and the expression that
-/// yields the subject id of each row. Placeholders for ids start at `first`.
-fn joined(d: Dialect, plan: &Plan, path: &[Hop], first: usize, n: usize) -> (String, String) {
+/// yields the subject id of each row.
+fn joined(d: Dialect, plan: &Plan, path: &[Hop], ids: &mut Ids) -> (String, String) {
     let mut from = format!("{} AS t0", d.quote(&path[0].table));
     let last = path.len() - 1;
     for (i, hop) in path.iter().enumerate() {
@@ -55,36 +103,38 @@ fn joined(d: Dialect, plan: &Plan, path: &[Hop], first: usize, n: usize) -> (Str
     } else {
         format!("t{}.{}", last + 1, d.quote(&plan.root_key))
     };
-    let condition = format!("{subject} IN ({})", d.params(first, n));
+    let mut condition = format!("{subject} IN ({})", ids.list());
+    for (i, hop) in path.iter().enumerate() {
+        condition.push_str(&guards(d, Some(&format!("t{i}")), hop, ids));
+    }
     (format!("{from} WHERE {condition}"), subject)
 }
 
-/// `cols IN (SELECT … )` nesting for the path from hop `i` up, for PostgreSQL and SQLite.
-fn nested(d: Dialect, plan: &Plan, path: &[Hop], i: usize, first: usize, n: usize) -> String {
+/// `cols IN (SELECT … )` nesting for the path from hop `i` up, for PostgreSQL and SQLite:
+/// the condition on rows of `path[i].table`.
+fn nested(d: Dialect, plan: &Plan, path: &[Hop], i: usize, ids: &mut Ids) -> String {
     let hop = &path[i];
-    let inner = if i + 1 < path.len() {
+    let condition = if i + 1 < path.len() {
+        let inner = nested(d, plan, path, i + 1, ids);
         format!(
-            "SELECT {} FROM {} WHERE {}",
+            "{} IN (SELECT {} FROM {} WHERE {inner})",
+            cols(d, None, &hop.columns),
             cols(d, None, &hop.ref_columns).trim_matches(|c| c == '(' || c == ')'),
             d.quote(&hop.ref_table),
-            nested(d, plan, path, i + 1, first, n)
         )
     } else if refs_root_key(plan, hop) {
-        return format!(
-            "{} IN ({})",
-            cols(d, None, &hop.columns),
-            d.params(first, n)
-        );
+        format!("{} IN ({})", cols(d, None, &hop.columns), ids.list())
     } else {
         format!(
-            "SELECT {} FROM {} WHERE {} IN ({})",
+            "{} IN (SELECT {} FROM {} WHERE {} IN ({}))",
+            cols(d, None, &hop.columns),
             cols(d, None, &hop.ref_columns).trim_matches(|c| c == '(' || c == ')'),
             d.quote(&plan.root_table),
             d.quote(&plan.root_key),
-            d.params(first, n)
+            ids.list()
         )
     };
-    format!("{} IN ({inner})", cols(d, None, &hop.columns))
+    format!("{condition}{}", guards(d, None, hop, ids))
 }
 
 fn set_clause(
@@ -127,91 +177,96 @@ pub fn step(d: Dialect, plan: &Plan, step: &Step, n: usize) -> Rendered {
         // (multi-table DELETE first collects the row ids in a temporary structure).
         Dialect::MySql if !direct => {
             if deleting {
-                let (from, _) = joined(d, plan, &step.path, 1, n);
-                Rendered {
-                    sql: format!("DELETE t0 FROM {from}"),
-                    leading: Vec::new(),
-                }
+                let mut ids = Ids::new(d, 1, n);
+                let (from, _) = joined(d, plan, &step.path, &mut ids);
+                ids.done(format!("DELETE t0 FROM {from}"), Vec::new())
             } else {
                 let (assignments, leading) = set_clause(d, Some("t0"), &set, 1);
-                let (from, _) = joined(d, plan, &step.path, 1 + leading.len(), n);
+                let mut ids = Ids::new(d, 1 + leading.len(), n);
+                let (from, _) = joined(d, plan, &step.path, &mut ids);
                 let (tables, condition) = from.split_once(" WHERE ").unwrap_or((&from, "1 = 0"));
-                Rendered {
-                    sql: format!("UPDATE {tables} SET {assignments} WHERE {condition}"),
-                    leading,
-                }
+                let sql = format!("UPDATE {tables} SET {assignments} WHERE {condition}");
+                ids.done(sql, leading)
             }
         }
         Dialect::MySql | Dialect::Postgres | Dialect::Sqlite => {
             let table = d.quote(step.table());
             if deleting {
-                Rendered {
-                    sql: format!(
-                        "DELETE FROM {table} WHERE {}",
-                        nested(d, plan, &step.path, 0, 1, n)
-                    ),
-                    leading: Vec::new(),
-                }
+                let mut ids = Ids::new(d, 1, n);
+                let condition = nested(d, plan, &step.path, 0, &mut ids);
+                ids.done(format!("DELETE FROM {table} WHERE {condition}"), Vec::new())
             } else {
                 let (assignments, leading) = set_clause(d, None, &set, 1);
-                let condition = nested(d, plan, &step.path, 0, 1 + leading.len(), n);
-                Rendered {
-                    sql: format!("UPDATE {table} SET {assignments} WHERE {condition}"),
-                    leading,
-                }
+                let mut ids = Ids::new(d, 1 + leading.len(), n);
+                let condition = nested(d, plan, &step.path, 0, &mut ids);
+                let sql = format!("UPDATE {table} SET {assignments} WHERE {condition}");
+                ids.done(sql, leading)
             }
         }
     }
 }
 
-/// The subjects (root keys) that have rows behind a step: for protect checks.
-pub fn subjects_with_rows(d: Dialect, plan: &Plan, step: &Step, n: usize) -> String {
-    let (from, subject) = joined(d, plan, &step.path, 1, n);
-    format!(
-        "SELECT DISTINCT {} AS subject FROM {from}",
-        d.bigint(&subject)
-    )
-}
-
-/// Rows behind a step per subject (`subject`, `n`): what each subject's event records.
-pub fn rows_per_subject(d: Dialect, plan: &Plan, step: &Step, n: usize) -> String {
-    let (from, subject) = joined(d, plan, &step.path, 1, n);
-    format!(
+/// Rows behind a step per subject (`subject`, `n`): what each subject's event records,
+/// and which subjects a protect check stops.
+pub fn rows_per_subject(d: Dialect, plan: &Plan, step: &Step, n: usize) -> Rendered {
+    let mut ids = Ids::new(d, 1, n);
+    let (from, subject) = joined(d, plan, &step.path, &mut ids);
+    let sql = format!(
         "SELECT {} AS subject, COUNT(*) AS n FROM {from} GROUP BY {subject}",
         d.bigint(&subject)
-    )
+    );
+    ids.done(sql, Vec::new())
 }
 
-/// Rows behind a step for each subject, for `lethe plan`.
-pub fn count_rows(d: Dialect, plan: &Plan, step: &Step, n: usize) -> String {
-    let (from, _) = joined(d, plan, &step.path, 1, n);
-    format!("SELECT COUNT(*) FROM {from}")
+/// Rows of a conflict per subject (`subject`, `n`): rows reached from the subjects that
+/// one of the conflict's owner columns ties to a user outside the batch.
+pub fn conflicts_per_subject(d: Dialect, plan: &Plan, conflict: &Conflict, n: usize) -> Rendered {
+    let mut ids = Ids::new(d, 1, n);
+    let (from, subject) = joined(d, plan, &conflict.step.path, &mut ids);
+    let kept: Vec<String> = conflict
+        .columns
+        .iter()
+        .map(|g| {
+            let c = format!("t0.{}", d.quote(g));
+            format!("({c} IS NOT NULL AND {c} NOT IN ({}))", ids.list())
+        })
+        .collect();
+    let sql = format!(
+        "SELECT {} AS subject, COUNT(*) AS n FROM {from} AND ({}) GROUP BY {subject}",
+        d.bigint(&subject),
+        kept.join(" OR ")
+    );
+    ids.done(sql, Vec::new())
 }
 
 /// Locks the root rows and reads their activity column (FOR UPDATE where supported).
-pub fn lock_roots(d: Dialect, plan: &Plan, activity_column: &str, n: usize) -> String {
+pub fn lock_roots(d: Dialect, plan: &Plan, activity_column: &str, n: usize) -> Rendered {
     let lock = match d {
         Dialect::Sqlite => "",
         Dialect::MySql | Dialect::Postgres => " FOR UPDATE",
     };
-    format!(
-        "SELECT {subject} AS subject, {activity} AS activity FROM {root} WHERE {key} IN ({ids}){lock}",
+    let mut ids = Ids::new(d, 1, n);
+    let sql = format!(
+        "SELECT {subject} AS subject, {activity} AS activity FROM {root} WHERE {key} IN ({list}){lock}",
         subject = d.bigint(&d.quote(&plan.root_key)),
         key = d.quote(&plan.root_key),
         activity = d.quote(activity_column),
         root = d.quote(&plan.root_table),
-        ids = d.params(1, n),
-    )
+        list = ids.list(),
+    );
+    ids.done(sql, Vec::new())
 }
 
 /// Deletes the root rows.
-pub fn delete_roots(d: Dialect, plan: &Plan, n: usize) -> String {
-    format!(
+pub fn delete_roots(d: Dialect, plan: &Plan, n: usize) -> Rendered {
+    let mut ids = Ids::new(d, 1, n);
+    let sql = format!(
         "DELETE FROM {} WHERE {} IN ({})",
         d.quote(&plan.root_table),
         d.quote(&plan.root_key),
-        d.params(1, n)
-    )
+        ids.list()
+    );
+    ids.done(sql, Vec::new())
 }
 
 #[cfg(test)]
@@ -321,22 +376,95 @@ mod tests {
     }
 
     #[test]
-    fn protect_checks_name_the_subjects() {
+    fn protect_checks_count_per_subject() {
         let p = plan();
-        let sql = subjects_with_rows(
+        let r = rows_per_subject(
             Dialect::Postgres,
             &p,
             find(&p, "courseware_studentmodulehistory.student_module_id"),
             1,
         );
         assert_eq!(
-            sql,
-            "SELECT DISTINCT CAST(t1.\"student_id\" AS BIGINT) AS subject FROM \"courseware_studentmodulehistory\" AS t0 \
-             JOIN \"courseware_studentmodule\" AS t1 ON t0.\"student_module_id\" = t1.\"id\" WHERE t1.\"student_id\" IN ($1)"
+            r.sql,
+            "SELECT CAST(t1.\"student_id\" AS BIGINT) AS subject, COUNT(*) AS n FROM \"courseware_studentmodulehistory\" AS t0 \
+             JOIN \"courseware_studentmodule\" AS t1 ON t0.\"student_module_id\" = t1.\"id\" WHERE t1.\"student_id\" IN ($1) \
+             GROUP BY t1.\"student_id\""
         );
         assert_eq!(
-            lock_roots(Dialect::MySql, &p, "last_login", 2),
+            lock_roots(Dialect::MySql, &p, "last_login", 2).sql,
             "SELECT CAST(`id` AS SIGNED) AS subject, `last_login` AS activity FROM `auth_user` WHERE `id` IN (?, ?) FOR UPDATE"
         );
+    }
+
+    /// A standing row links its owner (`user_id`) and the staff member who changed it.
+    fn standing_plan(reassign_to: Option<i64>) -> Plan {
+        let link = |column: &str, nullable| Link {
+            table: "student_userstanding".into(),
+            columns: vec![column.into()],
+            ref_table: "auth_user".into(),
+            ref_columns: vec!["id".into()],
+            nullable,
+        };
+        let rules = Rules {
+            root_table: "auth_user".into(),
+            root_key: "id".into(),
+            reassign_to,
+            ..Rules::default()
+        };
+        build(&[link("user_id", false), link("changed_by_id", false)], &rules).unwrap()
+    }
+
+    #[test]
+    fn actor_links_delete_only_rows_whose_owners_go_too() {
+        let p = standing_plan(None);
+        let actor = find(&p, "student_userstanding.changed_by_id");
+        assert_eq!(actor.action, Action::Delete);
+        let r = step(Dialect::Postgres, &p, actor, 2);
+        assert_eq!(
+            r.sql,
+            "DELETE FROM \"student_userstanding\" WHERE \"changed_by_id\" IN ($1, $2) \
+             AND (\"user_id\" IS NULL OR \"user_id\" IN ($3, $4))"
+        );
+        assert_eq!(r.id_lists, 2);
+        let owner = step(Dialect::MySql, &p, find(&p, "student_userstanding.user_id"), 1);
+        assert_eq!(
+            owner.sql,
+            "DELETE FROM `student_userstanding` WHERE `user_id` IN (?)"
+        );
+        // The owner link deletes first, so a row whose owner and actor both go counts for
+        // its owner.
+        let order: Vec<&str> = p.steps.iter().map(|s| s.link.as_str()).collect();
+        assert_eq!(
+            order,
+            ["student_userstanding.user_id", "student_userstanding.changed_by_id"]
+        );
+        // NOT NULL and no placeholder: rows kept for other users fail their subject.
+        assert_eq!(p.conflicts.len(), 1);
+        let c = conflicts_per_subject(Dialect::MySql, &p, &p.conflicts[0], 1);
+        assert_eq!(
+            c.sql,
+            "SELECT CAST(t0.`changed_by_id` AS SIGNED) AS subject, COUNT(*) AS n FROM `student_userstanding` AS t0 \
+             WHERE t0.`changed_by_id` IN (?) AND ((t0.`user_id` IS NOT NULL AND t0.`user_id` NOT IN (?))) \
+             GROUP BY t0.`changed_by_id`"
+        );
+        assert_eq!(c.id_lists, 2);
+    }
+
+    #[test]
+    fn kept_rows_are_reassigned_to_the_placeholder() {
+        let p = standing_plan(Some(99));
+        assert!(p.conflicts.is_empty());
+        let fix = p
+            .steps
+            .iter()
+            .find(|s| matches!(s.action, Action::Anonymize(_)))
+            .unwrap();
+        let r = step(Dialect::Sqlite, &p, fix, 1);
+        assert_eq!(
+            r.sql,
+            "UPDATE \"student_userstanding\" SET \"changed_by_id\" = $1 WHERE \"changed_by_id\" IN ($2)"
+        );
+        assert_eq!(r.leading, vec![Value::Int(99)]);
+        assert_eq!(p.steps.last().unwrap().link, "student_userstanding.changed_by_id");
     }
 }

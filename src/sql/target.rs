@@ -144,6 +144,41 @@ macro_rules! with_pool {
 
 pub(crate) use with_pool;
 
+/// A query with a rendered statement's values and its id lists bound.
+macro_rules! bound {
+    ($rendered:expr, $ids:expr) => {{
+        let rendered = $rendered;
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(rendered.sql));
+        for value in &rendered.leading {
+            query = match value {
+                Value::Int(n) => query.bind(*n),
+                Value::Text(t) => query.bind(t.clone()),
+                Value::Null => query.bind(None::<i64>),
+            };
+        }
+        for _ in 0..rendered.id_lists {
+            for id in $ids {
+                query = query.bind(*id);
+            }
+        }
+        query
+    }};
+}
+
+/// Runs a `(subject, n)` query in the transaction.
+macro_rules! per_subject {
+    ($tx:expr, $rendered:expr, $ids:expr) => {
+        bound!($rendered, $ids)
+            .fetch_all(&mut *$tx)
+            .await
+            .and_then(|rows| {
+                rows.iter()
+                    .map(|r| Ok((r.try_get::<i64, _>("subject")?, r.try_get::<i64, _>("n")?)))
+                    .collect::<Result<Vec<(i64, i64)>, sqlx::Error>>()
+            })
+    };
+}
+
 /// A subject handed to the target: its id and the time after which activity cancels it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Subject {
@@ -166,8 +201,22 @@ pub enum SubjectResult {
     },
     /// Active after the reference time: not deleted.
     Active(DateTime<Utc>),
-    /// Has rows in a protected table: not deleted.
-    Protected(String),
+    /// Has rows behind protected links: not deleted. Every such link, with its rows.
+    Protected(Vec<(String, u64)>),
+    /// Not deleted, and why (rows of other users that cannot be kept, the placeholder
+    /// account).
+    Refused(String),
+}
+
+impl SubjectResult {
+    /// `protected: a.b (2 rows), c.d (1 row)`, as events and status show it.
+    pub fn protected_reason(links: &[(String, u64)]) -> String {
+        let named: Vec<String> = links
+            .iter()
+            .map(|(link, n)| format!("{link} ({n} row{})", if *n == 1 { "" } else { "s" }))
+            .collect();
+        format!("protected: {}", named.join(", "))
+    }
 }
 
 impl SubjectResult {
@@ -192,6 +241,8 @@ pub struct BatchReport {
     pub rows: BTreeMap<String, u64>,
     /// Subjects deleted together in this batch.
     pub deleted: usize,
+    /// Rows each statement changed, in order: link, action, rows.
+    pub steps: Vec<(String, String, u64)>,
 }
 
 /// A connected target with its plan.
@@ -253,6 +304,30 @@ impl Target {
         )
         .map_err(schema_error)?;
         let plan = plan::build(&links, &config.rules).map_err(|e| schema_error(e.to_string()))?;
+        check_transactional(&pool, &plan)
+            .await
+            .map_err(|e| schema_error(format!("cannot read the table engines: {e}")))?
+            .map_or(Ok(()), |problem| Err(schema_error(problem)))?;
+        if let Some(placeholder) = plan.reassign_to {
+            let sql = format!(
+                "SELECT COUNT(*) FROM {} WHERE {} = {}",
+                dialect.quote(&plan.root_table),
+                dialect.quote(&plan.root_key),
+                dialect.param(1)
+            );
+            let found: i64 = with_pool!(&pool, p => sqlx::query(sqlx::AssertSqlSafe(sql))
+                .bind(placeholder)
+                .fetch_one(p)
+                .await
+                .and_then(|r| r.try_get(0)))
+            .map_err(|e| schema_error(format!("cannot look up reassign_to: {e}")))?;
+            if found == 0 {
+                return Err(schema_error(format!(
+                    "reassign_to = {placeholder}: no such row in {}.{} (create the placeholder account first)",
+                    plan.root_table, plan.root_key
+                )));
+            }
+        }
         Ok(Self {
             name: config.name.clone(),
             dialect,
@@ -281,7 +356,7 @@ impl Target {
         let _slot = self.slots.acquire().await;
         let mut attempt = 1;
         loop {
-            match self.retire_once(subjects).await {
+            match self.retire_once(subjects, true).await {
                 // Batches touching the same rows (actor columns of each other's users) may
                 // deadlock; the database rolled the victim back whole, so it is rerun at once.
                 Err(TargetError::Query { source, .. })
@@ -295,7 +370,11 @@ impl Target {
         }
     }
 
-    async fn retire_once(&self, subjects: &[Subject]) -> Result<BatchReport, TargetError> {
+    async fn retire_once(
+        &self,
+        subjects: &[Subject],
+        commit: bool,
+    ) -> Result<BatchReport, TargetError> {
         let d = self.dialect;
         let plan = &self.plan;
         let mut report = BatchReport::default();
@@ -311,12 +390,10 @@ impl Target {
             .map_err(self.query_error("begin"))?;
             // Lock the root rows, then decide with what they say now (invariant 1).
             let ids = padded(&ids);
-            let sql = render::lock_roots(d, plan, &self.activity_column, ids.len());
-            let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
-            for id in &ids {
-                query = query.bind(*id);
-            }
-            let rows = query.fetch_all(&mut *tx).await.map_err(self.query_error(format!("lock {}", plan.root_table)))?;
+            let rows = bound!(render::lock_roots(d, plan, &self.activity_column, ids.len()), &ids)
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(self.query_error(format!("lock {}", plan.root_table)))?;
             let mut present: HashMap<i64, Option<DateTime<Utc>>> = HashMap::new();
             for row in &rows {
                 let id: i64 = row.try_get("subject").map_err(self.query_error("read a root key"))?;
@@ -328,33 +405,61 @@ impl Target {
             }
             let mut go: Vec<i64> = Vec::new();
             for s in subjects {
-                match present.get(&s.id) {
-                    None => {
-                        report.subjects.insert(s.id, SubjectResult::Retired { already_gone: true, rows: BTreeMap::new() });
+                let result = match present.get(&s.id) {
+                    None => SubjectResult::Retired { already_gone: true, rows: BTreeMap::new() },
+                    Some(_) if plan.reassign_to == Some(s.id) => SubjectResult::Refused(format!(
+                        "{}.{} = {} is this target's reassign_to placeholder account: it is never retired",
+                        plan.root_table, plan.root_key, s.id
+                    )),
+                    Some(Some(at)) if s.active_after.is_some_and(|after| *at > after) => SubjectResult::Active(*at),
+                    Some(_) => {
+                        go.push(s.id);
+                        continue;
                     }
-                    Some(Some(at)) if s.active_after.is_some_and(|after| *at > after) => {
-                        report.subjects.insert(s.id, SubjectResult::Active(*at));
+                };
+                report.subjects.insert(s.id, result);
+            }
+            // Protected rows keep a subject untouched (invariant 4); every protected
+            // column it has rows behind is named, with the count.
+            if !go.is_empty() && !plan.protect.is_empty() {
+                let bound = padded(&go);
+                let mut protected: HashMap<i64, Vec<(String, u64)>> = HashMap::new();
+                for step in &plan.protect {
+                    let counted = per_subject!(tx, render::rows_per_subject(d, plan, step, bound.len()), &bound)
+                        .map_err(self.query_error(format!("check protected {}", step.link)))?;
+                    for (id, n) in counted {
+                        protected.entry(id).or_default().push((step.link.clone(), n.max(0) as u64));
                     }
-                    Some(_) => go.push(s.id),
+                }
+                go.retain(|id| !protected.contains_key(id));
+                for (id, links) in protected {
+                    report.subjects.insert(id, SubjectResult::Protected(links));
                 }
             }
-            // Protected rows keep a subject untouched (invariant 4).
-            for step in &plan.protect {
-                if go.is_empty() {
+            // Rows of users who stay, behind a NOT NULL link that cannot be reassigned: their
+            // subjects fail before anything is deleted (invariant 5). Failing one keeps more
+            // rows of the others, so this runs until nothing changes.
+            while !go.is_empty() && !plan.conflicts.is_empty() {
+                let bound = padded(&go);
+                let mut refused: BTreeMap<i64, Vec<String>> = BTreeMap::new();
+                for conflict in &plan.conflicts {
+                    let counted = per_subject!(tx, render::conflicts_per_subject(d, plan, conflict, bound.len()), &bound)
+                        .map_err(self.query_error(format!("check kept rows of {}", conflict.step.link)))?;
+                    for (id, n) in counted {
+                        refused.entry(id).or_default().push(format!(
+                            "{} ({n} rows of users not being retired, through {}; the column is NOT NULL: set reassign_to on the target, or protect the link)",
+                            conflict.step.link,
+                            conflict.columns.join(", ")
+                        ));
+                    }
+                }
+                if refused.is_empty() {
                     break;
                 }
-                let bound = padded(&go);
-                let sql = render::subjects_with_rows(d, plan, step, bound.len());
-                let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
-                for id in &bound {
-                    query = query.bind(*id);
+                go.retain(|id| !refused.contains_key(id));
+                for (id, why) in refused {
+                    report.subjects.insert(id, SubjectResult::Refused(format!("other users' rows: {}", why.join("; "))));
                 }
-                let rows = query.fetch_all(&mut *tx).await.map_err(self.query_error(format!("check protected {}", step.link)))?;
-                let hit: HashSet<i64> = rows.iter().filter_map(|r| r.try_get::<i64, _>("subject").ok()).collect();
-                for id in &hit {
-                    report.subjects.entry(*id).or_insert_with(|| SubjectResult::Protected(step.link.clone()));
-                }
-                go.retain(|id| !hit.contains(id));
             }
             if !go.is_empty() {
                 let bound = padded(&go);
@@ -365,36 +470,20 @@ impl Target {
                     // linked straight to a locked root cannot be added before the commit.
                     // A lone subject's count is the statement's own row count.
                     if go.len() > 1 {
-                        let sql = render::rows_per_subject(d, plan, step, bound.len());
-                        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
-                        for id in &bound {
-                            query = query.bind(*id);
-                        }
-                        let counted: Vec<(i64, i64)> = query
-                            .fetch_all(&mut *tx)
-                            .await
-                            .and_then(|rows| rows.iter().map(|r| Ok((r.try_get("subject")?, r.try_get("n")?))).collect())
+                        let counted = per_subject!(tx, render::rows_per_subject(d, plan, step, bound.len()), &bound)
                             .map_err(self.query_error(format!("count {}", step.link)))?;
                         for (id, n) in counted {
                             *per_subject.entry(id).or_default().entry(label.clone()).or_default() += n.max(0) as u64;
                         }
                     }
-                    let rendered = render::step(d, plan, step, bound.len());
-                    let mut query = sqlx::query(sqlx::AssertSqlSafe(rendered.sql));
-                    for value in &rendered.leading {
-                        query = match value {
-                            Value::Int(n) => query.bind(*n),
-                            Value::Text(t) => query.bind(t.clone()),
-                            Value::Null => query.bind(None::<i64>),
-                        };
-                    }
-                    for id in &bound {
-                        query = query.bind(*id);
-                    }
                     let started = std::time::Instant::now();
-                    let done = query.execute(&mut *tx).await.map_err(self.query_error(format!("{} {}", action_name(&step.action), step.link)))?;
+                    let done = bound!(render::step(d, plan, step, bound.len()), &bound)
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(self.query_error(format!("{} {}", action_name(&step.action), step.link)))?;
                     tracing::debug!(target = %self.name, link = %step.link, action = action_name(&step.action),
                         rows = done.rows_affected(), ms = started.elapsed().as_millis() as u64, "plan step");
+                    report.steps.push((step.link.clone(), action_name(&step.action).to_string(), done.rows_affected()));
                     if done.rows_affected() > 0 {
                         if let [only] = go.as_slice() {
                             per_subject.entry(*only).or_default().insert(label.clone(), done.rows_affected());
@@ -402,12 +491,10 @@ impl Target {
                         *report.rows.entry(label).or_default() += done.rows_affected();
                     }
                 }
-                let sql = render::delete_roots(d, plan, bound.len());
-                let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
-                for id in &bound {
-                    query = query.bind(*id);
-                }
-                let done = query.execute(&mut *tx).await.map_err(self.query_error(format!("delete from {}", plan.root_table)))?;
+                let done = bound!(render::delete_roots(d, plan, bound.len()), &bound)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(self.query_error(format!("delete from {}", plan.root_table)))?;
                 let root = format!("{} (delete)", plan.root_table);
                 report.rows.insert(root.clone(), done.rows_affected());
                 report.deleted = go.len();
@@ -417,30 +504,76 @@ impl Target {
                     report.subjects.insert(*id, SubjectResult::Retired { already_gone: false, rows });
                 }
             }
-            tx.commit().await.map_err(self.query_error("commit"))?;
+            if commit {
+                tx.commit().await.map_err(self.query_error("commit"))?;
+            } else {
+                tx.rollback().await.map_err(self.query_error("roll back"))?;
+            }
         });
         Ok(report)
     }
 
-    /// Rows each step would touch for one subject, changing nothing (`lethe plan`).
-    pub async fn preview(&self, subject: i64) -> Result<Vec<(String, String, i64)>, TargetError> {
+    /// What retiring one subject would do, changing nothing (`lethe plan`): the verdict
+    /// and the rows of each step. When the subject would be retired, the deletion runs in a
+    /// transaction that is rolled back, so each count is what that statement changes; when
+    /// it would be refused, each count is what the step's rows match.
+    pub async fn preview(&self, subject: i64) -> Result<Preview, TargetError> {
+        let _slot = self.slots.acquire().await;
+        let report = self
+            .retire_once(
+                &[Subject {
+                    id: subject,
+                    active_after: None,
+                }],
+                false,
+            )
+            .await?;
+        let verdict = report
+            .subjects
+            .get(&subject)
+            .cloned()
+            .unwrap_or(SubjectResult::Retired {
+                already_gone: true,
+                rows: BTreeMap::new(),
+            });
+        if report.deleted > 0 {
+            return Ok(Preview {
+                verdict,
+                steps: report.steps,
+                exact: true,
+            });
+        }
         let d = self.dialect;
         let plan = &self.plan;
-        let mut out = Vec::new();
+        let mut steps = Vec::new();
         with_pool!(&self.pool, pool => {
             for step in plan.protect.iter().chain(&plan.steps) {
-                let sql = render::count_rows(d, plan, step, 1);
-                let count: i64 = sqlx::query(sqlx::AssertSqlSafe(sql))
-                    .bind(subject)
-                    .fetch_one(pool)
+                let counted = bound!(render::rows_per_subject(d, plan, step, 1), &[subject])
+                    .fetch_all(pool)
                     .await
-                    .and_then(|r| r.try_get(0))
+                    .and_then(|rows| rows.iter().map(|r| r.try_get::<i64, _>("n")).sum::<Result<i64, _>>())
                     .map_err(self.query_error(format!("count {}", step.link)))?;
-                out.push((step.link.clone(), action_name(&step.action).to_string(), count));
+                steps.push((step.link.clone(), action_name(&step.action).to_string(), counted.max(0) as u64));
             }
         });
-        Ok(out)
+        Ok(Preview {
+            verdict,
+            steps,
+            exact: false,
+        })
     }
+}
+
+/// What `lethe plan` shows for one subject and target.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Preview {
+    /// What a retirement would do: retire it, or keep it and why.
+    pub verdict: SubjectResult,
+    /// Per step: link, action, rows.
+    pub steps: Vec<(String, String, u64)>,
+    /// Whether the counts are what each statement changes (the deletion was run and rolled
+    /// back) rather than what each step matches.
+    pub exact: bool,
 }
 
 /// How many times a deadlocked batch is run before the error goes to the driver.
@@ -550,6 +683,38 @@ fn check_columns(
     }
     let _ = links;
     Ok(())
+}
+
+/// On MySQL, a table the plan changes whose engine has no transactions (MyISAM) would keep
+/// a failed batch's deletions: refused, naming the table.
+async fn check_transactional(pool: &Pool, plan: &Plan) -> Result<Option<String>, sqlx::Error> {
+    let Pool::MySql(p) = pool else {
+        return Ok(None);
+    };
+    let rows = sqlx::query(
+        "SELECT CAST(TABLE_NAME AS CHAR) AS t, CAST(ENGINE AS CHAR) AS e FROM information_schema.TABLES \
+         WHERE TABLE_SCHEMA = DATABASE() AND TABLE_TYPE = 'BASE TABLE'",
+    )
+    .fetch_all(p)
+    .await?;
+    let changed: HashSet<&str> = plan
+        .steps
+        .iter()
+        .map(|s| s.table())
+        .chain(std::iter::once(plan.root_table.as_str()))
+        .collect();
+    for row in rows {
+        let table: String = row.try_get("t")?;
+        let engine: Option<String> = row.try_get("e")?;
+        if let Some(engine) = engine.filter(|e| !e.eq_ignore_ascii_case("InnoDB"))
+            && changed.contains(table.as_str())
+        {
+            return Ok(Some(format!(
+                "table {table} uses the {engine} engine, which cannot roll back: a failed batch would leave it half deleted (convert it to InnoDB)"
+            )));
+        }
+    }
+    Ok(None)
 }
 
 /// Reads every foreign key and every column of the target's schema.

@@ -83,8 +83,15 @@ impl Handler for SqlDeleteHandler {
                 Some(SubjectResult::Active(at)) => StageResult::new(Outcome::Cancel {
                     why: format!("active again at {}", at.to_rfc3339()),
                 }),
-                Some(SubjectResult::Protected(link)) => StageResult::new(Outcome::Fail {
-                    error: format!("protected: {link}"),
+                Some(SubjectResult::Protected(links)) => StageResult::new(Outcome::Fail {
+                    error: SubjectResult::protected_reason(links),
+                })
+                .with_detail(json!({
+                    "target": self.target.name,
+                    "protected": links.iter().map(|(link, n)| json!({"link": link, "rows": n})).collect::<Vec<_>>(),
+                })),
+                Some(SubjectResult::Refused(why)) => StageResult::new(Outcome::Fail {
+                    error: format!("target {}: {why}", self.target.name),
                 })
                 .with_detail(json!({ "target": self.target.name })),
                 None => StageResult::new(Outcome::Retry {

@@ -4,6 +4,7 @@
 
 pub mod edx;
 pub mod smtp;
+pub mod target;
 
 use lethe::config::{Config, Pipeline};
 use lethe::domain::StateGraph;
