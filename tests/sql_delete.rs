@@ -298,6 +298,25 @@ async fn plan_and_check_connect_show_the_plan_and_name_what_is_wrong() {
         (history["action"].as_str(), history["rows"].as_i64()),
         (Some("delete"), Some(6))
     );
+    assert_eq!(plan[0]["verdict"], "would be deleted");
+    assert_eq!(plan[0]["exact"], true);
+    // User 1's refresh token is its own: deleted before its link to the access token would
+    // be nullified, so nothing is counted as nullified there.
+    let refresh = steps
+        .iter()
+        .find(|s| s["link"] == "oauth2_provider_refreshtoken.access_token_id")
+        .unwrap();
+    assert_eq!(refresh["rows"].as_i64(), Some(0), "{refresh}");
+    assert_eq!(f.counts().await, before, "plan changes nothing");
+
+    // A protected subject: the verdict comes first, naming every protected link.
+    let out = lethe_in(&dir, &["plan", "3"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.lines().next().is_some_and(|l| l
+            == "target edx: the deletion would be refused: protected: wiki_article.owner_id (1 row), wiki_articlerevision.user_id (1 row)"),
+        "{text}"
+    );
     assert_eq!(f.counts().await, before, "plan changes nothing");
 
     let out = lethe_in(&dir, &["check", "--connect"]);
@@ -311,6 +330,15 @@ async fn plan_and_check_connect_show_the_plan_and_name_what_is_wrong() {
     assert!(text.contains("nullified columns to review"), "{text}");
     assert!(
         text.contains("student_manualenrollmentaudit.enrolled_by_id"),
+        "{text}"
+    );
+    // Tables linking to the root twice: each link's rule is listed.
+    assert!(
+        text.contains("student_userstanding.user_id (NOT NULL): delete: owner"),
+        "{text}"
+    );
+    assert!(
+        text.contains("student_userstanding.changed_by_id (NULL): nullify"),
         "{text}"
     );
 

@@ -61,10 +61,20 @@ impl Fixture {
 
     /// A target from this `[[target]]` text.
     pub async fn target_with(&self, target_toml: &str) -> Target {
+        match self.try_target(target_toml).await {
+            Ok(t) => t,
+            Err(e) => panic!("{e}"),
+        }
+    }
+
+    /// A target from this `[[target]]` text, or why it was refused.
+    pub async fn try_target(&self, target_toml: &str) -> Result<Target, String> {
         let text = format!("{}{target_toml}", super::noop_pipeline("", ""));
         let (_, pipeline) =
             Config::from_texts("states.toml", super::STATES, "pipeline.toml", &text).unwrap();
-        Target::connect(&pipeline.targets[0]).await.unwrap()
+        Target::connect(&pipeline.targets[0])
+            .await
+            .map_err(|e| e.to_string())
     }
 
     /// Rows per table of the edX fixture.
