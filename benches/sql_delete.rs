@@ -112,6 +112,7 @@ fn subjects(ids: impl Iterator<Item = i64>) -> Vec<Subject> {
     ids.map(|id| Subject {
         id,
         active_after: warned,
+        check_exclusions: true,
     })
     .collect()
 }

@@ -510,6 +510,7 @@ fn plan_verdict(result: &crate::sql::target::SubjectResult) -> String {
         ),
         SubjectResult::Refused(why) => format!("the deletion would be refused: {why}"),
         SubjectResult::Active(at) => format!("active at {}", at.to_rfc3339()),
+        SubjectResult::Excluded(why) => format!("the deletion would be refused: {why}"),
     }
 }
 
@@ -549,7 +550,10 @@ fn print_plan_summary(target: &crate::sql::target::Target) {
         nullified.into_iter().collect::<Vec<_>>().join(", ")
     );
     if !plan.link_rules.is_empty() {
-        out!("  tables linking to {} more than once (a row of a user who stays is never deleted):", plan.root_table);
+        out!(
+            "  tables linking to {} more than once (a row of a user who stays is never deleted):",
+            plan.root_table
+        );
         for rule in &plan.link_rules {
             let null = if rule.nullable { "NULL" } else { "NOT NULL" };
             out!("    {} ({null}): {}", rule.link, rule.rule);

@@ -113,6 +113,7 @@ fn subjects(ids: &[i64]) -> Vec<Subject> {
         .map(|&id| Subject {
             id,
             active_after: warned(),
+            check_exclusions: true,
         })
         .collect()
 }
@@ -153,7 +154,9 @@ async fn kept_rows_behind_not_null_actors_refuse_the_subject_first(d: Dialect) {
     };
     assert!(
         why.contains("student_userstanding.changed_by_id (1 rows")
-            && why.contains("verify_student_softwaresecurephotoverification.reviewing_user_id (1 rows"),
+            && why.contains(
+                "verify_student_softwaresecurephotoverification.reviewing_user_id (1 rows"
+            ),
         "{why}"
     );
     assert!(!why.contains("user2"), "no names in reasons: {why}");
@@ -164,21 +167,35 @@ async fn kept_rows_behind_not_null_actors_refuse_the_subject_first(d: Dialect) {
     let report = target.retire(&subjects(&[1, 2])).await.unwrap();
     let one = rows(&report.subjects[&1]);
     let two = rows(&report.subjects[&2]);
-    assert_eq!(one.get("student_userstanding (delete)"), Some(&1), "{one:?}");
-    assert_eq!(two.get("student_userstanding (delete)"), Some(&1), "{two:?}");
+    assert_eq!(
+        one.get("student_userstanding (delete)"),
+        Some(&1),
+        "{one:?}"
+    );
+    assert_eq!(
+        two.get("student_userstanding (delete)"),
+        Some(&1),
+        "{two:?}"
+    );
     let photo = "verify_student_softwaresecurephotoverification (delete)";
     assert_eq!((one.get(photo), two.get(photo)), (Some(&1), Some(&1)));
     assert_eq!(one.get("notes_note (delete)"), Some(&2));
     assert_eq!(two.get("notes_note (delete)"), Some(&1));
     // User 3's own standing row (changed by user 3) stays whole.
     assert_eq!(
-        f.count("SELECT COUNT(*) FROM student_userstanding WHERE user_id = 3 AND changed_by_id = 3")
-            .await,
+        f.count(
+            "SELECT COUNT(*) FROM student_userstanding WHERE user_id = 3 AND changed_by_id = 3"
+        )
+        .await,
         1
     );
-    assert_eq!(f.count("SELECT COUNT(*) FROM student_userstanding").await, 1);
     assert_eq!(
-        f.count("SELECT COUNT(*) FROM student_historicalcourseenrollment").await,
+        f.count("SELECT COUNT(*) FROM student_userstanding").await,
+        1
+    );
+    assert_eq!(
+        f.count("SELECT COUNT(*) FROM student_historicalcourseenrollment")
+            .await,
         0,
         "history rows of retired users are deleted, not kept without their user"
     );
@@ -191,8 +208,16 @@ async fn kept_rows_are_reassigned_to_the_placeholder(d: Dialect) {
         .await;
     let report = target.retire(&subjects(&[1])).await.unwrap();
     let one = rows(&report.subjects[&1]);
-    assert_eq!(one.get("student_userstanding (delete)"), Some(&1), "{one:?}");
-    assert_eq!(one.get("student_userstanding (anonymize)"), Some(&1), "{one:?}");
+    assert_eq!(
+        one.get("student_userstanding (delete)"),
+        Some(&1),
+        "{one:?}"
+    );
+    assert_eq!(
+        one.get("student_userstanding (anonymize)"),
+        Some(&1),
+        "{one:?}"
+    );
     // User 2's rows are all there, their actor now the placeholder.
     for (table, n) in [
         ("student_userstanding", 1),
@@ -208,8 +233,10 @@ async fn kept_rows_are_reassigned_to_the_placeholder(d: Dialect) {
         );
     }
     assert_eq!(
-        f.count("SELECT COUNT(*) FROM student_userstanding WHERE user_id = 2 AND changed_by_id = 9")
-            .await,
+        f.count(
+            "SELECT COUNT(*) FROM student_userstanding WHERE user_id = 2 AND changed_by_id = 9"
+        )
+        .await,
         1
     );
     assert_eq!(
@@ -228,13 +255,19 @@ async fn kept_rows_are_reassigned_to_the_placeholder(d: Dialect) {
         "{:?}",
         report.subjects[&9]
     );
-    assert_eq!(f.count("SELECT COUNT(*) FROM auth_user WHERE id = 9").await, 1);
+    assert_eq!(
+        f.count("SELECT COUNT(*) FROM auth_user WHERE id = 9").await,
+        1
+    );
 }
 
 async fn a_nullable_owner_link_must_be_classified(d: Dialect) {
     let f = fixture(d).await;
     let err = f
-        .try_target(&format!("[[target]]\nname = \"edx\"\nurl = \"{}\"\n", f.url))
+        .try_target(&format!(
+            "[[target]]\nname = \"edx\"\nurl = \"{}\"\n",
+            f.url
+        ))
         .await
         .err()
         .expect("refused");

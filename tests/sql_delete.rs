@@ -7,9 +7,9 @@ mod common;
 use common::edx;
 use common::target::{Fixture, warned};
 use common::{Kind, TestDb, exec, mysql_admin_url, scalar};
+use lethe::config::Config;
 use lethe::sql::Dialect;
 use lethe::sql::target::{Subject, SubjectResult, Target};
-use lethe::config::Config;
 
 macro_rules! per_dialect {
     ($($name:ident),* $(,)?) => {
@@ -24,6 +24,7 @@ per_dialect!(
     each_subject_counts_its_own_rows,
     a_rerun_is_a_no_op,
     a_failure_mid_batch_leaves_the_database_as_it_was,
+    exclusions_are_re_checked_in_the_deleting_transaction,
 );
 
 async fn only_the_retired_users_rows_go(dialect: Dialect) {
@@ -46,6 +47,7 @@ async fn only_the_retired_users_rows_go(dialect: Dialect) {
         .map(|id| Subject {
             id,
             active_after: warned(),
+            check_exclusions: true,
         })
         .collect();
     let report = target.retire(&subjects).await.unwrap();
@@ -157,12 +159,68 @@ async fn only_the_retired_users_rows_go(dialect: Dialect) {
     }
 }
 
+/// Made staff or allow-listed after the warning: not deleted, unless an operator overrode
+/// the exclusions for that subject.
+async fn exclusions_are_re_checked_in_the_deleting_transaction(dialect: Dialect) {
+    let f = Fixture::new(dialect).await;
+    let source = "[source]\nallow_emails = [\"user4@example.org\"]\n";
+    let target = f
+        .target_with(&format!("{source}{}", edx::target_toml(&f.url)))
+        .await;
+    exec(
+        &f.url,
+        &[
+            "UPDATE auth_user SET is_staff = 1 WHERE id = 1".to_string(),
+            "UPDATE auth_user SET is_superuser = 1 WHERE id = 2".to_string(),
+        ],
+    )
+    .await;
+    let subject = |id, check_exclusions| Subject {
+        id,
+        active_after: warned(),
+        check_exclusions,
+    };
+    let report = target
+        .retire(&[
+            subject(1, true),
+            subject(2, false),
+            subject(4, true),
+            subject(6, true),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(
+        report.subjects[&1],
+        SubjectResult::Excluded("excluded by source.exclude (re-checked before deleting)".into())
+    );
+    assert_eq!(
+        report.subjects[&4],
+        SubjectResult::Excluded("allow-listed in [source] (re-checked before deleting)".into())
+    );
+    assert!(
+        report.subjects[&2].deleted_now(),
+        "{:?}",
+        report.subjects[&2]
+    );
+    assert!(
+        report.subjects[&6].deleted_now(),
+        "{:?}",
+        report.subjects[&6]
+    );
+    assert_eq!(
+        f.count("SELECT COUNT(*) FROM auth_user WHERE id IN (1, 4)")
+            .await,
+        2
+    );
+}
+
 async fn a_rerun_is_a_no_op(dialect: Dialect) {
     let f = Fixture::new(dialect).await;
     let target = f.target().await;
     let one = [Subject {
         id: 1,
         active_after: warned(),
+        check_exclusions: true,
     }];
     target.retire(&one).await.unwrap();
     let before = f.counts().await;
@@ -188,6 +246,7 @@ async fn each_subject_counts_its_own_rows(dialect: Dialect) {
         .map(|&id| Subject {
             id,
             active_after: warned(),
+            check_exclusions: true,
         })
         .collect();
     let report = target.retire(&subjects).await.unwrap();
@@ -250,6 +309,7 @@ async fn a_failure_mid_batch_leaves_the_database_as_it_was(dialect: Dialect) {
         .map(|id| Subject {
             id,
             active_after: warned(),
+            check_exclusions: true,
         })
         .collect();
     let err = target.retire(&batch).await.unwrap_err();
@@ -471,6 +531,7 @@ async fn a_connection_cut_mid_transaction_rolls_back_and_the_retry_finishes() {
         .map(|id| Subject {
             id,
             active_after: warned(),
+            check_exclusions: true,
         })
         .collect();
     let running = tokio::spawn({
@@ -539,6 +600,7 @@ async fn a_batch_chosen_as_deadlock_victim_is_rerun_and_finishes() {
                 .retire(&[Subject {
                     id: 1,
                     active_after: warned(),
+                    check_exclusions: true,
                 }])
                 .await
         }

@@ -96,6 +96,10 @@ pub struct Target {
     pub parallel_batches: usize,
     /// Root, policies and extra links.
     pub rules: crate::sql::plan::Rules,
+    /// The source's exclusions (`exclude` and the allow-lists), re-checked inside the
+    /// deleting transaction; set when the root table is the source's table (the same
+    /// users table, as on edX).
+    pub exclusions: Option<super::source::Source>,
 }
 
 impl Target {
@@ -363,6 +367,13 @@ pub(super) fn parse(
         }
     }
     let source = parsed.source.map(|s| s.validate(file)).transpose()?;
+    let mut targets = targets;
+    for target in &mut targets {
+        target.exclusions = source
+            .as_ref()
+            .filter(|s| s.table == target.rules.root_table)
+            .cloned();
+    }
     let email = parsed.email.map(|e| e.validate(file)).transpose()?;
     check_notice_stages(
         file,
@@ -575,6 +586,7 @@ fn parse_targets(file: &str, sections: Vec<TargetSection>) -> Result<Vec<Target>
             activity_column: t.activity_column,
             parallel_batches: t.parallel_batches,
             rules,
+            exclusions: None,
         };
         if let Ok(url) = std::env::var(target.url_env()) {
             target.url = Some(url);

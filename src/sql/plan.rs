@@ -322,14 +322,19 @@ impl<'a> Owners<'a> {
                 }
                 let guards = self.guards(table, link, true);
                 let rule = match configured {
-                    Some(Policy::Protect) => "protect: a subject with rows here is not deleted".to_string(),
+                    Some(Policy::Protect) => {
+                        "protect: a subject with rows here is not deleted".to_string()
+                    }
                     Some(Policy::Nullify) => "nullify: rows kept, column set to NULL".to_string(),
-                    Some(Policy::Anonymize(_)) => "anonymize: rows kept, columns overwritten".to_string(),
+                    Some(Policy::Anonymize(_)) => {
+                        "anonymize: rows kept, columns overwritten".to_string()
+                    }
                     _ if !link.nullable || matches!(configured, Some(Policy::Delete)) => {
                         let kept = if guards.is_empty() {
                             String::new()
                         } else if link.nullable {
-                            "; rows of other users are kept with this column set to NULL".to_string()
+                            "; rows of other users are kept with this column set to NULL"
+                                .to_string()
                         } else if let Some(p) = rules.reassign_to {
                             format!("; rows of other users are kept, this column reassigned to {p}")
                         } else {
@@ -338,7 +343,10 @@ impl<'a> Owners<'a> {
                         if guards.is_empty() {
                             format!("delete: owner, the rows go with their user{kept}")
                         } else {
-                            format!("delete only rows whose {} are retired too{kept}", guards.join(", "))
+                            format!(
+                                "delete only rows whose {} are retired too{kept}",
+                                guards.join(", ")
+                            )
                         }
                     }
                     _ => "nullify: rows kept, column set to NULL".to_string(),
@@ -444,7 +452,11 @@ impl Planner<'_> {
         let parent = stack.last().cloned().unwrap_or_default();
         let mut before_parent = Vec::new();
         // Owner links first: their deletions are planned (and run) before actor links'.
-        let mut children: Vec<&Link> = self.links.iter().filter(|l| l.ref_table == parent).collect();
+        let mut children: Vec<&Link> = self
+            .links
+            .iter()
+            .filter(|l| l.ref_table == parent)
+            .collect();
         children.sort_by_key(|l| !(l.columns.len() == 1 && is_owner(&l.columns[0])));
         for link in children {
             let key = link.key();
@@ -527,7 +539,10 @@ impl Planner<'_> {
                     let keep = if link.nullable {
                         Some(Action::Nullify(link.columns.clone()))
                     } else if let (true, Some(p)) = (via_root, self.rules.reassign_to) {
-                        Some(Action::Anonymize(vec![(link.columns[0].clone(), Value::Int(p))]))
+                        Some(Action::Anonymize(vec![(
+                            link.columns[0].clone(),
+                            Value::Int(p),
+                        )]))
                     } else {
                         None
                     };
@@ -734,7 +749,12 @@ mod tests {
 
     #[test]
     fn a_nullable_owner_link_alone_must_be_classified() {
-        let links = [link("student_historicalcourseenrollment", "user_id", "auth_user", true)];
+        let links = [link(
+            "student_historicalcourseenrollment",
+            "user_id",
+            "auth_user",
+            true,
+        )];
         let err = build(&links, &rules()).unwrap_err();
         assert_eq!(
             err,
@@ -755,15 +775,28 @@ mod tests {
         // A refresh token is its user's, and points at an access token that goes first.
         let links = vec![
             link("oauth2_provider_accesstoken", "user_id", "auth_user", false),
-            link("oauth2_provider_refreshtoken", "access_token_id", "oauth2_provider_accesstoken", true),
-            link("oauth2_provider_refreshtoken", "user_id", "auth_user", false),
+            link(
+                "oauth2_provider_refreshtoken",
+                "access_token_id",
+                "oauth2_provider_accesstoken",
+                true,
+            ),
+            link(
+                "oauth2_provider_refreshtoken",
+                "user_id",
+                "auth_user",
+                false,
+            ),
         ];
         let plan = build(&links, &rules()).unwrap();
         assert_eq!(
             order(&plan),
             vec![
                 ("oauth2_provider_refreshtoken.user_id".to_string(), "delete"),
-                ("oauth2_provider_refreshtoken.access_token_id".to_string(), "nullify"),
+                (
+                    "oauth2_provider_refreshtoken.access_token_id".to_string(),
+                    "nullify"
+                ),
                 ("oauth2_provider_accesstoken.user_id".to_string(), "delete"),
             ]
         );
@@ -779,22 +812,42 @@ mod tests {
         ];
         let plan = build(&links, &rules()).unwrap();
         let guards = |key: &str| {
-            let s = plan.steps.iter().find(|s| s.link == key && s.action == Action::Delete);
+            let s = plan
+                .steps
+                .iter()
+                .find(|s| s.link == key && s.action == Action::Delete);
             s.map(|s| s.path[0].guards.clone())
         };
-        assert_eq!(guards("message.sender_id"), Some(vec!["recipient_id".to_string()]));
+        assert_eq!(
+            guards("message.sender_id"),
+            Some(vec!["recipient_id".to_string()])
+        );
         assert_eq!(guards("standing.user_id"), Some(vec![]));
-        assert_eq!(guards("standing.changed_by_id"), Some(vec!["user_id".to_string()]));
+        assert_eq!(
+            guards("standing.changed_by_id"),
+            Some(vec!["user_id".to_string()])
+        );
         // sender_id is NOT NULL and there is no placeholder: its kept rows are a conflict.
-        let conflicts: Vec<&str> = plan.conflicts.iter().map(|c| c.step.link.as_str()).collect();
+        let conflicts: Vec<&str> = plan
+            .conflicts
+            .iter()
+            .map(|c| c.step.link.as_str())
+            .collect();
         assert_eq!(conflicts, ["message.sender_id", "standing.changed_by_id"]);
         let rules_of: Vec<(&str, &str)> = plan
             .link_rules
             .iter()
             .map(|r| (r.link.as_str(), r.rule.as_str()))
             .collect();
-        assert!(rules_of.iter().any(|(l, r)| *l == "standing.changed_by_id"
-            && r.contains("fails before anything is deleted")), "{rules_of:?}");
-        assert!(rules_of.iter().any(|(l, r)| *l == "standing.user_id" && r.starts_with("delete: owner")));
+        assert!(
+            rules_of.iter().any(|(l, r)| *l == "standing.changed_by_id"
+                && r.contains("fails before anything is deleted")),
+            "{rules_of:?}"
+        );
+        assert!(
+            rules_of
+                .iter()
+                .any(|(l, r)| *l == "standing.user_id" && r.starts_with("delete: owner"))
+        );
     }
 }

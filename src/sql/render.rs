@@ -239,15 +239,31 @@ pub fn conflicts_per_subject(d: Dialect, plan: &Plan, conflict: &Conflict, n: us
     ids.done(sql, Vec::new())
 }
 
-/// Locks the root rows and reads their activity column (FOR UPDATE where supported).
-pub fn lock_roots(d: Dialect, plan: &Plan, activity_column: &str, n: usize) -> Rendered {
+/// Locks the root rows and reads their activity column (FOR UPDATE where supported), and
+/// with `exclusions` (the source's `exclude` predicate, spliced as configured, and its email
+/// column) whether each row is excluded now and its email.
+pub fn lock_roots(
+    d: Dialect,
+    plan: &Plan,
+    activity_column: &str,
+    exclusions: Option<(&str, &str)>,
+    n: usize,
+) -> Rendered {
     let lock = match d {
         Dialect::Sqlite => "",
         Dialect::MySql | Dialect::Postgres => " FOR UPDATE",
     };
+    let excluded = exclusions
+        .map(|(predicate, email)| {
+            format!(
+                ", CASE WHEN ({predicate}) THEN 1 ELSE 0 END AS excluded, {} AS email",
+                d.quote(email)
+            )
+        })
+        .unwrap_or_default();
     let mut ids = Ids::new(d, 1, n);
     let sql = format!(
-        "SELECT {subject} AS subject, {activity} AS activity FROM {root} WHERE {key} IN ({list}){lock}",
+        "SELECT {subject} AS subject, {activity} AS activity{excluded} FROM {root} WHERE {key} IN ({list}){lock}",
         subject = d.bigint(&d.quote(&plan.root_key)),
         key = d.quote(&plan.root_key),
         activity = d.quote(activity_column),
@@ -391,7 +407,7 @@ mod tests {
              GROUP BY t1.\"student_id\""
         );
         assert_eq!(
-            lock_roots(Dialect::MySql, &p, "last_login", 2).sql,
+            lock_roots(Dialect::MySql, &p, "last_login", None, 2).sql,
             "SELECT CAST(`id` AS SIGNED) AS subject, `last_login` AS activity FROM `auth_user` WHERE `id` IN (?, ?) FOR UPDATE"
         );
     }
@@ -411,7 +427,11 @@ mod tests {
             reassign_to,
             ..Rules::default()
         };
-        build(&[link("user_id", false), link("changed_by_id", false)], &rules).unwrap()
+        build(
+            &[link("user_id", false), link("changed_by_id", false)],
+            &rules,
+        )
+        .unwrap()
     }
 
     #[test]
@@ -426,7 +446,12 @@ mod tests {
              AND (\"user_id\" IS NULL OR \"user_id\" IN ($3, $4))"
         );
         assert_eq!(r.id_lists, 2);
-        let owner = step(Dialect::MySql, &p, find(&p, "student_userstanding.user_id"), 1);
+        let owner = step(
+            Dialect::MySql,
+            &p,
+            find(&p, "student_userstanding.user_id"),
+            1,
+        );
         assert_eq!(
             owner.sql,
             "DELETE FROM `student_userstanding` WHERE `user_id` IN (?)"
@@ -436,7 +461,10 @@ mod tests {
         let order: Vec<&str> = p.steps.iter().map(|s| s.link.as_str()).collect();
         assert_eq!(
             order,
-            ["student_userstanding.user_id", "student_userstanding.changed_by_id"]
+            [
+                "student_userstanding.user_id",
+                "student_userstanding.changed_by_id"
+            ]
         );
         // NOT NULL and no placeholder: rows kept for other users fail their subject.
         assert_eq!(p.conflicts.len(), 1);
@@ -465,6 +493,9 @@ mod tests {
             "UPDATE \"student_userstanding\" SET \"changed_by_id\" = $1 WHERE \"changed_by_id\" IN ($2)"
         );
         assert_eq!(r.leading, vec![Value::Int(99)]);
-        assert_eq!(p.steps.last().unwrap().link, "student_userstanding.changed_by_id");
+        assert_eq!(
+            p.steps.last().unwrap().link,
+            "student_userstanding.changed_by_id"
+        );
     }
 }

@@ -186,6 +186,9 @@ pub struct Subject {
     pub id: i64,
     /// Activity after this time cancels the deletion; `None` skips the check (requested).
     pub active_after: Option<DateTime<Utc>>,
+    /// Whether the source's exclusions are re-checked (false only when an operator
+    /// overrode them for this subject).
+    pub check_exclusions: bool,
 }
 
 /// The result for one subject of a batch.
@@ -201,6 +204,8 @@ pub enum SubjectResult {
     },
     /// Active after the reference time: not deleted.
     Active(DateTime<Utc>),
+    /// Excluded now (made staff, allow-listed since it was opened): not deleted.
+    Excluded(String),
     /// Has rows behind protected links: not deleted. Every such link, with its rows.
     Protected(Vec<(String, u64)>),
     /// Not deleted, and why (rows of other users that cannot be kept, the placeholder
@@ -257,6 +262,8 @@ pub struct Target {
     pub plan: Plan,
     /// Activity column of the root table.
     pub activity_column: String,
+    /// The source's exclusions, re-checked in the deleting transaction.
+    exclusions: Option<crate::config::Source>,
     /// Bounds the deleting transactions running at once on this target.
     slots: tokio::sync::Semaphore,
 }
@@ -334,6 +341,7 @@ impl Target {
             pool,
             plan,
             activity_column: config.activity_column.clone(),
+            exclusions: config.exclusions.clone(),
             slots: tokio::sync::Semaphore::new(config.parallel_batches),
         })
     }
@@ -390,18 +398,36 @@ impl Target {
             .map_err(self.query_error("begin"))?;
             // Lock the root rows, then decide with what they say now (invariant 1).
             let ids = padded(&ids);
-            let rows = bound!(render::lock_roots(d, plan, &self.activity_column, ids.len()), &ids)
+            let exclusions = self.exclusions.as_ref().map(|s| (s.exclude.as_str(), s.email_column.as_str()));
+            let rows = bound!(render::lock_roots(d, plan, &self.activity_column, exclusions, ids.len()), &ids)
                 .fetch_all(&mut *tx)
                 .await
                 .map_err(self.query_error(format!("lock {}", plan.root_table)))?;
-            let mut present: HashMap<i64, Option<DateTime<Utc>>> = HashMap::new();
+            let mut present: HashMap<i64, (Option<DateTime<Utc>>, Option<&str>)> = HashMap::new();
             for row in &rows {
                 let id: i64 = row.try_get("subject").map_err(self.query_error("read a root key"))?;
                 let activity = row
                     .try_get::<Option<DateTime<Utc>>, _>("activity")
                     .or_else(|_| row.try_get::<Option<NaiveDateTime>, _>("activity").map(|t| t.map(|t| t.and_utc())))
                     .map_err(self.query_error(format!("read {}.{}", plan.root_table, self.activity_column)))?;
-                present.insert(id, activity);
+                let excluded = match &self.exclusions {
+                    None => None,
+                    Some(source) => {
+                        let flag = row
+                            .try_get::<i64, _>("excluded")
+                            .or_else(|_| row.try_get::<i32, _>("excluded").map(i64::from))
+                            .map_err(self.query_error("read the exclusion re-check"))?;
+                        let email: Option<String> = row.try_get("email").map_err(self.query_error("read the email column"))?;
+                        if flag != 0 {
+                            Some("excluded by source.exclude")
+                        } else if source.allowed(id, email.as_deref()) {
+                            Some("allow-listed in [source]")
+                        } else {
+                            None
+                        }
+                    }
+                };
+                present.insert(id, (activity, excluded));
             }
             let mut go: Vec<i64> = Vec::new();
             for s in subjects {
@@ -411,7 +437,9 @@ impl Target {
                         "{}.{} = {} is this target's reassign_to placeholder account: it is never retired",
                         plan.root_table, plan.root_key, s.id
                     )),
-                    Some(Some(at)) if s.active_after.is_some_and(|after| *at > after) => SubjectResult::Active(*at),
+                    // Made staff or allow-listed since it was opened (invariant 3).
+                    Some((_, Some(why))) if s.check_exclusions => SubjectResult::Excluded(format!("{why} (re-checked before deleting)")),
+                    Some((Some(at), _)) if s.active_after.is_some_and(|after| *at > after) => SubjectResult::Active(*at),
                     Some(_) => {
                         go.push(s.id);
                         continue;
@@ -524,6 +552,7 @@ impl Target {
                 &[Subject {
                     id: subject,
                     active_after: None,
+                    check_exclusions: true,
                 }],
                 false,
             )

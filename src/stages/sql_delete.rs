@@ -50,6 +50,7 @@ impl Handler for SqlDeleteHandler {
                         // if the subject logged in after the warning (or after it was opened).
                         active_after: (c.reason != "requested")
                             .then(|| c.warned_at.unwrap_or(c.created_at)),
+                        check_exclusions: true,
                     });
                 }
                 Err(_) => {
@@ -82,6 +83,9 @@ impl Handler for SqlDeleteHandler {
                 }
                 Some(SubjectResult::Active(at)) => StageResult::new(Outcome::Cancel {
                     why: format!("active again at {}", at.to_rfc3339()),
+                }),
+                Some(SubjectResult::Excluded(why)) => StageResult::new(Outcome::Cancel {
+                    why: format!("target {}: {why}", self.target.name),
                 }),
                 Some(SubjectResult::Protected(links)) => StageResult::new(Outcome::Fail {
                     error: SubjectResult::protected_reason(links),

@@ -124,4 +124,3 @@ fn rand_suffix() -> u32 {
 pub fn warned() -> Option<chrono::DateTime<chrono::Utc>> {
     Some("2020-01-01T00:00:00Z".parse().unwrap())
 }
-
