@@ -128,14 +128,6 @@ fn rows(result: &SubjectResult) -> &BTreeMap<String, u64> {
     }
 }
 
-macro_rules! per_dialect {
-    ($($name:ident),* $(,)?) => {
-        mod mariadb { $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $name() { super::$name(lethe::sql::Dialect::MySql).await } )* }
-        mod postgres { $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $name() { super::$name(lethe::sql::Dialect::Postgres).await } )* }
-        mod sqlite { $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $name() { super::$name(lethe::sql::Dialect::Sqlite).await } )* }
-    };
-}
-
 per_dialect!(
     kept_rows_behind_not_null_actors_refuse_the_subject_first,
     kept_rows_are_reassigned_to_the_placeholder,

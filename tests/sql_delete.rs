@@ -11,14 +11,6 @@ use lethe::config::Config;
 use lethe::sql::Dialect;
 use lethe::sql::target::{Subject, SubjectResult, Target};
 
-macro_rules! per_dialect {
-    ($($name:ident),* $(,)?) => {
-        mod mariadb { $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $name() { super::$name(lethe::sql::Dialect::MySql).await } )* }
-        mod postgres { $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $name() { super::$name(lethe::sql::Dialect::Postgres).await } )* }
-        mod sqlite { $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $name() { super::$name(lethe::sql::Dialect::Sqlite).await } )* }
-    };
-}
-
 per_dialect!(
     only_the_retired_users_rows_go,
     each_subject_counts_its_own_rows,

@@ -124,3 +124,14 @@ fn rand_suffix() -> u32 {
 pub fn warned() -> Option<chrono::DateTime<chrono::Utc>> {
     Some("2020-01-01T00:00:00Z".parse().unwrap())
 }
+
+/// Generates `mariadb::NAME`, `postgres::NAME` and `sqlite::NAME` tests calling
+/// `NAME(Dialect)` for each name.
+#[macro_export]
+macro_rules! per_dialect {
+    ($($name:ident),* $(,)?) => {
+        mod mariadb { $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $name() { super::$name(lethe::sql::Dialect::MySql).await } )* }
+        mod postgres { $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $name() { super::$name(lethe::sql::Dialect::Postgres).await } )* }
+        mod sqlite { $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $name() { super::$name(lethe::sql::Dialect::Sqlite).await } )* }
+    };
+}
