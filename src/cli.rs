@@ -7,8 +7,8 @@ use crate::domain::REASONS;
 use crate::driver::{Driver, SystemClock, unique_owner};
 use crate::pii::HashKey;
 use crate::store::{
-    self, ActionResult, AuditFilter, AuditRow, DEFAULT_STORE_URL, EnqueueOutcome, Lookup,
-    NewRetirement, OperatorAction, Retirement, Store, StoreError, redact_url,
+    self, ActionResult, AuditFilter, AuditRow, DEFAULT_STORE_URL, Lookup, OperatorAction,
+    Retirement, Store, StoreError, redact_url,
 };
 use chrono::{DateTime, NaiveDate, Utc};
 use clap::{Args, Parser, Subcommand, ValueEnum};
@@ -82,7 +82,8 @@ enum Command {
         #[arg(long)]
         limit: Option<usize>,
     },
-    /// Open retirements for subjects (source primary keys).
+    /// Open retirements for subjects (source primary keys). Subjects that `source.exclude`
+    /// or an allow-list keeps out are refused (exit 3), the others enqueued.
     Enqueue {
         /// Subject ids.
         subjects: Vec<String>,
@@ -92,6 +93,10 @@ enum Command {
         /// A file of lines `subject[,email[,username]]` (`#` starts a comment).
         #[arg(long)]
         from_file: Option<PathBuf>,
+        /// Enqueue this one subject even though `source.exclude` or an allow-list keeps it
+        /// out (stored on the retirement and recorded in its event; needs no source).
+        #[arg(long)]
+        override_exclusion: bool,
     },
     /// Show one retirement and its whole history (`#ID` or `id:ID` for a retirement id;
     /// otherwise a subject id or email).
@@ -349,7 +354,8 @@ async fn dispatch(cli: Cli) -> Outcome {
             subjects,
             reason,
             from_file,
-        } => enqueue(&ctx, subjects, &reason, from_file).await,
+            override_exclusion,
+        } => enqueue(&ctx, subjects, &reason, from_file, override_exclusion).await,
         Command::Status { target } => status(&ctx, &target).await,
         Command::List { state, limit } => list(&ctx, state, limit).await,
         Command::Stats => stats(&ctx).await,
@@ -754,10 +760,8 @@ async fn wait_for_signal() {
     }
 }
 
-/// A subject with optional email and username, as read from a file.
-type SubjectLine = (String, Option<String>, Option<String>);
-
-fn read_subject_file(path: &PathBuf) -> Result<Vec<SubjectLine>, Failure> {
+/// Reads `subject[,email[,username]]` lines, validating each (`FILE:LINE` in messages).
+fn read_subject_file(path: &PathBuf) -> Result<Vec<crate::ops::Request>, Failure> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| Failure::Config(format!("{}: cannot read: {e}", path.display())))?;
     let mut rows = Vec::new();
@@ -768,90 +772,142 @@ fn read_subject_file(path: &PathBuf) -> Result<Vec<SubjectLine>, Failure> {
         }
         let mut fields = line.split(',').map(|f| f.trim().to_string());
         let subject = fields.next().unwrap_or_default();
-        if subject.is_empty() {
-            return Err(Failure::Config(format!(
-                "{}:{}: empty subject",
-                path.display(),
-                n + 1
-            )));
-        }
         let email = fields.next().filter(|f| !f.is_empty());
         let username = fields.next().filter(|f| !f.is_empty());
-        rows.push((subject, email, username));
+        let at = format!("{}:{}", path.display(), n + 1);
+        rows.push(crate::ops::request(&at, &subject, email, username).map_err(input_error)?);
     }
     Ok(rows)
 }
+
+fn input_error(e: crate::ops::InputError) -> Failure {
+    Failure::Config(e.to_string())
+}
+
+/// Above this many subjects, `enqueue` prints counts instead of a line per subject.
+const ECHO_AT_MOST: usize = 20;
 
 async fn enqueue(
     ctx: &Ctx,
     subjects: Vec<String>,
     reason: &str,
     from_file: Option<PathBuf>,
+    exclusion_override: bool,
 ) -> Outcome {
+    use crate::ops::{EnqueueError, Opened};
     if !REASONS.contains(&reason) {
         return Err(Failure::Config(format!(
-            "--reason {reason:?}: unknown reason (allowed: {})",
+            "--reason {}: unknown reason (allowed: {})",
+            crate::ops::shown(reason),
             REASONS.join(", ")
         )));
     }
     let key = ctx.hash_key()?;
-    let mut rows: Vec<SubjectLine> = subjects
-        .into_iter()
-        .map(|s| (s.trim().to_string(), None, None))
-        .collect();
+    let mut rows = subjects
+        .iter()
+        .enumerate()
+        .map(|(n, s)| crate::ops::request(&format!("argument {}", n + 1), s, None, None))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(input_error)?;
     if let Some(path) = &from_file {
         rows.extend(read_subject_file(path)?);
     }
     if rows.is_empty() {
+        return Err(Failure::Config(EnqueueError::Empty.to_string()));
+    }
+    if exclusion_override && rows.len() > 1 {
         return Err(Failure::Config(
-            "nothing to enqueue: give SUBJECT arguments or --from-file".into(),
+            EnqueueError::OverrideOfMany(rows.len()).to_string(),
         ));
     }
-    if let Some(bad) = rows.iter().find(|r| r.0.is_empty()) {
-        return Err(Failure::Config(format!("empty subject {:?}", bad.0)));
-    }
     let config = ctx.config()?;
+    let reader = match (&config.pipeline.source, exclusion_override) {
+        (_, true) => None,
+        (None, false) => {
+            return Err(Failure::Config(format!(
+                "{}: {}",
+                config.pipeline_path.display(),
+                EnqueueError::NoSource
+            )));
+        }
+        (Some(source), false) => Some(connect_source(source).await?),
+    };
     let store = ctx.store(Some(&config), 2).await?;
-    let new: Vec<NewRetirement> = rows
+    let now = crate::store::truncate_micros(Utc::now());
+    let actor = ctx.actor();
+    let input = crate::ops::Enqueue {
+        requests: &rows,
+        reason,
+        exclusion_override,
+        actor: &actor,
+    };
+    let opened = crate::ops::enqueue(
+        store.as_ref(),
+        &config.graph,
+        reader.as_ref(),
+        &key,
+        input,
+        now,
+    )
+    .await
+    .map_err(|e| match e {
+        EnqueueError::Store(e) => Failure::from(e),
+        EnqueueError::Source(_) => Failure::Runtime(e.into()),
+        other => Failure::Config(other.to_string()),
+    })?;
+    let count = |f: fn(&Opened) -> bool| opened.iter().filter(|(_, o)| f(o)).count();
+    let created = count(|o| matches!(o, Opened::Created { .. }));
+    let open = count(|o| matches!(o, Opened::AlreadyOpen { .. }));
+    let refused: Vec<(i64, &str)> = opened
         .iter()
-        .map(|(subject, email, username)| NewRetirement {
-            subject: subject.clone(),
-            email: email.clone(),
-            username: username.clone(),
-            reason: reason.to_string(),
-            subject_hash: key.subject(subject),
-            email_hash: email.as_deref().map(|e| key.email(e)),
-            locale: None,
+        .filter_map(|(s, o)| match o {
+            Opened::Refused { why } => Some((*s, why.as_str())),
+            _ => None,
         })
         .collect();
-    let now = crate::store::truncate_micros(Utc::now());
-    let outcomes = store
-        .enqueue(config.graph.initial(), &new, &ctx.actor(), now)
-        .await?;
-    let created = outcomes
-        .iter()
-        .filter(|o| matches!(o, EnqueueOutcome::Created(_)))
-        .count();
     if ctx.global.json {
-        let rows: Vec<_> = new
+        let rows: Vec<_> = opened
             .iter()
-            .zip(&outcomes)
-            .map(|(n, o)| serde_json::json!({ "subject": n.subject, "outcome": o }))
+            .map(|(s, o)| serde_json::json!({ "subject": s.to_string(), "outcome": o }))
             .collect();
         out!("{}", serde_json::Value::Array(rows));
     } else {
-        for (n, o) in new.iter().zip(&outcomes) {
-            match o {
-                EnqueueOutcome::Created(id) => out!("{}: enqueued as #{id}", n.subject),
-                EnqueueOutcome::AlreadyOpen(id) => out!("{}: already open as #{id}", n.subject),
+        if opened.len() <= ECHO_AT_MOST {
+            for (s, o) in &opened {
+                match o {
+                    Opened::Created { id } => out!("{s}: enqueued as #{id}"),
+                    Opened::AlreadyOpen { id } => out!("{s}: already open as #{id}"),
+                    Opened::Refused { why } => out!("{s}: refused, {why}"),
+                }
             }
         }
         out!(
-            "{created} enqueued, {} already open",
-            outcomes.len() - created
+            "{created} enqueued, {open} already open, {} refused{}",
+            refused.len(),
+            if exclusion_override {
+                " (exclusions overridden)"
+            } else {
+                ""
+            }
         );
     }
-    Ok(())
+    if refused.is_empty() {
+        return Ok(());
+    }
+    for (subject, why) in refused.iter().take(ECHO_AT_MOST) {
+        eprintln!("refused: subject {subject}: {why}");
+    }
+    if refused.len() > ECHO_AT_MOST {
+        eprintln!(
+            "refused: … and {} more (--json lists them all)",
+            refused.len() - ECHO_AT_MOST
+        );
+    }
+    Err(Failure::Refused(format!(
+        "{} of {} subject(s) are excluded and were not enqueued (the others were); to retire one anyway: `lethe enqueue ID --override-exclusion`",
+        refused.len(),
+        opened.len()
+    )))
 }
 
 fn time(t: Option<DateTime<Utc>>) -> String {

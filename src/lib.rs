@@ -7,6 +7,7 @@ pub mod config;
 pub mod domain;
 pub mod driver;
 pub mod mail;
+pub mod ops;
 pub mod pii;
 pub mod sql;
 pub mod stages;

@@ -20,8 +20,65 @@ impl Workdir {
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::write(dir.join("states.toml"), STATES).unwrap();
-        std::fs::write(dir.join("pipeline.toml"), noop_pipeline("", "")).unwrap();
-        Workdir { dir }
+        let w = Workdir { dir };
+        w.make_source();
+        w.write_pipeline(&noop_pipeline("", ""));
+        w
+    }
+
+    /// A SQLite source of truth: users 1 to 40, 42 staff, 43 allow-listed by id, 44 by
+    /// the domain of its email.
+    fn make_source(&self) {
+        let url = format!("sqlite://{}?mode=rwc", self.dir.join("source.db").display());
+        let mut statements = vec![
+            "CREATE TABLE auth_user (id INTEGER PRIMARY KEY, email TEXT, username TEXT, \
+             last_login TEXT, date_joined TEXT NOT NULL, is_staff INTEGER NOT NULL DEFAULT 0, \
+             is_superuser INTEGER NOT NULL DEFAULT 0)"
+                .to_string(),
+        ];
+        for id in (1..=40).chain([43]) {
+            statements.push(format!(
+                "INSERT INTO auth_user (id, email, username, date_joined) \
+                 VALUES ({id}, 'user{id}@example.org', 'user{id}', '2015-01-01 00:00:00')"
+            ));
+        }
+        statements.push(
+            "INSERT INTO auth_user (id, email, username, date_joined, is_staff) \
+             VALUES (42, 'staff@example.org', 'staff', '2015-01-01 00:00:00', 1)"
+                .into(),
+        );
+        statements.push(
+            "INSERT INTO auth_user (id, email, username, date_joined) \
+             VALUES (44, 'ops@staff.example.org', 'ops', '2015-01-01 00:00:00')"
+                .into(),
+        );
+        // Outside any runtime a test may be in: a thread with its own.
+        std::thread::spawn(move || {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap()
+                .block_on(common::exec(&url, &statements))
+        })
+        .join()
+        .unwrap();
+    }
+
+    /// The `[source]` section of the test source.
+    fn source_section(&self) -> String {
+        format!(
+            "\n[source]\nurl = \"sqlite://{}\"\nallow_ids = [43]\nallow_domains = [\"staff.example.org\"]\n",
+            self.dir.join("source.db").display()
+        )
+    }
+
+    /// Writes pipeline.toml: `text` plus the test source.
+    fn write_pipeline(&self, text: &str) {
+        std::fs::write(
+            self.dir.join("pipeline.toml"),
+            format!("{text}{}", self.source_section()),
+        )
+        .unwrap();
     }
 
     fn url(&self) -> String {
@@ -35,6 +92,7 @@ impl Workdir {
             .env("LETHE_HASH_KEY", "test-key-0123456789")
             .env("LETHE_OPERATOR", "alice")
             .env_remove("LETHE_STORE_URL")
+            .env_remove("LETHE_SOURCE_URL")
             .output()
             .unwrap()
     }
@@ -350,17 +408,13 @@ async fn removing_a_state_with_open_retirements_is_refused_by_name() {
 fn touch_cancels_before_deletion_and_refuses_after() {
     let w = Workdir::new("touch");
     // RETIRING_EDX deletes: activity no longer cancels from there on.
-    std::fs::write(
-        w.dir.join("pipeline.toml"),
-        format!(
-            "{}\n[[target]]\nname = \"edx\"\nurl = \"mysql://127.0.0.1:1/none\"\n",
-            noop_pipeline("", "").replace(
-                "state = \"RETIRING_EDX\"\nhandler = \"noop\"",
-                "state = \"RETIRING_EDX\"\nhandler = \"sql_delete\"\ntarget = \"edx\""
-            )
-        ),
-    )
-    .unwrap();
+    w.write_pipeline(&format!(
+        "{}\n[[target]]\nname = \"edx\"\nurl = \"mysql://127.0.0.1:1/none\"\n",
+        noop_pipeline("", "").replace(
+            "state = \"RETIRING_EDX\"\nhandler = \"noop\"",
+            "state = \"RETIRING_EDX\"\nhandler = \"sql_delete\"\ntarget = \"edx\""
+        )
+    ));
     w.ok(&["enqueue", "1", "2"]);
     let out = w.ok(&["touch", "1"]);
     assert!(out.contains("cancelled: now ABORTED"), "{out}");
@@ -436,4 +490,129 @@ fn check_names_a_broken_template_and_an_unreachable_smtp_server() {
         err.contains(&format!("cannot reach the SMTP server 127.0.0.1:{closed}")),
         "{err}"
     );
+}
+
+#[test]
+fn enqueue_refuses_excluded_subjects_unless_overridden_for_one() {
+    let w = Workdir::new("exclude");
+    // 42 is staff, 43 allow-listed by id, 44 by its email's domain: refused by name and
+    // rule (exit 3); 1 is enqueued all the same.
+    let out = w.run(&["enqueue", "1", "42", "43", "44", "--reason", "requested"]);
+    assert_eq!(out.status.code(), Some(3));
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(
+        stdout.contains("1 enqueued, 0 already open, 3 refused"),
+        "{stdout}"
+    );
+    for line in [
+        "refused: subject 42: excluded by source.exclude",
+        "refused: subject 43: excluded by source.allow_ids",
+        "refused: subject 44: excluded by source.allow_domains",
+        "3 of 4 subject(s) are excluded",
+    ] {
+        assert!(stderr.contains(line), "{line}: {stderr}");
+    }
+    assert!(!stderr.contains("@"), "no email in messages: {stderr}");
+    w.ok(&["status", "1"]);
+    w.fails(&["status", "42"], 3);
+    // An email allow-listed in the given file counts too.
+    std::fs::write(w.dir.join("one.csv"), "5,someone@staff.example.org\n").unwrap();
+    let err = w.fails(&["enqueue", "--from-file", "one.csv"], 3);
+    assert!(
+        err.contains("subject 5: excluded by source.allow_domains"),
+        "{err}"
+    );
+    // The override: one subject at a time, stored and recorded.
+    let err = w.fails(&["enqueue", "42", "43", "--override-exclusion"], 2);
+    assert!(err.contains("one subject at a time (2 given)"), "{err}");
+    let out = w.ok(&[
+        "enqueue",
+        "42",
+        "--override-exclusion",
+        "--reason",
+        "requested",
+    ]);
+    assert!(out.contains("42: enqueued as #"), "{out}");
+    let status: serde_json::Value =
+        serde_json::from_str(&w.ok(&["status", "42", "--json"])).unwrap();
+    assert_eq!(status["retirement"]["exclusion_override"], true);
+    assert_eq!(status["events"][0]["actor"], "operator:alice");
+    assert!(
+        status["events"][0]["detail"]
+            .as_str()
+            .unwrap()
+            .contains("\"exclusion_override\":true"),
+        "{status}"
+    );
+    let status: serde_json::Value =
+        serde_json::from_str(&w.ok(&["status", "1", "--json"])).unwrap();
+    assert_eq!(status["retirement"]["exclusion_override"], false);
+    // Without a source the check cannot run: enqueue fails rather than skip it.
+    std::fs::write(w.dir.join("pipeline.toml"), noop_pipeline("", "")).unwrap();
+    let err = w.fails(&["enqueue", "7"], 2);
+    assert!(err.contains("no [source] is configured"), "{err}");
+    w.fails(&["status", "7"], 3);
+    w.ok(&["enqueue", "7", "--override-exclusion"]);
+}
+
+#[test]
+fn enqueue_refuses_subjects_that_are_not_keys_and_writes_nothing() {
+    let w = Workdir::new("keys");
+    w.ok(&["migrate"]);
+    for bad in [
+        "1; drop table x",
+        "-5",
+        "99999999999999999999",
+        "1e3",
+        "0",
+        " ",
+    ] {
+        let err = w.fails(&["enqueue", "3", "--", bad], 2);
+        assert!(err.contains("argument 2: "), "{bad}: {err}");
+        assert!(err.contains("is not a subject"), "{bad}: {err}");
+    }
+    std::fs::write(w.dir.join("bad.csv"), "1\n2\n-5\n").unwrap();
+    let err = w.fails(&["enqueue", "--from-file", "bad.csv"], 2);
+    assert!(err.contains("bad.csv:3: \"-5\" is not a subject"), "{err}");
+    let long_email = format!("{}@example.org", "a".repeat(290));
+    std::fs::write(w.dir.join("email.csv"), format!("1,{long_email}\n")).unwrap();
+    let err = w.fails(&["enqueue", "--from-file", "email.csv"], 2);
+    assert!(
+        err.contains("email.csv:1: the email is 302 characters long (at most 254)"),
+        "{err}"
+    );
+    assert!(!err.contains("aaaa"), "the email is not echoed: {err}");
+    std::fs::write(
+        w.dir.join("user.csv"),
+        format!("1,a@example.org,{}\n", "u".repeat(151)),
+    )
+    .unwrap();
+    let err = w.fails(&["enqueue", "--from-file", "user.csv"], 2);
+    assert!(
+        err.contains("username is 151 characters long (at most 150)"),
+        "{err}"
+    );
+    // A 10 MB line is not echoed back.
+    std::fs::write(w.dir.join("huge.csv"), "9".repeat(10 << 20)).unwrap();
+    let err = w.fails(&["enqueue", "--from-file", "huge.csv"], 2);
+    assert!(err.len() < 500, "{} bytes of error", err.len());
+    assert!(err.contains("(10485760 characters)"), "{err}");
+    let stats: serde_json::Value = serde_json::from_str(&w.ok(&["stats", "--json"])).unwrap();
+    assert_eq!(stats["PENDING"], 0, "nothing was written");
+    // Long input: counts, not a line per subject.
+    let ids: Vec<String> = (1..=30).map(|i| i.to_string()).collect();
+    let mut args = vec!["enqueue"];
+    args.extend(ids.iter().map(String::as_str));
+    let out = w.ok(&args);
+    assert!(!out.contains("enqueued as"), "{out}");
+    assert!(
+        out.contains("30 enqueued, 0 already open, 0 refused"),
+        "{out}"
+    );
+    // A subject is normalised: 007 is subject 7, already open.
+    let out = w.ok(&["enqueue", "007"]);
+    assert!(out.contains("7: already open"), "{out}");
 }

@@ -133,6 +133,11 @@ impl SourceReader {
         Ok(reader)
     }
 
+    /// The `[source]` it was connected with.
+    pub fn config(&self) -> &Source {
+        &self.config
+    }
+
     /// Number of users in the table (the base of `max_new_share`).
     pub async fn count_users(&self) -> Result<i64, SourceError> {
         let sql = format!(
@@ -189,6 +194,54 @@ impl SourceReader {
             source,
         })? {
             out.insert(id, at);
+        }
+        Ok(out)
+    }
+
+    /// For each of `ids` that exists: its email and whether the exclusion predicate matches
+    /// it, in one set-based query per thousand ids (exclusions of hand-opened retirements).
+    pub async fn exclusion_flags(
+        &self,
+        ids: &[i64],
+    ) -> Result<std::collections::HashMap<i64, (Option<String>, bool)>, SourceError> {
+        let mut out = std::collections::HashMap::with_capacity(ids.len());
+        let d = self.dialect;
+        let c = &self.config;
+        for chunk in ids.chunks(1000) {
+            let sql = format!(
+                "SELECT {id_expr} AS id, {email} AS email, \
+                 CASE WHEN ({exclude}) THEN 1 ELSE 0 END AS excluded \
+                 FROM {table} WHERE {id} IN ({params})",
+                id_expr = d.bigint(&d.quote(&c.id_column)),
+                email = d.quote(&c.email_column),
+                exclude = c.exclude,
+                table = d.quote(&c.table),
+                id = d.quote(&c.id_column),
+                params = d.params(1, chunk.len()),
+            );
+            let rows = with_pool!(&self.pool, p => {
+                let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+                for id in chunk {
+                    query = query.bind(*id);
+                }
+                query.fetch_all(p).await.and_then(|rows| {
+                    rows.iter()
+                        .map(|r| {
+                            let excluded = r
+                                .try_get::<i64, _>("excluded")
+                                .or_else(|_| r.try_get::<i32, _>("excluded").map(i64::from))?;
+                            Ok((
+                                r.try_get::<i64, _>("id")?,
+                                (r.try_get::<Option<String>, _>("email")?, excluded != 0),
+                            ))
+                        })
+                        .collect::<Result<Vec<_>, sqlx::Error>>()
+                })
+            });
+            out.extend(rows.map_err(|source| SourceError::Query {
+                context: "checking the exclusions of enqueued subjects",
+                source,
+            })?);
         }
         Ok(out)
     }

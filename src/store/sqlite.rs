@@ -2,8 +2,8 @@
 
 use super::sql::{self, bind_apply, bind_event, shared_methods};
 use super::{
-    Applied, Backend, Claimed, EnqueueOutcome, NewRetirement, QueryContext, Store, StoreError,
-    claimed_columns, decode_claimed, redact_url,
+    Applied, Backend, Claimed, EnqueueOptions, EnqueueOutcome, NewRetirement, QueryContext, Store,
+    StoreError, claimed_columns, decode_claimed, redact_url,
 };
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -73,10 +73,20 @@ impl Store for SqliteStore {
         Ok(())
     }
 
-    async fn enqueue(
+    async fn check_migrated(&self) -> Result<(), StoreError> {
+        let applied = super::applied_versions(
+            sqlx::query_scalar::<_, i64>(super::APPLIED_MIGRATIONS)
+                .fetch_all(&self.pool)
+                .await,
+        )?;
+        super::require_migrations(&super::embedded_migrator!("sqlite"), &applied)
+    }
+
+    async fn enqueue_with(
         &self,
         initial_state: &str,
         new: &[NewRetirement],
+        options: EnqueueOptions,
         actor: &str,
         now: DateTime<Utc>,
     ) -> Result<Vec<EnqueueOutcome>, StoreError> {
@@ -97,6 +107,7 @@ impl Store for SqliteStore {
                 .bind(initial_state)
                 .bind(now)
                 .bind(&n.locale)
+                .bind(options.exclusion_override)
                 .fetch_optional(&mut *tx)
                 .await
                 .ctx("insert a retirement")?;
@@ -111,7 +122,7 @@ impl Store for SqliteStore {
                         .bind(initial_state)
                         .bind("enqueued")
                         .bind(0i32)
-                        .bind(serde_json::json!({ "reason": n.reason }).to_string())
+                        .bind(options.event_detail(&n.reason))
                         .execute(&mut *tx)
                         .await
                         .ctx("record an enqueue")?;
