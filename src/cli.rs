@@ -194,7 +194,10 @@ impl From<ConfigError> for Failure {
 impl From<StoreError> for Failure {
     fn from(e: StoreError) -> Self {
         match e {
-            StoreError::BadUrl { .. } => Failure::Config(e.to_string()),
+            StoreError::BadUrl { .. }
+            | StoreError::NotMigrated
+            | StoreError::Behind { .. }
+            | StoreError::Missing { .. } => Failure::Config(e.to_string()),
             StoreError::StateInUse { .. } => Failure::Refused(e.to_string()),
             other => Failure::Runtime(other.into()),
         }
@@ -281,10 +284,19 @@ impl Ctx {
             .unwrap_or_else(|| DEFAULT_STORE_URL.to_string())
     }
 
-    /// Opens and migrates the store; syncs states when a config is given.
-    async fn store(&self, config: Option<&Config>, pool: u32) -> Result<Arc<dyn Store>, Failure> {
-        let store = store::open(&self.store_url(config), pool).await?;
+    /// Opens, migrates and syncs the store (`migrate` and `run` only: they may change the
+    /// schema, and create a SQLite file).
+    async fn store_migrating(&self, config: &Config, pool: u32) -> Result<Arc<dyn Store>, Failure> {
+        let store = store::open(&self.store_url(Some(config)), pool).await?;
         store.migrate().await?;
+        store.sync_states(&config.graph).await?;
+        Ok(store)
+    }
+
+    /// Opens an existing, migrated store without changing its schema (refusing one that is
+    /// missing or behind: run `lethe migrate`); syncs states when a config is given.
+    async fn store(&self, config: Option<&Config>, pool: u32) -> Result<Arc<dyn Store>, Failure> {
+        let store = store::open_existing(&self.store_url(config), pool).await?;
         if let Some(config) = config {
             store.sync_states(&config.graph).await?;
         }
@@ -380,7 +392,7 @@ async fn dispatch(cli: Cli) -> Outcome {
 
 async fn migrate(ctx: &Ctx) -> Outcome {
     let config = ctx.config()?;
-    ctx.store(Some(&config), 2).await?;
+    ctx.store_migrating(&config, 2).await?;
     out!(
         "store {} is migrated; {} states synced from {}",
         redact_url(&ctx.store_url(Some(&config))),
@@ -463,13 +475,10 @@ async fn check(ctx: &Ctx, connect: bool) -> Outcome {
         );
     }
     if connect {
-        let store = store::open(&url, 1).await?;
-        match store.next_due().await {
-            Ok(_) => out!("store: reachable"),
-            Err(e) => out!(
-                "store: reachable, but its schema is missing or unreadable ({e}): run `lethe migrate`"
-            ),
-        }
+        // Changes nothing: a missing SQLite file or schema fails here (exit 2).
+        let store = store::open_existing(&url, 1).await?;
+        store.next_due().await?;
+        out!("store: reachable and migrated");
         if let Some(source) = &config.pipeline.source {
             let reader = connect_source(source).await?;
             let users = reader
@@ -568,7 +577,7 @@ async fn scan(ctx: &Ctx, dry_run: bool, limit: Option<usize>) -> Outcome {
         .ok_or_else(|| no_source(&config))?;
     let key = ctx.hash_key()?;
     let reader = connect_source(source).await?;
-    let store = ctx.store(Some(&config), 2).await?;
+    let store = ctx.store((!dry_run).then_some(&config), 2).await?;
     let now = crate::store::truncate_micros(Utc::now());
     let options = crate::driver::scan::ScanOptions { dry_run, limit };
     let report = crate::driver::scan::scan(
@@ -659,7 +668,7 @@ async fn run(ctx: &Ctx, once: bool) -> Outcome {
     let handlers = crate::stages::build(&config.pipeline).await?;
     let tuning = config.pipeline.driver.clone();
     let store = ctx
-        .store(Some(&config), tuning.concurrency as u32 * 2 + 2)
+        .store_migrating(&config, tuning.concurrency as u32 * 2 + 2)
         .await?;
     let driver = Arc::new(Driver::new(
         store,

@@ -310,6 +310,7 @@ fn enqueue_status_list_stats_run_and_audit() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn resume_and_abort_exit_codes() {
     let w = Workdir::new("ops");
+    w.ok(&["migrate"]);
     w.ok(&["enqueue", "1", "2", "3"]);
     // Park subject 1 in ERRORED, as a failing handler would.
     let (graph, pipeline) = config(&noop_pipeline("", ""));
@@ -386,6 +387,7 @@ async fn resume_and_abort_exit_codes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn removing_a_state_with_open_retirements_is_refused_by_name() {
     let w = Workdir::new("states");
+    w.ok(&["migrate"]);
     w.ok(&["enqueue", "1", "2"]);
     std::fs::write(
         w.dir.join("states.toml"),
@@ -415,6 +417,7 @@ fn touch_cancels_before_deletion_and_refuses_after() {
             "state = \"RETIRING_EDX\"\nhandler = \"sql_delete\"\ntarget = \"edx\""
         )
     ));
+    w.ok(&["migrate"]);
     w.ok(&["enqueue", "1", "2"]);
     let out = w.ok(&["touch", "1"]);
     assert!(out.contains("cancelled: now ABORTED"), "{out}");
@@ -485,6 +488,7 @@ fn check_names_a_broken_template_and_an_unreachable_smtp_server() {
     .unwrap();
     let out = w.ok(&["check"]);
     assert!(out.contains("template warning: ok in en"), "{out}");
+    w.ok(&["migrate"]);
     let err = w.fails(&["check", "--connect"], 1);
     assert!(
         err.contains(&format!("cannot reach the SMTP server 127.0.0.1:{closed}")),
@@ -495,6 +499,7 @@ fn check_names_a_broken_template_and_an_unreachable_smtp_server() {
 #[test]
 fn enqueue_refuses_excluded_subjects_unless_overridden_for_one() {
     let w = Workdir::new("exclude");
+    w.ok(&["migrate"]);
     // 42 is staff, 43 allow-listed by id, 44 by its email's domain: refused by name and
     // rule (exit 3); 1 is enqueued all the same.
     let out = w.run(&["enqueue", "1", "42", "43", "44", "--reason", "requested"]);
@@ -615,4 +620,71 @@ fn enqueue_refuses_subjects_that_are_not_keys_and_writes_nothing() {
     // A subject is normalised: 007 is subject 7, already open.
     let out = w.ok(&["enqueue", "007"]);
     assert!(out.contains("7: already open"), "{out}");
+}
+
+#[test]
+fn commands_other_than_migrate_and_run_change_no_schema_and_create_no_file() {
+    let w = Workdir::new("readonly");
+    let db = w.dir.join("lethe.db");
+    let commands: [&[&str]; 9] = [
+        &["stats"],
+        &["status", "1"],
+        &["list"],
+        &["audit"],
+        &["check", "--connect"],
+        &["enqueue", "1"],
+        &["resume", "1"],
+        &["abort", "1", "--reason", "r"],
+        &["touch", "1"],
+    ];
+    for args in commands {
+        let err = w.fails(args, 2);
+        assert!(
+            err.contains("the store lethe.db does not exist: run `lethe migrate`"),
+            "{args:?}: {err}"
+        );
+        assert!(!db.exists(), "{args:?} created the store file");
+    }
+    // An empty database: no schema, and nothing migrates it behind the operator's back.
+    std::fs::write(&db, "").unwrap();
+    for args in commands {
+        let err = w.fails(args, 2);
+        assert!(
+            err.contains("the store has no lethe schema yet: run `lethe migrate` first"),
+            "{args:?}: {err}"
+        );
+    }
+    assert_eq!(std::fs::metadata(&db).unwrap().len(), 0);
+    w.ok(&["migrate"]);
+    assert!(
+        w.ok(&["check", "--connect"])
+            .contains("store: reachable and migrated")
+    );
+    w.ok(&["stats"]);
+    // A store behind this release (a migration not applied) is refused by version.
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(common::exec(
+        &w.url(),
+        &["DELETE FROM _sqlx_migrations WHERE version = 8"],
+    ));
+    let err = w.fails(&["stats"], 2);
+    assert!(
+        err.contains("migration(s) 8 (exclusion override) not applied: run `lethe migrate`"),
+        "{err}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_connect_fails_on_a_postgres_store_that_is_not_migrated() {
+    let db = common::TestDb::new(common::Kind::Postgres).await;
+    let w = Workdir::new("pgcheck");
+    let err = w.fails(&["check", "--connect", "--store", &db.url], 2);
+    assert!(
+        err.contains("no lethe schema yet: run `lethe migrate`"),
+        "{err}"
+    );
+    w.fails(&["stats", "--store", &db.url], 2);
+    w.ok(&["migrate", "--store", &db.url]);
+    w.ok(&["check", "--connect", "--store", &db.url]);
+    assert!(!w.dir.join("lethe.db").exists());
 }

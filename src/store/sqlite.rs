@@ -23,14 +23,37 @@ const BEGIN_IMMEDIATE: &str = "BEGIN IMMEDIATE";
 impl SqliteStore {
     /// Opens (and creates) the database file in WAL mode.
     pub async fn connect(url: &str, max_connections: u32) -> Result<Self, StoreError> {
+        Self::open(url, max_connections, true).await
+    }
+
+    /// Opens the database file, which must exist ([`StoreError::Missing`] otherwise).
+    pub async fn connect_existing(url: &str, max_connections: u32) -> Result<Self, StoreError> {
+        Self::open(url, max_connections, false).await
+    }
+
+    async fn open(url: &str, max_connections: u32, create: bool) -> Result<Self, StoreError> {
         let connect_error = |source| StoreError::Connect {
             url: redact_url(url),
             source,
         };
-        let options = SqliteConnectOptions::from_str(url)
-            .map_err(connect_error)?
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
+        let options = SqliteConnectOptions::from_str(url).map_err(connect_error)?;
+        let file = options.get_filename();
+        // In-memory databases have no file (`:memory:` or a `mode=memory` URL).
+        let in_memory = url.contains(":memory:") || url.contains("mode=memory");
+        if !create && !in_memory && !file.exists() {
+            return Err(StoreError::Missing {
+                path: file.display().to_string(),
+            });
+        }
+        let options = options.create_if_missing(create);
+        // WAL is persistent: set by the opening that may create (`migrate`, `run`); a
+        // read-only command's opening writes nothing to the file.
+        let options = if create {
+            options.journal_mode(SqliteJournalMode::Wal)
+        } else {
+            options
+        };
+        let options = options
             .synchronous(SqliteSynchronous::Normal)
             .busy_timeout(Duration::from_secs(30))
             .foreign_keys(true);
