@@ -261,7 +261,7 @@ pub fn main() -> ExitCode {
             ExitCode::from(3)
         }
         Err(Failure::Runtime(e)) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", crate::db::chain(e.as_ref()));
             ExitCode::from(1)
         }
     }

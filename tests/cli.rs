@@ -688,3 +688,50 @@ async fn check_connect_fails_on_a_postgres_store_that_is_not_migrated() {
     w.ok(&["check", "--connect", "--store", &db.url]);
     assert!(!w.dir.join("lethe.db").exists());
 }
+
+#[test]
+fn an_unreachable_database_fails_fast_naming_its_cause_once() {
+    let w = Workdir::new("unreachable");
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let fails_fast = |args: &[&str]| {
+        let started = std::time::Instant::now();
+        let err = w.fails(args, 1);
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "{args:?} took {:?}",
+            started.elapsed()
+        );
+        assert_eq!(
+            err.to_lowercase().matches("connection refused").count(),
+            1,
+            "{args:?}: {err}"
+        );
+        assert!(!err.contains("pool timed out"), "{args:?}: {err}");
+        err
+    };
+    // The store.
+    let store = format!("postgres://postgres@127.0.0.1:{closed}/lethe");
+    let err = fails_fast(&["stats", "--store", &store]);
+    assert!(
+        err.contains(&format!("cannot open the store at {store}")),
+        "{err}"
+    );
+    fails_fast(&["migrate", "--store", &store]);
+    // The source (enqueue checks exclusions there) and a target.
+    w.ok(&["migrate"]);
+    std::fs::write(
+        w.dir.join("pipeline.toml"),
+        format!(
+            "{}\n[source]\nurl = \"mysql://root@127.0.0.1:{closed}/edxapp\"\n\n[[target]]\nname = \"edx\"\nurl = \"mysql://root@127.0.0.1:{closed}/edxapp\"\n",
+            noop_pipeline("", "")
+        ),
+    )
+    .unwrap();
+    let err = fails_fast(&["enqueue", "1"]);
+    assert!(err.contains("source: cannot connect to"), "{err}");
+    fails_fast(&["plan", "1"]);
+}

@@ -30,15 +30,17 @@ pub struct PgStore {
 impl PgStore {
     /// Connects a pool of `max_connections`.
     pub async fn connect(url: &str, max_connections: u32) -> Result<Self, StoreError> {
+        let connect_error = |source| StoreError::Connect {
+            url: redact_url(url),
+            source,
+        };
+        crate::db::probe(url).await.map_err(connect_error)?;
         let pool = PgPoolOptions::new()
             .max_connections(max_connections.max(2))
             .acquire_timeout(Duration::from_secs(30))
             .connect(url)
             .await
-            .map_err(|source| StoreError::Connect {
-                url: redact_url(url),
-                source,
-            })?;
+            .map_err(connect_error)?;
         Ok(Self { pool })
     }
 
