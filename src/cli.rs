@@ -610,8 +610,14 @@ async fn scan(ctx: &Ctx, dry_run: bool, limit: Option<usize>) -> Outcome {
             }
         );
         if dry_run {
-            let new = c.inactive - c.excluded - c.already_open;
+            let new = report.candidates.len();
             out!("would enqueue {new}; first ids: {:?}", report.first);
+            if new > report.first.len() {
+                out!(
+                    "{} more not shown: `lethe scan --dry-run --json` lists every candidate and why",
+                    new - report.first.len()
+                );
+            }
         }
     }
     match &c.refused {

@@ -67,7 +67,7 @@ impl Workdir {
     /// The `[source]` section of the test source.
     fn source_section(&self) -> String {
         format!(
-            "\n[source]\nurl = \"sqlite://{}\"\nallow_ids = [43]\nallow_domains = [\"staff.example.org\"]\n",
+            "\n[source]\nurl = \"sqlite://{}\"\nallow_ids = [43]\nallow_domains = [\"staff.example.org\"]\nmax_new_share = 1.0\n",
             self.dir.join("source.db").display()
         )
     }
@@ -734,4 +734,28 @@ fn an_unreachable_database_fails_fast_naming_its_cause_once() {
     let err = fails_fast(&["enqueue", "1"]);
     assert!(err.contains("source: cannot connect to"), "{err}");
     fails_fast(&["plan", "1"]);
+}
+
+#[test]
+fn scan_dry_run_lists_every_candidate_in_json_and_says_how_many_are_not_shown() {
+    let w = Workdir::new("dryrun");
+    w.ok(&["migrate"]);
+    // Users 1 to 40 never logged in (42, 43, 44 are excluded).
+    let out = w.ok(&["scan", "--dry-run"]);
+    assert!(out.contains("would enqueue 40; first ids: [1, 2,"), "{out}");
+    assert!(
+        out.contains("20 more not shown: `lethe scan --dry-run --json` lists every candidate"),
+        "{out}"
+    );
+    let json: serde_json::Value =
+        serde_json::from_str(&w.ok(&["scan", "--dry-run", "--json"])).unwrap();
+    let candidates = json["candidates"].as_array().unwrap();
+    assert_eq!(candidates.len(), 40, "{json}");
+    assert_eq!(candidates[39]["id"], 40);
+    assert_eq!(
+        candidates[0]["why"],
+        "never logged in since 2015-01-01 00:00:00"
+    );
+    let stats: serde_json::Value = serde_json::from_str(&w.ok(&["stats", "--json"])).unwrap();
+    assert_eq!(stats["PENDING"], 0, "a dry run writes nothing");
 }

@@ -17,8 +17,40 @@ pub struct ScanReport {
     pub counts: ScanRecord,
     /// The first new candidates (ids only), for `--dry-run`.
     pub first: Vec<i64>,
+    /// Every new candidate and why it is one (dry runs only; empty otherwise).
+    pub candidates: Vec<Candidate>,
     /// Whether anything was written.
     pub dry_run: bool,
+}
+
+/// A user a scan would open a retirement for, and why.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Candidate {
+    /// The source's primary key.
+    pub id: i64,
+    /// Last login; `None`: never logged in.
+    pub last_login: Option<chrono::NaiveDateTime>,
+    /// Sign-up.
+    pub date_joined: Option<chrono::NaiveDateTime>,
+    /// `inactive since <last login>`, or `never logged in since <sign-up>`.
+    pub why: String,
+}
+
+impl Candidate {
+    fn of(user: &Inactive) -> Self {
+        let at = |t: chrono::NaiveDateTime| t.format("%Y-%m-%d %H:%M:%S").to_string();
+        let why = match (user.last_login, user.date_joined) {
+            (Some(login), _) => format!("inactive since {}", at(login)),
+            (None, Some(joined)) => format!("never logged in since {}", at(joined)),
+            (None, None) => "never logged in".to_string(),
+        };
+        Self {
+            id: user.id,
+            last_login: user.last_login,
+            date_joined: user.date_joined,
+            why,
+        }
+    }
 }
 
 /// Why a scan could not run.
@@ -177,6 +209,7 @@ pub async fn scan(
         return Ok(ScanReport {
             counts,
             first,
+            candidates: new.iter().map(|c| Candidate::of(c)).collect(),
             dry_run: true,
         });
     }
@@ -214,6 +247,7 @@ pub async fn scan(
     Ok(ScanReport {
         counts,
         first,
+        candidates: Vec::new(),
         dry_run: false,
     })
 }

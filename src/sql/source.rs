@@ -64,7 +64,36 @@ pub struct Inactive {
     pub excluded: bool,
     /// Language, when the source has a locale column.
     pub locale: Option<String>,
+    /// Last login; `None`: never logged in.
+    pub last_login: Option<NaiveDateTime>,
+    /// Sign-up.
+    pub date_joined: Option<NaiveDateTime>,
 }
+
+/// Rows of each driver whose time columns decode as naive or zoned times.
+trait TimeRow {
+    /// A time column as UTC wall time, whether the driver gives it with or without a zone.
+    fn naive(&self, column: &str) -> Result<Option<NaiveDateTime>, sqlx::Error>;
+}
+
+macro_rules! time_row {
+    ($($row:ty),*) => {$(
+        impl TimeRow for $row {
+            fn naive(&self, column: &str) -> Result<Option<NaiveDateTime>, sqlx::Error> {
+                self.try_get::<Option<NaiveDateTime>, _>(column).or_else(|_| {
+                    self.try_get::<Option<chrono::DateTime<chrono::Utc>>, _>(column)
+                        .map(|t| t.map(|t| t.naive_utc()))
+                })
+            }
+        }
+    )*};
+}
+
+time_row!(
+    sqlx::mysql::MySqlRow,
+    sqlx::postgres::PgRow,
+    sqlx::sqlite::SqliteRow
+);
 
 /// A connected source.
 pub struct SourceReader {
@@ -283,6 +312,7 @@ impl SourceReader {
         // spliced as written; every value is bound.
         let sql = format!(
             "SELECT {id_expr} AS id, {email} AS email, {username} AS username, {locale} AS locale, \
+             {last_login} AS last_login, {joined} AS date_joined, \
              CASE WHEN ({exclude}) THEN 1 ELSE 0 END AS excluded \
              FROM {table} WHERE {id} > {p1} AND {id} <= {p2} AND COALESCE({last_login}, {joined}) < {p3} \
              ORDER BY {table}.{id} LIMIT {p4}",
@@ -323,6 +353,8 @@ impl SourceReader {
                             username: r.try_get("username")?,
                             excluded: excluded != 0,
                             locale: r.try_get::<Option<String>, _>("locale").unwrap_or(None),
+                            last_login: TimeRow::naive(r, "last_login")?,
+                            date_joined: TimeRow::naive(r, "date_joined")?,
                         })
                     })
                     .collect::<Result<Vec<_>, sqlx::Error>>()
