@@ -358,6 +358,11 @@ async fn resume_and_abort_exit_codes() {
     );
     let err = w.fails(&["resume", "1", "--to", "COMPLETE"], 3);
     assert!(err.contains("not a working state"), "{err}");
+    let err = w.fails(&["resume", "1", "--to", "NOPE"], 2);
+    assert!(
+        err.contains("--to \"NOPE\": no such state in ./states.toml (working states: PENDING, WARNED, RETIRING_EDX, RETIRING_SARBACANE, NOTIFIED)"),
+        "{err}"
+    );
     let out = w.ok(&["resume", "1"]);
     assert!(out.contains("#1: now PENDING"), "{out}");
     w.fails(&["resume", "42"], 3);
@@ -758,4 +763,26 @@ fn scan_dry_run_lists_every_candidate_in_json_and_says_how_many_are_not_shown() 
     );
     let stats: serde_json::Value = serde_json::from_str(&w.ok(&["stats", "--json"])).unwrap();
     assert_eq!(stats["PENDING"], 0, "a dry run writes nothing");
+}
+
+#[test]
+fn check_connect_reports_but_does_not_fail_an_unreachable_smtp_server_no_stage_uses() {
+    let w = Workdir::new("smtpunused");
+    w.ok(&["migrate"]);
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let email = format!(
+        "[email]\nhost = \"127.0.0.1\"\nport = {closed}\ntls = \"none\"\nfrom = \"noreply@example.org\"\nsite_name = \"Site\"\ntimeout = \"2s\"\n"
+    );
+    // Only noop stages: nothing sends email.
+    w.write_pipeline(&noop_pipeline("", &email));
+    let out = w.ok(&["check", "--connect"]);
+    assert!(
+        out.contains("smtp: not usable (") && out.contains("no stage sends email"),
+        "{out}"
+    );
+    assert!(out.contains("config valid"), "{out}");
 }
