@@ -51,7 +51,9 @@ struct Global {
     /// Logs as one JSON object per line.
     #[arg(long, global = true, env = "LETHE_LOG_JSON")]
     log_json: bool,
-    /// Who is acting, recorded in events of operator commands.
+    /// Who is acting, recorded in events of operator commands as `operator:NAME`: this
+    /// flag, else $LETHE_OPERATOR, else $USER, else the OS account the process runs as
+    /// (its uid in /etc/passwd, or `id -un`).
     #[arg(long, global = true, env = "LETHE_OPERATOR")]
     actor: Option<String>,
 }
@@ -308,7 +310,9 @@ impl Ctx {
             .global
             .actor
             .clone()
-            .or_else(|| std::env::var("USER").ok())
+            .filter(|a| !a.trim().is_empty())
+            .or_else(|| std::env::var("USER").ok().filter(|u| !u.trim().is_empty()))
+            .or_else(crate::ops::os_account_name)
             .unwrap_or_else(|| "unknown".into());
         format!("operator:{name}")
     }

@@ -786,3 +786,34 @@ fn check_connect_reports_but_does_not_fail_an_unreachable_smtp_server_no_stage_u
     );
     assert!(out.contains("config valid"), "{out}");
 }
+
+#[test]
+fn operator_events_name_the_os_account_without_user_or_lethe_operator() {
+    let w = Workdir::new("actor");
+    w.ok(&["migrate"]);
+    let out = Command::new(env!("CARGO_BIN_EXE_lethe"))
+        .current_dir(&w.dir)
+        .args(["enqueue", "1"])
+        .env("LETHE_HASH_KEY", "test-key-0123456789")
+        .env_remove("LETHE_OPERATOR")
+        .env_remove("USER")
+        .env_remove("LETHE_STORE_URL")
+        .env_remove("LETHE_SOURCE_URL")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let id = Command::new("id").arg("-un").output().unwrap();
+    let account = String::from_utf8(id.stdout).unwrap().trim().to_string();
+    let status: serde_json::Value =
+        serde_json::from_str(&w.ok(&["status", "1", "--json"])).unwrap();
+    assert_eq!(status["events"][0]["actor"], format!("operator:{account}"));
+    let help = w.ok(&["enqueue", "--help"]);
+    assert!(
+        help.contains("else $USER, else the OS account the process runs as"),
+        "{help}"
+    );
+}
