@@ -705,7 +705,22 @@ async fn run(ctx: &Ctx, once: bool) -> Outcome {
         let graph = config.graph.clone();
         let policy = config.pipeline.policy.clone();
         let mut stop_scans = shutdown.clone();
+        // The timer goes on from the last recorded scan: a restart does not rescan.
+        let last = store.last_scan().await?;
+        let delay = crate::driver::scan::first_scan_delay(last, source.scan_interval.0, Utc::now());
+        match last {
+            Some(at) => tracing::info!(
+                last_scan = %at.to_rfc3339(),
+                next_in_secs = delay.as_secs(),
+                "scan timer: continuing from the last recorded scan"
+            ),
+            None => tracing::info!("scan timer: no scan recorded yet, scanning now"),
+        }
         tokio::spawn(async move {
+            tokio::select! {
+                _ = tokio::time::sleep(delay) => {}
+                _ = stop_scans.changed() => return,
+            }
             loop {
                 let now = crate::store::truncate_micros(Utc::now());
                 let options = crate::driver::scan::ScanOptions::default();

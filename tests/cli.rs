@@ -817,3 +817,70 @@ fn operator_events_name_the_os_account_without_user_or_lethe_operator() {
         "{help}"
     );
 }
+
+/// Starts `lethe run` in `w`, waits (bounded) for a log line containing `marker`, then
+/// stops it with SIGTERM and returns its logs.
+fn daemon_until(w: &Workdir, marker: &str) -> String {
+    use std::io::BufRead;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_lethe"))
+        .current_dir(&w.dir)
+        .args(["run"])
+        .env("LETHE_HASH_KEY", "test-key-0123456789")
+        .env("LETHE_LOG", "info")
+        .env_remove("LETHE_STORE_URL")
+        .env_remove("LETHE_SOURCE_URL")
+        .stderr(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    // A bound, not a wait: the daemon is killed if the marker has not come within a minute.
+    let (done, watch) = std::sync::mpsc::channel::<()>();
+    let pid = child.id().to_string();
+    let watchdog = std::thread::spawn(move || {
+        if watch.recv_timeout(Duration::from_secs(60)).is_err() {
+            let _ = Command::new("kill").args(["-KILL", &pid]).status();
+        }
+    });
+    let mut logs = String::new();
+    // Lines arrive as the daemon writes them; the child is killed if the marker never comes.
+    for line in std::io::BufReader::new(stderr).lines() {
+        let Ok(line) = line else { break };
+        logs.push_str(&line);
+        logs.push('\n');
+        if line.contains(marker) {
+            break;
+        }
+    }
+    let pid = child.id().to_string();
+    let _ = Command::new("kill").args(["-TERM", &pid]).status();
+    let status = child.wait().unwrap();
+    let _ = done.send(());
+    let _ = watchdog.join();
+    assert!(logs.contains(marker), "no {marker:?} in: {logs} ({status})");
+    logs
+}
+
+#[test]
+fn a_restarted_daemon_scans_when_the_interval_since_the_last_scan_is_over() {
+    let w = Workdir::new("scantimer");
+    w.ok(&["migrate"]);
+    // No scan recorded: the first daemon scans at once.
+    let logs = daemon_until(&w, "scan finished");
+    assert!(
+        logs.contains("no scan recorded yet, scanning now"),
+        "{logs}"
+    );
+    let scans = || {
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        rt.block_on(common::scalar(
+            &w.url(),
+            "SELECT COUNT(*) FROM scan_run".into(),
+        ))
+    };
+    assert_eq!(scans(), 1);
+    // Restarted within the hour: it waits for the rest of it instead of scanning again.
+    let logs = daemon_until(&w, "continuing from the last recorded scan");
+    assert!(!logs.contains("scan finished"), "{logs}");
+    assert_eq!(scans(), 1, "a restart does not rescan");
+}

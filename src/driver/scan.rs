@@ -117,6 +117,21 @@ async fn read_range(
     Ok(read)
 }
 
+/// How long a starting daemon waits before its first scan: what is left of `interval`
+/// since the last recorded scan (nothing when none is recorded or one is overdue; the whole
+/// interval when the recorded one is in the future, a clock set back).
+pub fn first_scan_delay(
+    last: Option<DateTime<Utc>>,
+    interval: std::time::Duration,
+    now: DateTime<Utc>,
+) -> std::time::Duration {
+    let Some(last) = last else {
+        return std::time::Duration::ZERO;
+    };
+    let elapsed = (now - last).to_std().unwrap_or(std::time::Duration::ZERO);
+    interval.saturating_sub(elapsed)
+}
+
 /// Scans the source once. A refusal by the blast-radius guard is not an error: the report
 /// says why in `counts.refused` and nothing is enqueued.
 #[allow(clippy::too_many_arguments)]
@@ -250,4 +265,24 @@ pub async fn scan(
         candidates: Vec::new(),
         dry_run: false,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::first_scan_delay;
+    use std::time::Duration;
+
+    #[test]
+    fn the_first_scan_waits_for_the_rest_of_the_interval() {
+        let now: chrono::DateTime<chrono::Utc> = "2026-11-22T10:00:00Z".parse().unwrap();
+        let hour = Duration::from_secs(3600);
+        let ago = |m: i64| Some(now - chrono::Duration::minutes(m));
+        assert_eq!(first_scan_delay(None, hour, now), Duration::ZERO);
+        assert_eq!(
+            first_scan_delay(ago(20), hour, now),
+            Duration::from_secs(40 * 60)
+        );
+        assert_eq!(first_scan_delay(ago(90), hour, now), Duration::ZERO);
+        assert_eq!(first_scan_delay(ago(-5), hour, now), hour);
+    }
 }
