@@ -335,7 +335,7 @@ fn describe_target(target: &str) -> String {
     if target.contains('@') {
         "that email".into()
     } else {
-        format!("{target:?}")
+        crate::ops::shown(target)
     }
 }
 
@@ -346,7 +346,8 @@ fn parse_target(target: &str, key: Option<&HashKey>) -> Result<Lookup, Failure> 
     match id {
         Some(digits) => digits.parse().map(Lookup::Id).map_err(|_| {
             Failure::Config(format!(
-                "{target:?}: a retirement id is #NUMBER or id:NUMBER"
+                "{}: a retirement id is #NUMBER or id:NUMBER",
+                crate::ops::shown(target)
             ))
         }),
         None if target.trim().is_empty() => Failure::Config("empty subject".into()).into_err(),
@@ -643,7 +644,8 @@ async fn plan(ctx: &Ctx, subject: &str) -> Outcome {
     let config = ctx.config()?;
     let id: i64 = subject.trim().parse().map_err(|_| {
         Failure::Config(format!(
-            "{subject:?}: a subject is the integer id of the root table"
+            "{}: a subject is the integer id of the root table",
+            crate::ops::shown(subject)
         ))
     })?;
     if config.pipeline.targets.is_empty() {
@@ -1039,7 +1041,8 @@ async fn list(ctx: &Ctx, state: Option<String>, limit: i64) -> Outcome {
         && !config.graph.contains(state)
     {
         return Err(Failure::Config(format!(
-            "--state {state:?}: no such state (known: {})",
+            "--state {}: no such state (known: {})",
+            crate::ops::shown(state),
             config.graph.names().join(", ")
         )));
     }
@@ -1147,12 +1150,15 @@ async fn touch(ctx: &Ctx, subject: &str, at: Option<String>) -> Outcome {
             at.to_rfc3339()
         )));
     }
-    let subject = subject.trim();
-    if subject.is_empty() || subject.starts_with('#') || subject.contains('@') {
-        return Err(Failure::Config(format!(
-            "{subject:?}: give the subject id (the source's primary key)"
-        )));
+    if subject.contains('@') {
+        return Err(Failure::Config(
+            "an email is not a subject: give the subject id (the source's primary key)".into(),
+        ));
     }
+    let subject = crate::ops::parse_subject("subject", subject)
+        .map_err(input_error)?
+        .to_string();
+    let subject = subject.as_str();
     let config = ctx.config()?;
     let key = ctx.hash_key()?;
     let store = ctx.store(Some(&config), 1).await?;
@@ -1190,7 +1196,8 @@ fn parse_time(flag: &str, text: &str) -> Result<DateTime<Utc>, Failure> {
         .map(|t| t.and_utc())
         .ok_or_else(|| {
             Failure::Config(format!(
-                "{flag} {text:?}: expected RFC 3339 (2026-01-31T12:00:00Z) or YYYY-MM-DD"
+                "{flag} {}: expected RFC 3339 (2026-01-31T12:00:00Z) or YYYY-MM-DD",
+                crate::ops::shown(text)
             ))
         })
 }

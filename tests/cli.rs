@@ -442,7 +442,10 @@ fn touch_cancels_before_deletion_and_refuses_after() {
     let out = w.ok(&["touch", "3", "--at", "2026-01-01"]);
     assert!(out.contains("no open retirement"), "{out}");
     w.fails(&["touch", "3", "--at", "2999-01-01"], 2);
-    w.fails(&["touch", "someone@example.org"], 2);
+    let err = w.fails(&["touch", "someone@example.org"], 2);
+    assert!(!err.contains("someone"), "the email is not echoed: {err}");
+    let err = w.fails(&["touch", "1e3"], 2);
+    assert!(err.contains("subject: \"1e3\" is not a subject"), "{err}");
 }
 
 #[test]
