@@ -7,8 +7,8 @@ use crate::domain::REASONS;
 use crate::driver::{Driver, SystemClock, unique_owner};
 use crate::pii::HashKey;
 use crate::store::{
-    self, ActionResult, AuditFilter, AuditRow, DEFAULT_STORE_URL, EnqueueOutcome, Lookup,
-    NewRetirement, OperatorAction, Retirement, Store, StoreError, redact_url,
+    self, ActionResult, AuditFilter, AuditRow, DEFAULT_STORE_URL, Lookup, OperatorAction,
+    Retirement, Store, StoreError, redact_url,
 };
 use chrono::{DateTime, NaiveDate, Utc};
 use clap::{Args, Parser, Subcommand, ValueEnum};
@@ -51,7 +51,9 @@ struct Global {
     /// Logs as one JSON object per line.
     #[arg(long, global = true, env = "LETHE_LOG_JSON")]
     log_json: bool,
-    /// Who is acting, recorded in events of operator commands.
+    /// Who is acting, recorded in events of operator commands as `operator:NAME`: this
+    /// flag, else $LETHE_OPERATOR, else $USER, else the OS account the process runs as
+    /// (its uid in /etc/passwd, or `id -un`).
     #[arg(long, global = true, env = "LETHE_OPERATOR")]
     actor: Option<String>,
 }
@@ -82,7 +84,8 @@ enum Command {
         #[arg(long)]
         limit: Option<usize>,
     },
-    /// Open retirements for subjects (source primary keys).
+    /// Open retirements for subjects (source primary keys). Subjects that `source.exclude`
+    /// or an allow-list keeps out are refused (exit 3), the others enqueued.
     Enqueue {
         /// Subject ids.
         subjects: Vec<String>,
@@ -92,6 +95,10 @@ enum Command {
         /// A file of lines `subject[,email[,username]]` (`#` starts a comment).
         #[arg(long)]
         from_file: Option<PathBuf>,
+        /// Enqueue this one subject even though `source.exclude` or an allow-list keeps it
+        /// out (stored on the retirement and recorded in its event; needs no source).
+        #[arg(long)]
+        override_exclusion: bool,
     },
     /// Show one retirement and its whole history (`#ID` or `id:ID` for a retirement id;
     /// otherwise a subject id or email).
@@ -189,7 +196,10 @@ impl From<ConfigError> for Failure {
 impl From<StoreError> for Failure {
     fn from(e: StoreError) -> Self {
         match e {
-            StoreError::BadUrl { .. } => Failure::Config(e.to_string()),
+            StoreError::BadUrl { .. }
+            | StoreError::NotMigrated
+            | StoreError::Behind { .. }
+            | StoreError::Missing { .. } => Failure::Config(e.to_string()),
             StoreError::StateInUse { .. } => Failure::Refused(e.to_string()),
             other => Failure::Runtime(other.into()),
         }
@@ -253,7 +263,7 @@ pub fn main() -> ExitCode {
             ExitCode::from(3)
         }
         Err(Failure::Runtime(e)) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", crate::db::chain(e.as_ref()));
             ExitCode::from(1)
         }
     }
@@ -276,10 +286,19 @@ impl Ctx {
             .unwrap_or_else(|| DEFAULT_STORE_URL.to_string())
     }
 
-    /// Opens and migrates the store; syncs states when a config is given.
-    async fn store(&self, config: Option<&Config>, pool: u32) -> Result<Arc<dyn Store>, Failure> {
-        let store = store::open(&self.store_url(config), pool).await?;
+    /// Opens, migrates and syncs the store (`migrate` and `run` only: they may change the
+    /// schema, and create a SQLite file).
+    async fn store_migrating(&self, config: &Config, pool: u32) -> Result<Arc<dyn Store>, Failure> {
+        let store = store::open(&self.store_url(Some(config)), pool).await?;
         store.migrate().await?;
+        store.sync_states(&config.graph).await?;
+        Ok(store)
+    }
+
+    /// Opens an existing, migrated store without changing its schema (refusing one that is
+    /// missing or behind: run `lethe migrate`); syncs states when a config is given.
+    async fn store(&self, config: Option<&Config>, pool: u32) -> Result<Arc<dyn Store>, Failure> {
+        let store = store::open_existing(&self.store_url(config), pool).await?;
         if let Some(config) = config {
             store.sync_states(&config.graph).await?;
         }
@@ -291,7 +310,9 @@ impl Ctx {
             .global
             .actor
             .clone()
-            .or_else(|| std::env::var("USER").ok())
+            .filter(|a| !a.trim().is_empty())
+            .or_else(|| std::env::var("USER").ok().filter(|u| !u.trim().is_empty()))
+            .or_else(crate::ops::os_account_name)
             .unwrap_or_else(|| "unknown".into());
         format!("operator:{name}")
     }
@@ -314,7 +335,7 @@ fn describe_target(target: &str) -> String {
     if target.contains('@') {
         "that email".into()
     } else {
-        format!("{target:?}")
+        crate::ops::shown(target)
     }
 }
 
@@ -325,7 +346,8 @@ fn parse_target(target: &str, key: Option<&HashKey>) -> Result<Lookup, Failure> 
     match id {
         Some(digits) => digits.parse().map(Lookup::Id).map_err(|_| {
             Failure::Config(format!(
-                "{target:?}: a retirement id is #NUMBER or id:NUMBER"
+                "{}: a retirement id is #NUMBER or id:NUMBER",
+                crate::ops::shown(target)
             ))
         }),
         None if target.trim().is_empty() => Failure::Config("empty subject".into()).into_err(),
@@ -349,7 +371,8 @@ async fn dispatch(cli: Cli) -> Outcome {
             subjects,
             reason,
             from_file,
-        } => enqueue(&ctx, subjects, &reason, from_file).await,
+            override_exclusion,
+        } => enqueue(&ctx, subjects, &reason, from_file, override_exclusion).await,
         Command::Status { target } => status(&ctx, &target).await,
         Command::List { state, limit } => list(&ctx, state, limit).await,
         Command::Stats => stats(&ctx).await,
@@ -374,7 +397,7 @@ async fn dispatch(cli: Cli) -> Outcome {
 
 async fn migrate(ctx: &Ctx) -> Outcome {
     let config = ctx.config()?;
-    ctx.store(Some(&config), 2).await?;
+    ctx.store_migrating(&config, 2).await?;
     out!(
         "store {} is migrated; {} states synced from {}",
         redact_url(&ctx.store_url(Some(&config))),
@@ -428,7 +451,10 @@ async fn check(ctx: &Ctx, connect: bool) -> Outcome {
         crate::config::HumanDuration(p.driver.lease),
         crate::config::HumanDuration(p.driver.poll_interval)
     );
-    if let Some(templates) = crate::stages::load_templates(p)? {
+    let templates = crate::stages::load_templates(p)?;
+    // Some stage sends email (an email stage, or grace reminders): SMTP must work.
+    let sends_mail = templates.is_some();
+    if let Some(templates) = templates {
         let mut names: Vec<&str> = p
             .stages
             .iter()
@@ -457,13 +483,10 @@ async fn check(ctx: &Ctx, connect: bool) -> Outcome {
         );
     }
     if connect {
-        let store = store::open(&url, 1).await?;
-        match store.next_due().await {
-            Ok(_) => out!("store: reachable"),
-            Err(e) => out!(
-                "store: reachable, but its schema is missing or unreadable ({e}): run `lethe migrate`"
-            ),
-        }
+        // Changes nothing: a missing SQLite file or schema fails here (exit 2).
+        let store = store::open_existing(&url, 1).await?;
+        store.next_due().await?;
+        out!("store: reachable and migrated");
         if let Some(source) = &config.pipeline.source {
             let reader = connect_source(source).await?;
             let users = reader
@@ -473,13 +496,18 @@ async fn check(ctx: &Ctx, connect: bool) -> Outcome {
             out!("source: reachable, {users} users in {}", source.table);
         }
         if let Some(email) = &config.pipeline.email {
-            let mailer = crate::mail::Mailer::new(email)
-                .map_err(|e| Failure::from(crate::stages::BuildError::from(e)))?;
-            mailer
-                .test_connection()
-                .await
-                .map_err(|e| Failure::from(crate::stages::BuildError::from(e)))?;
-            out!("smtp: reachable at {}:{}", email.host, email.port());
+            let reached = match crate::mail::Mailer::new(email) {
+                Ok(mailer) => mailer.test_connection().await,
+                Err(e) => Err(e),
+            };
+            match reached {
+                Ok(()) => out!("smtp: reachable at {}:{}", email.host, email.port()),
+                Err(e) if !sends_mail => out!(
+                    "smtp: not usable ({}); no stage sends email, so [email] is not needed yet",
+                    crate::db::chain(&e)
+                ),
+                Err(e) => return Err(Failure::from(crate::stages::BuildError::from(e))),
+            }
         }
         for target in &config.pipeline.targets {
             let connected = crate::sql::target::Target::connect(target)
@@ -590,7 +618,7 @@ async fn scan(ctx: &Ctx, dry_run: bool, limit: Option<usize>) -> Outcome {
         .ok_or_else(|| no_source(&config))?;
     let key = ctx.hash_key()?;
     let reader = connect_source(source).await?;
-    let store = ctx.store(Some(&config), 2).await?;
+    let store = ctx.store((!dry_run).then_some(&config), 2).await?;
     let now = crate::store::truncate_micros(Utc::now());
     let options = crate::driver::scan::ScanOptions { dry_run, limit };
     let report = crate::driver::scan::scan(
@@ -623,8 +651,14 @@ async fn scan(ctx: &Ctx, dry_run: bool, limit: Option<usize>) -> Outcome {
             }
         );
         if dry_run {
-            let new = c.inactive - c.excluded - c.already_open;
+            let new = report.candidates.len();
             out!("would enqueue {new}; first ids: {:?}", report.first);
+            if new > report.first.len() {
+                out!(
+                    "{} more not shown: `lethe scan --dry-run --json` lists every candidate and why",
+                    new - report.first.len()
+                );
+            }
         }
     }
     match &c.refused {
@@ -638,7 +672,8 @@ async fn plan(ctx: &Ctx, subject: &str) -> Outcome {
     let config = ctx.config()?;
     let id: i64 = subject.trim().parse().map_err(|_| {
         Failure::Config(format!(
-            "{subject:?}: a subject is the integer id of the root table"
+            "{}: a subject is the integer id of the root table",
+            crate::ops::shown(subject)
         ))
     })?;
     if config.pipeline.targets.is_empty() {
@@ -690,7 +725,7 @@ async fn run(ctx: &Ctx, once: bool) -> Outcome {
     let handlers = crate::stages::build(&config.pipeline).await?;
     let tuning = config.pipeline.driver.clone();
     let store = ctx
-        .store(Some(&config), tuning.concurrency as u32 * 2 + 2)
+        .store_migrating(&config, tuning.concurrency as u32 * 2 + 2)
         .await?;
     let driver = Arc::new(Driver::new(
         store,
@@ -709,7 +744,22 @@ async fn run(ctx: &Ctx, once: bool) -> Outcome {
         let graph = config.graph.clone();
         let policy = config.pipeline.policy.clone();
         let mut stop_scans = shutdown.clone();
+        // The timer goes on from the last recorded scan: a restart does not rescan.
+        let last = store.last_scan().await?;
+        let delay = crate::driver::scan::first_scan_delay(last, source.scan_interval.0, Utc::now());
+        match last {
+            Some(at) => tracing::info!(
+                last_scan = %at.to_rfc3339(),
+                next_in_secs = delay.as_secs(),
+                "scan timer: continuing from the last recorded scan"
+            ),
+            None => tracing::info!("scan timer: no scan recorded yet, scanning now"),
+        }
         tokio::spawn(async move {
+            tokio::select! {
+                _ = tokio::time::sleep(delay) => {}
+                _ = stop_scans.changed() => return,
+            }
             loop {
                 let now = crate::store::truncate_micros(Utc::now());
                 let options = crate::driver::scan::ScanOptions::default();
@@ -791,10 +841,8 @@ async fn wait_for_signal() {
     }
 }
 
-/// A subject with optional email and username, as read from a file.
-type SubjectLine = (String, Option<String>, Option<String>);
-
-fn read_subject_file(path: &PathBuf) -> Result<Vec<SubjectLine>, Failure> {
+/// Reads `subject[,email[,username]]` lines, validating each (`FILE:LINE` in messages).
+fn read_subject_file(path: &PathBuf) -> Result<Vec<crate::ops::Request>, Failure> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| Failure::Config(format!("{}: cannot read: {e}", path.display())))?;
     let mut rows = Vec::new();
@@ -805,90 +853,142 @@ fn read_subject_file(path: &PathBuf) -> Result<Vec<SubjectLine>, Failure> {
         }
         let mut fields = line.split(',').map(|f| f.trim().to_string());
         let subject = fields.next().unwrap_or_default();
-        if subject.is_empty() {
-            return Err(Failure::Config(format!(
-                "{}:{}: empty subject",
-                path.display(),
-                n + 1
-            )));
-        }
         let email = fields.next().filter(|f| !f.is_empty());
         let username = fields.next().filter(|f| !f.is_empty());
-        rows.push((subject, email, username));
+        let at = format!("{}:{}", path.display(), n + 1);
+        rows.push(crate::ops::request(&at, &subject, email, username).map_err(input_error)?);
     }
     Ok(rows)
 }
+
+fn input_error(e: crate::ops::InputError) -> Failure {
+    Failure::Config(e.to_string())
+}
+
+/// Above this many subjects, `enqueue` prints counts instead of a line per subject.
+const ECHO_AT_MOST: usize = 20;
 
 async fn enqueue(
     ctx: &Ctx,
     subjects: Vec<String>,
     reason: &str,
     from_file: Option<PathBuf>,
+    exclusion_override: bool,
 ) -> Outcome {
+    use crate::ops::{EnqueueError, Opened};
     if !REASONS.contains(&reason) {
         return Err(Failure::Config(format!(
-            "--reason {reason:?}: unknown reason (allowed: {})",
+            "--reason {}: unknown reason (allowed: {})",
+            crate::ops::shown(reason),
             REASONS.join(", ")
         )));
     }
     let key = ctx.hash_key()?;
-    let mut rows: Vec<SubjectLine> = subjects
-        .into_iter()
-        .map(|s| (s.trim().to_string(), None, None))
-        .collect();
+    let mut rows = subjects
+        .iter()
+        .enumerate()
+        .map(|(n, s)| crate::ops::request(&format!("argument {}", n + 1), s, None, None))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(input_error)?;
     if let Some(path) = &from_file {
         rows.extend(read_subject_file(path)?);
     }
     if rows.is_empty() {
+        return Err(Failure::Config(EnqueueError::Empty.to_string()));
+    }
+    if exclusion_override && rows.len() > 1 {
         return Err(Failure::Config(
-            "nothing to enqueue: give SUBJECT arguments or --from-file".into(),
+            EnqueueError::OverrideOfMany(rows.len()).to_string(),
         ));
     }
-    if let Some(bad) = rows.iter().find(|r| r.0.is_empty()) {
-        return Err(Failure::Config(format!("empty subject {:?}", bad.0)));
-    }
     let config = ctx.config()?;
+    let reader = match (&config.pipeline.source, exclusion_override) {
+        (_, true) => None,
+        (None, false) => {
+            return Err(Failure::Config(format!(
+                "{}: {}",
+                config.pipeline_path.display(),
+                EnqueueError::NoSource
+            )));
+        }
+        (Some(source), false) => Some(connect_source(source).await?),
+    };
     let store = ctx.store(Some(&config), 2).await?;
-    let new: Vec<NewRetirement> = rows
+    let now = crate::store::truncate_micros(Utc::now());
+    let actor = ctx.actor();
+    let input = crate::ops::Enqueue {
+        requests: &rows,
+        reason,
+        exclusion_override,
+        actor: &actor,
+    };
+    let opened = crate::ops::enqueue(
+        store.as_ref(),
+        &config.graph,
+        reader.as_ref(),
+        &key,
+        input,
+        now,
+    )
+    .await
+    .map_err(|e| match e {
+        EnqueueError::Store(e) => Failure::from(e),
+        EnqueueError::Source(_) => Failure::Runtime(e.into()),
+        other => Failure::Config(other.to_string()),
+    })?;
+    let count = |f: fn(&Opened) -> bool| opened.iter().filter(|(_, o)| f(o)).count();
+    let created = count(|o| matches!(o, Opened::Created { .. }));
+    let open = count(|o| matches!(o, Opened::AlreadyOpen { .. }));
+    let refused: Vec<(i64, &str)> = opened
         .iter()
-        .map(|(subject, email, username)| NewRetirement {
-            subject: subject.clone(),
-            email: email.clone(),
-            username: username.clone(),
-            reason: reason.to_string(),
-            subject_hash: key.subject(subject),
-            email_hash: email.as_deref().map(|e| key.email(e)),
-            locale: None,
+        .filter_map(|(s, o)| match o {
+            Opened::Refused { why } => Some((*s, why.as_str())),
+            _ => None,
         })
         .collect();
-    let now = crate::store::truncate_micros(Utc::now());
-    let outcomes = store
-        .enqueue(config.graph.initial(), &new, &ctx.actor(), now)
-        .await?;
-    let created = outcomes
-        .iter()
-        .filter(|o| matches!(o, EnqueueOutcome::Created(_)))
-        .count();
     if ctx.global.json {
-        let rows: Vec<_> = new
+        let rows: Vec<_> = opened
             .iter()
-            .zip(&outcomes)
-            .map(|(n, o)| serde_json::json!({ "subject": n.subject, "outcome": o }))
+            .map(|(s, o)| serde_json::json!({ "subject": s.to_string(), "outcome": o }))
             .collect();
         out!("{}", serde_json::Value::Array(rows));
     } else {
-        for (n, o) in new.iter().zip(&outcomes) {
-            match o {
-                EnqueueOutcome::Created(id) => out!("{}: enqueued as #{id}", n.subject),
-                EnqueueOutcome::AlreadyOpen(id) => out!("{}: already open as #{id}", n.subject),
+        if opened.len() <= ECHO_AT_MOST {
+            for (s, o) in &opened {
+                match o {
+                    Opened::Created { id } => out!("{s}: enqueued as #{id}"),
+                    Opened::AlreadyOpen { id } => out!("{s}: already open as #{id}"),
+                    Opened::Refused { why } => out!("{s}: refused, {why}"),
+                }
             }
         }
         out!(
-            "{created} enqueued, {} already open",
-            outcomes.len() - created
+            "{created} enqueued, {open} already open, {} refused{}",
+            refused.len(),
+            if exclusion_override {
+                " (exclusions overridden)"
+            } else {
+                ""
+            }
         );
     }
-    Ok(())
+    if refused.is_empty() {
+        return Ok(());
+    }
+    for (subject, why) in refused.iter().take(ECHO_AT_MOST) {
+        eprintln!("refused: subject {subject}: {why}");
+    }
+    if refused.len() > ECHO_AT_MOST {
+        eprintln!(
+            "refused: … and {} more (--json lists them all)",
+            refused.len() - ECHO_AT_MOST
+        );
+    }
+    Err(Failure::Refused(format!(
+        "{} of {} subject(s) are excluded and were not enqueued (the others were); to retire one anyway: `lethe enqueue ID --override-exclusion`",
+        refused.len(),
+        opened.len()
+    )))
 }
 
 fn time(t: Option<DateTime<Utc>>) -> String {
@@ -978,7 +1078,8 @@ async fn list(ctx: &Ctx, state: Option<String>, limit: i64) -> Outcome {
         && !config.graph.contains(state)
     {
         return Err(Failure::Config(format!(
-            "--state {state:?}: no such state (known: {})",
+            "--state {}: no such state (known: {})",
+            crate::ops::shown(state),
             config.graph.names().join(", ")
         )));
     }
@@ -1031,6 +1132,16 @@ async fn stats(ctx: &Ctx) -> Outcome {
 
 async fn operate(ctx: &Ctx, target: &str, action: OperatorAction) -> Outcome {
     let config = ctx.config()?;
+    if let OperatorAction::Resume { to: Some(to) } = &action
+        && !config.graph.contains(to)
+    {
+        return Err(Failure::Config(format!(
+            "--to {}: no such state in {} (working states: {})",
+            crate::ops::shown(to),
+            config.states_path.display(),
+            config.graph.working().join(", ")
+        )));
+    }
     let store = ctx.store(Some(&config), 1).await?;
     let found = ctx.resolve(store.as_ref(), target).await?;
     let now = crate::store::truncate_micros(Utc::now());
@@ -1076,12 +1187,15 @@ async fn touch(ctx: &Ctx, subject: &str, at: Option<String>) -> Outcome {
             at.to_rfc3339()
         )));
     }
-    let subject = subject.trim();
-    if subject.is_empty() || subject.starts_with('#') || subject.contains('@') {
-        return Err(Failure::Config(format!(
-            "{subject:?}: give the subject id (the source's primary key)"
-        )));
+    if subject.contains('@') {
+        return Err(Failure::Config(
+            "an email is not a subject: give the subject id (the source's primary key)".into(),
+        ));
     }
+    let subject = crate::ops::parse_subject("subject", subject)
+        .map_err(input_error)?
+        .to_string();
+    let subject = subject.as_str();
     let config = ctx.config()?;
     let key = ctx.hash_key()?;
     let store = ctx.store(Some(&config), 1).await?;
@@ -1119,7 +1233,8 @@ fn parse_time(flag: &str, text: &str) -> Result<DateTime<Utc>, Failure> {
         .map(|t| t.and_utc())
         .ok_or_else(|| {
             Failure::Config(format!(
-                "{flag} {text:?}: expected RFC 3339 (2026-01-31T12:00:00Z) or YYYY-MM-DD"
+                "{flag} {}: expected RFC 3339 (2026-01-31T12:00:00Z) or YYYY-MM-DD",
+                crate::ops::shown(text)
             ))
         })
 }

@@ -4,9 +4,11 @@
 
 pub mod cli;
 pub mod config;
+pub mod db;
 pub mod domain;
 pub mod driver;
 pub mod mail;
+pub mod ops;
 pub mod pii;
 pub mod sql;
 pub mod stages;

@@ -186,6 +186,20 @@ async fn scan_finds_inactive_users_and_respects_exclusions() {
         (10, 8, 5)
     );
     assert_eq!(dry.first, vec![1, 3, 10]);
+    // Every candidate, with why: the last login, or the sign-up of who never logged in.
+    let why: Vec<(i64, &str)> = dry
+        .candidates
+        .iter()
+        .map(|c| (c.id, c.why.as_str()))
+        .collect();
+    assert_eq!(
+        why,
+        [
+            (1, "inactive since 2015-01-01 00:00:00"),
+            (3, "never logged in since 2015-06-01 00:00:00"),
+            (10, "inactive since 2016-01-01 00:00:00"),
+        ]
+    );
     assert_eq!(
         store.stats().await.unwrap(),
         vec![],

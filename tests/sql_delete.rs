@@ -371,6 +371,8 @@ async fn plan_and_check_connect_show_the_plan_and_name_what_is_wrong() {
     );
     assert_eq!(f.counts().await, before, "plan changes nothing");
 
+    // check --connect reaches the store too, which only `migrate` creates.
+    assert!(lethe_in(&dir, &["migrate"]).status.success());
     let out = lethe_in(&dir, &["check", "--connect"]);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(

@@ -28,6 +28,8 @@ per_backend!(
     audit_filters_by_time_and_subject,
     a_relayed_write_back_keeps_the_lease_for_the_next_state,
     carried_steps_are_written_with_the_outcome_in_order,
+    an_exclusion_override_is_stored_claimed_and_recorded,
+    the_last_scan_and_the_migration_check_are_read_back,
 );
 
 async fn setup(
@@ -911,4 +913,77 @@ async fn carried_steps_are_written_with_the_outcome_in_order(kind: Kind) {
         [(c.attempt, warned), (1, t0() + Span::seconds(2))],
         "each event keeps the attempt it ran as and when it was decided"
     );
+}
+
+async fn an_exclusion_override_is_stored_claimed_and_recorded(kind: Kind) {
+    let (_db, store, graph, _) = setup(kind).await;
+    let overridden = lethe::store::EnqueueOptions {
+        exclusion_override: true,
+    };
+    store
+        .enqueue_with(
+            graph.initial(),
+            &subjects(1, 2),
+            overridden,
+            "operator:a",
+            t0(),
+        )
+        .await
+        .unwrap();
+    store
+        .enqueue(graph.initial(), &subjects(2, 3), "operator:a", t0())
+        .await
+        .unwrap();
+    let claimed = store.claim("d", t0(), LEASE, 10).await.unwrap();
+    let flags: Vec<(String, bool)> = claimed
+        .iter()
+        .map(|c| (c.subject.clone(), c.exclusion_override))
+        .collect();
+    assert_eq!(flags, [("1".into(), true), ("2".into(), false)]);
+    let one = store
+        .find(&Lookup::subject("1", Some(&key())))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(one.exclusion_override);
+    let history = store.history(one.id).await.unwrap();
+    let detail: serde_json::Value = serde_json::from_str(&history[0].detail).unwrap();
+    assert_eq!(detail["exclusion_override"], true, "{detail}");
+    let two = store
+        .find(&Lookup::subject("2", Some(&key())))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(!two.exclusion_override);
+    let history = store.history(two.id).await.unwrap();
+    assert!(!history[0].detail.contains("exclusion_override"));
+}
+
+async fn the_last_scan_and_the_migration_check_are_read_back(kind: Kind) {
+    let (_db, store, _, _) = setup(kind).await;
+    store
+        .check_migrated()
+        .await
+        .expect("a migrated store passes");
+    assert_eq!(store.last_scan().await.unwrap(), None);
+    for minutes in [0, 30, 10] {
+        let at = t0() + Span::minutes(minutes);
+        store
+            .record_scan(&lethe::store::ScanRecord {
+                started_at: at,
+                finished_at: at,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+    }
+    assert_eq!(
+        store.last_scan().await.unwrap(),
+        Some(t0() + Span::minutes(30))
+    );
+    // A fresh database has no schema: the check says so and creates nothing.
+    let fresh = TestDb::new(kind).await;
+    let unmigrated = lethe::store::open(&fresh.url, 1).await.unwrap();
+    let err = unmigrated.check_migrated().await.unwrap_err();
+    assert!(matches!(err, StoreError::NotMigrated), "{err}");
 }

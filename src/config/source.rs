@@ -152,15 +152,22 @@ impl Source {
 
     /// Whether the allow-lists keep this user out of any scan.
     pub fn allowed(&self, id: i64, email: Option<&str>) -> bool {
+        self.allow_rule(id, email).is_some()
+    }
+
+    /// The allow-list that keeps this user out (`allow_ids`, `allow_emails`,
+    /// `allow_domains`), if any.
+    pub fn allow_rule(&self, id: i64, email: Option<&str>) -> Option<&'static str> {
         if self.allow_ids.contains(&id) {
-            return true;
+            return Some("allow_ids");
         }
-        let Some(email) = email.map(|e| e.trim().to_lowercase()) else {
-            return false;
-        };
-        self.allow_emails.contains(&email)
-            || email
-                .rsplit_once('@')
-                .is_some_and(|(_, domain)| self.allow_domains.iter().any(|d| d == domain))
+        let email = email.map(|e| e.trim().to_lowercase())?;
+        if self.allow_emails.contains(&email) {
+            return Some("allow_emails");
+        }
+        email
+            .rsplit_once('@')
+            .is_some_and(|(_, domain)| self.allow_domains.iter().any(|d| d == domain))
+            .then_some("allow_domains")
     }
 }

@@ -17,8 +17,40 @@ pub struct ScanReport {
     pub counts: ScanRecord,
     /// The first new candidates (ids only), for `--dry-run`.
     pub first: Vec<i64>,
+    /// Every new candidate and why it is one (dry runs only; empty otherwise).
+    pub candidates: Vec<Candidate>,
     /// Whether anything was written.
     pub dry_run: bool,
+}
+
+/// A user a scan would open a retirement for, and why.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Candidate {
+    /// The source's primary key.
+    pub id: i64,
+    /// Last login; `None`: never logged in.
+    pub last_login: Option<chrono::NaiveDateTime>,
+    /// Sign-up.
+    pub date_joined: Option<chrono::NaiveDateTime>,
+    /// `inactive since <last login>`, or `never logged in since <sign-up>`.
+    pub why: String,
+}
+
+impl Candidate {
+    fn of(user: &Inactive) -> Self {
+        let at = |t: chrono::NaiveDateTime| t.format("%Y-%m-%d %H:%M:%S").to_string();
+        let why = match (user.last_login, user.date_joined) {
+            (Some(login), _) => format!("inactive since {}", at(login)),
+            (None, Some(joined)) => format!("never logged in since {}", at(joined)),
+            (None, None) => "never logged in".to_string(),
+        };
+        Self {
+            id: user.id,
+            last_login: user.last_login,
+            date_joined: user.date_joined,
+            why,
+        }
+    }
 }
 
 /// Why a scan could not run.
@@ -83,6 +115,21 @@ async fn read_range(
         }
     }
     Ok(read)
+}
+
+/// How long a starting daemon waits before its first scan: what is left of `interval`
+/// since the last recorded scan (nothing when none is recorded or one is overdue; the whole
+/// interval when the recorded one is in the future, a clock set back).
+pub fn first_scan_delay(
+    last: Option<DateTime<Utc>>,
+    interval: std::time::Duration,
+    now: DateTime<Utc>,
+) -> std::time::Duration {
+    let Some(last) = last else {
+        return std::time::Duration::ZERO;
+    };
+    let elapsed = (now - last).to_std().unwrap_or(std::time::Duration::ZERO);
+    interval.saturating_sub(elapsed)
 }
 
 /// Scans the source once. A refusal by the blast-radius guard is not an error: the report
@@ -177,6 +224,7 @@ pub async fn scan(
         return Ok(ScanReport {
             counts,
             first,
+            candidates: new.iter().map(|c| Candidate::of(c)).collect(),
             dry_run: true,
         });
     }
@@ -214,6 +262,27 @@ pub async fn scan(
     Ok(ScanReport {
         counts,
         first,
+        candidates: Vec::new(),
         dry_run: false,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::first_scan_delay;
+    use std::time::Duration;
+
+    #[test]
+    fn the_first_scan_waits_for_the_rest_of_the_interval() {
+        let now: chrono::DateTime<chrono::Utc> = "2026-11-22T10:00:00Z".parse().unwrap();
+        let hour = Duration::from_secs(3600);
+        let ago = |m: i64| Some(now - chrono::Duration::minutes(m));
+        assert_eq!(first_scan_delay(None, hour, now), Duration::ZERO);
+        assert_eq!(
+            first_scan_delay(ago(20), hour, now),
+            Duration::from_secs(40 * 60)
+        );
+        assert_eq!(first_scan_delay(ago(90), hour, now), Duration::ZERO);
+        assert_eq!(first_scan_delay(ago(-5), hour, now), hour);
+    }
 }

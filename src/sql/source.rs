@@ -64,7 +64,36 @@ pub struct Inactive {
     pub excluded: bool,
     /// Language, when the source has a locale column.
     pub locale: Option<String>,
+    /// Last login; `None`: never logged in.
+    pub last_login: Option<NaiveDateTime>,
+    /// Sign-up.
+    pub date_joined: Option<NaiveDateTime>,
 }
+
+/// Rows of each driver whose time columns decode as naive or zoned times.
+trait TimeRow {
+    /// A time column as UTC wall time, whether the driver gives it with or without a zone.
+    fn naive(&self, column: &str) -> Result<Option<NaiveDateTime>, sqlx::Error>;
+}
+
+macro_rules! time_row {
+    ($($row:ty),*) => {$(
+        impl TimeRow for $row {
+            fn naive(&self, column: &str) -> Result<Option<NaiveDateTime>, sqlx::Error> {
+                self.try_get::<Option<NaiveDateTime>, _>(column).or_else(|_| {
+                    self.try_get::<Option<chrono::DateTime<chrono::Utc>>, _>(column)
+                        .map(|t| t.map(|t| t.naive_utc()))
+                })
+            }
+        }
+    )*};
+}
+
+time_row!(
+    sqlx::mysql::MySqlRow,
+    sqlx::postgres::PgRow,
+    sqlx::sqlite::SqliteRow
+);
 
 /// A connected source.
 pub struct SourceReader {
@@ -133,6 +162,11 @@ impl SourceReader {
         Ok(reader)
     }
 
+    /// The `[source]` it was connected with.
+    pub fn config(&self) -> &Source {
+        &self.config
+    }
+
     /// Number of users in the table (the base of `max_new_share`).
     pub async fn count_users(&self) -> Result<i64, SourceError> {
         let sql = format!(
@@ -193,6 +227,54 @@ impl SourceReader {
         Ok(out)
     }
 
+    /// For each of `ids` that exists: its email and whether the exclusion predicate matches
+    /// it, in one set-based query per thousand ids (exclusions of hand-opened retirements).
+    pub async fn exclusion_flags(
+        &self,
+        ids: &[i64],
+    ) -> Result<std::collections::HashMap<i64, (Option<String>, bool)>, SourceError> {
+        let mut out = std::collections::HashMap::with_capacity(ids.len());
+        let d = self.dialect;
+        let c = &self.config;
+        for chunk in ids.chunks(1000) {
+            let sql = format!(
+                "SELECT {id_expr} AS id, {email} AS email, \
+                 CASE WHEN ({exclude}) THEN 1 ELSE 0 END AS excluded \
+                 FROM {table} WHERE {id} IN ({params})",
+                id_expr = d.bigint(&d.quote(&c.id_column)),
+                email = d.quote(&c.email_column),
+                exclude = c.exclude,
+                table = d.quote(&c.table),
+                id = d.quote(&c.id_column),
+                params = d.params(1, chunk.len()),
+            );
+            let rows = with_pool!(&self.pool, p => {
+                let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+                for id in chunk {
+                    query = query.bind(*id);
+                }
+                query.fetch_all(p).await.and_then(|rows| {
+                    rows.iter()
+                        .map(|r| {
+                            let excluded = r
+                                .try_get::<i64, _>("excluded")
+                                .or_else(|_| r.try_get::<i32, _>("excluded").map(i64::from))?;
+                            Ok((
+                                r.try_get::<i64, _>("id")?,
+                                (r.try_get::<Option<String>, _>("email")?, excluded != 0),
+                            ))
+                        })
+                        .collect::<Result<Vec<_>, sqlx::Error>>()
+                })
+            });
+            out.extend(rows.map_err(|source| SourceError::Query {
+                context: "checking the exclusions of enqueued subjects",
+                source,
+            })?);
+        }
+        Ok(out)
+    }
+
     /// The smallest and largest id, `None` when the table is empty.
     pub async fn id_range(&self) -> Result<Option<(i64, i64)>, SourceError> {
         let d = self.dialect;
@@ -230,6 +312,7 @@ impl SourceReader {
         // spliced as written; every value is bound.
         let sql = format!(
             "SELECT {id_expr} AS id, {email} AS email, {username} AS username, {locale} AS locale, \
+             {last_login} AS last_login, {joined} AS date_joined, \
              CASE WHEN ({exclude}) THEN 1 ELSE 0 END AS excluded \
              FROM {table} WHERE {id} > {p1} AND {id} <= {p2} AND COALESCE({last_login}, {joined}) < {p3} \
              ORDER BY {table}.{id} LIMIT {p4}",
@@ -270,6 +353,8 @@ impl SourceReader {
                             username: r.try_get("username")?,
                             excluded: excluded != 0,
                             locale: r.try_get::<Option<String>, _>("locale").unwrap_or(None),
+                            last_login: TimeRow::naive(r, "last_login")?,
+                            date_joined: TimeRow::naive(r, "date_joined")?,
                         })
                     })
                     .collect::<Result<Vec<_>, sqlx::Error>>()

@@ -87,6 +87,7 @@ impl Pool {
     /// limits in total).
     pub async fn connect(url: &str, connections: u32) -> Result<(Dialect, Pool), sqlx::Error> {
         let dialect = Dialect::from_url(url).map_err(|e| sqlx::Error::Configuration(e.into()))?;
+        crate::db::probe(url).await?;
         let connections = connections.max(1);
         let pool = match dialect {
             // READ COMMITTED: deletions by explicit keys need no gap locks, and without them

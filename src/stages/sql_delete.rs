@@ -50,7 +50,8 @@ impl Handler for SqlDeleteHandler {
                         // if the subject logged in after the warning (or after it was opened).
                         active_after: (c.reason != "requested")
                             .then(|| c.warned_at.unwrap_or(c.created_at)),
-                        check_exclusions: true,
+                        // An operator's override at enqueue holds here too.
+                        check_exclusions: !c.exclusion_override,
                     });
                 }
                 Err(_) => {

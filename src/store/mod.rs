@@ -109,7 +109,61 @@ pub enum StoreError {
     /// The store has not been migrated.
     #[error("the store has no lethe schema yet: run `lethe migrate` first")]
     NotMigrated,
+    /// The store lacks migrations this release needs.
+    #[error(
+        "the store's schema is behind this lethe: migration(s) {missing} not applied: run `lethe migrate` first"
+    )]
+    Behind {
+        /// The missing versions and descriptions, e.g. `8 (exclusion override)`.
+        missing: String,
+    },
+    /// A SQLite store file that does not exist (only `migrate` and `run` create it).
+    #[error(
+        "the store {path} does not exist: run `lethe migrate` to create it (or check --store / LETHE_STORE_URL)"
+    )]
+    Missing {
+        /// The file.
+        path: String,
+    },
 }
+
+/// Fails with [`StoreError::Behind`] when a migration of `migrator` is not in `applied`.
+pub(crate) fn require_migrations(
+    migrator: &sqlx::migrate::Migrator,
+    applied: &[i64],
+) -> Result<(), StoreError> {
+    let missing: Vec<String> = migrator
+        .iter()
+        .filter(|m| !applied.contains(&m.version))
+        .map(|m| format!("{} ({})", m.version, m.description))
+        .collect();
+    if missing.is_empty() {
+        Ok(())
+    } else if applied.is_empty() {
+        Err(StoreError::NotMigrated)
+    } else {
+        Err(StoreError::Behind {
+            missing: missing.join(", "),
+        })
+    }
+}
+
+/// Reads the applied migration versions; a store without the migrations table has none.
+pub(crate) fn applied_versions(
+    result: Result<Vec<i64>, sqlx::Error>,
+) -> Result<Vec<i64>, StoreError> {
+    match result {
+        Ok(versions) => Ok(versions),
+        Err(sqlx::Error::Database(_)) => Ok(Vec::new()),
+        Err(source) => Err(StoreError::Query {
+            context: "read the applied migrations",
+            source,
+        }),
+    }
+}
+
+/// Applied migrations, in both backends.
+pub(crate) const APPLIED_MIGRATIONS: &str = "SELECT version FROM _sqlx_migrations WHERE success";
 
 /// Attaches what the store was doing to a driver error.
 pub(crate) trait QueryContext<T> {
@@ -139,6 +193,24 @@ pub struct NewRetirement {
     pub email_hash: Option<String>,
     /// Language for emails (`en`, `fr`...), when the source has one.
     pub locale: Option<String>,
+}
+
+/// How an enqueue opens its retirements.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct EnqueueOptions {
+    /// An operator overrides the source's exclusions for these subjects.
+    pub exclusion_override: bool,
+}
+
+impl EnqueueOptions {
+    /// The detail of an `enqueued` event.
+    pub fn event_detail(&self, reason: &str) -> String {
+        if self.exclusion_override {
+            serde_json::json!({ "reason": reason, "exclusion_override": true }).to_string()
+        } else {
+            serde_json::json!({ "reason": reason }).to_string()
+        }
+    }
 }
 
 /// What enqueueing one subject did.
@@ -176,6 +248,8 @@ pub struct Claimed {
     pub locale: Option<String>,
     /// Grace reminders sent so far.
     pub reminders_sent: i32,
+    /// An operator opened it despite the source's exclusions (`--override-exclusion`).
+    pub exclusion_override: bool,
 }
 
 /// A transition to apply in a write-back, with the fence it was claimed under.
@@ -303,6 +377,8 @@ pub struct Retirement {
     pub updated_at: DateTime<Utc>,
     /// Ended at (complete or aborted).
     pub ended_at: Option<DateTime<Utc>>,
+    /// An operator opened it despite the source's exclusions (`--override-exclusion`).
+    pub exclusion_override: bool,
 }
 
 /// One audit event.
@@ -436,7 +512,28 @@ pub trait Store: Send + Sync {
         new: &[NewRetirement],
         actor: &str,
         now: DateTime<Utc>,
+    ) -> Result<Vec<EnqueueOutcome>, StoreError> {
+        self.enqueue_with(initial_state, new, EnqueueOptions::default(), actor, now)
+            .await
+    }
+
+    /// [`Store::enqueue`] with options: an exclusion override is stored on each new
+    /// retirement and recorded in its `enqueued` event.
+    async fn enqueue_with(
+        &self,
+        initial_state: &str,
+        new: &[NewRetirement],
+        options: EnqueueOptions,
+        actor: &str,
+        now: DateTime<Utc>,
     ) -> Result<Vec<EnqueueOutcome>, StoreError>;
+
+    /// Fails with [`StoreError::NotMigrated`] unless every embedded migration is applied
+    /// (commands other than `migrate` and `run` never change the schema).
+    async fn check_migrated(&self) -> Result<(), StoreError>;
+
+    /// When the latest recorded scan started, if any (the daemon's scan timer starts there).
+    fn last_scan(&self) -> BoxFuture<'_, Result<Option<DateTime<Utc>>, StoreError>>;
 
     /// Claims up to `limit` due retirements for `owner` until `now + lease`.
     async fn claim(
@@ -661,6 +758,23 @@ pub async fn open(url: &str, max_connections: u32) -> Result<Arc<dyn Store>, Sto
     })
 }
 
+/// Opens an existing, migrated store, changing nothing: a SQLite file that does not exist
+/// is [`StoreError::Missing`] (not created), a schema behind this release is
+/// [`StoreError::NotMigrated`] or [`StoreError::Behind`]. For every command but `migrate`
+/// and `run`.
+pub async fn open_existing(url: &str, max_connections: u32) -> Result<Arc<dyn Store>, StoreError> {
+    let backend = Backend::from_url(url).map_err(|problem| StoreError::BadUrl {
+        url: redact_url(url),
+        problem,
+    })?;
+    let store: Arc<dyn Store> = match backend {
+        Backend::Postgres => Arc::new(PgStore::connect(url, max_connections).await?),
+        Backend::Sqlite => Arc::new(SqliteStore::connect_existing(url, max_connections).await?),
+    };
+    store.check_migrated().await?;
+    Ok(store)
+}
+
 /// Decodes a `Retirement` from a row of either backend (same column names and types).
 macro_rules! decode_retirement {
     ($row:expr) => {{
@@ -683,6 +797,7 @@ macro_rules! decode_retirement {
                 created_at: row.try_get("created_at")?,
                 updated_at: row.try_get("updated_at")?,
                 ended_at: row.try_get("ended_at")?,
+                exclusion_override: row.try_get("exclusion_override")?,
             })
         })()
     }};
@@ -706,6 +821,7 @@ macro_rules! decode_claimed {
                 created_at: row.try_get("created_at")?,
                 locale: row.try_get("locale")?,
                 reminders_sent: row.try_get("reminders_sent")?,
+                exclusion_override: row.try_get("exclusion_override")?,
             })
         })()
     }};
@@ -751,14 +867,14 @@ macro_rules! decode_audit {
 /// Columns of a `Retirement`, for SELECTs built with `concat!`.
 macro_rules! retirement_columns {
     () => {
-        "id, subject, subject_hash, reason, state, due_at, attempt, lease_owner, lease_until, last_error, failed_state, warned_at, created_at, updated_at, ended_at"
+        "id, subject, subject_hash, reason, state, due_at, attempt, lease_owner, lease_until, last_error, failed_state, warned_at, created_at, updated_at, ended_at, exclusion_override"
     };
 }
 
 /// Columns of a `Claimed`, for claim RETURNING clauses.
 macro_rules! claimed_columns {
     () => {
-        "id, subject, email, username, reason, state, attempt, warned_at, created_at, locale, reminders_sent"
+        "id, subject, email, username, reason, state, attempt, warned_at, created_at, locale, reminders_sent, exclusion_override"
     };
 }
 
@@ -815,6 +931,15 @@ macro_rules! embedded_migrator {
                 6,
                 "event keys",
                 include_str!(concat!("../../migrations/", $dir, "/0006_event_keys.sql")),
+            ),
+            (
+                8,
+                "exclusion override",
+                include_str!(concat!(
+                    "../../migrations/",
+                    $dir,
+                    "/0008_exclusion_override.sql"
+                )),
             ),
         ])
     };

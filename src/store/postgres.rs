@@ -4,8 +4,8 @@
 
 use super::sql::shared_methods;
 use super::{
-    Applied, Backend, Claimed, EnqueueOutcome, NewRetirement, QueryContext, Store, StoreError,
-    Wakeup, decode_claimed, redact_url,
+    Applied, Backend, Claimed, EnqueueOptions, EnqueueOutcome, NewRetirement, QueryContext, Store,
+    StoreError, Wakeup, decode_claimed, redact_url,
 };
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -30,15 +30,17 @@ pub struct PgStore {
 impl PgStore {
     /// Connects a pool of `max_connections`.
     pub async fn connect(url: &str, max_connections: u32) -> Result<Self, StoreError> {
+        let connect_error = |source| StoreError::Connect {
+            url: redact_url(url),
+            source,
+        };
+        crate::db::probe(url).await.map_err(connect_error)?;
         let pool = PgPoolOptions::new()
             .max_connections(max_connections.max(2))
             .acquire_timeout(Duration::from_secs(30))
             .connect(url)
             .await
-            .map_err(|source| StoreError::Connect {
-                url: redact_url(url),
-                source,
-            })?;
+            .map_err(connect_error)?;
         Ok(Self { pool })
     }
 
@@ -88,10 +90,20 @@ impl Store for PgStore {
         Ok(())
     }
 
-    async fn enqueue(
+    async fn check_migrated(&self) -> Result<(), StoreError> {
+        let applied = super::applied_versions(
+            sqlx::query_scalar::<_, i64>(super::APPLIED_MIGRATIONS)
+                .fetch_all(&self.pool)
+                .await,
+        )?;
+        super::require_migrations(&super::embedded_migrator!("postgres"), &applied)
+    }
+
+    async fn enqueue_with(
         &self,
         initial_state: &str,
         new: &[NewRetirement],
+        options: EnqueueOptions,
         actor: &str,
         now: DateTime<Utc>,
     ) -> Result<Vec<EnqueueOutcome>, StoreError> {
@@ -112,13 +124,15 @@ impl Store for PgStore {
                    AS u(subject, email, username, subject_hash, email_hash, reason, locale)), \
                  created AS ( \
                    INSERT INTO retirement (subject, email, username, subject_hash, email_hash, reason, locale, \
-                     state, due_at, attempt, created_at, updated_at) \
-                   SELECT subject, email, username, subject_hash, email_hash, reason, locale, $7, $8, 0, $8, $8 FROM input \
+                     state, due_at, attempt, created_at, updated_at, exclusion_override) \
+                   SELECT subject, email, username, subject_hash, email_hash, reason, locale, $7, $8, 0, $8, $8, CAST($11 AS BOOLEAN) FROM input \
                    ON CONFLICT (subject) WHERE ended_at IS NULL DO NOTHING \
                    RETURNING id, subject, reason), \
                  events AS ( \
                    INSERT INTO retirement_event (retirement_id, at, actor, from_state, to_state, outcome, attempt, detail) \
-                   SELECT id, $8, $9, NULL, $7, 'enqueued', 0, json_build_object('reason', reason)::text FROM created) \
+                   SELECT id, $8, $9, NULL, $7, 'enqueued', 0, \
+                     CASE WHEN CAST($11 AS BOOLEAN) THEN json_build_object('reason', reason, 'exclusion_override', true) \
+                     ELSE json_build_object('reason', reason) END::text FROM created) \
                  SELECT id, subject FROM created",
             )
             .bind(column(|n| Some(n.subject.clone())))
@@ -131,6 +145,7 @@ impl Store for PgStore {
             .bind(now)
             .bind(actor)
             .bind(column(|n| n.locale.clone()))
+            .bind(options.exclusion_override)
             .fetch_all(&mut *tx)
             .await
             .ctx("insert retirements")?;
@@ -196,7 +211,7 @@ impl Store for PgStore {
              attempt = r.attempt + 1, updated_at = $3 \
              WHERE r.id = ANY(ARRAY(SELECT id FROM retirement WHERE ended_at IS NULL AND due_at IS NOT NULL \
              AND due_at <= $3 ORDER BY due_at, id LIMIT $4 FOR UPDATE SKIP LOCKED)) RETURNING ",
-            "r.id, r.subject, r.email, r.username, r.reason, r.state, r.attempt, r.warned_at, r.created_at, r.locale, r.reminders_sent"
+            "r.id, r.subject, r.email, r.username, r.reason, r.state, r.attempt, r.warned_at, r.created_at, r.locale, r.reminders_sent, r.exclusion_override"
         ))
         .bind(owner)
         .bind(until)

@@ -21,8 +21,8 @@ pub(crate) const INSERT_EVENT: &str = "INSERT INTO retirement_event \
 
 /// Opens one retirement unless the subject has an open one.
 pub(crate) const ENQUEUE_ONE: &str = "INSERT INTO retirement \
-     (subject, email, username, subject_hash, email_hash, reason, state, due_at, attempt, created_at, updated_at, locale) \
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 0, $8, $8, $9) \
+     (subject, email, username, subject_hash, email_hash, reason, state, due_at, attempt, created_at, updated_at, locale, exclusion_override) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 0, $8, $8, $9, $10) \
      ON CONFLICT (subject) WHERE ended_at IS NULL DO NOTHING RETURNING id";
 
 /// The open retirement of a subject.
@@ -300,6 +300,23 @@ macro_rules! shared_methods {
                 .await
                 .ctx("record a scan")?;
                 Ok(())
+            })
+        }
+
+        fn last_scan(
+            &self,
+        ) -> $crate::store::BoxFuture<
+            '_,
+            Result<Option<chrono::DateTime<chrono::Utc>>, $crate::store::StoreError>,
+        > {
+            Box::pin(async move {
+                use $crate::store::QueryContext;
+                sqlx::query_scalar::<_, chrono::DateTime<chrono::Utc>>(
+                    "SELECT started_at FROM scan_run ORDER BY started_at DESC LIMIT 1",
+                )
+                .fetch_optional(&self.pool)
+                .await
+                .ctx("read the last scan")
             })
         }
 

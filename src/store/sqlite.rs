@@ -2,8 +2,8 @@
 
 use super::sql::{self, bind_apply, bind_event, shared_methods};
 use super::{
-    Applied, Backend, Claimed, EnqueueOutcome, NewRetirement, QueryContext, Store, StoreError,
-    claimed_columns, decode_claimed, redact_url,
+    Applied, Backend, Claimed, EnqueueOptions, EnqueueOutcome, NewRetirement, QueryContext, Store,
+    StoreError, claimed_columns, decode_claimed, redact_url,
 };
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -23,14 +23,37 @@ const BEGIN_IMMEDIATE: &str = "BEGIN IMMEDIATE";
 impl SqliteStore {
     /// Opens (and creates) the database file in WAL mode.
     pub async fn connect(url: &str, max_connections: u32) -> Result<Self, StoreError> {
+        Self::open(url, max_connections, true).await
+    }
+
+    /// Opens the database file, which must exist ([`StoreError::Missing`] otherwise).
+    pub async fn connect_existing(url: &str, max_connections: u32) -> Result<Self, StoreError> {
+        Self::open(url, max_connections, false).await
+    }
+
+    async fn open(url: &str, max_connections: u32, create: bool) -> Result<Self, StoreError> {
         let connect_error = |source| StoreError::Connect {
             url: redact_url(url),
             source,
         };
-        let options = SqliteConnectOptions::from_str(url)
-            .map_err(connect_error)?
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
+        let options = SqliteConnectOptions::from_str(url).map_err(connect_error)?;
+        let file = options.get_filename();
+        // In-memory databases have no file (`:memory:` or a `mode=memory` URL).
+        let in_memory = url.contains(":memory:") || url.contains("mode=memory");
+        if !create && !in_memory && !file.exists() {
+            return Err(StoreError::Missing {
+                path: file.display().to_string(),
+            });
+        }
+        let options = options.create_if_missing(create);
+        // WAL is persistent: set by the opening that may create (`migrate`, `run`); a
+        // read-only command's opening writes nothing to the file.
+        let options = if create {
+            options.journal_mode(SqliteJournalMode::Wal)
+        } else {
+            options
+        };
+        let options = options
             .synchronous(SqliteSynchronous::Normal)
             .busy_timeout(Duration::from_secs(30))
             .foreign_keys(true);
@@ -73,10 +96,20 @@ impl Store for SqliteStore {
         Ok(())
     }
 
-    async fn enqueue(
+    async fn check_migrated(&self) -> Result<(), StoreError> {
+        let applied = super::applied_versions(
+            sqlx::query_scalar::<_, i64>(super::APPLIED_MIGRATIONS)
+                .fetch_all(&self.pool)
+                .await,
+        )?;
+        super::require_migrations(&super::embedded_migrator!("sqlite"), &applied)
+    }
+
+    async fn enqueue_with(
         &self,
         initial_state: &str,
         new: &[NewRetirement],
+        options: EnqueueOptions,
         actor: &str,
         now: DateTime<Utc>,
     ) -> Result<Vec<EnqueueOutcome>, StoreError> {
@@ -97,6 +130,7 @@ impl Store for SqliteStore {
                 .bind(initial_state)
                 .bind(now)
                 .bind(&n.locale)
+                .bind(options.exclusion_override)
                 .fetch_optional(&mut *tx)
                 .await
                 .ctx("insert a retirement")?;
@@ -111,7 +145,7 @@ impl Store for SqliteStore {
                         .bind(initial_state)
                         .bind("enqueued")
                         .bind(0i32)
-                        .bind(serde_json::json!({ "reason": n.reason }).to_string())
+                        .bind(options.event_detail(&n.reason))
                         .execute(&mut *tx)
                         .await
                         .ctx("record an enqueue")?;
