@@ -187,11 +187,8 @@ async fn scan_finds_inactive_users_and_respects_exclusions() {
     );
     assert_eq!(dry.first, vec![1, 3, 10]);
     // Every candidate, with why: the last login, or the sign-up of who never logged in.
-    let why: Vec<(i64, &str)> = dry
-        .candidates
-        .iter()
-        .map(|c| (c.id, c.why.as_str()))
-        .collect();
+    let why: Vec<(i64, String)> = dry.candidates.iter().map(|c| (c.id, c.why())).collect();
+    let why: Vec<(i64, &str)> = why.iter().map(|(id, w)| (*id, w.as_str())).collect();
     assert_eq!(
         why,
         [
@@ -263,7 +260,7 @@ async fn keyset_paging_neither_skips_nor_repeats_while_rows_are_deleted() {
     let reader = SourceReader::connect(&source).await.unwrap();
     let cutoff = "2021-11-22T00:00:00".parse().unwrap();
     let first = reader
-        .inactive_page(i64::MIN, i64::MAX, cutoff, 2)
+        .inactive_page(i64::MIN, i64::MAX, cutoff, 2, false)
         .await
         .unwrap();
     assert_eq!(first.iter().map(|u| u.id).collect::<Vec<_>>(), vec![1, 3]);
@@ -273,7 +270,7 @@ async fn keyset_paging_neither_skips_nor_repeats_while_rows_are_deleted() {
     let mut after = 3;
     loop {
         let page = reader
-            .inactive_page(after, i64::MAX, cutoff, 2)
+            .inactive_page(after, i64::MAX, cutoff, 2, false)
             .await
             .unwrap();
         let Some(last) = page.last() else { break };

@@ -23,8 +23,8 @@ pub struct ScanReport {
     pub dry_run: bool,
 }
 
-/// A user a scan would open a retirement for, and why.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+/// A user a scan would open a retirement for; serialized with `why` it is one.
+#[derive(Debug, Clone, PartialEq)]
 pub struct Candidate {
     /// The source's primary key.
     pub id: i64,
@@ -32,24 +32,38 @@ pub struct Candidate {
     pub last_login: Option<chrono::NaiveDateTime>,
     /// Sign-up.
     pub date_joined: Option<chrono::NaiveDateTime>,
-    /// `inactive since <last login>`, or `never logged in since <sign-up>`.
-    pub why: String,
 }
 
 impl Candidate {
     fn of(user: &Inactive) -> Self {
-        let at = |t: chrono::NaiveDateTime| t.format("%Y-%m-%d %H:%M:%S").to_string();
-        let why = match (user.last_login, user.date_joined) {
-            (Some(login), _) => format!("inactive since {}", at(login)),
-            (None, Some(joined)) => format!("never logged in since {}", at(joined)),
-            (None, None) => "never logged in".to_string(),
-        };
         Self {
             id: user.id,
             last_login: user.last_login,
             date_joined: user.date_joined,
-            why,
         }
+    }
+
+    /// `inactive since <last login>`, or `never logged in since <sign-up>`. Formatted only
+    /// when shown: a dry run of a large source holds many candidates.
+    pub fn why(&self) -> String {
+        let at = |t: chrono::NaiveDateTime| t.format("%Y-%m-%d %H:%M:%S").to_string();
+        match (self.last_login, self.date_joined) {
+            (Some(login), _) => format!("inactive since {}", at(login)),
+            (None, Some(joined)) => format!("never logged in since {}", at(joined)),
+            (None, None) => "never logged in".to_string(),
+        }
+    }
+}
+
+impl Serialize for Candidate {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let mut s = serializer.serialize_struct("Candidate", 4)?;
+        s.serialize_field("id", &self.id)?;
+        s.serialize_field("last_login", &self.last_login)?;
+        s.serialize_field("date_joined", &self.date_joined)?;
+        s.serialize_field("why", &self.why())?;
+        s.end()
     }
 }
 
@@ -90,11 +104,12 @@ async fn read_range(
     upto: i64,
     cutoff: chrono::NaiveDateTime,
     limit: Option<usize>,
+    with_times: bool,
 ) -> Result<RangeRead, SourceError> {
     let mut read = RangeRead::default();
     while after < upto {
         let page = reader
-            .inactive_page(after, upto, cutoff, source.batch_size)
+            .inactive_page(after, upto, cutoff, source.batch_size, with_times)
             .await?;
         let Some(last) = page.last() else { break };
         after = last.id;
@@ -169,7 +184,17 @@ pub async fn scan(
         }
         _ => [(i64::MIN, i64::MAX), (i64::MAX, i64::MAX)],
     };
-    let read = |(after, upto)| read_range(reader, source, after, upto, cutoff, options.limit);
+    let read = |(after, upto)| {
+        read_range(
+            reader,
+            source,
+            after,
+            upto,
+            cutoff,
+            options.limit,
+            options.dry_run,
+        )
+    };
     let (total, first_half, second_half) =
         tokio::join!(reader.count_users(), read(halves[0]), read(halves[1]));
     let total = total?;

@@ -302,18 +302,28 @@ impl SourceReader {
         upto: i64,
         cutoff: NaiveDateTime,
         limit: usize,
+        with_times: bool,
     ) -> Result<Vec<Inactive>, SourceError> {
         let d = self.dialect;
         let c = &self.config;
         let id = d.quote(&c.id_column);
+        // The times say why a dry run lists a candidate; a real scan does not read them.
+        let times = if with_times {
+            format!(
+                "{} AS last_login, {} AS date_joined, ",
+                d.quote(&c.last_login_column),
+                d.quote(&c.date_joined_column)
+            )
+        } else {
+            String::new()
+        };
         // ORDER BY names the column with its table: the bare name would be the CAST alias,
         // and sorting by that expression cannot use the primary key.
         // The exclusion predicate is operator config (like a view definition), so it is
         // spliced as written; every value is bound.
         let sql = format!(
             "SELECT {id_expr} AS id, {email} AS email, {username} AS username, {locale} AS locale, \
-             {last_login} AS last_login, {joined} AS date_joined, \
-             CASE WHEN ({exclude}) THEN 1 ELSE 0 END AS excluded \
+             {times}CASE WHEN ({exclude}) THEN 1 ELSE 0 END AS excluded \
              FROM {table} WHERE {id} > {p1} AND {id} <= {p2} AND COALESCE({last_login}, {joined}) < {p3} \
              ORDER BY {table}.{id} LIMIT {p4}",
             id_expr = d.bigint(&id),
@@ -353,8 +363,8 @@ impl SourceReader {
                             username: r.try_get("username")?,
                             excluded: excluded != 0,
                             locale: r.try_get::<Option<String>, _>("locale").unwrap_or(None),
-                            last_login: TimeRow::naive(r, "last_login")?,
-                            date_joined: TimeRow::naive(r, "date_joined")?,
+                            last_login: if with_times { TimeRow::naive(r, "last_login")? } else { None },
+                            date_joined: if with_times { TimeRow::naive(r, "date_joined")? } else { None },
                         })
                     })
                     .collect::<Result<Vec<_>, sqlx::Error>>()
