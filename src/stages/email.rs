@@ -52,6 +52,8 @@ pub struct Notifier {
 pub struct Sent {
     /// What the server said.
     pub delivery: Delivery,
+    /// When it said so (the clock read as the reply arrived): a notice runs from here.
+    pub at: DateTime<Utc>,
     /// Event detail (template, locale, Message-ID, reply).
     pub detail: serde_json::Value,
 }
@@ -90,7 +92,15 @@ impl Notifier {
                 let error = format!("template {template:?} is not loaded");
                 let detail = json!({ "template": template });
                 let delivery = Delivery::Permanent(error);
-                out.insert(c.id, Sent { delivery, detail });
+                let at = self.clock.now();
+                out.insert(
+                    c.id,
+                    Sent {
+                        delivery,
+                        at,
+                        detail,
+                    },
+                );
                 continue;
             };
             let (me, to) = (self.clone(), c.email.clone());
@@ -98,6 +108,9 @@ impl Notifier {
             let template = template.to_string();
             tasks.spawn(async move {
                 let delivery = me.mailer.send(to.as_deref(), &rendered, &key).await;
+                // Each message's own acceptance time, not the batch's start: with a batch
+                // of sends taking seconds, the notice must run from when it arrived.
+                let at = me.clock.now();
                 let mut detail = json!({ "template": template, "locale": locale });
                 match &delivery {
                     Delivery::Accepted { message_id, reply } => {
@@ -108,7 +121,14 @@ impl Notifier {
                         detail["smtp_error"] = json!(e);
                     }
                 }
-                (id, Sent { delivery, detail })
+                (
+                    id,
+                    Sent {
+                        delivery,
+                        at,
+                        detail,
+                    },
+                )
             });
         }
         while let Some(joined) = tasks.join_next().await {
@@ -155,38 +175,47 @@ impl Handler for EmailHandler {
         let policy = self.notifier.config.on_undeliverable;
         Ok(sent
             .into_iter()
-            .map(|(id, Sent { delivery, detail })| {
-                let result = match delivery {
-                    Delivery::Accepted { .. } => {
-                        let mut r = StageResult::new(Outcome::Done).with_detail(detail);
-                        if notice {
-                            r.warned_at = Some(now);
-                        }
-                        r
-                    }
-                    Delivery::Transient(error) => {
-                        StageResult::new(Outcome::Retry { error }).with_detail(detail)
-                    }
-                    Delivery::Permanent(error) => match policy {
-                        Undeliverable::Error => StageResult::new(Outcome::Fail {
-                            error: format!("undeliverable: {error}"),
-                        })
-                        .with_detail(detail),
-                        Undeliverable::Proceed => {
-                            let mut detail = detail;
-                            detail["undeliverable"] = json!(error);
-                            detail["on_undeliverable"] = json!("proceed");
+            .map(
+                |(
+                    id,
+                    Sent {
+                        delivery,
+                        at,
+                        detail,
+                    },
+                )| {
+                    let result = match delivery {
+                        Delivery::Accepted { .. } => {
                             let mut r = StageResult::new(Outcome::Done).with_detail(detail);
-                            // The grace period still runs from the attempt.
                             if notice {
-                                r.warned_at = Some(now);
+                                r.warned_at = Some(at);
                             }
                             r
                         }
-                    },
-                };
-                (id, result)
-            })
+                        Delivery::Transient(error) => {
+                            StageResult::new(Outcome::Retry { error }).with_detail(detail)
+                        }
+                        Delivery::Permanent(error) => match policy {
+                            Undeliverable::Error => StageResult::new(Outcome::Fail {
+                                error: format!("undeliverable: {error}"),
+                            })
+                            .with_detail(detail),
+                            Undeliverable::Proceed => {
+                                let mut detail = detail;
+                                detail["undeliverable"] = json!(error);
+                                detail["on_undeliverable"] = json!("proceed");
+                                let mut r = StageResult::new(Outcome::Done).with_detail(detail);
+                                // The grace period still runs from the attempt.
+                                if notice {
+                                    r.warned_at = Some(at);
+                                }
+                                r
+                            }
+                        },
+                    };
+                    (id, result)
+                },
+            )
             .collect())
     }
 }

@@ -176,7 +176,13 @@ impl Handler for GraceHandler {
                     grace_ends(c.warned_at.unwrap_or(now), grace)
                 })
                 .await;
-            for (id, Sent { delivery, detail }) in sent {
+            for (
+                id,
+                Sent {
+                    delivery, detail, ..
+                },
+            ) in sent
+            {
                 let Some((due, next, end)) = due_counts.get(&id).copied() else {
                     continue;
                 };
