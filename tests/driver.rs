@@ -94,7 +94,9 @@ async fn state_of(store: &dyn Store, subject: &str) -> lethe::store::Retirement 
 per_backend!(
     run_once_moves_everything_through_the_pipeline,
     every_outcome_is_applied_with_its_event,
-    attempts_lost_to_crashes_park_the_retirement,
+    lost_leases_do_not_use_up_attempts,
+    past_the_crash_guard_the_retirement_is_errored,
+    failures_still_count_toward_max_attempts,
     paused_policy_claims_nothing,
 );
 
@@ -199,28 +201,41 @@ async fn every_outcome_is_applied_with_its_event(kind: Kind) {
     assert_eq!(state_of(store.as_ref(), "4").await.state, "COMPLETE");
 }
 
-async fn attempts_lost_to_crashes_park_the_retirement(kind: Kind) {
-    let db = TestDb::new(kind).await;
-    let text = noop_pipeline("", "lease = \"1m\"");
-    let (graph, _) = config(&text);
-    let store = db.store(&graph).await;
-    store
-        .enqueue("PENDING", &subjects(1, 2), "cli", t0())
-        .await
-        .unwrap();
-    // Three workers claim it and die (max_attempts = 3).
-    let mut now = t0();
-    for owner in ["dead1", "dead2", "dead3"] {
-        assert_eq!(
-            store
-                .claim(owner, now, Duration::from_secs(60), 10)
-                .await
-                .unwrap()
-                .len(),
-            1
-        );
+/// `owners` claim subject 1 one after the other and die, each lease expiring; returns
+/// the time after the last expiry.
+async fn crash(
+    store: &dyn Store,
+    owners: usize,
+    mut now: chrono::DateTime<chrono::Utc>,
+) -> chrono::DateTime<chrono::Utc> {
+    for n in 0..owners {
+        let claimed = store
+            .claim(&format!("dead{n}"), now, Duration::from_secs(60), 10)
+            .await
+            .unwrap();
+        assert_eq!(claimed.len(), 1);
         now += Span::minutes(2);
     }
+    now
+}
+
+async fn lost_leases_do_not_use_up_attempts(kind: Kind) {
+    // max_attempts = 3; the crash guard defaults to 3 x 3.
+    let text = noop_pipeline("", "lease = \"1m\"");
+    let (_db, store) = seeded(kind, &text, 1, 2).await;
+    let now = crash(store.as_ref(), 8, chrono::Utc::now()).await;
+    let clock = Arc::new(ManualClock::new(now));
+    driver(store.clone(), &text, "d1", clock, vec![])
+        .run_once(never())
+        .await
+        .unwrap();
+    assert_eq!(state_of(store.as_ref(), "1").await.state, "COMPLETE");
+}
+
+async fn past_the_crash_guard_the_retirement_is_errored(kind: Kind) {
+    let text = noop_pipeline("", "lease = \"1m\"\nmax_lost_leases = 4");
+    let (_db, store) = seeded(kind, &text, 1, 2).await;
+    let now = crash(store.as_ref(), 4, chrono::Utc::now()).await;
     let clock = Arc::new(ManualClock::new(now));
     driver(store.clone(), &text, "d1", clock, vec![])
         .run_once(never())
@@ -228,7 +243,66 @@ async fn attempts_lost_to_crashes_park_the_retirement(kind: Kind) {
         .unwrap();
     let r = state_of(store.as_ref(), "1").await;
     assert_eq!(r.state, "ERRORED");
-    assert!(r.last_error.unwrap().contains("attempts exhausted"));
+    let error = r.last_error.unwrap();
+    assert!(
+        error.contains("crash guard (driver.max_lost_leases = 4)"),
+        "{error}"
+    );
+    let events = store.history(r.id).await.unwrap();
+    let fail = events.last().unwrap();
+    assert_eq!(fail.outcome, "fail");
+    assert!(
+        fail.detail.contains(r#""guard":"driver.max_lost_leases""#),
+        "{}",
+        fail.detail
+    );
+}
+
+async fn failures_still_count_toward_max_attempts(kind: Kind) {
+    let text = noop_pipeline("", "lease = \"1m\"");
+    let (_db, store) = seeded(kind, &text, 1, 2).await;
+    let clock = Arc::new(ManualClock::new(
+        crash(store.as_ref(), 2, chrono::Utc::now()).await,
+    ));
+    let failing = Scripted(
+        HashMap::from([(
+            "1".to_string(),
+            Outcome::Retry {
+                error: "smtp 451".into(),
+            },
+        )]),
+        clock.clone(),
+    );
+    let d = driver(
+        store.clone(),
+        &text,
+        "d1",
+        clock.clone(),
+        vec![("PENDING", Arc::new(failing))],
+    );
+    // Two lost claims, then a crash between each failure: errored at the third failure.
+    for round in 1..=3 {
+        d.run_once(never()).await.unwrap();
+        let r = state_of(store.as_ref(), "1").await;
+        match round {
+            3 => assert_eq!(r.state, "ERRORED", "{r:?}"),
+            _ => assert_eq!((r.state.as_str(), r.attempt), ("PENDING", round), "{r:?}"),
+        }
+        if round < 3 {
+            clock.set(crash(store.as_ref(), 1, clock.now() + Span::hours(2)).await);
+        }
+    }
+    let r = state_of(store.as_ref(), "1").await;
+    let events = store.history(r.id).await.unwrap();
+    let outcomes: Vec<&str> = events.iter().map(|e| e.outcome.as_str()).collect();
+    assert_eq!(outcomes, ["enqueued", "retry", "retry", "fail"]);
+    assert!(
+        events[3]
+            .detail
+            .contains(r#""guard":"policy.max_attempts""#),
+        "{}",
+        events[3].detail
+    );
 }
 
 async fn paused_policy_claims_nothing(kind: Kind) {

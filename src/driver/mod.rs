@@ -280,7 +280,8 @@ impl Driver {
                         &self.policy.retry,
                         self.policy.max_attempts,
                         &c.state,
-                        c.attempt,
+                        // Failures only: claims that never came back are the crash guard's.
+                        c.attempt - c.lost_leases,
                         &result,
                         now,
                         retry_entropy(c.id, c.attempt, now),
@@ -423,11 +424,19 @@ impl Driver {
         let mut results: std::collections::HashMap<i64, StageResult> =
             std::collections::HashMap::new();
         for c in batch {
-            if c.attempt.max(0) as u32 > self.policy.max_attempts {
-                // Earlier workers lost the lease this many times (crashed or killed).
-                results.insert(c.id, Outcome::Fail {
-                    error: format!("attempts exhausted: {} claims in state {} without an outcome (the worker crashed or lost its lease)", c.attempt - 1, c.state),
-                }.into());
+            let limit = self.tuning.max_lost_leases;
+            if c.lost_leases.max(0) as u32 >= limit {
+                // Earlier workers lost the lease this many times (crashed or killed); no
+                // handler failed, so this is the crash guard, not policy.max_attempts.
+                let error = format!(
+                    "crash guard (driver.max_lost_leases = {limit}): {} claims in state {} never came back (the worker crashed or lost its lease)",
+                    c.lost_leases, c.state
+                );
+                let detail = serde_json::json!({ "guard": "driver.max_lost_leases", "lost_leases": c.lost_leases });
+                results.insert(
+                    c.id,
+                    StageResult::new(Outcome::Fail { error }).with_detail(detail),
+                );
             } else {
                 by_state
                     .entry(c.state.as_str())
@@ -555,6 +564,7 @@ fn moved_on(row: Claimed, transition: &Transition) -> Claimed {
     Claimed {
         state: transition.to_state.clone(),
         attempt: 1,
+        lost_leases: 0,
         warned_at: transition.warned_at.or(row.warned_at),
         reminders_sent: transition.reminders_sent.unwrap_or(row.reminders_sent),
         ..row
