@@ -590,3 +590,103 @@ async fn a_pass_with_a_slow_stage_writes_outcomes_before_it_runs() {
     assert_eq!(*seen.lock().unwrap(), Some(true));
     assert_eq!(state_of(store.as_ref(), "1").await.state, "COMPLETE");
 }
+
+/// Hands the first half of its batch over as Done at once, then never finishes.
+struct HalfThenStuck;
+
+#[async_trait]
+impl Handler for HalfThenStuck {
+    async fn handle(&self, _: &[Claimed]) -> Result<HashMap<i64, StageResult>, BatchError> {
+        std::future::pending().await
+    }
+
+    async fn handle_reporting(
+        &self,
+        batch: &[Claimed],
+        reporter: &lethe::stages::Reporter,
+    ) -> Result<HashMap<i64, StageResult>, BatchError> {
+        for c in &batch[..batch.len() / 2] {
+            reporter.report(c.id, Outcome::Done.into()).ok();
+        }
+        std::future::pending().await
+    }
+}
+
+/// A quick stage that waits a day.
+struct QuickWait;
+
+#[async_trait]
+impl Handler for QuickWait {
+    async fn handle(&self, batch: &[Claimed]) -> Result<HashMap<i64, StageResult>, BatchError> {
+        let until = chrono::Utc::now() + Span::days(1);
+        let wait = Outcome::Wait {
+            until,
+            why: "grace".into(),
+        };
+        Ok(batch.iter().map(|c| (c.id, wait.clone().into())).collect())
+    }
+
+    fn quick(&self) -> bool {
+        true
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outcomes_handed_over_early_are_written_while_the_batch_runs() {
+    let text = noop_pipeline("", "shutdown_grace = \"200ms\"");
+    let (_db, store) = seeded(Kind::Sqlite, &text, 1, 5).await;
+    let d = driver(
+        store.clone(),
+        &text,
+        "d",
+        Arc::new(SystemClock),
+        vec![
+            ("PENDING", Arc::new(HalfThenStuck)),
+            ("WARNED", Arc::new(QuickWait)),
+        ],
+    );
+    let (stop, shutdown) = watch::channel(false);
+    let running = tokio::spawn({
+        let d = d.clone();
+        async move { d.run(shutdown).await }
+    });
+    // Within a flush window, while the handler still runs, subjects 1 and 2 are recorded,
+    // carried into the quick stage and written with its outcome, their lease let go.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while state_of(store.as_ref(), "2").await.state != "WARNED" {
+        assert!(tokio::time::Instant::now() < deadline, "never written");
+        tokio::task::yield_now().await;
+    }
+    for subject in ["1", "2"] {
+        let r = state_of(store.as_ref(), subject).await;
+        assert_eq!((r.state.as_str(), r.lease_owner), ("WARNED", None));
+    }
+    let r = state_of(store.as_ref(), "3").await;
+    assert_eq!(
+        (r.state.as_str(), r.lease_owner.as_deref()),
+        ("PENDING", Some("d"))
+    );
+    // A shutdown releases the rest; what was written early is not written again.
+    stop.send(true).unwrap();
+    let report = running.await.unwrap().unwrap();
+    assert_eq!((report.applied, report.released), (4, 2), "{report:?}");
+    for subject in ["1", "2"] {
+        let r = state_of(store.as_ref(), subject).await;
+        let events = store.history(r.id).await.unwrap();
+        assert_eq!(
+            common::event_path(&events),
+            [
+                (None, "PENDING", "enqueued"),
+                (Some("PENDING"), "WARNED", "done"),
+                (Some("WARNED"), "WARNED", "wait")
+            ]
+        );
+    }
+    for subject in ["3", "4"] {
+        let r = state_of(store.as_ref(), subject).await;
+        assert_eq!(
+            (r.state.as_str(), r.attempt, r.lease_owner),
+            ("PENDING", 0, None)
+        );
+    }
+}
