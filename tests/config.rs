@@ -27,6 +27,9 @@ async fn the_shipped_edx_preset_is_valid() {
     let root = common::repo_root();
     let config = Config::load(&root.join("states.toml"), &root.join("pipeline.toml")).unwrap();
     assert_eq!(config.graph.initial(), "PENDING");
+    assert_eq!(config.pipeline.driver.max_lost_leases, 24);
+    let (_, default) = common::config(&noop_pipeline("", ""));
+    assert_eq!(default.driver.max_lost_leases, 9, "3 x max_attempts");
     assert_eq!(config.pipeline.stages.len(), 5);
     let kinds: Vec<String> = config
         .pipeline
@@ -186,6 +189,10 @@ fn policy_and_driver_values_are_checked() {
         (
             noop_pipeline("", "shutdown_grace = \"10ms\""),
             "driver.shutdown_grace = \"10ms\": must be at least 100ms",
+        ),
+        (
+            noop_pipeline("", "max_lost_leases = 0"),
+            "driver.max_lost_leases: 0 is out of range (allowed: 1 to 10000)",
         ),
         (
             noop_pipeline("", "lease = \"5 minutes\""),

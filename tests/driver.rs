@@ -94,7 +94,9 @@ async fn state_of(store: &dyn Store, subject: &str) -> lethe::store::Retirement 
 per_backend!(
     run_once_moves_everything_through_the_pipeline,
     every_outcome_is_applied_with_its_event,
-    attempts_lost_to_crashes_park_the_retirement,
+    lost_leases_do_not_use_up_attempts,
+    past_the_crash_guard_the_retirement_is_errored,
+    failures_still_count_toward_max_attempts,
     paused_policy_claims_nothing,
 );
 
@@ -199,28 +201,41 @@ async fn every_outcome_is_applied_with_its_event(kind: Kind) {
     assert_eq!(state_of(store.as_ref(), "4").await.state, "COMPLETE");
 }
 
-async fn attempts_lost_to_crashes_park_the_retirement(kind: Kind) {
-    let db = TestDb::new(kind).await;
-    let text = noop_pipeline("", "lease = \"1m\"");
-    let (graph, _) = config(&text);
-    let store = db.store(&graph).await;
-    store
-        .enqueue("PENDING", &subjects(1, 2), "cli", t0())
-        .await
-        .unwrap();
-    // Three workers claim it and die (max_attempts = 3).
-    let mut now = t0();
-    for owner in ["dead1", "dead2", "dead3"] {
-        assert_eq!(
-            store
-                .claim(owner, now, Duration::from_secs(60), 10)
-                .await
-                .unwrap()
-                .len(),
-            1
-        );
+/// `owners` claim subject 1 one after the other and die, each lease expiring; returns
+/// the time after the last expiry.
+async fn crash(
+    store: &dyn Store,
+    owners: usize,
+    mut now: chrono::DateTime<chrono::Utc>,
+) -> chrono::DateTime<chrono::Utc> {
+    for n in 0..owners {
+        let claimed = store
+            .claim(&format!("dead{n}"), now, Duration::from_secs(60), 10)
+            .await
+            .unwrap();
+        assert_eq!(claimed.len(), 1);
         now += Span::minutes(2);
     }
+    now
+}
+
+async fn lost_leases_do_not_use_up_attempts(kind: Kind) {
+    // max_attempts = 3; the crash guard defaults to 3 x 3.
+    let text = noop_pipeline("", "lease = \"1m\"");
+    let (_db, store) = seeded(kind, &text, 1, 2).await;
+    let now = crash(store.as_ref(), 8, chrono::Utc::now()).await;
+    let clock = Arc::new(ManualClock::new(now));
+    driver(store.clone(), &text, "d1", clock, vec![])
+        .run_once(never())
+        .await
+        .unwrap();
+    assert_eq!(state_of(store.as_ref(), "1").await.state, "COMPLETE");
+}
+
+async fn past_the_crash_guard_the_retirement_is_errored(kind: Kind) {
+    let text = noop_pipeline("", "lease = \"1m\"\nmax_lost_leases = 4");
+    let (_db, store) = seeded(kind, &text, 1, 2).await;
+    let now = crash(store.as_ref(), 4, chrono::Utc::now()).await;
     let clock = Arc::new(ManualClock::new(now));
     driver(store.clone(), &text, "d1", clock, vec![])
         .run_once(never())
@@ -228,7 +243,66 @@ async fn attempts_lost_to_crashes_park_the_retirement(kind: Kind) {
         .unwrap();
     let r = state_of(store.as_ref(), "1").await;
     assert_eq!(r.state, "ERRORED");
-    assert!(r.last_error.unwrap().contains("attempts exhausted"));
+    let error = r.last_error.unwrap();
+    assert!(
+        error.contains("crash guard (driver.max_lost_leases = 4)"),
+        "{error}"
+    );
+    let events = store.history(r.id).await.unwrap();
+    let fail = events.last().unwrap();
+    assert_eq!(fail.outcome, "fail");
+    assert!(
+        fail.detail.contains(r#""guard":"driver.max_lost_leases""#),
+        "{}",
+        fail.detail
+    );
+}
+
+async fn failures_still_count_toward_max_attempts(kind: Kind) {
+    let text = noop_pipeline("", "lease = \"1m\"");
+    let (_db, store) = seeded(kind, &text, 1, 2).await;
+    let clock = Arc::new(ManualClock::new(
+        crash(store.as_ref(), 2, chrono::Utc::now()).await,
+    ));
+    let failing = Scripted(
+        HashMap::from([(
+            "1".to_string(),
+            Outcome::Retry {
+                error: "smtp 451".into(),
+            },
+        )]),
+        clock.clone(),
+    );
+    let d = driver(
+        store.clone(),
+        &text,
+        "d1",
+        clock.clone(),
+        vec![("PENDING", Arc::new(failing))],
+    );
+    // Two lost claims, then a crash between each failure: errored at the third failure.
+    for round in 1..=3 {
+        d.run_once(never()).await.unwrap();
+        let r = state_of(store.as_ref(), "1").await;
+        match round {
+            3 => assert_eq!(r.state, "ERRORED", "{r:?}"),
+            _ => assert_eq!((r.state.as_str(), r.attempt), ("PENDING", round), "{r:?}"),
+        }
+        if round < 3 {
+            clock.set(crash(store.as_ref(), 1, clock.now() + Span::hours(2)).await);
+        }
+    }
+    let r = state_of(store.as_ref(), "1").await;
+    let events = store.history(r.id).await.unwrap();
+    let outcomes: Vec<&str> = events.iter().map(|e| e.outcome.as_str()).collect();
+    assert_eq!(outcomes, ["enqueued", "retry", "retry", "fail"]);
+    assert!(
+        events[3]
+            .detail
+            .contains(r#""guard":"policy.max_attempts""#),
+        "{}",
+        events[3].detail
+    );
 }
 
 async fn paused_policy_claims_nothing(kind: Kind) {
@@ -515,4 +589,104 @@ async fn a_pass_with_a_slow_stage_writes_outcomes_before_it_runs() {
     assert_eq!(report.claimed, 2, "one batch: {report:?}");
     assert_eq!(*seen.lock().unwrap(), Some(true));
     assert_eq!(state_of(store.as_ref(), "1").await.state, "COMPLETE");
+}
+
+/// Hands the first half of its batch over as Done at once, then never finishes.
+struct HalfThenStuck;
+
+#[async_trait]
+impl Handler for HalfThenStuck {
+    async fn handle(&self, _: &[Claimed]) -> Result<HashMap<i64, StageResult>, BatchError> {
+        std::future::pending().await
+    }
+
+    async fn handle_reporting(
+        &self,
+        batch: &[Claimed],
+        reporter: &lethe::stages::Reporter,
+    ) -> Result<HashMap<i64, StageResult>, BatchError> {
+        for c in &batch[..batch.len() / 2] {
+            reporter.report(c.id, Outcome::Done.into()).ok();
+        }
+        std::future::pending().await
+    }
+}
+
+/// A quick stage that waits a day.
+struct QuickWait;
+
+#[async_trait]
+impl Handler for QuickWait {
+    async fn handle(&self, batch: &[Claimed]) -> Result<HashMap<i64, StageResult>, BatchError> {
+        let until = chrono::Utc::now() + Span::days(1);
+        let wait = Outcome::Wait {
+            until,
+            why: "grace".into(),
+        };
+        Ok(batch.iter().map(|c| (c.id, wait.clone().into())).collect())
+    }
+
+    fn quick(&self) -> bool {
+        true
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outcomes_handed_over_early_are_written_while_the_batch_runs() {
+    let text = noop_pipeline("", "shutdown_grace = \"200ms\"");
+    let (_db, store) = seeded(Kind::Sqlite, &text, 1, 5).await;
+    let d = driver(
+        store.clone(),
+        &text,
+        "d",
+        Arc::new(SystemClock),
+        vec![
+            ("PENDING", Arc::new(HalfThenStuck)),
+            ("WARNED", Arc::new(QuickWait)),
+        ],
+    );
+    let (stop, shutdown) = watch::channel(false);
+    let running = tokio::spawn({
+        let d = d.clone();
+        async move { d.run(shutdown).await }
+    });
+    // Within a flush window, while the handler still runs, subjects 1 and 2 are recorded,
+    // carried into the quick stage and written with its outcome, their lease let go.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while state_of(store.as_ref(), "2").await.state != "WARNED" {
+        assert!(tokio::time::Instant::now() < deadline, "never written");
+        tokio::task::yield_now().await;
+    }
+    for subject in ["1", "2"] {
+        let r = state_of(store.as_ref(), subject).await;
+        assert_eq!((r.state.as_str(), r.lease_owner), ("WARNED", None));
+    }
+    let r = state_of(store.as_ref(), "3").await;
+    assert_eq!(
+        (r.state.as_str(), r.lease_owner.as_deref()),
+        ("PENDING", Some("d"))
+    );
+    // A shutdown releases the rest; what was written early is not written again.
+    stop.send(true).unwrap();
+    let report = running.await.unwrap().unwrap();
+    assert_eq!((report.applied, report.released), (4, 2), "{report:?}");
+    for subject in ["1", "2"] {
+        let r = state_of(store.as_ref(), subject).await;
+        let events = store.history(r.id).await.unwrap();
+        assert_eq!(
+            common::event_path(&events),
+            [
+                (None, "PENDING", "enqueued"),
+                (Some("PENDING"), "WARNED", "done"),
+                (Some("WARNED"), "WARNED", "wait")
+            ]
+        );
+    }
+    for subject in ["3", "4"] {
+        let r = state_of(store.as_ref(), subject).await;
+        assert_eq!(
+            (r.state.as_str(), r.attempt, r.lease_owner),
+            ("PENDING", 0, None)
+        );
+    }
 }

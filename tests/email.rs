@@ -7,7 +7,7 @@ mod common;
 use common::smtp::{Fault, SmtpServer};
 use common::{Kind, STATES, TestDb, exec};
 use lethe::config::Config;
-use lethe::driver::{Driver, ManualClock};
+use lethe::driver::{Clock, Driver, ManualClock};
 use lethe::store::{Lookup, NewRetirement, Retirement, Store};
 use std::sync::Arc;
 use std::time::Duration;
@@ -80,6 +80,28 @@ template = "deleted"
     )
 }
 
+/// A manual clock that also runs in real time, so that sends to a slow server take time.
+struct Running {
+    base: Arc<ManualClock>,
+    start: std::time::Instant,
+}
+
+impl Running {
+    /// The time this clock showed at `instant` (the base left as it was).
+    fn at(&self, instant: std::time::Instant) -> chrono::DateTime<chrono::Utc> {
+        let elapsed = instant.saturating_duration_since(self.start);
+        lethe::store::truncate_micros(
+            self.base.now() + chrono::Duration::from_std(elapsed).unwrap(),
+        )
+    }
+}
+
+impl Clock for Running {
+    fn now(&self) -> chrono::DateTime<chrono::Utc> {
+        self.at(std::time::Instant::now())
+    }
+}
+
 /// A store, a driver on a manual clock at `t0`, and the SMTP server.
 struct Setup {
     _db: TestDb,
@@ -103,13 +125,46 @@ impl Setup {
         grace: &str,
         source: Option<&str>,
     ) -> Setup {
+        let clock = Arc::new(ManualClock::new(common::t0()));
+        Self::with_clock(smtp, port, email_extra, grace, source, clock.clone(), clock).await
+    }
+
+    /// A setup whose driver's clock also runs in real time from `t0` (set moves it on).
+    async fn running(email_extra: &str, grace: &str) -> (Setup, Arc<Running>) {
+        let smtp = SmtpServer::start().await;
+        let port = smtp.port();
+        let manual = Arc::new(ManualClock::new(common::t0()));
+        let running = Arc::new(Running {
+            base: manual.clone(),
+            start: std::time::Instant::now(),
+        });
+        let s = Self::with_clock(
+            smtp,
+            port,
+            email_extra,
+            grace,
+            None,
+            manual,
+            running.clone(),
+        );
+        (s.await, running)
+    }
+
+    async fn with_clock(
+        smtp: SmtpServer,
+        port: u16,
+        email_extra: &str,
+        grace: &str,
+        source: Option<&str>,
+        clock: Arc<ManualClock>,
+        driver_clock: Arc<dyn Clock>,
+    ) -> Setup {
         let text = pipeline(port, email_extra, grace, source);
         let (graph, pipeline) =
             Config::from_texts("states.toml", STATES, "pipeline.toml", &text).unwrap();
         let db = TestDb::new(Kind::Sqlite).await;
         let store = db.store(&graph).await;
-        let clock = Arc::new(ManualClock::new(common::t0()));
-        let handlers = lethe::stages::build_with(&pipeline, clock.clone())
+        let handlers = lethe::stages::build_with(&pipeline, driver_clock.clone())
             .await
             .unwrap();
         let driver = Arc::new(Driver::new(
@@ -119,7 +174,7 @@ impl Setup {
             pipeline.driver.clone(),
             handlers,
             "d1".into(),
-            clock.clone(),
+            driver_clock,
         ));
         Setup {
             _db: db,
@@ -548,6 +603,128 @@ async fn an_unreachable_server_is_retried_with_backoff() {
     );
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_notice_runs_from_its_own_acceptance() {
+    // A slow server: 12 warnings over 4 connections take three rounds of 80 ms, while the
+    // clock runs. Each warned_at is when that message was accepted, not when the batch began.
+    let (s, clock) = Setup::running("", "recheck = false").await;
+    s.smtp.delay_acceptance(Duration::from_millis(80));
+    let emails: Vec<String> = (1..=12).map(|i| format!("u{i}@example.org")).collect();
+    let ids: Vec<String> = (1..=12).map(|i| i.to_string()).collect();
+    let rows: Vec<_> = ids
+        .iter()
+        .zip(&emails)
+        .map(|(id, e)| (id.as_str(), Some(e.as_str()), None))
+        .collect();
+    s.enqueue(&rows).await;
+    s.run().await;
+    let grace = chrono::Duration::days(30);
+    let mut accepted = Vec::new();
+    for (id, email) in ids.iter().zip(&emails) {
+        let m = s
+            .smtp
+            .messages()
+            .into_iter()
+            .find(|m| m.to == [email.as_str()])
+            .unwrap();
+        let r = s.find(id).await;
+        assert_eq!(r.state, "WARNED");
+        let warned = r.warned_at.unwrap();
+        assert!(
+            warned >= clock.at(m.at),
+            "subject {id}: warned_at {warned} is before the server accepted the warning at {}",
+            clock.at(m.at)
+        );
+        accepted.push((id, clock.at(m.at)));
+    }
+    let first = accepted.iter().map(|a| a.1).min().unwrap();
+    let last = accepted.iter().map(|a| a.1).max().unwrap();
+    assert!(
+        last - first >= chrono::Duration::milliseconds(150),
+        "the sends took time"
+    );
+    // The grace period of the first acceptance is over: only the subjects whose own grace
+    // is over go on to the deleting stages, and none before acceptance + grace.
+    s.clock
+        .set(first + grace - chrono::Duration::from_std(clock.start.elapsed()).unwrap());
+    s.run().await;
+    let mut waiting = 0;
+    for (id, at) in &accepted {
+        let events = s.events(id).await;
+        match events
+            .iter()
+            .find(|e| e.from_state.as_deref() == Some("RETIRING_EDX"))
+        {
+            Some(deleted) => assert!(
+                deleted.at >= *at + grace,
+                "subject {id} deleted at {} before its acceptance + grace {}",
+                deleted.at,
+                *at + grace
+            ),
+            None => waiting += 1,
+        }
+    }
+    assert!(
+        waiting > 0,
+        "the later warnings are still in their grace period"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kill_resends_only_what_was_not_recorded_with_the_same_message_id() {
+    // One batch of 100 warnings to a slow server (4 connections, 10 ms per message); the
+    // daemon is killed once 90 were accepted.
+    let s = Setup::new("", "recheck = false", None).await;
+    s.smtp.delay_acceptance(Duration::from_millis(10));
+    let emails: Vec<String> = (1..=100).map(|i| format!("u{i}@example.org")).collect();
+    let ids: Vec<String> = (1..=100).map(|i| i.to_string()).collect();
+    let rows: Vec<_> = ids
+        .iter()
+        .zip(&emails)
+        .map(|(id, e)| (id.as_str(), Some(e.as_str()), None))
+        .collect();
+    s.enqueue(&rows).await;
+    let daemon = tokio::spawn({
+        let (driver, (_stop, shutdown)) = (s.driver.clone(), tokio::sync::watch::channel(false));
+        async move { driver.run_once(shutdown).await }
+    });
+    assert!(s.smtp.wait_for(90, Duration::from_secs(20)).await);
+    daemon.abort();
+    let _ = daemon.await;
+    // The bound the README states: the messages in flight plus two flush windows.
+    let bound = 4 + 2 * lethe::driver::FLUSH_OUTCOMES;
+    let recorded = s
+        .store
+        .stats()
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|(state, _)| state == "WARNED")
+        .map_or(0, |(_, n)| n as usize);
+    assert!(
+        recorded + bound >= 90,
+        "only {recorded} of 90 acceptances recorded at the kill"
+    );
+    // After the leases expire, a rerun sends only what was not recorded.
+    s.clock.set(common::t0() + chrono::Duration::minutes(10));
+    s.run().await;
+    for id in &ids {
+        assert_eq!(s.find(id).await.state, "WARNED");
+    }
+    let messages = s.smtp.messages();
+    let resent = messages.len() - 100;
+    assert!(resent <= bound, "{resent} warnings resent (bound {bound})");
+    assert!(resent > 0, "the kill came after the last flush");
+    // Every copy of a warning carries its first copy's Message-ID.
+    for (id, email) in ids.iter().zip(&emails) {
+        let retirement = s.find(id).await.id;
+        let expected = format!("<lethe.{retirement}.warning@example.org>");
+        for m in messages.iter().filter(|m| m.to == [email.as_str()]) {
+            assert_eq!(m.header("Message-ID").as_deref(), Some(expected.as_str()));
+        }
+    }
+}
+
 /// The mailer of the test pipeline, talking to `smtp`.
 fn mailer(smtp: &SmtpServer, email_extra: &str) -> lethe::mail::Mailer {
     let text = pipeline(smtp.port(), email_extra, "recheck = false", None);
@@ -651,7 +828,8 @@ async fn messages_arrive_exactly_as_rendered() {
     assert_eq!(m.header("To").unwrap(), "ann@example.org");
     assert_eq!(m.header("MIME-Version").unwrap(), "1.0");
     assert!(
-        m.header("Date").is_some() && m.header("Message-ID").unwrap().starts_with("<lethe.1.1.")
+        m.header("Date").is_some()
+            && m.header("Message-ID").as_deref() == Some("<lethe.1.1@example.org>")
     );
     for line in m.raw.split_inclusive('\n') {
         assert!(line.ends_with("\r\n") && line.len() <= 1000, "{line:?}");

@@ -17,6 +17,7 @@ per_backend!(
     enqueue_reports_open_subjects_instead_of_duplicating,
     claim_leases_and_counts_attempts,
     leased_retirements_are_taken_over_after_the_lease,
+    lost_leases_are_counted_apart_from_failures,
     stale_write_back_changes_nothing,
     done_walks_the_pipeline_and_erases_pii_at_the_end,
     retries_back_off_then_park_in_errored,
@@ -69,7 +70,7 @@ async fn apply(
                 &pipeline.policy.retry,
                 pipeline.policy.max_attempts,
                 &c.state,
-                c.attempt,
+                c.attempt - c.lost_leases,
                 &StageResult::new(outcome.clone()),
                 now,
                 42,
@@ -187,6 +188,62 @@ async fn leased_retirements_are_taken_over_after_the_lease(kind: Kind) {
         .unwrap();
     assert_eq!(b.len(), 2, "expired leases are taken over");
     assert!(b.iter().all(|c| c.attempt == 2));
+    assert!(
+        b.iter().all(|c| c.lost_leases == 1),
+        "a's claims never came back: counted apart from failures"
+    );
+    assert!(a.iter().all(|c| c.lost_leases == 0));
+}
+
+async fn lost_leases_are_counted_apart_from_failures(kind: Kind) {
+    let (_db, store, graph, p) = setup(kind).await;
+    store
+        .enqueue("PENDING", &subjects(1, 2), "cli", t0())
+        .await
+        .unwrap();
+    // Three claims die; the fourth finds three lost leases and fails once.
+    let mut now = t0();
+    for (n, owner) in ["a", "b", "c"].into_iter().enumerate() {
+        let batch = store.claim(owner, now, LEASE, 10).await.unwrap();
+        assert_eq!(
+            (batch[0].attempt, batch[0].lost_leases),
+            (n as i32 + 1, n as i32)
+        );
+        now += Span::seconds(61);
+    }
+    let d = store.claim("d", now, LEASE, 10).await.unwrap();
+    assert_eq!((d[0].attempt, d[0].lost_leases), (4, 3));
+    let error = Outcome::Retry {
+        error: "smtp 451".into(),
+    };
+    assert_eq!(
+        apply(store.as_ref(), &graph, &p, "d", &d, error, now)
+            .await
+            .len(),
+        1
+    );
+    let r = store.find(&Lookup::Id(d[0].id)).await.unwrap().unwrap();
+    assert_eq!(
+        r.attempt, 1,
+        "one failure; the lost claims are not attempts"
+    );
+    // The written outcome came back: the next claim starts the count again.
+    let e = store
+        .claim("e", now + Span::hours(1), LEASE, 10)
+        .await
+        .unwrap();
+    assert_eq!((e[0].attempt, e[0].lost_leases), (2, 0));
+    // A release is not a lost lease either.
+    let fences: Vec<(i64, i32)> = e.iter().map(|c| (c.id, c.attempt)).collect();
+    store
+        .release("e", &fences, now + Span::hours(1))
+        .await
+        .unwrap();
+    let f = store
+        .claim("f", now + Span::hours(1), LEASE, 10)
+        .await
+        .unwrap();
+    assert_eq!((f[0].attempt, f[0].lost_leases), (2, 0));
 }
 
 async fn stale_write_back_changes_nothing(kind: Kind) {

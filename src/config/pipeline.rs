@@ -162,6 +162,7 @@ struct DriverSection {
     lease: HumanDuration,
     poll_interval: HumanDuration,
     shutdown_grace: HumanDuration,
+    max_lost_leases: Option<u32>,
 }
 
 impl Default for DriverSection {
@@ -172,6 +173,7 @@ impl Default for DriverSection {
             lease: HumanDuration(Duration::from_secs(300)),
             poll_interval: HumanDuration(Duration::from_secs(5)),
             shutdown_grace: HumanDuration(Duration::from_secs(20)),
+            max_lost_leases: None,
         }
     }
 }
@@ -205,6 +207,10 @@ pub struct DriverTuning {
     /// How long running handlers may finish after a shutdown signal before their batch is
     /// released (keep it under the service manager's kill timeout).
     pub shutdown_grace: Duration,
+    /// The crash guard: claims in one state that never came back (the worker crashed or
+    /// lost its lease) before the retirement is parked; handler failures count toward
+    /// `policy.max_attempts` instead. Default 3 × `policy.max_attempts`.
+    pub max_lost_leases: u32,
 }
 
 /// One stage: the state it serves and its handler.
@@ -344,6 +350,8 @@ pub(super) fn parse(
         d.shutdown_grace,
         Duration::from_millis(100),
     )?;
+    let max_lost_leases = d.max_lost_leases.unwrap_or(3 * p.max_attempts);
+    check_range(file, "driver.max_lost_leases", max_lost_leases, 1, 10_000)?;
 
     let targets = parse_targets(file, parsed.target)?;
     let stages = parse_stages(file, parsed.stage, graph, states_file)?;
@@ -400,6 +408,7 @@ pub(super) fn parse(
             lease: d.lease.0,
             poll_interval: d.poll_interval.0,
             shutdown_grace: d.shutdown_grace.0,
+            max_lost_leases,
         },
         stages,
         targets,

@@ -184,7 +184,7 @@ pub fn plan_outcome(
             error,
             merge(
                 detail,
-                json!({ "error": error, "attempts": attempt, "exhausted": true }),
+                json!({ "error": error, "attempts": attempt, "exhausted": true, "guard": "policy.max_attempts" }),
             ),
         ),
         Outcome::Retry { error } => {

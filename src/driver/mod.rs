@@ -6,19 +6,28 @@
 //! no new work is claimed and in-flight batches finish or are released.
 
 mod clock;
+mod inflight;
 pub mod scan;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 
+use inflight::InFlight;
+
 use crate::config::{DriverTuning, Policy};
 use crate::domain::{Outcome, StageResult, StateGraph, Transition, plan_outcome, retry_entropy};
-use crate::stages::Handlers;
-use crate::store::{Applied, Claimed, Step, Store, StoreError};
-use std::collections::BTreeMap;
+use crate::stages::{Handlers, Reporter};
+use crate::store::{Applied, Claimed, Store, StoreError};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
+
+/// A batch writes back the outcomes its handlers hand over early once this many wait...
+pub const FLUSH_OUTCOMES: usize = 32;
+
+/// ...or once the oldest of them has waited this long: a crash loses at most one window.
+pub const FLUSH_AFTER: Duration = Duration::from_millis(250);
 
 /// Counts of what a run did.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
@@ -249,7 +258,8 @@ impl Driver {
     /// are Done and due at once in their next state keep their lease in the same write-back
     /// and go on through the next stage here, without being released and claimed again.
     /// When that next stage is quick, the Done is not written yet: it is carried in memory
-    /// and written with the quick stage's outcome, one write-back for both.
+    /// and written with the quick stage's outcome, one write-back for both. Outcomes a
+    /// handler hands over early are written while it runs (see [`FLUSH_OUTCOMES`]).
     pub async fn process(
         &self,
         batch: Vec<Claimed>,
@@ -261,83 +271,149 @@ impl Driver {
         };
         let mut batch: Vec<InFlight> = batch.into_iter().map(InFlight::claimed).collect();
         while !batch.is_empty() {
-            let claimed: Vec<Claimed> = batch.iter().map(|f| f.row.clone()).collect();
-            let Some(results) = self.run_with_renewal(&claimed, &mut shutdown).await else {
+            // Rows written early with a relay: they go on with the next pass.
+            let mut later = Vec::new();
+            let results = self
+                .run_with_renewal(&mut batch, &mut later, &mut shutdown, &mut report)
+                .await;
+            let Some(results) = results else {
+                batch.append(&mut later);
                 self.release(batch, &mut report).await;
                 return report;
             };
-            let now = self.clock.now();
-            let relay_until = (!*shutdown.borrow()).then(|| {
-                now + chrono::Duration::from_std(self.tuning.lease).unwrap_or(chrono::Duration::MAX)
-            });
-            let planned: Vec<(InFlight, Transition, Option<chrono::DateTime<chrono::Utc>>)> = batch
-                .into_iter()
-                .zip(results)
-                .map(|(f, result)| {
-                    let c = &f.row;
-                    let transition = plan_outcome(
-                        &self.graph,
-                        &self.policy.retry,
-                        self.policy.max_attempts,
-                        &c.state,
-                        c.attempt,
-                        &result,
-                        now,
-                        retry_entropy(c.id, c.attempt, now),
-                    );
-                    let relay = (transition.outcome == "done"
-                        && !transition.ends
-                        && transition.due_at == Some(now))
-                    .then_some(relay_until)
-                    .flatten();
-                    (f, transition, relay)
-                })
-                .collect();
-            // Carry only when every row going on runs a quick stage next: in a pass that
-            // also runs a slow stage (a deletion), a carried outcome would wait behind it.
-            let carry = planned.iter().all(|(_, t, relay)| {
-                relay.is_none() || self.handlers.get(&t.to_state).is_some_and(|h| h.quick())
-            });
-            let mut next = Vec::new();
-            let mut applied: Vec<Applied> = Vec::with_capacity(planned.len());
-            let mut rows: Vec<Claimed> = Vec::with_capacity(planned.len());
-            for (f, transition, relay) in planned {
-                if carry && relay.is_some() {
-                    next.push(f.carry(transition, now));
-                    continue;
-                }
-                rows.push(f.row.clone());
-                applied.push(f.into_applied(transition, relay));
-            }
-            let written = match applied.is_empty() {
-                true => Ok(Vec::new()),
-                false => self.store.write_back(&self.owner, &applied, now).await,
-            };
-            let done = match written {
-                Ok(done) => done.into_iter().collect::<std::collections::HashSet<i64>>(),
-                Err(error) => {
-                    // The leases expire and another claim retries the batch: handlers are idempotent.
-                    tracing::error!(%error, claimed = claimed.len(), "write-back failed; the batch will be retried after its lease");
-                    return report;
-                }
-            };
-            for (a, c) in applied.into_iter().zip(rows) {
-                if !done.contains(&a.id) {
-                    report.lost += 1 + a.carried.len() as u64;
-                    tracing::warn!(retirement_id = a.id, state = %a.from_state, attempt = a.attempt,
-                        "write-back lost its lease; it changed nothing");
-                    continue;
-                }
-                count_applied(&mut report, &a);
-                tracing::debug!(retirement_id = a.id, state = %c.state, to = %a.transition.to_state,
-                    attempt = c.attempt, outcome = a.transition.outcome, carried = a.carried.len(), "outcome applied");
-                if a.relay.is_some() {
-                    next.push(InFlight::relayed(c, &a.transition));
-                }
-            }
+            let stopping = *shutdown.borrow();
+            let mut next = self
+                .settle(batch, results, self.clock.now(), stopping, &mut report)
+                .await
+                .unwrap_or_default();
+            next.append(&mut later);
             batch = next;
         }
         report
+    }
+
+    /// Plans the outcomes of `batch` (one result per row, in order), writes them back
+    /// fenced, and returns the rows that go on: relayed ones (written, lease kept) and
+    /// carried ones (moved on in memory, written with their next outcome). `None` when the
+    /// write-back failed (the leases expire and another claim retries the rows).
+    async fn settle(
+        &self,
+        batch: Vec<InFlight>,
+        results: Vec<StageResult>,
+        now: chrono::DateTime<chrono::Utc>,
+        stopping: bool,
+        report: &mut RunReport,
+    ) -> Option<Vec<InFlight>> {
+        let relay_until = (!stopping).then(|| {
+            now + chrono::Duration::from_std(self.tuning.lease).unwrap_or(chrono::Duration::MAX)
+        });
+        let planned: Vec<(InFlight, Transition, Option<chrono::DateTime<chrono::Utc>>)> = batch
+            .into_iter()
+            .zip(results)
+            .map(|(f, result)| {
+                let c = &f.row;
+                let transition = plan_outcome(
+                    &self.graph,
+                    &self.policy.retry,
+                    self.policy.max_attempts,
+                    &c.state,
+                    // Failures only: claims that never came back are the crash guard's.
+                    c.attempt - c.lost_leases,
+                    &result,
+                    now,
+                    retry_entropy(c.id, c.attempt, now),
+                );
+                let relay = (transition.outcome == "done"
+                    && !transition.ends
+                    && transition.due_at == Some(now))
+                .then_some(relay_until)
+                .flatten();
+                (f, transition, relay)
+            })
+            .collect();
+        // Carry only when every row going on runs a quick stage next: in a pass that
+        // also runs a slow stage (a deletion), a carried outcome would wait behind it.
+        let carry = planned.iter().all(|(_, t, relay)| {
+            relay.is_none() || self.handlers.get(&t.to_state).is_some_and(|h| h.quick())
+        });
+        let mut next = Vec::new();
+        let mut applied: Vec<Applied> = Vec::with_capacity(planned.len());
+        let mut rows: Vec<Claimed> = Vec::with_capacity(planned.len());
+        for (f, transition, relay) in planned {
+            if carry && relay.is_some() {
+                next.push(f.carry(transition, now));
+                continue;
+            }
+            rows.push(f.row.clone());
+            applied.push(f.into_applied(transition, relay));
+        }
+        let written = match applied.is_empty() {
+            true => Ok(Vec::new()),
+            false => self.store.write_back(&self.owner, &applied, now).await,
+        };
+        let done = match written {
+            Ok(done) => done.into_iter().collect::<std::collections::HashSet<i64>>(),
+            Err(error) => {
+                // The leases expire and another claim retries the rows: handlers are idempotent.
+                tracing::error!(%error, rows = applied.len(), "write-back failed; the rows will be retried after their lease");
+                return None;
+            }
+        };
+        for (a, c) in applied.into_iter().zip(rows) {
+            if !done.contains(&a.id) {
+                report.lost += 1 + a.carried.len() as u64;
+                tracing::warn!(retirement_id = a.id, state = %a.from_state, attempt = a.attempt,
+                    "write-back lost its lease; it changed nothing");
+                continue;
+            }
+            count_applied(report, &a);
+            tracing::debug!(retirement_id = a.id, state = %c.state, to = %a.transition.to_state,
+                attempt = c.attempt, outcome = a.transition.outcome, carried = a.carried.len(), "outcome applied");
+            if a.relay.is_some() {
+                next.push(InFlight::relayed(c, &a.transition));
+            }
+        }
+        Some(next)
+    }
+
+    /// Writes back the outcomes handed over early (`early`), taking their rows out of
+    /// `batch` so that the batch's own write-back covers only the rest. A row carried into
+    /// a quick stage runs it now and is written with it, as in a pass; rows written with a
+    /// relay are put in `later`, for the batch's next pass.
+    async fn flush(
+        &self,
+        batch: &mut Vec<InFlight>,
+        later: &mut Vec<InFlight>,
+        early: &mut HashMap<i64, StageResult>,
+        stopping: bool,
+        report: &mut RunReport,
+    ) {
+        let (mut rows, rest): (Vec<InFlight>, Vec<InFlight>) = std::mem::take(batch)
+            .into_iter()
+            .partition(|f| early.contains_key(&f.row.id));
+        *batch = rest;
+        let mut results: Vec<StageResult> = rows
+            .iter()
+            .map(|f| early.remove(&f.row.id).unwrap_or_else(no_outcome))
+            .collect();
+        early.clear();
+        tracing::debug!(rows = rows.len(), "writing outcomes handed over early");
+        while !rows.is_empty() {
+            let now = self.clock.now();
+            let Some(next) = self.settle(rows, results, now, stopping, report).await else {
+                return;
+            };
+            let (carried, relayed): (Vec<InFlight>, Vec<InFlight>) =
+                next.into_iter().partition(|f| !f.carried.is_empty());
+            later.extend(relayed);
+            let claimed: Vec<Claimed> = carried.iter().map(|f| f.row.clone()).collect();
+            let mut answers = self.run_handlers(&claimed, Reporter::none()).await;
+            results = claimed
+                .iter()
+                .map(|c| answers.remove(&c.id).unwrap_or_else(no_outcome))
+                .collect();
+            rows = carried;
+        }
     }
 
     /// Releases a batch whose handlers outlived the shutdown grace. Outcomes carried in
@@ -377,16 +453,24 @@ impl Driver {
         }
     }
 
-    /// Runs the handlers while renewing the batch's leases; `None` when a shutdown's grace
-    /// period ran out first (the caller releases the batch).
+    /// Runs the handlers while renewing the leases of `batch` (and `later`), writing back
+    /// the outcomes they hand over early every [`FLUSH_AFTER`] or [`FLUSH_OUTCOMES`];
+    /// returns one result per row left in `batch`, in order, or `None` when a shutdown's
+    /// grace period ran out first (outcomes handed over are written, the caller releases
+    /// the rest).
     async fn run_with_renewal(
         &self,
-        batch: &[Claimed],
+        batch: &mut Vec<InFlight>,
+        later: &mut Vec<InFlight>,
         shutdown: &mut watch::Receiver<bool>,
+        report: &mut RunReport,
     ) -> Option<Vec<StageResult>> {
-        let ids: Vec<i64> = batch.iter().map(|c| c.id).collect();
-        let work = self.run_handlers(batch);
+        let claimed: Vec<Claimed> = batch.iter().map(|f| f.row.clone()).collect();
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let work = self.run_handlers(&claimed, Reporter::new(tx));
         tokio::pin!(work);
+        let mut early: HashMap<i64, StageResult> = HashMap::new();
+        let mut flush_at: Option<tokio::time::Instant> = None;
         let mut renew =
             tokio::time::interval((self.tuning.lease / 3).max(Duration::from_millis(100)));
         renew.tick().await;
@@ -399,9 +483,35 @@ impl Driver {
                     None => std::future::pending().await,
                 }
             };
+            let flush_due = async {
+                match flush_at {
+                    Some(at) => tokio::time::sleep_until(at).await,
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
-                results = &mut work => return Some(results),
+                mut results = &mut work => {
+                    // What was handed over and not flushed yet goes with the batch's write-back.
+                    while let Ok((id, result)) = rx.try_recv() {
+                        early.insert(id, result);
+                    }
+                    results.extend(early);
+                    return Some(batch.iter().map(|f| results.remove(&f.row.id).unwrap_or_else(no_outcome)).collect());
+                }
+                Some((id, result)) = rx.recv() => {
+                    early.insert(id, result);
+                    let at = *flush_at.get_or_insert_with(|| tokio::time::Instant::now() + FLUSH_AFTER);
+                    if early.len() >= FLUSH_OUTCOMES || at <= tokio::time::Instant::now() {
+                        self.flush(batch, later, &mut early, stopping.is_some(), report).await;
+                        flush_at = None;
+                    }
+                }
+                _ = flush_due => {
+                    self.flush(batch, later, &mut early, stopping.is_some(), report).await;
+                    flush_at = None;
+                }
                 _ = renew.tick() => {
+                    let ids: Vec<i64> = batch.iter().chain(later.iter()).map(|f| f.row.id).collect();
                     let until = self.clock.now() + chrono::Duration::from_std(self.tuning.lease).unwrap_or(chrono::Duration::MAX);
                     match self.store.renew(&self.owner, &ids, until).await {
                         Ok(held) if held < ids.len() as u64 => tracing::warn!(held, claimed = ids.len(), "some leases were lost while the handler ran"),
@@ -412,22 +522,42 @@ impl Driver {
                 _ = shutdown.changed(), if stopping.is_none() => {
                     stopping = Some(tokio::time::Instant::now() + self.tuning.shutdown_grace);
                 }
-                _ = deadline => return None,
+                _ = deadline => {
+                    while let Ok((id, result)) = rx.try_recv() {
+                        early.insert(id, result);
+                    }
+                    if !early.is_empty() {
+                        self.flush(batch, later, &mut early, true, report).await;
+                    }
+                    return None;
+                }
             }
         }
     }
 
-    /// Calls each state's handler with its part of the batch; one result per claimed row, in order.
-    async fn run_handlers(&self, batch: &[Claimed]) -> Vec<StageResult> {
+    /// Calls each state's handler with its part of the batch (handing `reporter` on); a
+    /// result per claimed row, except those the handlers reported through `reporter`.
+    async fn run_handlers(
+        &self,
+        batch: &[Claimed],
+        reporter: Reporter,
+    ) -> HashMap<i64, StageResult> {
         let mut by_state: BTreeMap<&str, Vec<Claimed>> = BTreeMap::new();
-        let mut results: std::collections::HashMap<i64, StageResult> =
-            std::collections::HashMap::new();
+        let mut results: HashMap<i64, StageResult> = HashMap::new();
         for c in batch {
-            if c.attempt.max(0) as u32 > self.policy.max_attempts {
-                // Earlier workers lost the lease this many times (crashed or killed).
-                results.insert(c.id, Outcome::Fail {
-                    error: format!("attempts exhausted: {} claims in state {} without an outcome (the worker crashed or lost its lease)", c.attempt - 1, c.state),
-                }.into());
+            let limit = self.tuning.max_lost_leases;
+            if c.lost_leases.max(0) as u32 >= limit {
+                // Earlier workers lost the lease this many times (crashed or killed); no
+                // handler failed, so this is the crash guard, not policy.max_attempts.
+                let error = format!(
+                    "crash guard (driver.max_lost_leases = {limit}): {} claims in state {} never came back (the worker crashed or lost its lease)",
+                    c.lost_leases, c.state
+                );
+                let detail = serde_json::json!({ "guard": "driver.max_lost_leases", "lost_leases": c.lost_leases });
+                results.insert(
+                    c.id,
+                    StageResult::new(Outcome::Fail { error }).with_detail(detail),
+                );
             } else {
                 by_state
                     .entry(c.state.as_str())
@@ -450,18 +580,8 @@ impl Driver {
             };
             let span = tracing::info_span!("stage", state, size = part.len());
             let _entered = span.enter();
-            match handler.handle(&part).await {
-                Ok(mut answers) => {
-                    for c in &part {
-                        let result = answers.remove(&c.id).unwrap_or_else(|| {
-                            Outcome::Retry {
-                                error: "the handler returned no outcome for this retirement".into(),
-                            }
-                            .into()
-                        });
-                        results.insert(c.id, result);
-                    }
-                }
+            match handler.handle_reporting(&part, &reporter).await {
+                Ok(answers) => results.extend(answers),
                 Err(error) => {
                     tracing::warn!(%error, state, "handler failed for its whole batch");
                     for c in &part {
@@ -476,89 +596,16 @@ impl Driver {
                 }
             }
         }
-        batch
-            .iter()
-            .map(|c| {
-                results.remove(&c.id).unwrap_or_else(|| {
-                    Outcome::Retry {
-                        error: "no outcome".into(),
-                    }
-                    .into()
-                })
-            })
-            .collect()
+        results
     }
 }
 
-/// A claimed row on its way through a batch: what the next handler sees, the fence the
-/// store holds, and the outcomes made in memory since that fence.
-struct InFlight {
-    row: Claimed,
-    fence_state: String,
-    fence_attempt: i32,
-    carried: Vec<Step>,
-}
-
-impl InFlight {
-    fn claimed(row: Claimed) -> Self {
-        Self {
-            fence_state: row.state.clone(),
-            fence_attempt: row.attempt,
-            row,
-            carried: Vec::new(),
-        }
+/// A Retry for a row whose handler gave no outcome (one handed over early is final).
+fn no_outcome() -> StageResult {
+    Outcome::Retry {
+        error: "the handler returned no outcome for this retirement".into(),
     }
-
-    /// The row as attempt 1 of its next state, after a written relay.
-    fn relayed(row: Claimed, transition: &Transition) -> Self {
-        Self::claimed(moved_on(row, transition))
-    }
-
-    /// The row moved on in memory, the transition kept for the next write-back.
-    fn carry(self, transition: Transition, at: chrono::DateTime<chrono::Utc>) -> Self {
-        let step = Step {
-            from_state: self.row.state.clone(),
-            attempt: self.row.attempt,
-            at,
-            transition,
-        };
-        let row = moved_on(self.row, &step.transition);
-        let mut carried = self.carried;
-        carried.push(step);
-        Self {
-            row,
-            fence_state: self.fence_state,
-            fence_attempt: self.fence_attempt,
-            carried,
-        }
-    }
-
-    /// What a write-back applies for this row: `transition` fenced as the store holds it.
-    fn into_applied(
-        self,
-        transition: Transition,
-        relay: Option<chrono::DateTime<chrono::Utc>>,
-    ) -> Applied {
-        Applied {
-            id: self.row.id,
-            from_state: self.fence_state,
-            attempt: self.fence_attempt,
-            transition,
-            relay,
-            carried: self.carried,
-        }
-    }
-}
-
-/// The row as attempt 1 of the state `transition` moved it to.
-fn moved_on(row: Claimed, transition: &Transition) -> Claimed {
-    Claimed {
-        state: transition.to_state.clone(),
-        attempt: 1,
-        warned_at: transition.warned_at.or(row.warned_at),
-        reminders_sent: transition.reminders_sent.unwrap_or(row.reminders_sent),
-        ..row
-    }
+    .into()
 }
 
 /// Counts every transition a write-back applied for `a`, carried ones included.

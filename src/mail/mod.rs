@@ -313,8 +313,9 @@ impl Mailer {
         }
     }
 
-    /// Sends one message to `to`, waiting for the rate limit first. `key` makes the
-    /// Message-ID unique and traceable without naming the recipient.
+    /// Sends one message to `to`, waiting for the rate limit first. `key` names it in its
+    /// Message-ID, `<lethe.{key}@{sender domain}>`, traceable without naming the recipient
+    /// and the same when the message is sent again (mail clients fold such copies).
     pub async fn send(&self, to: Option<&str>, rendered: &Rendered, key: &str) -> Delivery {
         let Some(to) = to.map(str::trim).filter(|t| !t.is_empty()) else {
             return Delivery::Permanent("no email address".into());
@@ -326,7 +327,14 @@ impl Mailer {
         else {
             return Delivery::Permanent("invalid email address".into());
         };
-        let message_id = format!("<lethe.{key}.{:016x}@{}>", rand_u64(), self.sender.domain());
+        let key: String = key
+            .chars()
+            .map(|c| match c {
+                'a'..='z' | 'A'..='Z' | '0'..='9' | '.' | '-' | '_' => c,
+                _ => '-',
+            })
+            .collect();
+        let message_id = format!("<lethe.{key}@{}>", self.sender.domain());
         let boundary = format!("{:016x}{:016x}", rand_u64(), rand_u64());
         let bytes = self.composer.compose(&Parts {
             to: &address,

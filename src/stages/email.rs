@@ -1,7 +1,7 @@
 //! The email handler: renders a template per retirement and sends it; the warning stage
 //! records `warned_at` when the server accepted the notice (invariant 2).
 
-use super::{BatchError, Handler};
+use super::{BatchError, Handler, Reporter};
 use crate::config::{Email, Undeliverable};
 use crate::domain::{Outcome, StageResult, grace_ends};
 use crate::driver::Clock;
@@ -52,6 +52,8 @@ pub struct Notifier {
 pub struct Sent {
     /// What the server said.
     pub delivery: Delivery,
+    /// When it said so (the clock read as the reply arrived): a notice runs from here.
+    pub at: DateTime<Utc>,
     /// Event detail (template, locale, Message-ID, reply).
     pub detail: serde_json::Value,
 }
@@ -66,17 +68,37 @@ impl Notifier {
         vars
     }
 
-    /// Sends `template` to each retirement (the mailer bounds how many at once); `deletion` gives the
-    /// date shown as `{{ deletion_date }}`.
+    /// Sends `template` to each retirement (the mailer bounds how many at once) and
+    /// collects the results; see [`Notifier::send_each`].
     pub async fn send_all(
         self: &Arc<Self>,
         batch: &[Claimed],
         template: &str,
+        key: impl Fn(&Claimed) -> String,
         deletion: impl Fn(&Claimed) -> DateTime<Utc>,
     ) -> HashMap<i64, Sent> {
+        let mut out = HashMap::with_capacity(batch.len());
+        self.send_each(batch, template, key, deletion, |id, sent| {
+            out.insert(id, sent);
+        })
+        .await;
+        out
+    }
+
+    /// Sends `template` to each retirement and hands each result to `each` as the server
+    /// answers. `key` names the message in its Message-ID (`<lethe.{key}@{sender domain}>`),
+    /// the same for a resent copy, so mail clients fold the copies; `deletion` gives the
+    /// date shown as `{{ deletion_date }}`.
+    pub async fn send_each(
+        self: &Arc<Self>,
+        batch: &[Claimed],
+        template: &str,
+        key: impl Fn(&Claimed) -> String,
+        deletion: impl Fn(&Claimed) -> DateTime<Utc>,
+        mut each: impl FnMut(i64, Sent),
+    ) {
         let now = self.clock.now();
         let mut tasks = tokio::task::JoinSet::new();
-        let mut out = HashMap::with_capacity(batch.len());
         for c in batch {
             let when = deletion(c);
             let days_left = ((when - now).num_seconds().max(0) + 86_399) / 86_400;
@@ -90,14 +112,25 @@ impl Notifier {
                 let error = format!("template {template:?} is not loaded");
                 let detail = json!({ "template": template });
                 let delivery = Delivery::Permanent(error);
-                out.insert(c.id, Sent { delivery, detail });
+                let at = self.clock.now();
+                each(
+                    c.id,
+                    Sent {
+                        delivery,
+                        at,
+                        detail,
+                    },
+                );
                 continue;
             };
             let (me, to) = (self.clone(), c.email.clone());
-            let (id, key) = (c.id, format!("{}.{}", c.id, c.attempt));
+            let (id, key) = (c.id, key(c));
             let template = template.to_string();
             tasks.spawn(async move {
                 let delivery = me.mailer.send(to.as_deref(), &rendered, &key).await;
+                // Each message's own acceptance time, not the batch's start: with a batch
+                // of sends taking seconds, the notice must run from when it arrived.
+                let at = me.clock.now();
                 let mut detail = json!({ "template": template, "locale": locale });
                 match &delivery {
                     Delivery::Accepted { message_id, reply } => {
@@ -108,16 +141,22 @@ impl Notifier {
                         detail["smtp_error"] = json!(e);
                     }
                 }
-                (id, Sent { delivery, detail })
+                (
+                    id,
+                    Sent {
+                        delivery,
+                        at,
+                        detail,
+                    },
+                )
             });
         }
         while let Some(joined) = tasks.join_next().await {
             // A panicked send leaves its retirement without a result: the driver retries it.
             if let Ok((id, sent)) = joined {
-                out.insert(id, sent);
+                each(id, sent);
             }
         }
-        out
     }
 }
 
@@ -134,59 +173,86 @@ impl EmailHandler {
     }
 }
 
+impl EmailHandler {
+    /// The outcome of one message.
+    fn outcome(&self, sent: Sent) -> StageResult {
+        let Sent {
+            delivery,
+            at,
+            detail,
+        } = sent;
+        let notice = self.settings.records_notice();
+        match delivery {
+            Delivery::Accepted { .. } => {
+                let mut r = StageResult::new(Outcome::Done).with_detail(detail);
+                if notice {
+                    r.warned_at = Some(at);
+                }
+                r
+            }
+            Delivery::Transient(error) => {
+                StageResult::new(Outcome::Retry { error }).with_detail(detail)
+            }
+            Delivery::Permanent(error) => match self.notifier.config.on_undeliverable {
+                Undeliverable::Error => StageResult::new(Outcome::Fail {
+                    error: format!("undeliverable: {error}"),
+                })
+                .with_detail(detail),
+                Undeliverable::Proceed => {
+                    let mut detail = detail;
+                    detail["undeliverable"] = json!(error);
+                    detail["on_undeliverable"] = json!("proceed");
+                    let mut r = StageResult::new(Outcome::Done).with_detail(detail);
+                    // The grace period still runs from the attempt.
+                    if notice {
+                        r.warned_at = Some(at);
+                    }
+                    r
+                }
+            },
+        }
+    }
+}
+
 #[async_trait]
 impl Handler for EmailHandler {
     async fn handle(&self, batch: &[Claimed]) -> Result<HashMap<i64, StageResult>, BatchError> {
+        self.handle_reporting(batch, &Reporter::none()).await
+    }
+
+    /// Hands each message's outcome over as the server answers, so the driver records
+    /// acceptances while the rest of the batch is still being sent.
+    async fn handle_reporting(
+        &self,
+        batch: &[Claimed],
+        reporter: &Reporter,
+    ) -> Result<HashMap<i64, StageResult>, BatchError> {
         let now = self.notifier.clock.now();
         let grace = self.notifier.grace;
         let notice = self.settings.records_notice();
-        let sent = self
-            .notifier
-            .send_all(batch, &self.settings.template, |c| {
-                // A warning announces the end of a grace period starting now, a reminder
-                // the one that started at the warning, the confirmation today's deletion.
-                match (notice, c.warned_at) {
-                    _ if self.settings.template == "deleted" => now,
-                    (false, Some(at)) => grace_ends(at, grace),
-                    _ => grace_ends(now, grace),
-                }
-            })
+        let template = self.settings.template.as_str();
+        let mut left = HashMap::new();
+        self.notifier
+            .send_each(
+                batch,
+                template,
+                |c| format!("{}.{template}", c.id),
+                |c| {
+                    // A warning announces the end of a grace period starting now, a reminder
+                    // the one that started at the warning, the confirmation today's deletion.
+                    match (notice, c.warned_at) {
+                        _ if template == "deleted" => now,
+                        (false, Some(at)) => grace_ends(at, grace),
+                        _ => grace_ends(now, grace),
+                    }
+                },
+                |id, sent| {
+                    if let Err(result) = reporter.report(id, self.outcome(sent)) {
+                        left.insert(id, result);
+                    }
+                },
+            )
             .await;
-        let policy = self.notifier.config.on_undeliverable;
-        Ok(sent
-            .into_iter()
-            .map(|(id, Sent { delivery, detail })| {
-                let result = match delivery {
-                    Delivery::Accepted { .. } => {
-                        let mut r = StageResult::new(Outcome::Done).with_detail(detail);
-                        if notice {
-                            r.warned_at = Some(now);
-                        }
-                        r
-                    }
-                    Delivery::Transient(error) => {
-                        StageResult::new(Outcome::Retry { error }).with_detail(detail)
-                    }
-                    Delivery::Permanent(error) => match policy {
-                        Undeliverable::Error => StageResult::new(Outcome::Fail {
-                            error: format!("undeliverable: {error}"),
-                        })
-                        .with_detail(detail),
-                        Undeliverable::Proceed => {
-                            let mut detail = detail;
-                            detail["undeliverable"] = json!(error);
-                            detail["on_undeliverable"] = json!("proceed");
-                            let mut r = StageResult::new(Outcome::Done).with_detail(detail);
-                            // The grace period still runs from the attempt.
-                            if notice {
-                                r.warned_at = Some(now);
-                            }
-                            r
-                        }
-                    },
-                };
-                (id, result)
-            })
-            .collect())
+        Ok(left)
     }
 }

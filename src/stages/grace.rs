@@ -170,13 +170,23 @@ impl Handler for GraceHandler {
             }
         }
         if let (Some(notifier), false) = (&self.notifier, remind.is_empty()) {
-            let grace = self.grace;
+            let (grace, template) = (self.grace, self.settings.reminder_template.as_str());
             let sent = notifier
-                .send_all(&remind, &self.settings.reminder_template, |c| {
-                    grace_ends(c.warned_at.unwrap_or(now), grace)
-                })
+                .send_all(
+                    &remind,
+                    template,
+                    // One Message-ID per reminder, the same if it is resent.
+                    |c| format!("{}.{template}.{}", c.id, c.reminders_sent + 1),
+                    |c| grace_ends(c.warned_at.unwrap_or(now), grace),
+                )
                 .await;
-            for (id, Sent { delivery, detail }) in sent {
+            for (
+                id,
+                Sent {
+                    delivery, detail, ..
+                },
+            ) in sent
+            {
                 let Some((due, next, end)) = due_counts.get(&id).copied() else {
                     continue;
                 };

@@ -138,11 +138,49 @@ fn typed<T: serde::de::DeserializeOwned>(
 #[error("{0}")]
 pub struct BatchError(pub String);
 
+/// Where a handler hands over outcomes before its whole batch is done; the driver writes
+/// them back within a flush window (fenced as usual), so a crash loses at most that window.
+/// An outcome handed over is final: the handler leaves it out of its returned map.
+#[derive(Clone, Default)]
+pub struct Reporter(Option<tokio::sync::mpsc::UnboundedSender<(i64, StageResult)>>);
+
+impl Reporter {
+    /// A reporter nobody listens to: every outcome is given back to the handler.
+    pub fn none() -> Self {
+        Self(None)
+    }
+
+    /// A reporter feeding `tx` (the driver's side).
+    pub fn new(tx: tokio::sync::mpsc::UnboundedSender<(i64, StageResult)>) -> Self {
+        Self(Some(tx))
+    }
+
+    /// Hands `result` for retirement `id` over now; gives it back when nobody listens, and
+    /// the handler then returns it in its map.
+    pub fn report(&self, id: i64, result: StageResult) -> Result<(), StageResult> {
+        match &self.0 {
+            Some(tx) => tx.send((id, result)).map_err(|e| (e.0).1),
+            None => Err(result),
+        }
+    }
+}
+
 /// The code behind one stage.
 #[async_trait]
 pub trait Handler: Send + Sync {
     /// Works on the batch and returns a result per retirement id; a missing id is retried.
     async fn handle(&self, batch: &[Claimed]) -> Result<HashMap<i64, StageResult>, BatchError>;
+
+    /// [`Handler::handle`], handing outcomes to `reporter` as they are decided (a handler
+    /// whose batch takes long, like sending mail, overrides it); by default, all at the end.
+    async fn handle_reporting(
+        &self,
+        batch: &[Claimed],
+        reporter: &Reporter,
+    ) -> Result<HashMap<i64, StageResult>, BatchError> {
+        let _ = reporter;
+        self.handle(batch).await
+    }
 
     /// Whether a run of this stage is short and, in the common case, acts only on the
     /// store (it waits or re-reads): the driver then carries a relayed Done into it without

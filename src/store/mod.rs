@@ -238,8 +238,11 @@ pub struct Claimed {
     pub reason: String,
     /// Current state.
     pub state: String,
-    /// Attempt number of this claim (1 on the first try in this state).
+    /// Attempt number of this claim (1 on the first try in this state), the fence; it
+    /// includes the `lost_leases` claims, which are not failures.
     pub attempt: i32,
+    /// Claims before this one, since the last written outcome, that never came back.
+    pub lost_leases: i32,
     /// When the warning was accepted.
     pub warned_at: Option<DateTime<Utc>>,
     /// When the retirement was opened.
@@ -817,6 +820,7 @@ macro_rules! decode_claimed {
                 reason: row.try_get("reason")?,
                 state: row.try_get("state")?,
                 attempt: row.try_get("attempt")?,
+                lost_leases: row.try_get("lost_leases")?,
                 warned_at: row.try_get("warned_at")?,
                 created_at: row.try_get("created_at")?,
                 locale: row.try_get("locale")?,
@@ -874,7 +878,7 @@ macro_rules! retirement_columns {
 /// Columns of a `Claimed`, for claim RETURNING clauses.
 macro_rules! claimed_columns {
     () => {
-        "id, subject, email, username, reason, state, attempt, warned_at, created_at, locale, reminders_sent, exclusion_override"
+        "id, subject, email, username, reason, state, attempt, lost_leases, warned_at, created_at, locale, reminders_sent, exclusion_override"
     };
 }
 
@@ -931,6 +935,11 @@ macro_rules! embedded_migrator {
                 6,
                 "event keys",
                 include_str!(concat!("../../migrations/", $dir, "/0006_event_keys.sql")),
+            ),
+            (
+                7,
+                "claims",
+                include_str!(concat!("../../migrations/", $dir, "/0007_claims.sql")),
             ),
             (
                 8,

@@ -208,10 +208,11 @@ impl Store for PgStore {
         // One statement, committed at once: the claim is its own short transaction.
         let rows = sqlx::query(concat!(
             "UPDATE retirement r SET lease_owner = $1, lease_until = $2, due_at = $2, \
-             attempt = r.attempt + 1, updated_at = $3 \
+             attempt = r.attempt + 1, updated_at = $3, \
+             lost_leases = r.lost_leases + CASE WHEN r.lease_owner IS NULL THEN 0 ELSE 1 END \
              WHERE r.id = ANY(ARRAY(SELECT id FROM retirement WHERE ended_at IS NULL AND due_at IS NOT NULL \
              AND due_at <= $3 ORDER BY due_at, id LIMIT $4 FOR UPDATE SKIP LOCKED)) RETURNING ",
-            "r.id, r.subject, r.email, r.username, r.reason, r.state, r.attempt, r.warned_at, r.created_at, r.locale, r.reminders_sent, r.exclusion_override"
+            "r.id, r.subject, r.email, r.username, r.reason, r.state, r.attempt, r.lost_leases, r.warned_at, r.created_at, r.locale, r.reminders_sent, r.exclusion_override"
         ))
         .bind(owner)
         .bind(until)
@@ -349,7 +350,7 @@ impl Store for PgStore {
                  ends, warned_at, relay_until, reminders_sent)), \
              changed AS ( \
                UPDATE retirement r SET state = i.to_state, due_at = COALESCE(i.relay_until, i.due_at), \
-                 attempt = CASE WHEN i.relay_until IS NULL THEN i.attempt ELSE 1 END, \
+                 attempt = CASE WHEN i.relay_until IS NULL THEN i.attempt ELSE 1 END, lost_leases = 0, \
                  last_error = i.last_error, failed_state = i.failed_state, \
                  warned_at = COALESCE(i.warned_at, r.warned_at), \
                  reminders_sent = COALESCE(i.reminders_sent, r.reminders_sent), \

@@ -182,7 +182,8 @@ impl Store for SqliteStore {
             .ctx("begin a claim")?;
         let rows = sqlx::query(concat!(
             "UPDATE retirement SET lease_owner = $1, lease_until = $2, due_at = $2, \
-             attempt = attempt + 1, updated_at = $3 \
+             attempt = attempt + 1, updated_at = $3, \
+             lost_leases = lost_leases + CASE WHEN lease_owner IS NULL THEN 0 ELSE 1 END \
              WHERE id IN (SELECT id FROM retirement WHERE ended_at IS NULL AND due_at IS NOT NULL \
              AND due_at <= $3 ORDER BY due_at, id LIMIT $4) RETURNING ",
             claimed_columns!()

@@ -10,7 +10,7 @@
 #![allow(dead_code)]
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -50,7 +50,8 @@ pub struct Received {
     pub to: Vec<String>,
     /// The DATA payload, dot-unstuffed, CRLF kept, without the final ".\r\n".
     pub raw: String,
-    /// When the DATA terminator was read.
+    /// When the message was accepted: the DATA terminator was read and any
+    /// [`SmtpServer::delay_acceptance`] delay is over; the 250 reply follows at once.
     pub at: Instant,
 }
 
@@ -84,6 +85,7 @@ struct Shared {
     noops: AtomicUsize,
     count_only: AtomicBool,
     delayed_acks: AtomicBool,
+    acceptance_delay_us: AtomicU64,
 }
 
 /// A scripted SMTP server; see the module docs.
@@ -111,6 +113,7 @@ impl SmtpServer {
             noops: AtomicUsize::new(0),
             count_only: AtomicBool::new(false),
             delayed_acks: AtomicBool::new(false),
+            acceptance_delay_us: AtomicU64::new(0),
         });
         let sh = shared.clone();
         let accept = tokio::spawn(async move {
@@ -187,6 +190,14 @@ impl SmtpServer {
     /// Acknowledge like a stock server: Linux's delayed ACKs, no TCP_QUICKACK.
     pub fn delayed_acks(&self) {
         self.shared.delayed_acks.store(true, Ordering::SeqCst);
+    }
+
+    /// A slow server: wait `delay` after each message's DATA before accepting it (each
+    /// connection on its own, so `n` connections accept up to `n` messages per delay).
+    pub fn delay_acceptance(&self, delay: Duration) {
+        self.shared
+            .acceptance_delay_us
+            .store(delay.as_micros() as u64, Ordering::SeqCst);
     }
 
     /// Stop keeping message bodies (only count them), for benchmarks with 10,000+ messages.
@@ -346,6 +357,10 @@ async fn serve(stream: TcpStream, sh: &Shared) -> std::io::Result<()> {
                         };
                         data.extend_from_slice(l);
                     }
+                }
+                let delay = sh.acceptance_delay_us.load(Ordering::SeqCst);
+                if delay > 0 && !matches!(t.fault, Some(Fault::Stall)) {
+                    tokio::time::sleep(Duration::from_micros(delay)).await;
                 }
                 let at = Instant::now();
                 match t.fault {
