@@ -35,7 +35,7 @@ retry_base = "1m"
 retry_cap = "10m"
 
 [driver]
-batch_size = 100
+batch_size = 500
 concurrency = 1
 
 [email]
@@ -672,12 +672,12 @@ async fn each_notice_runs_from_its_own_acceptance() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_kill_resends_only_what_was_not_recorded_with_the_same_message_id() {
-    // One batch of 100 warnings to a slow server (4 connections, 10 ms per message); the
-    // daemon is killed once 90 were accepted.
+    // One batch of 400 warnings to a slow server (4 connections, 10 ms per message); the
+    // daemon is killed once 360 were accepted.
     let s = Setup::new("", "recheck = false", None).await;
     s.smtp.delay_acceptance(Duration::from_millis(10));
-    let emails: Vec<String> = (1..=100).map(|i| format!("u{i}@example.org")).collect();
-    let ids: Vec<String> = (1..=100).map(|i| i.to_string()).collect();
+    let emails: Vec<String> = (1..=400).map(|i| format!("u{i}@example.org")).collect();
+    let ids: Vec<String> = (1..=400).map(|i| i.to_string()).collect();
     let rows: Vec<_> = ids
         .iter()
         .zip(&emails)
@@ -688,7 +688,7 @@ async fn a_kill_resends_only_what_was_not_recorded_with_the_same_message_id() {
         let (driver, (_stop, shutdown)) = (s.driver.clone(), tokio::sync::watch::channel(false));
         async move { driver.run_once(shutdown).await }
     });
-    assert!(s.smtp.wait_for(90, Duration::from_secs(20)).await);
+    assert!(s.smtp.wait_for(360, Duration::from_secs(30)).await);
     daemon.abort();
     let _ = daemon.await;
     // The bound the README states: the messages in flight plus two flush windows.
@@ -702,8 +702,8 @@ async fn a_kill_resends_only_what_was_not_recorded_with_the_same_message_id() {
         .find(|(state, _)| state == "WARNED")
         .map_or(0, |(_, n)| n as usize);
     assert!(
-        recorded + bound >= 90,
-        "only {recorded} of 90 acceptances recorded at the kill"
+        recorded + bound >= 360,
+        "only {recorded} of 360 acceptances recorded at the kill"
     );
     // After the leases expire, a rerun sends only what was not recorded.
     s.clock.set(common::t0() + chrono::Duration::minutes(10));
@@ -712,7 +712,7 @@ async fn a_kill_resends_only_what_was_not_recorded_with_the_same_message_id() {
         assert_eq!(s.find(id).await.state, "WARNED");
     }
     let messages = s.smtp.messages();
-    let resent = messages.len() - 100;
+    let resent = messages.len() - 400;
     assert!(resent <= bound, "{resent} warnings resent (bound {bound})");
     assert!(resent > 0, "the kill came after the last flush");
     // Every copy of a warning carries its first copy's Message-ID.

@@ -24,7 +24,7 @@ use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
 
 /// A batch writes back the outcomes its handlers hand over early once this many wait...
-pub const FLUSH_OUTCOMES: usize = 32;
+pub const FLUSH_OUTCOMES: usize = 64;
 
 /// ...or once the oldest of them has waited this long: a crash loses at most one window.
 pub const FLUSH_AFTER: Duration = Duration::from_millis(250);
@@ -55,6 +55,10 @@ impl RunReport {
         }
     }
 }
+
+/// An early write-back in progress: the rows it relayed and what it applied.
+type Flushing<'a> =
+    std::pin::Pin<Box<dyn std::future::Future<Output = (Vec<InFlight>, RunReport)> + Send + 'a>>;
 
 /// Driver failure that stops the loop.
 #[derive(Debug, thiserror::Error)]
@@ -376,32 +380,43 @@ impl Driver {
         Some(next)
     }
 
-    /// Writes back the outcomes handed over early (`early`), taking their rows out of
-    /// `batch` so that the batch's own write-back covers only the rest. A row carried into
-    /// a quick stage runs it now and is written with it, as in a pass; rows written with a
-    /// relay are put in `later`, for the batch's next pass.
-    async fn flush(
-        &self,
+    /// Starts writing back the outcomes handed over early (`early`), taking their rows out
+    /// of `batch` so that the batch's own write-back covers only the rest. The handler goes
+    /// on sending while this runs.
+    fn start_flush<'a>(
+        &'a self,
         batch: &mut Vec<InFlight>,
-        later: &mut Vec<InFlight>,
         early: &mut HashMap<i64, StageResult>,
         stopping: bool,
-        report: &mut RunReport,
-    ) {
-        let (mut rows, rest): (Vec<InFlight>, Vec<InFlight>) = std::mem::take(batch)
+    ) -> Flushing<'a> {
+        let (rows, rest): (Vec<InFlight>, Vec<InFlight>) = std::mem::take(batch)
             .into_iter()
             .partition(|f| early.contains_key(&f.row.id));
         *batch = rest;
-        let mut results: Vec<StageResult> = rows
+        let results: Vec<StageResult> = rows
             .iter()
             .map(|f| early.remove(&f.row.id).unwrap_or_else(no_outcome))
             .collect();
         early.clear();
+        Box::pin(self.write_early(rows, results, stopping))
+    }
+
+    /// Writes back rows whose outcomes came early. A row carried into a quick stage runs it
+    /// now and is written with it, as in a pass; rows written with a relay are returned, for
+    /// the batch's next pass.
+    async fn write_early(
+        &self,
+        mut rows: Vec<InFlight>,
+        mut results: Vec<StageResult>,
+        stopping: bool,
+    ) -> (Vec<InFlight>, RunReport) {
+        let mut report = RunReport::default();
+        let mut later = Vec::new();
         tracing::debug!(rows = rows.len(), "writing outcomes handed over early");
         while !rows.is_empty() {
             let now = self.clock.now();
-            let Some(next) = self.settle(rows, results, now, stopping, report).await else {
-                return;
+            let Some(next) = self.settle(rows, results, now, stopping, &mut report).await else {
+                break;
             };
             let (carried, relayed): (Vec<InFlight>, Vec<InFlight>) =
                 next.into_iter().partition(|f| !f.carried.is_empty());
@@ -414,6 +429,7 @@ impl Driver {
                 .collect();
             rows = carried;
         }
+        (later, report)
     }
 
     /// Releases a batch whose handlers outlived the shutdown grace. Outcomes carried in
@@ -471,12 +487,15 @@ impl Driver {
         tokio::pin!(work);
         let mut early: HashMap<i64, StageResult> = HashMap::new();
         let mut flush_at: Option<tokio::time::Instant> = None;
+        // At most one early write-back at a time, polled beside the handler.
+        let mut flushing: Option<Flushing<'_>> = None;
         let mut renew =
             tokio::time::interval((self.tuning.lease / 3).max(Duration::from_millis(100)));
         renew.tick().await;
         let mut stopping: Option<tokio::time::Instant> =
             (*shutdown.borrow()).then(|| tokio::time::Instant::now() + self.tuning.shutdown_grace);
         loop {
+            let idle = flushing.is_none();
             let deadline = async {
                 match stopping {
                     Some(at) => tokio::time::sleep_until(at).await,
@@ -489,8 +508,19 @@ impl Driver {
                     None => std::future::pending().await,
                 }
             };
+            let flushed = async {
+                match flushing.as_mut() {
+                    Some(f) => f.await,
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
                 mut results = &mut work => {
+                    if let Some(f) = flushing.take() {
+                        let (relayed, flushed) = f.await;
+                        later.extend(relayed);
+                        report.merge(flushed);
+                    }
                     // What was handed over and not flushed yet goes with the batch's write-back.
                     while let Ok((id, result)) = rx.try_recv() {
                         early.insert(id, result);
@@ -498,16 +528,25 @@ impl Driver {
                     results.extend(early);
                     return Some(batch.iter().map(|f| results.remove(&f.row.id).unwrap_or_else(no_outcome)).collect());
                 }
-                Some((id, result)) = rx.recv() => {
-                    early.insert(id, result);
-                    let at = *flush_at.get_or_insert_with(|| tokio::time::Instant::now() + FLUSH_AFTER);
-                    if early.len() >= FLUSH_OUTCOMES || at <= tokio::time::Instant::now() {
-                        self.flush(batch, later, &mut early, stopping.is_some(), report).await;
+                (relayed, flushed) = flushed => {
+                    flushing = None;
+                    later.extend(relayed);
+                    report.merge(flushed);
+                    if early.len() >= FLUSH_OUTCOMES {
+                        flushing = Some(self.start_flush(batch, &mut early, stopping.is_some()));
                         flush_at = None;
                     }
                 }
-                _ = flush_due => {
-                    self.flush(batch, later, &mut early, stopping.is_some(), report).await;
+                Some((id, result)) = rx.recv() => {
+                    early.insert(id, result);
+                    let at = *flush_at.get_or_insert_with(|| tokio::time::Instant::now() + FLUSH_AFTER);
+                    if idle && (early.len() >= FLUSH_OUTCOMES || at <= tokio::time::Instant::now()) {
+                        flushing = Some(self.start_flush(batch, &mut early, stopping.is_some()));
+                        flush_at = None;
+                    }
+                }
+                _ = flush_due, if idle => {
+                    flushing = Some(self.start_flush(batch, &mut early, stopping.is_some()));
                     flush_at = None;
                 }
                 _ = renew.tick() => {
@@ -523,11 +562,18 @@ impl Driver {
                     stopping = Some(tokio::time::Instant::now() + self.tuning.shutdown_grace);
                 }
                 _ = deadline => {
+                    if let Some(f) = flushing.take() {
+                        let (relayed, flushed) = f.await;
+                        later.extend(relayed);
+                        report.merge(flushed);
+                    }
                     while let Ok((id, result)) = rx.try_recv() {
                         early.insert(id, result);
                     }
                     if !early.is_empty() {
-                        self.flush(batch, later, &mut early, true, report).await;
+                        let (relayed, flushed) = self.start_flush(batch, &mut early, true).await;
+                        later.extend(relayed);
+                        report.merge(flushed);
                     }
                     return None;
                 }
