@@ -672,3 +672,78 @@ async fn a_non_integer_root_key_is_refused_by_name() {
         "{error}"
     );
 }
+
+/// A target whose users table is not the source's cannot re-check exclusions in its own
+/// transaction: the stage re-reads them through the source just before the batch.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_target_apart_from_the_source_re_checks_exclusions_through_it() {
+    use lethe::driver::{Driver, ManualClock};
+    use lethe::store::Lookup;
+    let f = Fixture::new(Dialect::MySql).await;
+    let source_db = TestDb::new(Kind::Sqlite).await;
+    let source_url = format!("{}?mode=rwc", source_db.url);
+    let mut users = vec![
+        "CREATE TABLE users (id INTEGER PRIMARY KEY, email TEXT, username TEXT, last_login TEXT, \
+         date_joined TEXT, is_staff INTEGER NOT NULL DEFAULT 0, is_superuser INTEGER NOT NULL DEFAULT 0)"
+            .to_string(),
+    ];
+    for u in 1..=6 {
+        users.push(format!(
+            "INSERT INTO users VALUES ({u}, 'user{u}@example.org', 'user{u}', '2019-01-01 00:00:00', '2018-01-01 00:00:00', {}, 0)",
+            i32::from(u == 4)
+        ));
+    }
+    exec(&source_url, &users).await;
+    let text = format!(
+        "{}[source]\nurl = \"{source_url}\"\ntable = \"users\"\n{}",
+        common::noop_pipeline("grace_period = \"1d\"", "").replace(
+            "state = \"RETIRING_EDX\"\nhandler = \"noop\"",
+            "state = \"RETIRING_EDX\"\nhandler = \"sql_delete\"\ntarget = \"edx\""
+        ),
+        edx::target_toml(&f.url)
+    );
+    let (graph, pipeline) =
+        Config::from_texts("states.toml", common::STATES, "pipeline.toml", &text).unwrap();
+    assert!(pipeline.targets[0].exclusions.is_none());
+    let store_db = TestDb::new(Kind::Sqlite).await;
+    let store = store_db.store(&graph).await;
+    let t0 = common::t0();
+    let mut subjects = common::subjects(1, 2);
+    subjects.extend(common::subjects(4, 5));
+    store.enqueue("PENDING", &subjects, "cli", t0).await.unwrap();
+    exec(
+        &store_db.url,
+        &["UPDATE retirement SET warned_at = created_at".to_string()],
+    )
+    .await;
+    let clock = std::sync::Arc::new(ManualClock::new(t0 + chrono::Duration::days(2)));
+    let handlers = lethe::stages::build_with(&pipeline, clock.clone())
+        .await
+        .unwrap();
+    let driver = std::sync::Arc::new(Driver::new(
+        store.clone(),
+        graph,
+        pipeline.policy.clone(),
+        pipeline.driver.clone(),
+        handlers,
+        "d1".into(),
+        clock,
+    ));
+    let (_stop, shutdown) = tokio::sync::watch::channel(false);
+    driver.run_once(shutdown).await.unwrap();
+    let find = |s: &str| Lookup::subject(s, Some(&common::key()));
+    assert_eq!(store.find(&find("1")).await.unwrap().unwrap().state, "COMPLETE");
+    let four = store.find(&find("4")).await.unwrap().unwrap();
+    assert_eq!(four.state, "ABORTED");
+    let last = store.history(four.id).await.unwrap().pop().unwrap();
+    assert!(
+        last.detail
+            .contains("excluded by source.exclude (re-checked before deleting)"),
+        "{}",
+        last.detail
+    );
+    assert_eq!(
+        f.count("SELECT COUNT(*) FROM auth_user WHERE id = 4").await,
+        1
+    );
+}

@@ -347,6 +347,12 @@ impl Target {
         })
     }
 
+    /// Whether the deleting transaction re-checks the source's exclusions (the root
+    /// table is the source's table).
+    pub fn rechecks_exclusions(&self) -> bool {
+        self.exclusions.is_some()
+    }
+
     fn query_error(
         &self,
         context: impl Into<String>,

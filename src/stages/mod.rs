@@ -286,10 +286,12 @@ pub async fn build_with(
         })),
         _ => None,
     };
-    let needs_source = pipeline
-        .stages
-        .iter()
-        .any(|s| matches!(&s.settings, StageSettings::Grace(g) if g.recheck));
+    // Grace re-reads activity; sql_delete re-reads the exclusions of targets whose
+    // transaction cannot (their root table is not the source's).
+    let needs_source = pipeline.stages.iter().any(|s| {
+        matches!(&s.settings, StageSettings::Grace(g) if g.recheck)
+            || matches!(&s.settings, StageSettings::SqlDelete { .. })
+    });
     let source = match (&pipeline.source, needs_source) {
         (Some(source), true) => Some(Arc::new(
             crate::sql::source::SourceReader::connect(source).await?,
@@ -334,10 +336,14 @@ pub async fn build_with(
                         t
                     }
                 };
+                let recheck = (!connected.rechecks_exclusions())
+                    .then(|| source.clone())
+                    .flatten();
                 Arc::new(SqlDeleteHandler::new(
                     connected,
                     pipeline.policy.grace_period,
                     clock.clone(),
+                    recheck,
                 ))
             }
             StageSettings::NotYetImplemented(_) => {

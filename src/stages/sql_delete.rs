@@ -3,6 +3,7 @@
 use super::{BatchError, Handler};
 use crate::domain::{Outcome, StageResult, deletion_hold};
 use crate::driver::Clock;
+use crate::sql::source::SourceReader;
 use crate::sql::target::{Subject, SubjectResult, Target};
 use crate::store::Claimed;
 use async_trait::async_trait;
@@ -15,16 +16,69 @@ pub struct SqlDeleteHandler {
     target: Arc<Target>,
     grace: std::time::Duration,
     clock: Arc<dyn Clock>,
+    /// The source, to re-read exclusions just before a batch when the target's own
+    /// transaction cannot (its root table is not the source's).
+    source: Option<Arc<SourceReader>>,
 }
 
 impl SqlDeleteHandler {
-    /// A handler on a connected target; nothing is deleted before `warned_at + grace`.
-    pub fn new(target: Arc<Target>, grace: std::time::Duration, clock: Arc<dyn Clock>) -> Self {
+    /// A handler on a connected target; nothing is deleted before `warned_at + grace`, nor
+    /// anyone the source excludes now (re-read through `source` when given).
+    pub fn new(
+        target: Arc<Target>,
+        grace: std::time::Duration,
+        clock: Arc<dyn Clock>,
+        source: Option<Arc<SourceReader>>,
+    ) -> Self {
         Self {
             target,
             grace,
             clock,
+            source,
         }
+    }
+
+    /// Subjects of `subjects` the source excludes now (made staff, allow-listed), with why.
+    async fn excluded_now(
+        &self,
+        subjects: &[Subject],
+        emails: &HashMap<i64, Option<String>>,
+    ) -> Result<HashMap<i64, String>, BatchError> {
+        let Some(reader) = &self.source else {
+            return Ok(HashMap::new());
+        };
+        let ids: Vec<i64> = subjects
+            .iter()
+            .filter(|s| s.check_exclusions)
+            .map(|s| s.id)
+            .collect();
+        if ids.is_empty() {
+            return Ok(HashMap::new());
+        }
+        let flags = reader
+            .exclusion_flags(&ids)
+            .await
+            .map_err(|e| BatchError(format!("re-checking the exclusions: {e}")))?;
+        let config = reader.config();
+        let mut out = HashMap::new();
+        for id in ids {
+            let (stored, excluded) = flags
+                .get(&id)
+                .map(|(email, excluded)| (email.as_deref(), *excluded))
+                .unwrap_or((None, false));
+            let given = emails.get(&id).and_then(|e| e.as_deref());
+            let why = if excluded {
+                Some("excluded by source.exclude")
+            } else if config.allowed(id, stored) || config.allowed(id, given) {
+                Some("allow-listed in [source]")
+            } else {
+                None
+            };
+            if let Some(why) = why {
+                out.insert(id, format!("{why} (re-checked before deleting)"));
+            }
+        }
+        Ok(out)
     }
 }
 
@@ -34,6 +88,7 @@ impl Handler for SqlDeleteHandler {
         let mut results = HashMap::new();
         let mut subjects = Vec::new();
         let mut by_subject: HashMap<i64, Vec<i64>> = HashMap::new();
+        let mut emails: HashMap<i64, Option<String>> = HashMap::new();
         let now = self.clock.now();
         for c in batch {
             // Invariant 2, whatever the pipeline: no deletion without notice and grace.
@@ -44,6 +99,7 @@ impl Handler for SqlDeleteHandler {
             match c.subject.trim().parse::<i64>() {
                 Ok(id) => {
                     by_subject.entry(id).or_default().push(c.id);
+                    emails.insert(id, c.email.clone());
                     subjects.push(Subject {
                         id,
                         // A requested retirement is not cancelled by activity; an inactive one is,
@@ -67,11 +123,16 @@ impl Handler for SqlDeleteHandler {
                 }
             }
         }
-        let report = self
+        let excluded = self.excluded_now(&subjects, &emails).await?;
+        subjects.retain(|s| !excluded.contains_key(&s.id));
+        let mut report = self
             .target
             .retire(&subjects)
             .await
             .map_err(|e| BatchError(e.to_string()))?;
+        for (id, why) in excluded {
+            report.subjects.insert(id, SubjectResult::Excluded(why));
+        }
         for (subject, retirements) in by_subject {
             let result = match report.subjects.get(&subject) {
                 Some(SubjectResult::Retired { already_gone, rows }) => {
