@@ -670,12 +670,8 @@ async fn scan(ctx: &Ctx, dry_run: bool, limit: Option<usize>) -> Outcome {
 /// `lethe plan SUBJECT`: the plan and the rows it would touch for one subject.
 async fn plan(ctx: &Ctx, subject: &str) -> Outcome {
     let config = ctx.config()?;
-    let id: i64 = subject.trim().parse().map_err(|_| {
-        Failure::Config(format!(
-            "{}: a subject is the integer id of the root table",
-            crate::ops::shown(subject)
-        ))
-    })?;
+    let id = crate::ops::parse_subject("the subject argument", subject)
+        .map_err(|e| Failure::Config(e.to_string()))?;
     if config.pipeline.targets.is_empty() {
         return Err(Failure::Config(format!(
             "{}: no [[target]] is declared",

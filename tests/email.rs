@@ -717,8 +717,12 @@ async fn a_kill_resends_only_what_was_not_recorded_with_the_same_message_id() {
     assert!(resent > 0, "the kill came after the last flush");
     // Every copy of a warning carries its first copy's Message-ID.
     for (id, email) in ids.iter().zip(&emails) {
-        let retirement = s.find(id).await.id;
-        let expected = format!("<lethe.{retirement}.warning@example.org>");
+        let retirement = s.find(id).await;
+        let expected = format!(
+            "<lethe.{}.warning.{}@example.org>",
+            retirement.id,
+            retirement.created_at.timestamp_micros()
+        );
         for m in messages.iter().filter(|m| m.to == [email.as_str()]) {
             assert_eq!(m.header("Message-ID").as_deref(), Some(expected.as_str()));
         }

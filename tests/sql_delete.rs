@@ -710,7 +710,10 @@ async fn a_target_apart_from_the_source_re_checks_exclusions_through_it() {
     let t0 = common::t0();
     let mut subjects = common::subjects(1, 2);
     subjects.extend(common::subjects(4, 5));
-    store.enqueue("PENDING", &subjects, "cli", t0).await.unwrap();
+    store
+        .enqueue("PENDING", &subjects, "cli", t0)
+        .await
+        .unwrap();
     exec(
         &store_db.url,
         &["UPDATE retirement SET warned_at = created_at".to_string()],
@@ -732,7 +735,10 @@ async fn a_target_apart_from_the_source_re_checks_exclusions_through_it() {
     let (_stop, shutdown) = tokio::sync::watch::channel(false);
     driver.run_once(shutdown).await.unwrap();
     let find = |s: &str| Lookup::subject(s, Some(&common::key()));
-    assert_eq!(store.find(&find("1")).await.unwrap().unwrap().state, "COMPLETE");
+    assert_eq!(
+        store.find(&find("1")).await.unwrap().unwrap().state,
+        "COMPLETE"
+    );
     let four = store.find(&find("4")).await.unwrap().unwrap();
     assert_eq!(four.state, "ABORTED");
     let last = store.history(four.id).await.unwrap().pop().unwrap();

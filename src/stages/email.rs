@@ -86,8 +86,10 @@ impl Notifier {
     }
 
     /// Sends `template` to each retirement and hands each result to `each` as the server
-    /// answers. `key` names the message in its Message-ID (`<lethe.{key}@{sender domain}>`),
-    /// the same for a resent copy, so mail clients fold the copies; `deletion` gives the
+    /// answers. `key` names the message in its Message-ID
+    /// (`<lethe.{key}.{retirement opened, µs}@{sender domain}>`), the same for a resent
+    /// copy, so mail clients fold the copies, and never one of another store or an earlier
+    /// pass (a provider drops a second message with an id it has seen); `deletion` gives the
     /// date shown as `{{ deletion_date }}`.
     pub async fn send_each(
         self: &Arc<Self>,
@@ -124,7 +126,10 @@ impl Notifier {
                 continue;
             };
             let (me, to) = (self.clone(), c.email.clone());
-            let (id, key) = (c.id, key(c));
+            let (id, key) = (
+                c.id,
+                format!("{}.{}", key(c), c.created_at.timestamp_micros()),
+            );
             let template = template.to_string();
             tasks.spawn(async move {
                 let delivery = me.mailer.send(to.as_deref(), &rendered, &key).await;

@@ -154,7 +154,13 @@ pub(crate) fn applied_versions(
 ) -> Result<Vec<i64>, StoreError> {
     match result {
         Ok(versions) => Ok(versions),
-        Err(sqlx::Error::Database(_)) => Ok(Vec::new()),
+        // Only a missing table means "not migrated" (PostgreSQL 42P01, SQLite "no such
+        // table"); a refused permission or anything else is reported as it is.
+        Err(sqlx::Error::Database(db))
+            if db.code().as_deref() == Some("42P01") || db.message().contains("no such table") =>
+        {
+            Ok(Vec::new())
+        }
         Err(source) => Err(StoreError::Query {
             context: "read the applied migrations",
             source,
