@@ -275,3 +275,23 @@ fn stages_follow_the_order_of_states_toml() {
     let (_, pipeline) = Config::from_texts("states.toml", STATES, "pipeline.toml", &text).unwrap();
     assert_eq!(pipeline.stages[0].state, "PENDING");
 }
+
+#[test]
+fn a_targets_placeholder_account_is_allow_listed_and_its_exclusions_follow_the_users_table() {
+    let text = format!(
+        "{}[source]\nallow_ids = [3]\n[[target]]\nname = \"edx\"\nreassign_to = 7\n[[target]]\nname = \"forum\"\nroot_table = \"forum_user\"\n",
+        noop_pipeline("", "")
+    );
+    let (_, pipeline) = common::config(&text);
+    let source = pipeline.source.as_ref().unwrap();
+    assert_eq!(source.allow_ids, [3, 7]);
+    // The edX target shares the source's users table: its transaction re-checks them.
+    assert!(pipeline.targets[0].exclusions.is_some());
+    assert!(pipeline.targets[1].exclusions.is_none());
+    assert!(
+        pipeline_error(&text.replace("reassign_to = 7", "reassign_to = 0"))
+            .contains("target[1].reassign_to = \"0\""),
+        "{}",
+        pipeline_error(&text.replace("reassign_to = 7", "reassign_to = 0"))
+    );
+}

@@ -374,7 +374,15 @@ pub(super) fn parse(
             ));
         }
     }
-    let source = parsed.source.map(|s| s.validate(file)).transpose()?;
+    let mut source = parsed.source.map(|s| s.validate(file)).transpose()?;
+    // A target's placeholder account is never selected nor enqueued.
+    if let Some(source) = &mut source {
+        for placeholder in targets.iter().filter_map(|t| t.rules.reassign_to) {
+            if !source.allow_ids.contains(&placeholder) {
+                source.allow_ids.push(placeholder);
+            }
+        }
+    }
     let mut targets = targets;
     for target in &mut targets {
         target.exclusions = source
