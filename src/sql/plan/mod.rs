@@ -2,6 +2,11 @@
 //! protect a subject, in an order the foreign keys accept. Pure: built from introspected
 //! links and config rules, no I/O.
 
+mod owners;
+mod schedule;
+
+use owners::{Owners, is_root_key};
+use schedule::Dag;
 use std::collections::{BTreeMap, BTreeSet};
 
 /// A link from rows of `table` to rows of `ref_table` (a foreign key, or an extra link
@@ -260,114 +265,6 @@ pub fn build(links: &[Link], rules: &Rules) -> Result<Plan, PlanError> {
     })
 }
 
-/// The single-column links of each table straight to the root key.
-struct Owners<'a> {
-    root: &'a str,
-    direct: BTreeMap<&'a str, Vec<&'a Link>>,
-}
-
-impl<'a> Owners<'a> {
-    fn new(links: &'a [Link], rules: &'a Rules) -> Self {
-        let mut direct: BTreeMap<&str, Vec<&Link>> = BTreeMap::new();
-        for link in links {
-            if link.table != rules.root_table && is_root_key(link, rules) {
-                direct.entry(link.table.as_str()).or_default().push(link);
-            }
-        }
-        Owners {
-            root: &rules.root_table,
-            direct,
-        }
-    }
-
-    /// The guards of a row of `table` reached through `via`: its owner-named root links
-    /// (but `via`); when `via` is a root link not named like an owner on a table without
-    /// such links, every other root link (a row linking two users goes only with both).
-    fn guards(&self, table: &str, via: &Link, via_root: bool) -> Vec<String> {
-        if table == self.root {
-            return Vec::new();
-        }
-        let direct = self.direct.get(table).map(Vec::as_slice).unwrap_or(&[]);
-        let others = direct.iter().filter(|l| *l != &via);
-        let owners: Vec<String> = others
-            .clone()
-            .filter(|l| is_owner(&l.columns[0]))
-            .map(|l| l.columns[0].clone())
-            .collect();
-        let has_owner = direct.iter().any(|l| is_owner(&l.columns[0]));
-        if via_root && !is_owner(&via.columns[0]) && !has_owner {
-            others.map(|l| l.columns[0].clone()).collect()
-        } else {
-            owners
-        }
-    }
-
-    /// Checks the owner rule (finding: nullable owner links were nullified silently) and
-    /// describes every link of a table that links to the root more than once.
-    fn rules(&self, rules: &Rules) -> Result<Vec<LinkRule>, PlanError> {
-        let mut out = Vec::new();
-        for (table, direct) in &self.direct {
-            for link in direct {
-                let key = link.key();
-                let configured = rules.policies.get(&key);
-                if configured.is_none()
-                    && link.nullable
-                    && is_owner(&link.columns[0])
-                    && direct.iter().all(|l| l.nullable)
-                {
-                    return Err(PlanError::OwnerUnclassified(key));
-                }
-                if direct.len() < 2 {
-                    continue;
-                }
-                let guards = self.guards(table, link, true);
-                let rule = match configured {
-                    Some(Policy::Protect) => {
-                        "protect: a subject with rows here is not deleted".to_string()
-                    }
-                    Some(Policy::Nullify) => "nullify: rows kept, column set to NULL".to_string(),
-                    Some(Policy::Anonymize(_)) => {
-                        "anonymize: rows kept, columns overwritten".to_string()
-                    }
-                    _ if !link.nullable || matches!(configured, Some(Policy::Delete)) => {
-                        let kept = if guards.is_empty() {
-                            String::new()
-                        } else if link.nullable {
-                            "; rows of other users are kept with this column set to NULL"
-                                .to_string()
-                        } else if let Some(p) = rules.reassign_to {
-                            format!("; rows of other users are kept, this column reassigned to {p}")
-                        } else {
-                            "; a subject with rows of other users here fails before anything is deleted (set reassign_to on the target to keep them)".to_string()
-                        };
-                        if guards.is_empty() {
-                            format!("delete: owner, the rows go with their user{kept}")
-                        } else {
-                            format!(
-                                "delete only rows whose {} are retired too{kept}",
-                                guards.join(", ")
-                            )
-                        }
-                    }
-                    _ => "nullify: rows kept, column set to NULL".to_string(),
-                };
-                out.push(LinkRule {
-                    link: key,
-                    nullable: link.nullable,
-                    rule,
-                });
-            }
-        }
-        Ok(out)
-    }
-}
-
-fn is_root_key(link: &Link, rules: &Rules) -> bool {
-    link.ref_table == rules.root_table
-        && link.columns.len() == 1
-        && link.ref_columns == [rules.root_key.clone()]
-}
-
 /// Keys of links that reach the root through deleting links (those config may name).
 fn reachable_keys(links: &[Link], root: &str) -> BTreeSet<String> {
     let mut keys = BTreeSet::new();
@@ -382,54 +279,6 @@ fn reachable_keys(links: &[Link], root: &str) -> BTreeSet<String> {
         }
     }
     keys
-}
-
-/// Steps with the order the foreign keys require between them.
-#[derive(Default)]
-struct Dag {
-    steps: Vec<Step>,
-    before: Vec<Vec<usize>>,
-    waits: Vec<usize>,
-}
-
-impl Dag {
-    fn add(&mut self, step: Step) -> usize {
-        self.steps.push(step);
-        self.before.push(Vec::new());
-        self.waits.push(0);
-        self.steps.len() - 1
-    }
-
-    /// `first` runs before `then`.
-    fn edge(&mut self, first: usize, then: usize) {
-        self.before[first].push(then);
-        self.waits[then] += 1;
-    }
-
-    /// A topological order that runs every ready deletion before any ready update (in
-    /// the order they were planned): an update then only touches rows that stay, and a
-    /// table's owner link deletes its rows before an actor link reaches them.
-    fn schedule(mut self) -> Vec<Step> {
-        use std::cmp::Reverse;
-        use std::collections::BinaryHeap;
-        let rank = |s: &Step| u8::from(s.action != Action::Delete);
-        let mut ready: BinaryHeap<Reverse<(u8, usize)>> = (0..self.steps.len())
-            .filter(|&i| self.waits[i] == 0)
-            .map(|i| Reverse((rank(&self.steps[i]), i)))
-            .collect();
-        let mut order = Vec::with_capacity(self.steps.len());
-        while let Some(Reverse((_, i))) = ready.pop() {
-            order.push(i);
-            for then in std::mem::take(&mut self.before[i]) {
-                self.waits[then] -= 1;
-                if self.waits[then] == 0 {
-                    ready.push(Reverse((rank(&self.steps[then]), then)));
-                }
-            }
-        }
-        let mut slots: Vec<Option<Step>> = self.steps.into_iter().map(Some).collect();
-        order.into_iter().filter_map(|i| slots[i].take()).collect()
-    }
 }
 
 struct Planner<'a> {
