@@ -418,7 +418,6 @@ async fn plan_and_check_connect_show_the_plan_and_name_what_is_wrong() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_driver_records_rows_deleted_and_protection_in_events() {
-    use lethe::driver::{Driver, ManualClock};
     use lethe::store::Lookup;
     let f = Fixture::new(Dialect::MySql).await;
     let text = format!(
@@ -450,21 +449,13 @@ async fn the_driver_records_rows_deleted_and_protection_in_events() {
         &["UPDATE auth_user SET last_login = '2026-11-23 08:00:00' WHERE id = 2".to_string()],
     )
     .await;
-    let clock = std::sync::Arc::new(ManualClock::new(t0 + chrono::Duration::days(2)));
-    let handlers = lethe::stages::build_with(&pipeline, clock.clone())
-        .await
-        .unwrap();
-    let driver = std::sync::Arc::new(Driver::new(
-        store.clone(),
+    run_driver_once(
+        &pipeline,
         graph,
-        pipeline.policy.clone(),
-        pipeline.driver.clone(),
-        handlers,
-        "d1".into(),
-        clock,
-    ));
-    let (_stop, shutdown) = tokio::sync::watch::channel(false);
-    driver.run_once(shutdown).await.unwrap();
+        store.clone(),
+        t0 + chrono::Duration::days(2),
+    )
+    .await;
     let find = |s: &str| Lookup::subject(s, Some(&common::key()));
     let one = store.find(&find("1")).await.unwrap().unwrap();
     assert_eq!(one.state, "COMPLETE");
@@ -677,7 +668,6 @@ async fn a_non_integer_root_key_is_refused_by_name() {
 /// transaction: the stage re-reads them through the source just before the batch.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_target_apart_from_the_source_re_checks_exclusions_through_it() {
-    use lethe::driver::{Driver, ManualClock};
     use lethe::store::Lookup;
     let f = Fixture::new(Dialect::MySql).await;
     let source_db = TestDb::new(Kind::Sqlite).await;
@@ -719,21 +709,13 @@ async fn a_target_apart_from_the_source_re_checks_exclusions_through_it() {
         &["UPDATE retirement SET warned_at = created_at".to_string()],
     )
     .await;
-    let clock = std::sync::Arc::new(ManualClock::new(t0 + chrono::Duration::days(2)));
-    let handlers = lethe::stages::build_with(&pipeline, clock.clone())
-        .await
-        .unwrap();
-    let driver = std::sync::Arc::new(Driver::new(
-        store.clone(),
+    run_driver_once(
+        &pipeline,
         graph,
-        pipeline.policy.clone(),
-        pipeline.driver.clone(),
-        handlers,
-        "d1".into(),
-        clock,
-    ));
-    let (_stop, shutdown) = tokio::sync::watch::channel(false);
-    driver.run_once(shutdown).await.unwrap();
+        store.clone(),
+        t0 + chrono::Duration::days(2),
+    )
+    .await;
     let find = |s: &str| Lookup::subject(s, Some(&common::key()));
     assert_eq!(
         store.find(&find("1")).await.unwrap().unwrap().state,
@@ -752,4 +734,29 @@ async fn a_target_apart_from_the_source_re_checks_exclusions_through_it() {
         f.count("SELECT COUNT(*) FROM auth_user WHERE id = 4").await,
         1
     );
+}
+
+/// Runs a driver over everything due at `now`, with the pipeline's real handlers.
+async fn run_driver_once(
+    pipeline: &lethe::config::Pipeline,
+    graph: lethe::domain::StateGraph,
+    store: std::sync::Arc<dyn lethe::store::Store>,
+    now: chrono::DateTime<chrono::Utc>,
+) {
+    use lethe::driver::{Driver, ManualClock};
+    let clock = std::sync::Arc::new(ManualClock::new(now));
+    let handlers = lethe::stages::build_with(pipeline, clock.clone())
+        .await
+        .unwrap();
+    let driver = std::sync::Arc::new(Driver::new(
+        store,
+        graph,
+        pipeline.policy.clone(),
+        pipeline.driver.clone(),
+        handlers,
+        "d1".into(),
+        clock,
+    ));
+    let (_stop, shutdown) = tokio::sync::watch::channel(false);
+    driver.run_once(shutdown).await.unwrap();
 }
