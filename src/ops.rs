@@ -173,27 +173,15 @@ pub async fn exclusions(
     reader: &SourceReader,
     requests: &[Request],
 ) -> Result<HashMap<i64, String>, SourceError> {
-    let source = reader.config();
-    let ids: Vec<i64> = requests.iter().map(|r| r.subject).collect();
-    let flags = reader.exclusion_flags(&ids).await?;
-    let mut out = HashMap::new();
-    for r in requests {
-        let (stored_email, excluded) = flags
-            .get(&r.subject)
-            .map(|(email, excluded)| (email.as_deref(), *excluded))
-            .unwrap_or((None, false));
-        let rule = if excluded {
-            Some("exclude")
-        } else {
-            source
-                .allow_rule(r.subject, stored_email)
-                .or_else(|| source.allow_rule(r.subject, r.email.as_deref()))
-        };
-        if let Some(rule) = rule {
-            out.insert(r.subject, format!("excluded by source.{rule}"));
-        }
-    }
-    Ok(out)
+    let subjects: Vec<(i64, Option<&str>)> = requests
+        .iter()
+        .map(|r| (r.subject, r.email.as_deref()))
+        .collect();
+    let rules = reader.exclusion_rules(&subjects).await?;
+    Ok(rules
+        .into_iter()
+        .map(|(id, rule)| (id, format!("excluded by source.{rule}")))
+        .collect())
 }
 
 /// What one hand-opened enqueue is.

@@ -60,6 +60,30 @@ impl RunReport {
 type Flushing<'a> =
     std::pin::Pin<Box<dyn std::future::Future<Output = (Vec<InFlight>, RunReport)> + Send + 'a>>;
 
+/// Adds what an early write-back did to the batch's rows going on and its report.
+fn absorb(later: &mut Vec<InFlight>, report: &mut RunReport, done: (Vec<InFlight>, RunReport)) {
+    let (relayed, applied) = done;
+    later.extend(relayed);
+    report.merge(applied);
+}
+
+/// Waits for a running early write-back, then takes every outcome still queued into
+/// `early`.
+async fn settle_early(
+    flushing: &mut Option<Flushing<'_>>,
+    rx: &mut tokio::sync::mpsc::UnboundedReceiver<(i64, StageResult)>,
+    early: &mut HashMap<i64, StageResult>,
+    later: &mut Vec<InFlight>,
+    report: &mut RunReport,
+) {
+    if let Some(f) = flushing.take() {
+        absorb(later, report, f.await);
+    }
+    while let Ok((id, result)) = rx.try_recv() {
+        early.insert(id, result);
+    }
+}
+
 /// Driver failure that stops the loop.
 #[derive(Debug, thiserror::Error)]
 pub enum DriverError {
@@ -516,39 +540,20 @@ impl Driver {
             };
             tokio::select! {
                 mut results = &mut work => {
-                    if let Some(f) = flushing.take() {
-                        let (relayed, flushed) = f.await;
-                        later.extend(relayed);
-                        report.merge(flushed);
-                    }
                     // What was handed over and not flushed yet goes with the batch's write-back.
-                    while let Ok((id, result)) = rx.try_recv() {
-                        early.insert(id, result);
-                    }
+                    settle_early(&mut flushing, &mut rx, &mut early, later, report).await;
                     results.extend(early);
                     return Some(batch.iter().map(|f| results.remove(&f.row.id).unwrap_or_else(no_outcome)).collect());
                 }
-                (relayed, flushed) = flushed => {
+                done = flushed => {
                     flushing = None;
-                    later.extend(relayed);
-                    report.merge(flushed);
-                    if early.len() >= FLUSH_OUTCOMES {
-                        flushing = Some(self.start_flush(batch, &mut early, stopping.is_some()));
-                        flush_at = None;
-                    }
+                    absorb(later, report, done);
                 }
                 Some((id, result)) = rx.recv() => {
                     early.insert(id, result);
-                    let at = *flush_at.get_or_insert_with(|| tokio::time::Instant::now() + FLUSH_AFTER);
-                    if idle && (early.len() >= FLUSH_OUTCOMES || at <= tokio::time::Instant::now()) {
-                        flushing = Some(self.start_flush(batch, &mut early, stopping.is_some()));
-                        flush_at = None;
-                    }
+                    flush_at.get_or_insert_with(|| tokio::time::Instant::now() + FLUSH_AFTER);
                 }
-                _ = flush_due, if idle => {
-                    flushing = Some(self.start_flush(batch, &mut early, stopping.is_some()));
-                    flush_at = None;
-                }
+                _ = flush_due, if idle => {}
                 _ = renew.tick() => {
                     let ids: Vec<i64> = batch.iter().chain(later.iter()).map(|f| f.row.id).collect();
                     let until = self.clock.now() + chrono::Duration::from_std(self.tuning.lease).unwrap_or(chrono::Duration::MAX);
@@ -562,21 +567,19 @@ impl Driver {
                     stopping = Some(tokio::time::Instant::now() + self.tuning.shutdown_grace);
                 }
                 _ = deadline => {
-                    if let Some(f) = flushing.take() {
-                        let (relayed, flushed) = f.await;
-                        later.extend(relayed);
-                        report.merge(flushed);
-                    }
-                    while let Ok((id, result)) = rx.try_recv() {
-                        early.insert(id, result);
-                    }
+                    settle_early(&mut flushing, &mut rx, &mut early, later, report).await;
                     if !early.is_empty() {
-                        let (relayed, flushed) = self.start_flush(batch, &mut early, true).await;
-                        later.extend(relayed);
-                        report.merge(flushed);
+                        let done = self.start_flush(batch, &mut early, true).await;
+                        absorb(later, report, done);
                     }
                     return None;
                 }
+            }
+            // One rule for starting a flush: none running, and enough waiting or waited long enough.
+            let due = flush_at.is_some_and(|at| at <= tokio::time::Instant::now());
+            if flushing.is_none() && !early.is_empty() && (early.len() >= FLUSH_OUTCOMES || due) {
+                flushing = Some(self.start_flush(batch, &mut early, stopping.is_some()));
+                flush_at = None;
             }
         }
     }

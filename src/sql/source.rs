@@ -275,6 +275,35 @@ impl SourceReader {
         Ok(out)
     }
 
+    /// Which of `subjects` (id, and the email given for it, if any) the exclusions keep
+    /// out, by rule (`exclude`, `allow_ids`, `allow_emails`, `allow_domains`): one query for
+    /// the predicate, then the allow-lists on the email the source holds and the one given.
+    pub async fn exclusion_rules(
+        &self,
+        subjects: &[(i64, Option<&str>)],
+    ) -> Result<std::collections::HashMap<i64, &'static str>, SourceError> {
+        let ids: Vec<i64> = subjects.iter().map(|(id, _)| *id).collect();
+        let flags = self.exclusion_flags(&ids).await?;
+        let mut out = std::collections::HashMap::new();
+        for &(id, given) in subjects {
+            let (stored, excluded) = flags
+                .get(&id)
+                .map(|(email, excluded)| (email.as_deref(), *excluded))
+                .unwrap_or((None, false));
+            let rule = if excluded {
+                Some("exclude")
+            } else {
+                self.config
+                    .allow_rule(id, stored)
+                    .or_else(|| self.config.allow_rule(id, given))
+            };
+            if let Some(rule) = rule {
+                out.insert(id, rule);
+            }
+        }
+        Ok(out)
+    }
+
     /// The smallest and largest id, `None` when the table is empty.
     pub async fn id_range(&self) -> Result<Option<(i64, i64)>, SourceError> {
         let d = self.dialect;

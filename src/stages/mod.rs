@@ -290,7 +290,8 @@ pub async fn build_with(
     // transaction cannot (their root table is not the source's).
     let needs_source = pipeline.stages.iter().any(|s| {
         matches!(&s.settings, StageSettings::Grace(g) if g.recheck)
-            || matches!(&s.settings, StageSettings::SqlDelete { .. })
+            || matches!(&s.settings, StageSettings::SqlDelete { target }
+                if pipeline.targets.iter().any(|t| &t.name == target && t.exclusions.is_none()))
     });
     let source = match (&pipeline.source, needs_source) {
         (Some(source), true) => Some(Arc::new(

@@ -55,30 +55,23 @@ impl SqlDeleteHandler {
         if ids.is_empty() {
             return Ok(HashMap::new());
         }
-        let flags = reader
-            .exclusion_flags(&ids)
+        let subjects: Vec<(i64, Option<&str>)> = ids
+            .iter()
+            .map(|id| (*id, emails.get(id).and_then(|e| e.as_deref())))
+            .collect();
+        let rules = reader
+            .exclusion_rules(&subjects)
             .await
             .map_err(|e| BatchError(format!("re-checking the exclusions: {e}")))?;
-        let config = reader.config();
-        let mut out = HashMap::new();
-        for id in ids {
-            let (stored, excluded) = flags
-                .get(&id)
-                .map(|(email, excluded)| (email.as_deref(), *excluded))
-                .unwrap_or((None, false));
-            let given = emails.get(&id).and_then(|e| e.as_deref());
-            let why = if excluded {
-                Some("excluded by source.exclude")
-            } else if config.allowed(id, stored) || config.allowed(id, given) {
-                Some("allow-listed in [source]")
-            } else {
-                None
-            };
-            if let Some(why) = why {
-                out.insert(id, format!("{why} (re-checked before deleting)"));
-            }
-        }
-        Ok(out)
+        Ok(rules
+            .into_iter()
+            .map(|(id, rule)| {
+                (
+                    id,
+                    format!("excluded by source.{rule} (re-checked before deleting)"),
+                )
+            })
+            .collect())
     }
 }
 
