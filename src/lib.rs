@@ -3,6 +3,7 @@
 //! See ARCHITECTURE.md for the code map and the invariants each module keeps.
 
 pub mod cli;
+pub mod clock;
 pub mod config;
 pub mod db;
 pub mod domain;

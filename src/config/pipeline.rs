@@ -3,7 +3,7 @@
 use super::{ConfigError, HumanDuration, invalid, parse_toml};
 use crate::domain::{RetrySchedule, StateGraph};
 use crate::stages::{HandlerKind, StageSettings};
-use crate::store::Backend;
+use crate::db::Backend;
 use serde::Deserialize;
 use std::time::Duration;
 use strum::VariantNames;
@@ -504,11 +504,11 @@ fn parse_targets(file: &str, sections: Vec<TargetSection>) -> Result<Vec<Target>
             ));
         }
         if let Some(url) = &t.url {
-            crate::sql::Dialect::from_url(url).map_err(|p| {
+            crate::db::Dialect::from_url(url).map_err(|p| {
                 invalid(
                     file,
                     format!("{at}.url"),
-                    Some(&crate::store::redact_url(url)),
+                    Some(&crate::db::redact_url(url)),
                     p,
                 )
             })?;

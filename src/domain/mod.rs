@@ -5,12 +5,14 @@ mod blast;
 mod graph;
 mod notice;
 mod retry;
+mod time;
 mod transition;
 
 pub use blast::check_blast_radius;
 pub use graph::{Role, StateDef, StateGraph};
 pub use notice::{deletion_hold, grace_ends, reminders_due};
 pub use retry::{RetrySchedule, mix, retry_entropy};
+pub use time::{after, before, far_future, truncate_micros};
 pub use transition::{
     OperatorRefusal, Outcome, StageResult, Transition, plan_abort, plan_outcome, plan_resume,
     plan_touch,

@@ -2,12 +2,9 @@
 //! reminders fall due.
 
 use super::Outcome;
+use super::time::after;
 use chrono::{DateTime, Utc};
 use std::time::Duration;
-
-fn after(at: DateTime<Utc>, d: Duration) -> DateTime<Utc> {
-    at + chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX)
-}
 
 /// When the grace period of a subject warned at `warned_at` ends.
 pub fn grace_ends(warned_at: DateTime<Utc>, grace: Duration) -> DateTime<Utc> {
@@ -52,7 +49,7 @@ pub fn reminders_due(
     let end = grace_ends(warned_at, grace);
     let mut times: Vec<DateTime<Utc>> = before
         .iter()
-        .map(|b| end - chrono::Duration::from_std(*b).unwrap_or(chrono::Duration::zero()))
+        .map(|b| super::time::before(end, *b))
         .collect();
     times.sort();
     let due = times.iter().filter(|t| **t <= now).count();

@@ -189,7 +189,7 @@ pub fn plan_outcome(
         ),
         Outcome::Retry { error } => {
             let delay = schedule.delay(attempt.max(1) as u32, entropy);
-            let due = now + chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::MAX);
+            let due = super::time::after(now, delay);
             stay(
                 "retry",
                 Some(due),

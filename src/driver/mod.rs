@@ -5,11 +5,10 @@
 //! that lost its lease changes nothing (the store fences it) and is logged; on shutdown
 //! no new work is claimed and in-flight batches finish or are released.
 
-mod clock;
 mod inflight;
 pub mod scan;
 
-pub use clock::{Clock, ManualClock, SystemClock};
+pub use crate::clock::{Clock, ManualClock, SystemClock}; // TEMP until the CLI split lands
 
 use inflight::InFlight;
 
@@ -333,7 +332,7 @@ impl Driver {
         report: &mut RunReport,
     ) -> Option<Vec<InFlight>> {
         let relay_until = (!stopping).then(|| {
-            now + chrono::Duration::from_std(self.tuning.lease).unwrap_or(chrono::Duration::MAX)
+            crate::domain::after(now, self.tuning.lease)
         });
         let planned: Vec<(InFlight, Transition, Option<chrono::DateTime<chrono::Utc>>)> = batch
             .into_iter()
@@ -461,7 +460,7 @@ impl Driver {
     async fn release(&self, batch: Vec<InFlight>, report: &mut RunReport) {
         let now = self.clock.now();
         let until =
-            now + chrono::Duration::from_std(self.tuning.lease).unwrap_or(chrono::Duration::MAX);
+            crate::domain::after(now, self.tuning.lease);
         // The attempt the store holds: the claim's, unless a carried write-back moved the row.
         let mut fences: std::collections::HashMap<i64, i32> =
             batch.iter().map(|f| (f.row.id, f.fence_attempt)).collect();
@@ -556,7 +555,7 @@ impl Driver {
                 _ = flush_due, if idle => {}
                 _ = renew.tick() => {
                     let ids: Vec<i64> = batch.iter().chain(later.iter()).map(|f| f.row.id).collect();
-                    let until = self.clock.now() + chrono::Duration::from_std(self.tuning.lease).unwrap_or(chrono::Duration::MAX);
+                    let until = crate::domain::after(self.clock.now(), self.tuning.lease);
                     match self.store.renew(&self.owner, &ids, until).await {
                         Ok(held) if held < ids.len() as u64 => tracing::warn!(held, claimed = ids.len(), "some leases were lost while the handler ran"),
                         Ok(_) => {}

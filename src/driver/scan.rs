@@ -161,15 +161,11 @@ pub async fn scan(
     options: ScanOptions,
 ) -> Result<ScanReport, ScanError> {
     let started = std::time::Instant::now();
-    let cutoff = (now
-        - chrono::Duration::from_std(
-            source
-                .inactive_after
-                .map(|d| d.0)
-                .unwrap_or(policy.inactive_after),
-        )
-        .unwrap_or(chrono::Duration::MAX))
-    .naive_utc();
+    let inactive_after = source
+        .inactive_after
+        .map(|d| d.0)
+        .unwrap_or(policy.inactive_after);
+    let cutoff = crate::domain::before(now, inactive_after).naive_utc();
     let mut counts = ScanRecord {
         started_at: now,
         ..ScanRecord::default()
@@ -273,7 +269,7 @@ pub async fn scan(
             .count() as i64;
         counts.already_open += outcomes.len() as i64 - counts.enqueued;
     }
-    counts.finished_at = crate::store::truncate_micros(Utc::now());
+    counts.finished_at = crate::domain::truncate_micros(Utc::now());
     store.record_scan(&counts).await?;
     tracing::info!(
         seen = counts.seen,

@@ -5,10 +5,9 @@
 //! dependents before the table, never follows a cycle, and keeps (nullifies) rows that
 //! only name a retired user as an actor.
 
-pub mod dialect;
 pub mod plan;
 pub mod render;
 pub mod source;
 pub mod target;
 
-pub use dialect::Dialect;
+pub use crate::db::Dialect;

@@ -1,7 +1,7 @@
 //! SQL text for a plan's steps, per dialect. Identifiers are quoted with the dialect's
 //! rules; subject ids and anonymized values are always bound parameters.
 
-use super::dialect::Dialect;
+use crate::db::Dialect;
 use super::plan::{Action, Conflict, Hop, Plan, Step, Value};
 
 /// A statement and its parameters: values bound first (anonymized values), then the

@@ -1,6 +1,6 @@
 //! Reading the source of truth: keyset pages of inactive users, never OFFSET.
 
-use super::dialect::Dialect;
+use crate::db::Dialect;
 use super::target::{Pool, with_pool};
 use crate::config::Source;
 use chrono::NaiveDateTime;
@@ -112,7 +112,7 @@ impl SourceReader {
             Pool::connect(&url, 4)
                 .await
                 .map_err(|source| SourceError::Connect {
-                    url: crate::store::redact_url(&url),
+                    url: crate::db::redact_url(&url),
                     source,
                 })?;
         let reader = Self {

@@ -4,7 +4,7 @@
 use super::{BatchError, Handler, Reporter};
 use crate::config::{Email, Undeliverable};
 use crate::domain::{Outcome, StageResult, grace_ends};
-use crate::driver::Clock;
+use crate::clock::Clock;
 use crate::mail::{Delivery, Mailer, Templates, Vars};
 use crate::store::Claimed;
 use async_trait::async_trait;

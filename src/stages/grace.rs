@@ -6,7 +6,7 @@ use super::email::{Notifier, Sent};
 use super::{BatchError, Handler};
 use crate::config::{HumanDuration, Undeliverable};
 use crate::domain::{Outcome, StageResult, grace_ends, reminders_due};
-use crate::driver::Clock;
+use crate::clock::Clock;
 use crate::mail::Delivery;
 use crate::sql::source::SourceReader;
 use crate::store::Claimed;

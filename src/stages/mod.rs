@@ -247,7 +247,7 @@ pub fn load_templates(
 
 /// [`build_with`] on the system clock.
 pub async fn build(pipeline: &crate::config::Pipeline) -> Result<Handlers, BuildError> {
-    build_with(pipeline, Arc::new(crate::driver::SystemClock)).await
+    build_with(pipeline, Arc::new(crate::clock::SystemClock)).await
 }
 
 /// Builds the handlers of the configured stages, connecting their targets, the source (for
@@ -255,7 +255,7 @@ pub async fn build(pipeline: &crate::config::Pipeline) -> Result<Handlers, Build
 /// has not landed yet, so nothing is silently skipped.
 pub async fn build_with(
     pipeline: &crate::config::Pipeline,
-    clock: Arc<dyn crate::driver::Clock>,
+    clock: Arc<dyn crate::clock::Clock>,
 ) -> Result<Handlers, BuildError> {
     let missing: Vec<String> = pipeline
         .stages

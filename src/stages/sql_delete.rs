@@ -2,7 +2,7 @@
 
 use super::{BatchError, Handler};
 use crate::domain::{Outcome, StageResult, deletion_hold};
-use crate::driver::Clock;
+use crate::clock::Clock;
 use crate::sql::source::SourceReader;
 use crate::sql::target::{Subject, SubjectResult, Target};
 use crate::store::Claimed;

@@ -204,7 +204,7 @@ impl Store for PgStore {
         lease: Duration,
         limit: usize,
     ) -> Result<Vec<Claimed>, StoreError> {
-        let until = now + chrono::Duration::from_std(lease).unwrap_or(chrono::Duration::MAX);
+        let until = crate::domain::after(now, lease);
         // One statement, committed at once: the claim is its own short transaction.
         let rows = sqlx::query(concat!(
             "UPDATE retirement r SET lease_owner = $1, lease_until = $2, due_at = $2, \

@@ -174,7 +174,7 @@ impl Store for SqliteStore {
         lease: Duration,
         limit: usize,
     ) -> Result<Vec<Claimed>, StoreError> {
-        let until = now + chrono::Duration::from_std(lease).unwrap_or(chrono::Duration::MAX);
+        let until = crate::domain::after(now, lease);
         let mut tx = self
             .pool
             .begin_with(BEGIN_IMMEDIATE)

@@ -3,7 +3,7 @@
 
 mod schema;
 
-use super::dialect::Dialect;
+use crate::db::Dialect;
 use super::plan::{self, Action, Plan, Value};
 use super::render;
 use chrono::{DateTime, NaiveDateTime, Utc};
@@ -274,7 +274,7 @@ pub struct Target {
 }
 
 fn redact(url: &str) -> String {
-    crate::store::redact_url(url)
+    crate::db::redact_url(url)
 }
 
 impl Target {

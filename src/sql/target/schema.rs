@@ -2,7 +2,7 @@
 //! config names against them.
 
 use super::{Pool, with_pool};
-use crate::sql::dialect::Dialect;
+use crate::db::Dialect;
 use crate::sql::plan::{Link, Plan, Rules};
 use sqlx::Row;
 use std::collections::{HashMap, HashSet};

@@ -1,5 +1,7 @@
-//! Time as the driver sees it; tests use a manual clock instead of sleeping.
+//! Time as lethe sees it: the driver, the stages and the scan read one clock, and tests
+//! use a manual clock instead of sleeping.
 
+use crate::domain::truncate_micros;
 use chrono::{DateTime, Utc};
 use std::sync::Mutex;
 
@@ -14,7 +16,7 @@ pub struct SystemClock;
 
 impl Clock for SystemClock {
     fn now(&self) -> DateTime<Utc> {
-        crate::store::truncate_micros(Utc::now())
+        truncate_micros(Utc::now())
     }
 }
 
@@ -24,7 +26,7 @@ pub struct ManualClock(Mutex<DateTime<Utc>>);
 impl ManualClock {
     /// A clock stopped at `at`.
     pub fn new(at: DateTime<Utc>) -> Self {
-        Self(Mutex::new(crate::store::truncate_micros(at)))
+        Self(Mutex::new(truncate_micros(at)))
     }
 
     /// Moves the clock forward.
@@ -41,7 +43,7 @@ impl ManualClock {
         *self
             .0
             .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner()) = crate::store::truncate_micros(at);
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = truncate_micros(at);
     }
 }
 

@@ -1,10 +1,17 @@
-//! Opening database pools (the store, the source, the targets) so that an unreachable
-//! database fails at once with its own error.
+//! Databases, below every floor that talks to one: which engine a URL names
+//! ([`Dialect`], [`Backend`]), how to quote for it, how to show a URL without its password,
+//! and opening a pool so that an unreachable database fails at once with its own error.
 //!
 //! sqlx's pool retries a refused connection until its acquire timeout (30 s by default)
 //! and then reports only "pool timed out while waiting for an open connection". One
 //! direct connection first, bounded by [`CONNECT_TIMEOUT`], reports "connection refused",
 //! an unknown host or a rejected password within seconds.
+
+mod dialect;
+mod url;
+
+pub use dialect::Dialect;
+pub use url::{Backend, redact_url};
 
 use sqlx::{ConnectOptions, Connection};
 use std::time::Duration;
