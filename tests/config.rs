@@ -105,7 +105,7 @@ fn email_and_grace_settings_are_checked() {
         "handler = \"grace\"\nrecheck = false\nreminder = [\"7d\"]",
         email,
     ))
-    .contains("unknown field `reminder`")
+    .contains("stage[2].reminder: unknown setting for handler grace (allowed: reminders, reminder_template, recheck)")
     .then_some(())
     .expect("a misspelt grace setting is refused");
 }

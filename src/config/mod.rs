@@ -7,12 +7,19 @@ mod duration;
 mod email;
 mod pipeline;
 mod source;
+mod stage;
 mod states;
+mod target;
 
 pub use duration::{HumanDuration, parse_duration};
 pub use email::{Email, SMTP_HOST_ENV, SMTP_PASSWORD_ENV, SMTP_USERNAME_ENV, Tls, Undeliverable};
-pub use pipeline::{DriverTuning, Pipeline, Policy, Stage, Target, env_key};
+pub use pipeline::{DriverTuning, Pipeline, Policy, Stage};
 pub use source::{SOURCE_URL_ENV, Source};
+pub use stage::{
+    EmailSettings, GraceSettings, HandlerKind, NoopSettings, REMINDER_TEMPLATE, SqlDeleteSettings,
+    StageSettings, WARNING_TEMPLATE,
+};
+pub use target::{Link, LinkPolicy, Rules, Target, Value, env_key};
 
 use crate::domain::StateGraph;
 use std::path::{Path, PathBuf};

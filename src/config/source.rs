@@ -79,9 +79,8 @@ impl Source {
             self.url = Some(url);
         }
         if let Some(url) = &self.url {
-            crate::db::Dialect::from_url(url).map_err(|p| {
-                invalid(file, "source.url", Some(&crate::db::redact_url(url)), p)
-            })?;
+            crate::db::Dialect::from_url(url)
+                .map_err(|p| invalid(file, "source.url", Some(&crate::db::redact_url(url)), p))?;
         }
         if !(1..=100_000).contains(&self.batch_size) {
             return Err(invalid(

@@ -331,9 +331,7 @@ impl Driver {
         stopping: bool,
         report: &mut RunReport,
     ) -> Option<Vec<InFlight>> {
-        let relay_until = (!stopping).then(|| {
-            crate::domain::after(now, self.tuning.lease)
-        });
+        let relay_until = (!stopping).then(|| crate::domain::after(now, self.tuning.lease));
         let planned: Vec<(InFlight, Transition, Option<chrono::DateTime<chrono::Utc>>)> = batch
             .into_iter()
             .zip(results)
@@ -459,8 +457,7 @@ impl Driver {
     /// memory are written first (the work they record is done), then every lease is let go.
     async fn release(&self, batch: Vec<InFlight>, report: &mut RunReport) {
         let now = self.clock.now();
-        let until =
-            crate::domain::after(now, self.tuning.lease);
+        let until = crate::domain::after(now, self.tuning.lease);
         // The attempt the store holds: the claim's, unless a carried write-back moved the row.
         let mut fences: std::collections::HashMap<i64, i32> =
             batch.iter().map(|f| (f.row.id, f.fence_attempt)).collect();

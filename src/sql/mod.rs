@@ -6,6 +6,7 @@
 //! only name a retired user as an actor.
 
 pub mod plan;
+pub mod pool;
 pub mod render;
 pub mod source;
 pub mod target;

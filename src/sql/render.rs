@@ -1,8 +1,8 @@
 //! SQL text for a plan's steps, per dialect. Identifiers are quoted with the dialect's
 //! rules; subject ids and anonymized values are always bound parameters.
 
-use crate::db::Dialect;
 use super::plan::{Action, Conflict, Hop, Plan, Step, Value};
+use crate::db::Dialect;
 
 /// A statement and its parameters: values bound first (anonymized values), then the
 /// subject ids, `id_lists` times over (once per `IN (…)` list in the text).

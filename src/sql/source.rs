@@ -1,8 +1,8 @@
 //! Reading the source of truth: keyset pages of inactive users, never OFFSET.
 
-use crate::db::Dialect;
-use super::target::{Pool, with_pool};
+use super::pool::{Pool, with_pool};
 use crate::config::Source;
+use crate::db::Dialect;
 use chrono::NaiveDateTime;
 use sqlx::Row;
 
@@ -150,13 +150,13 @@ impl SourceReader {
         }
         // A text key would be cast to a number (MySQL makes 'abc' 0): refuse it by name.
         let column = format!("{}.{}", config.table, config.id_column);
-        let declared = super::target::column_type(&reader.pool, &config.table, &config.id_column)
+        let declared = super::pool::column_type(&reader.pool, &config.table, &config.id_column)
             .await
             .map_err(|source| SourceError::Schema {
                 what: format!("column {column}"),
                 source,
             })?;
-        if let Some(declared) = declared.filter(|ty| !super::target::is_integer_type(dialect, ty)) {
+        if let Some(declared) = declared.filter(|ty| !super::pool::is_integer_type(dialect, ty)) {
             return Err(SourceError::NotInteger { column, declared });
         }
         Ok(reader)

@@ -2,37 +2,17 @@
 //! records `warned_at` when the server accepted the notice (invariant 2).
 
 use super::{BatchError, Handler, Reporter};
-use crate::config::{Email, Undeliverable};
-use crate::domain::{Outcome, StageResult, grace_ends};
 use crate::clock::Clock;
+use crate::config::{Email, EmailSettings, Undeliverable};
+use crate::domain::{Outcome, StageResult, grace_ends};
 use crate::mail::{Delivery, Mailer, Templates, Vars};
 use crate::store::Claimed;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use serde::Deserialize;
 use serde_json::json;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
-
-/// Settings of an email stage.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct EmailSettings {
-    /// Template name (`warning`, `reminder`, `deleted`...).
-    pub template: String,
-    /// Whether acceptance of this message is the notice that starts the grace period;
-    /// by default true for the `warning` template only.
-    #[serde(default)]
-    pub notice: Option<bool>,
-}
-
-impl EmailSettings {
-    /// Whether this stage records `warned_at`.
-    pub fn records_notice(&self) -> bool {
-        self.notice.unwrap_or(self.template == "warning")
-    }
-}
 
 /// What every email-sending stage shares: the mailer, the templates, the variables.
 pub struct Notifier {

@@ -4,50 +4,18 @@
 
 use super::email::{Notifier, Sent};
 use super::{BatchError, Handler};
-use crate::config::{HumanDuration, Undeliverable};
-use crate::domain::{Outcome, StageResult, grace_ends, reminders_due};
 use crate::clock::Clock;
+use crate::config::{GraceSettings, Undeliverable};
+use crate::domain::{Outcome, StageResult, grace_ends, reminders_due};
 use crate::mail::Delivery;
 use crate::sql::source::SourceReader;
 use crate::store::Claimed;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use serde::Deserialize;
 use serde_json::json;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
-
-fn default_reminder_template() -> String {
-    "reminder".into()
-}
-
-fn default_recheck() -> bool {
-    true
-}
-
-/// Settings of a grace stage. The period itself is `policy.grace_period`, so no stage can
-/// shorten it.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct GraceSettings {
-    /// Reminders, as time before the end of the grace period (`["7d"]`).
-    #[serde(default, deserialize_with = "durations")]
-    pub reminders: Vec<Duration>,
-    /// Template of the reminders.
-    #[serde(default = "default_reminder_template")]
-    pub reminder_template: String,
-    /// Re-read the last login in the source at each run and at the end.
-    #[serde(default = "default_recheck")]
-    pub recheck: bool,
-}
-
-fn durations<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<Duration>, D::Error> {
-    Ok(Vec::<HumanDuration>::deserialize(d)?
-        .into_iter()
-        .map(|h| h.0)
-        .collect())
-}
 
 /// Waits out the grace period.
 pub struct GraceHandler {

@@ -6,9 +6,11 @@ mod grace;
 mod noop;
 mod sql_delete;
 
-pub use email::{EmailHandler, EmailSettings, Notifier};
-pub use grace::{GraceHandler, GraceSettings};
-pub use noop::{NoopHandler, NoopSettings};
+pub use email::{EmailHandler, Notifier};
+pub use grace::GraceHandler;
+pub use noop::NoopHandler;
+// TEMP until the CLI split lands
+pub use crate::config::StageSettings;
 pub use sql_delete::SqlDeleteHandler;
 
 use crate::domain::StageResult;
@@ -16,121 +18,6 @@ use crate::store::Claimed;
 use async_trait::async_trait;
 use std::collections::HashMap;
 use std::sync::Arc;
-use strum::{Display, EnumString, VariantNames};
-
-/// The closed set of handler kinds a stage may use.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Display, EnumString, VariantNames)]
-#[strum(serialize_all = "snake_case")]
-pub enum HandlerKind {
-    /// Warning, reminder and deletion emails over SMTP.
-    Email,
-    /// Waits out the grace period and re-checks activity.
-    Grace,
-    /// Set-based deletion from a relational database.
-    SqlDelete,
-    /// Removes the contact from Sarbacane.
-    Sarbacane,
-    /// Calls an HTTP service (identity providers, search indexes...).
-    Http,
-    /// Publishes to downstream services and awaits their acks.
-    Notify,
-    /// Does nothing and moves on (placeholders, demos, benchmarks); `delay` simulates work.
-    Noop,
-}
-
-impl HandlerKind {
-    /// Whether this kind removes or hands over data (after it, activity no longer cancels).
-    pub fn deletes(self) -> bool {
-        matches!(
-            self,
-            HandlerKind::SqlDelete
-                | HandlerKind::Sarbacane
-                | HandlerKind::Http
-                | HandlerKind::Notify
-        )
-    }
-
-    /// Whether this build has the handler; `None` when it has not landed yet, with the
-    /// issue that brings it.
-    pub fn pending_implementation(self) -> Option<&'static str> {
-        match self {
-            HandlerKind::Noop
-            | HandlerKind::SqlDelete
-            | HandlerKind::Email
-            | HandlerKind::Grace => None,
-            HandlerKind::Sarbacane | HandlerKind::Http | HandlerKind::Notify => {
-                Some("a later issue")
-            }
-        }
-    }
-}
-
-/// A stage's validated settings.
-#[derive(Debug, Clone, PartialEq)]
-pub enum StageSettings {
-    /// Settings of the noop handler.
-    Noop(NoopSettings),
-    /// An email stage: its template.
-    Email(EmailSettings),
-    /// A grace stage: reminders and the re-check.
-    Grace(GraceSettings),
-    /// A sql_delete stage: the `[[target]]` it deletes from.
-    SqlDelete {
-        /// Target name.
-        target: String,
-    },
-    /// Settings of a handler that has not landed yet, kept as written.
-    NotYetImplemented(toml::Table),
-}
-
-impl StageSettings {
-    /// Validates the keys left in a `[[stage]]` table for `kind`; errors are (key, problem).
-    pub fn parse(kind: HandlerKind, table: toml::Table) -> Result<Self, (String, String)> {
-        match kind {
-            HandlerKind::Noop => NoopSettings::parse(table).map(StageSettings::Noop),
-            HandlerKind::Email => typed(kind, table).map(StageSettings::Email),
-            HandlerKind::Grace => typed(kind, table).map(StageSettings::Grace),
-            HandlerKind::SqlDelete => {
-                let mut table = table;
-                let target = match table.remove("target") {
-                    Some(toml::Value::String(name)) => name,
-                    Some(other) => {
-                        return Err((
-                            "target".into(),
-                            format!("expected a target name, found {}", other.type_str()),
-                        ));
-                    }
-                    None => {
-                        return Err((
-                            "target".into(),
-                            "missing: the [[target]] to delete from".into(),
-                        ));
-                    }
-                };
-                if let Some(key) = table.keys().next() {
-                    return Err((
-                        key.clone(),
-                        "unknown setting for handler sql_delete (allowed: target)".into(),
-                    ));
-                }
-                Ok(StageSettings::SqlDelete { target })
-            }
-            _ => Ok(StageSettings::NotYetImplemented(table)),
-        }
-    }
-}
-
-/// Deserializes settings, naming the key at fault.
-fn typed<T: serde::de::DeserializeOwned>(
-    kind: HandlerKind,
-    table: toml::Table,
-) -> Result<T, (String, String)> {
-    toml::Value::Table(table)
-        .try_into()
-        .map_err(|e: toml::de::Error| {
-            (format!("({kind} settings)"), e.message().trim().to_string())
-        })
-}
 
 /// Handler failure for a whole batch (e.g. the target is unreachable): every retirement
 /// of the batch is retried.
@@ -290,7 +177,7 @@ pub async fn build_with(
     // transaction cannot (their root table is not the source's).
     let needs_source = pipeline.stages.iter().any(|s| {
         matches!(&s.settings, StageSettings::Grace(g) if g.recheck)
-            || matches!(&s.settings, StageSettings::SqlDelete { target }
+            || matches!(&s.settings, StageSettings::SqlDelete(crate::config::SqlDeleteSettings { target })
                 if pipeline.targets.iter().any(|t| &t.name == target && t.exclusions.is_none()))
     });
     let source = match (&pipeline.source, needs_source) {
@@ -320,7 +207,7 @@ pub async fn build_with(
                 source.clone(),
                 clock.clone(),
             )),
-            StageSettings::SqlDelete { target } => {
+            StageSettings::SqlDelete(crate::config::SqlDeleteSettings { target }) => {
                 let connected = match targets.get(target) {
                     Some(t) => t.clone(),
                     None => {

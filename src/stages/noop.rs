@@ -1,43 +1,11 @@
 //! The noop handler: every retirement is Done, optionally after a simulated delay.
 
 use super::{BatchError, Handler};
-use crate::config::parse_duration;
+use crate::config::NoopSettings;
 use crate::domain::{Outcome, StageResult};
 use crate::store::Claimed;
 use async_trait::async_trait;
 use std::collections::HashMap;
-use std::time::Duration;
-
-/// Settings of a noop stage.
-#[derive(Debug, Clone, PartialEq, Default)]
-pub struct NoopSettings {
-    /// Simulated work per batch.
-    pub delay: Duration,
-}
-
-impl NoopSettings {
-    /// Accepts only `delay`.
-    pub fn parse(mut table: toml::Table) -> Result<Self, (String, String)> {
-        let delay = match table.remove("delay") {
-            None => Duration::ZERO,
-            Some(toml::Value::String(text)) => parse_duration(&text)
-                .map_err(|p| ("delay".to_string(), format!("{text:?}: {p}")))?,
-            Some(other) => {
-                return Err((
-                    "delay".into(),
-                    format!("expected a duration string, found {}", other.type_str()),
-                ));
-            }
-        };
-        if let Some(key) = table.keys().next() {
-            return Err((
-                key.clone(),
-                "unknown setting for handler noop (allowed: delay)".into(),
-            ));
-        }
-        Ok(Self { delay })
-    }
-}
 
 /// Moves every retirement on.
 pub struct NoopHandler {

@@ -1,8 +1,8 @@
 //! The sql_delete handler: retires a batch from a relational target in one transaction.
 
 use super::{BatchError, Handler};
-use crate::domain::{Outcome, StageResult, deletion_hold};
 use crate::clock::Clock;
+use crate::domain::{Outcome, StageResult, deletion_hold};
 use crate::sql::source::SourceReader;
 use crate::sql::target::{Subject, SubjectResult, Target};
 use crate::store::Claimed;

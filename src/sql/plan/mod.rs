@@ -7,72 +7,10 @@ mod schedule;
 
 use owners::{Owners, is_root_key};
 use schedule::Dag;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 
-/// A link from rows of `table` to rows of `ref_table` (a foreign key, or an extra link
-/// from config such as `student_courseenrollmentallowed.email -> auth_user.email`).
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
-pub struct Link {
-    /// Referencing table.
-    pub table: String,
-    /// Referencing columns.
-    pub columns: Vec<String>,
-    /// Referenced table.
-    pub ref_table: String,
-    /// Referenced columns (the primary key or another unique column).
-    pub ref_columns: Vec<String>,
-    /// Whether every referencing column accepts NULL.
-    pub nullable: bool,
-}
-
-impl Link {
-    /// `table.col` (or `table.col1,col2` for a composite link), as config names it.
-    pub fn key(&self) -> String {
-        format!("{}.{}", self.table, self.columns.join(","))
-    }
-}
-
-/// What to do with the rows behind one link.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Policy {
-    /// Delete them (and, first, what depends on them).
-    Delete,
-    /// Keep them, set the link to NULL (actor columns of other users' rows).
-    Nullify,
-    /// Never touch: a subject with such rows fails with `protected: table.column`.
-    Protect,
-    /// Keep them, set these columns to these values (and the link to NULL unless it is
-    /// among them).
-    Anonymize(Vec<(String, Value)>),
-}
-
-/// A value an anonymized column is set to; bound as a parameter, never spliced into SQL.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Value {
-    /// SQL NULL.
-    Null,
-    /// An integer.
-    Int(i64),
-    /// A string.
-    Text(String),
-}
-
-/// Config for a plan: the root and the per-link policies.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Rules {
-    /// Root table (edX: `auth_user`).
-    pub root_table: String,
-    /// Root key column (edX: `id`).
-    pub root_key: String,
-    /// Policy per `table.column`, overriding the defaults (delete for NOT NULL links,
-    /// nullify for nullable ones).
-    pub policies: BTreeMap<String, Policy>,
-    /// Links that have no foreign key.
-    pub extra_links: Vec<Link>,
-    /// The placeholder account that kept rows' NOT NULL actor columns are reassigned to
-    /// (GitLab's "ghost" user); `None`: a subject with such rows fails instead.
-    pub reassign_to: Option<i64>,
-}
+// The rules are config: what the operator wrote, which the plan applies.
+pub use crate::config::{Link, LinkPolicy as Policy, Rules, Value};
 
 /// One hop of the path from a step's table up to the root.
 #[derive(Debug, Clone, PartialEq, Eq)]

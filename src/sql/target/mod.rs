@@ -3,13 +3,13 @@
 
 mod schema;
 
-use crate::db::Dialect;
 use super::plan::{self, Action, Plan, Value};
 use super::render;
+use crate::db::Dialect;
+use crate::sql::pool::{Pool, with_pool};
 use chrono::{DateTime, NaiveDateTime, Utc};
 use schema::{check_columns, check_transactional, introspect};
-pub(crate) use schema::{column_type, is_integer_type};
-use sqlx::{MySqlPool, PgPool, Row, SqlitePool};
+use sqlx::Row;
 use std::collections::{BTreeMap, HashMap};
 
 /// What went wrong with a target.
@@ -55,17 +55,9 @@ pub enum TargetError {
     },
 }
 
-/// Prepared statements kept per connection. A batch runs about two per plan step (the
-/// per-subject count and the change) plus the checks, 130 on the edX schema, per padded
-/// batch size in use (`padded`); with fewer slots each statement evicts one still in use,
-/// and sqlx's close-then-prepare exchange waits on a delayed ACK (tens of milliseconds a
-/// statement on MariaDB). With a pool of `parallel_batches + 1` connections, a target keeps
-/// at most about 1,500 statements on a server whose default limit is 16,382.
-const STATEMENT_CACHE: usize = 512;
-
 /// `ids` padded to the next power of two by repeating the last one, which changes no
 /// `IN (…)` result: a target then sees a handful of statement texts instead of one per
-/// batch size, and its prepared statements stay cached (see `STATEMENT_CACHE`).
+/// batch size, and its prepared statements stay cached (see `pool::STATEMENT_CACHE`).
 fn padded(ids: &[i64]) -> Vec<i64> {
     let mut out = ids.to_vec();
     if let Some(&last) = ids.last() {
@@ -73,81 +65,6 @@ fn padded(ids: &[i64]) -> Vec<i64> {
     }
     out
 }
-
-/// A connection pool to a target of any supported dialect.
-#[derive(Clone)]
-pub enum Pool {
-    /// MySQL or MariaDB.
-    MySql(MySqlPool),
-    /// PostgreSQL.
-    Postgres(PgPool),
-    /// SQLite.
-    Sqlite(SqlitePool),
-}
-
-impl Pool {
-    /// Connects to `url`, whose scheme picks the dialect, with at most `connections` open
-    /// (each keeps its prepared statements on the server, which a platform's database
-    /// limits in total).
-    pub async fn connect(url: &str, connections: u32) -> Result<(Dialect, Pool), sqlx::Error> {
-        let dialect = Dialect::from_url(url).map_err(|e| sqlx::Error::Configuration(e.into()))?;
-        crate::db::probe(url).await?;
-        let connections = connections.max(1);
-        let pool = match dialect {
-            // READ COMMITTED: deletions by explicit keys need no gap locks, and without them
-            // concurrent batches (and the platform's own traffic) do not block each other.
-            Dialect::MySql => Pool::MySql(
-                sqlx::mysql::MySqlPoolOptions::new()
-                    .max_connections(connections)
-                    .after_connect(|conn, _| {
-                        Box::pin(async move {
-                            use sqlx::Executor;
-                            conn.execute("SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED")
-                                .await
-                                .map(|_| ())
-                        })
-                    })
-                    .connect_with(
-                        url.parse::<sqlx::mysql::MySqlConnectOptions>()?
-                            .statement_cache_capacity(STATEMENT_CACHE),
-                    )
-                    .await?,
-            ),
-            Dialect::Postgres => Pool::Postgres(
-                sqlx::postgres::PgPoolOptions::new()
-                    .max_connections(connections)
-                    .connect_with(
-                        url.parse::<sqlx::postgres::PgConnectOptions>()?
-                            .statement_cache_capacity(STATEMENT_CACHE),
-                    )
-                    .await?,
-            ),
-            Dialect::Sqlite => Pool::Sqlite(
-                sqlx::sqlite::SqlitePoolOptions::new()
-                    .max_connections(connections)
-                    .connect_with(
-                        url.parse::<sqlx::sqlite::SqliteConnectOptions>()?
-                            .statement_cache_capacity(STATEMENT_CACHE),
-                    )
-                    .await?,
-            ),
-        };
-        Ok((dialect, pool))
-    }
-}
-
-/// Runs the same code against whichever pool is inside.
-macro_rules! with_pool {
-    ($pool:expr, $p:ident => $body:expr) => {
-        match $pool {
-            Pool::MySql($p) => $body,
-            Pool::Postgres($p) => $body,
-            Pool::Sqlite($p) => $body,
-        }
-    };
-}
-
-pub(crate) use with_pool;
 
 /// A query with a rendered statement's values and its id lists bound.
 macro_rules! bound {
@@ -644,27 +561,5 @@ mod tests {
         assert_eq!(padded(&[7]), vec![7]);
         assert_eq!(padded(&[1, 2, 3]), vec![1, 2, 3, 3]);
         assert_eq!(padded(&(1..=500).collect::<Vec<_>>()).len(), 512);
-    }
-
-    #[test]
-    fn integer_types_by_dialect() {
-        for ty in ["int", "BIGINT", "smallint", "mediumint"] {
-            assert!(is_integer_type(Dialect::MySql, ty), "{ty}");
-        }
-        for ty in ["varchar", "decimal", "point", "multipoint"] {
-            assert!(!is_integer_type(Dialect::MySql, ty), "{ty}");
-        }
-        for ty in ["integer", "bigint", "smallint"] {
-            assert!(is_integer_type(Dialect::Postgres, ty), "{ty}");
-        }
-        for ty in ["interval", "text", "uuid", "numeric"] {
-            assert!(!is_integer_type(Dialect::Postgres, ty), "{ty}");
-        }
-        for ty in ["INTEGER", "BIGINT", "UNSIGNED BIG INT"] {
-            assert!(is_integer_type(Dialect::Sqlite, ty), "{ty}");
-        }
-        for ty in ["TEXT", "", "REAL"] {
-            assert!(!is_integer_type(Dialect::Sqlite, ty), "{ty}");
-        }
     }
 }

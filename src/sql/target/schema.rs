@@ -1,52 +1,14 @@
 //! Reading a target's schema: foreign keys, column types, table engines, and the checks of
 //! config names against them.
 
-use super::{Pool, with_pool};
 use crate::db::Dialect;
 use crate::sql::plan::{Link, Plan, Rules};
+use crate::sql::pool::{Pool, is_integer_type};
 use sqlx::Row;
 use std::collections::{HashMap, HashSet};
 
 /// Every column of every table with its declared type, for validating config names.
 pub(super) type Columns = HashMap<(String, String), String>;
-
-/// Whether a declared column type holds integers: the catalog's integer type names on
-/// MySQL and PostgreSQL (`interval` and `point` are not), SQLite's affinity rule (the name
-/// contains INT) there.
-pub(crate) fn is_integer_type(dialect: Dialect, declared: &str) -> bool {
-    let declared = declared.to_ascii_lowercase();
-    match dialect {
-        Dialect::Sqlite => declared.contains("int"),
-        Dialect::MySql => matches!(
-            declared.as_str(),
-            "tinyint" | "smallint" | "mediumint" | "int" | "integer" | "bigint"
-        ),
-        Dialect::Postgres => matches!(declared.as_str(), "smallint" | "integer" | "bigint"),
-    }
-}
-
-/// The declared type of one column, if it exists.
-pub(crate) async fn column_type(
-    pool: &Pool,
-    table: &str,
-    column: &str,
-) -> Result<Option<String>, sqlx::Error> {
-    let sql = match pool {
-        Pool::MySql(_) => {
-            "SELECT CAST(DATA_TYPE AS CHAR) AS ty FROM information_schema.COLUMNS \
-             WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = ? AND COLUMN_NAME = ?"
-        }
-        Pool::Postgres(_) => {
-            "SELECT data_type::text AS ty FROM information_schema.columns \
-             WHERE table_schema = current_schema() AND table_name = $1 AND column_name = $2"
-        }
-        Pool::Sqlite(_) => "SELECT type AS ty FROM pragma_table_info($1) WHERE name = $2",
-    };
-    with_pool!(pool, p => {
-        let row = sqlx::query(sql).bind(table).bind(column).fetch_optional(p).await?;
-        row.map(|r| r.try_get::<String, _>("ty")).transpose()
-    })
-}
 
 pub(super) fn check_columns(
     dialect: Dialect,

@@ -1,0 +1,295 @@
+//! `[[stage]]`: the handler kinds and each kind's settings. The stages module implements
+//! what these types describe; every kind's settings are parsed the same way (serde,
+//! unknown keys refused), and every error names the key at fault.
+
+use super::HumanDuration;
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use std::time::Duration;
+use strum::{Display, EnumString, VariantNames};
+
+/// The closed set of handler kinds a stage may use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Display, EnumString, VariantNames)]
+#[strum(serialize_all = "snake_case")]
+pub enum HandlerKind {
+    /// Warning, reminder and deletion emails over SMTP.
+    Email,
+    /// Waits out the grace period and re-checks activity.
+    Grace,
+    /// Set-based deletion from a relational database.
+    SqlDelete,
+    /// Removes the contact from Sarbacane.
+    Sarbacane,
+    /// Calls an HTTP service (identity providers, search indexes...).
+    Http,
+    /// Publishes to downstream services and awaits their acks.
+    Notify,
+    /// Does nothing and moves on (placeholders, demos, benchmarks); `delay` simulates work.
+    Noop,
+}
+
+impl HandlerKind {
+    /// Whether this kind removes or hands over data (after it, activity no longer cancels).
+    pub fn deletes(self) -> bool {
+        matches!(
+            self,
+            HandlerKind::SqlDelete
+                | HandlerKind::Sarbacane
+                | HandlerKind::Http
+                | HandlerKind::Notify
+        )
+    }
+
+    /// Whether this build has the handler; `None` when it has not landed yet, with the
+    /// issue that brings it.
+    pub fn pending_implementation(self) -> Option<&'static str> {
+        match self {
+            HandlerKind::Noop
+            | HandlerKind::SqlDelete
+            | HandlerKind::Email
+            | HandlerKind::Grace => None,
+            HandlerKind::Sarbacane | HandlerKind::Http | HandlerKind::Notify => {
+                Some("a later issue")
+            }
+        }
+    }
+}
+
+/// A stage's validated settings.
+#[derive(Debug, Clone, PartialEq)]
+pub enum StageSettings {
+    /// Settings of the noop handler.
+    Noop(NoopSettings),
+    /// An email stage: its template.
+    Email(EmailSettings),
+    /// A grace stage: reminders and the re-check.
+    Grace(GraceSettings),
+    /// A sql_delete stage: the `[[target]]` it deletes from.
+    SqlDelete(SqlDeleteSettings),
+    /// Settings of a handler that has not landed yet, kept as written.
+    NotYetImplemented(toml::Table),
+}
+
+/// Settings of a noop stage.
+#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NoopSettings {
+    /// Simulated work per batch.
+    #[serde(default, deserialize_with = "duration")]
+    pub delay: Duration,
+}
+
+/// Settings of an email stage.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EmailSettings {
+    /// Template name (`warning`, `reminder`, `deleted`...).
+    pub template: String,
+    /// Whether acceptance of this message is the notice that starts the grace period;
+    /// by default true for the warning template only.
+    #[serde(default)]
+    pub notice: Option<bool>,
+}
+
+/// The template whose acceptance is, by default, the notice that starts the grace period.
+pub const WARNING_TEMPLATE: &str = "warning";
+/// The default template of grace reminders.
+pub const REMINDER_TEMPLATE: &str = "reminder";
+
+impl EmailSettings {
+    /// Whether this stage records `warned_at`.
+    pub fn records_notice(&self) -> bool {
+        self.notice.unwrap_or(self.template == WARNING_TEMPLATE)
+    }
+}
+
+/// Settings of a grace stage. The period itself is `policy.grace_period`, so no stage can
+/// shorten it.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GraceSettings {
+    /// Reminders, as time before the end of the grace period (`["7d"]`).
+    #[serde(default, deserialize_with = "durations")]
+    pub reminders: Vec<Duration>,
+    /// Template of the reminders.
+    #[serde(default = "default_reminder_template")]
+    pub reminder_template: String,
+    /// Re-read the last login in the source at each run and at the end.
+    #[serde(default = "default_recheck")]
+    pub recheck: bool,
+}
+
+/// Settings of a sql_delete stage.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SqlDeleteSettings {
+    /// The `[[target]]` to delete from, by name.
+    pub target: String,
+}
+
+fn default_reminder_template() -> String {
+    REMINDER_TEMPLATE.into()
+}
+
+fn default_recheck() -> bool {
+    true
+}
+
+fn duration<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    HumanDuration::deserialize(d).map(|h| h.0)
+}
+
+fn durations<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<Duration>, D::Error> {
+    Ok(Vec::<HumanDuration>::deserialize(d)?
+        .into_iter()
+        .map(|h| h.0)
+        .collect())
+}
+
+impl StageSettings {
+    /// Validates the keys left in a `[[stage]]` table for `kind`; errors are (key, problem).
+    pub fn parse(kind: HandlerKind, table: toml::Table) -> Result<Self, (String, String)> {
+        Ok(match kind {
+            HandlerKind::Noop => StageSettings::Noop(typed(kind, table)?),
+            HandlerKind::Email => StageSettings::Email(typed(kind, table)?),
+            HandlerKind::Grace => StageSettings::Grace(typed(kind, table)?),
+            HandlerKind::SqlDelete => StageSettings::SqlDelete(typed(kind, table)?),
+            HandlerKind::Sarbacane | HandlerKind::Http | HandlerKind::Notify => {
+                StageSettings::NotYetImplemented(table)
+            }
+        })
+    }
+}
+
+/// Deserializes a kind's settings: an unknown key is named with the allowed ones; a bad
+/// value is named by its key (found from the parser's position in the table written out
+/// again, one key per line).
+fn typed<T: DeserializeOwned>(
+    kind: HandlerKind,
+    table: toml::Table,
+) -> Result<T, (String, String)> {
+    let allowed = fields_of::<T>();
+    if let Some(key) = table.keys().find(|k| !allowed.contains(&k.as_str())) {
+        return Err((
+            key.clone(),
+            format!(
+                "unknown setting for handler {kind} (allowed: {})",
+                allowed.join(", ")
+            ),
+        ));
+    }
+    let mut text = String::new();
+    let mut starts: Vec<(usize, &str)> = Vec::with_capacity(table.len());
+    for (key, value) in &table {
+        let mut one = toml::Table::new();
+        one.insert(key.clone(), value.clone());
+        starts.push((text.len(), key));
+        text.push_str(&toml::to_string(&one).unwrap_or_default());
+    }
+    toml::from_str(&text).map_err(|e: toml::de::Error| {
+        let key = e
+            .span()
+            .and_then(|span| starts.iter().rev().find(|(at, _)| *at <= span.start))
+            .map_or_else(|| format!("({kind} settings)"), |(_, key)| key.to_string());
+        (key, e.message().trim().to_string())
+    })
+}
+
+/// The field names of a struct `T` derives `Deserialize` for: serde hands them to the
+/// deserializer, which here keeps them and stops.
+fn fields_of<T: DeserializeOwned>() -> &'static [&'static str] {
+    #[derive(Debug)]
+    struct Stop;
+    impl std::fmt::Display for Stop {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("field names read")
+        }
+    }
+    impl std::error::Error for Stop {}
+    impl serde::de::Error for Stop {
+        fn custom<M: std::fmt::Display>(_: M) -> Self {
+            Stop
+        }
+    }
+    struct Probe<'a>(&'a mut &'static [&'static str]);
+    impl<'de> serde::Deserializer<'de> for Probe<'_> {
+        type Error = Stop;
+        fn deserialize_any<V: serde::de::Visitor<'de>>(self, _: V) -> Result<V::Value, Stop> {
+            Err(Stop)
+        }
+        fn deserialize_struct<V: serde::de::Visitor<'de>>(
+            self,
+            _: &'static str,
+            fields: &'static [&'static str],
+            _: V,
+        ) -> Result<V::Value, Stop> {
+            *self.0 = fields;
+            Err(Stop)
+        }
+        serde::forward_to_deserialize_any! {
+            bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string bytes
+            byte_buf option unit unit_struct newtype_struct seq tuple tuple_struct map enum
+            identifier ignored_any
+        }
+    }
+    let mut fields: &'static [&'static str] = &[];
+    let _ = T::deserialize(Probe(&mut fields));
+    fields
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(kind: HandlerKind, text: &str) -> Result<StageSettings, (String, String)> {
+        StageSettings::parse(kind, toml::from_str(text).unwrap())
+    }
+
+    #[test]
+    fn every_kind_names_the_key_at_fault() {
+        let (key, problem) = parse(HandlerKind::Noop, "colour = \"red\"").unwrap_err();
+        assert_eq!(key, "colour");
+        assert_eq!(problem, "unknown setting for handler noop (allowed: delay)");
+        let (key, problem) = parse(HandlerKind::Noop, "delay = \"fast\"").unwrap_err();
+        assert_eq!(key, "delay");
+        assert!(problem.starts_with("\"fast\": "), "{problem}");
+        let (key, problem) =
+            parse(HandlerKind::Grace, "recheck = true\nreminders = [\"1y\"]").unwrap_err();
+        assert_eq!(key, "reminders", "{problem}");
+        let (key, problem) = parse(HandlerKind::SqlDelete, "").unwrap_err();
+        assert!(problem.contains("target"), "{key}: {problem}");
+        let (key, _) = parse(HandlerKind::SqlDelete, "target = 3").unwrap_err();
+        assert_eq!(key, "target");
+        let (key, problem) =
+            parse(HandlerKind::Email, "template = \"x\"\nnotise = true").unwrap_err();
+        assert_eq!(key, "notise");
+        assert!(problem.contains("allowed: template, notice"), "{problem}");
+    }
+
+    #[test]
+    fn settings_parse_into_their_types() {
+        assert_eq!(
+            parse(HandlerKind::Noop, "delay = \"250ms\"").unwrap(),
+            StageSettings::Noop(NoopSettings {
+                delay: Duration::from_millis(250)
+            })
+        );
+        assert_eq!(
+            parse(HandlerKind::SqlDelete, "target = \"edx\"").unwrap(),
+            StageSettings::SqlDelete(SqlDeleteSettings {
+                target: "edx".into()
+            })
+        );
+        let StageSettings::Grace(g) = parse(HandlerKind::Grace, "reminders = [\"7d\"]").unwrap()
+        else {
+            panic!("grace settings expected");
+        };
+        assert_eq!(g.reminders, vec![Duration::from_secs(7 * 86_400)]);
+        assert_eq!(g.reminder_template, REMINDER_TEMPLATE);
+        assert!(g.recheck);
+        assert!(matches!(
+            parse(HandlerKind::Http, "url = \"x\"").unwrap(),
+            StageSettings::NotYetImplemented(_)
+        ));
+    }
+}
