@@ -275,7 +275,8 @@ struct Ctx {
 
 impl Ctx {
     fn config(&self) -> Result<Config, Failure> {
-        Ok(Config::load(&self.global.states, &self.global.config)?)
+        Ok(Config::load(&self.global.states, &self.global.config)?
+            .with_env(&crate::config::process_env)?)
     }
 
     fn store_url(&self, config: Option<&Config>) -> String {

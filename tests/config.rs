@@ -295,3 +295,70 @@ fn a_targets_placeholder_account_is_allow_listed_and_its_exclusions_follow_the_u
         pipeline_error(&text.replace("reassign_to = 7", "reassign_to = 0"))
     );
 }
+
+#[test]
+fn the_environment_applies_only_when_asked_and_is_checked() {
+    let text = format!(
+        "{}[source]\nurl = \"sqlite://users.db\"\n[[target]]\nname = \"edx\"\nurl = \"sqlite://edx.db\"\n[email]\nfrom = \"noreply@example.org\"\n",
+        noop_pipeline("", "")
+    );
+    let env = |vars: &'static [(&'static str, &'static str)]| {
+        move |name: &str| {
+            vars.iter()
+                .find(|(k, _)| *k == name)
+                .map(|(_, v)| v.to_string())
+        }
+    };
+    let (_, parsed) = common::config(&text);
+    let mut pipeline = parsed.clone();
+    // Parsing alone never reads the process environment.
+    assert_eq!(pipeline.targets[0].url.as_deref(), Some("sqlite://edx.db"));
+    pipeline
+        .apply_env(&env(&[
+            ("LETHE_TARGET_EDX_URL", "mysql://root@127.0.0.1/edx"),
+            ("LETHE_SOURCE_URL", "mysql://root@127.0.0.1/users"),
+            ("LETHE_SMTP_HOST", "smtp.example.org"),
+            ("LETHE_SMTP_USERNAME", "lethe"),
+            ("LETHE_SMTP_PASSWORD", "secret"),
+        ]))
+        .unwrap();
+    assert_eq!(
+        pipeline.targets[0].url.as_deref(),
+        Some("mysql://root@127.0.0.1/edx")
+    );
+    let source = pipeline.source.as_ref().unwrap();
+    assert_eq!(source.url.as_deref(), Some("mysql://root@127.0.0.1/users"));
+    let email = pipeline.email.as_ref().unwrap();
+    assert_eq!(email.host, "smtp.example.org");
+    assert_eq!(email.password.as_deref(), Some("secret"));
+
+    let err = parsed
+        .clone()
+        .apply_env(&env(&[("LETHE_TARGET_EDX_URL", "oracle://u:pw@h/db")]))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.starts_with("environment: LETHE_TARGET_EDX_URL = \"oracle://u:***@h/db\": unsupported"),
+        "{err}"
+    );
+    let err = parsed
+        .clone()
+        .apply_env(&env(&[("LETHE_SMTP_USERNAME", "lethe")]))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("set both LETHE_SMTP_USERNAME and LETHE_SMTP_PASSWORD"),
+        "{err}"
+    );
+}
+
+#[test]
+fn absurd_durations_are_refused_naming_the_key() {
+    for (policy, driver, key) in [
+        ("", "lease = \"99999d\"", "lease = \"99999d\""),
+        ("grace_period = \"40000d\"", "", "grace_period = \"40000d\""),
+    ] {
+        let err = pipeline_error(&noop_pipeline(policy, driver));
+        assert!(err.contains(key) && err.contains("at most 36500d"), "{err}");
+    }
+}

@@ -11,7 +11,11 @@ pub struct HumanDuration(pub Duration);
 pub const DURATION_FORMAT: &str =
     "a whole number followed by ms, s, m, h or d (e.g. 30s, 5m, 1825d)";
 
-/// Parses `"30d"` and friends; the error says what was expected.
+/// The longest duration a config may give (100 years): beyond it a lease, a grace period
+/// or an inactivity cut-off means nothing, and time arithmetic would overflow.
+pub const MAX_DURATION: Duration = Duration::from_secs(36_500 * 86_400);
+
+/// Parses `"30d"` and friends, at most [`MAX_DURATION`]; the error says what was expected.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();
     let split = text
@@ -32,7 +36,8 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     number
         .checked_mul(millis_per_unit)
         .map(Duration::from_millis)
-        .ok_or_else(|| "duration too large".to_string())
+        .filter(|d| *d <= MAX_DURATION)
+        .ok_or_else(|| "too long (at most 36500d, 100 years)".to_string())
 }
 
 impl<'de> Deserialize<'de> for HumanDuration {
@@ -85,6 +90,15 @@ mod tests {
                 err.contains("ms, s, m, h or d") || err.contains("unit"),
                 "{bad}: {err}"
             );
+        }
+    }
+
+    #[test]
+    fn rejects_durations_beyond_a_century() {
+        assert_eq!(parse_duration("36500d"), Ok(MAX_DURATION));
+        for huge in ["36501d", "99999999999999999h", "18446744073709551615ms"] {
+            let err = parse_duration(huge).unwrap_err();
+            assert!(err.contains("at most 36500d"), "{huge}: {err}");
         }
     }
 

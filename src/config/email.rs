@@ -104,13 +104,8 @@ impl Email {
         })
     }
 
-    /// Checks values and reads the secrets from the environment.
-    pub(super) fn validate(mut self, file: &str) -> Result<Self, ConfigError> {
-        if let Ok(host) = std::env::var(SMTP_HOST_ENV) {
-            self.host = host;
-        }
-        self.username = std::env::var(SMTP_USERNAME_ENV).ok();
-        self.password = std::env::var(SMTP_PASSWORD_ENV).ok();
+    /// Checks values.
+    pub(super) fn validate(self, file: &str) -> Result<Self, ConfigError> {
         if self.host.trim().is_empty() {
             return Err(invalid(file, "email.host", Some(&self.host), "empty"));
         }
@@ -146,14 +141,35 @@ impl Email {
                 "must be at least 100ms",
             ));
         }
+        Ok(self)
+    }
+
+    /// Takes the host and the credentials from the environment.
+    pub(super) fn apply_env(
+        &mut self,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<(), ConfigError> {
+        if let Some(host) = env(SMTP_HOST_ENV) {
+            if host.trim().is_empty() {
+                return Err(invalid(
+                    super::ENVIRONMENT,
+                    SMTP_HOST_ENV,
+                    Some(&host),
+                    "empty",
+                ));
+            }
+            self.host = host;
+        }
+        self.username = env(SMTP_USERNAME_ENV);
+        self.password = env(SMTP_PASSWORD_ENV);
         if self.username.is_some() != self.password.is_some() {
             return Err(invalid(
-                file,
+                super::ENVIRONMENT,
                 "email",
                 None,
                 format!("set both {SMTP_USERNAME_ENV} and {SMTP_PASSWORD_ENV}, or neither"),
             ));
         }
-        Ok(self)
+        Ok(())
     }
 }

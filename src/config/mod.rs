@@ -71,7 +71,7 @@ pub struct Config {
 }
 
 impl Config {
-    /// Reads and validates both files.
+    /// Reads and validates both files (the environment is applied by [`Config::with_env`]).
     pub fn load(states_path: &Path, pipeline_path: &Path) -> Result<Self, ConfigError> {
         let states_text = read(states_path)?;
         let pipeline_text = read(pipeline_path)?;
@@ -99,7 +99,14 @@ impl Config {
         })
     }
 
-    /// Validates config given as text; `*_name` is used in messages.
+    /// [`Pipeline::apply_env`] on this config.
+    pub fn with_env(mut self, env: &dyn Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        self.pipeline.apply_env(env)?;
+        Ok(self)
+    }
+
+    /// Validates config given as text; `*_name` is used in messages. The environment is
+    /// not read: see [`Pipeline::apply_env`].
     pub fn from_texts(
         states_name: &str,
         states_text: &str,
@@ -110,6 +117,21 @@ impl Config {
         let pipeline = pipeline::parse(pipeline_name, pipeline_text, &graph, states_name)?;
         Ok((graph, pipeline))
     }
+}
+
+/// The process environment, for [`Config::with_env`].
+pub fn process_env(name: &str) -> Option<String> {
+    std::env::var(name).ok()
+}
+
+/// What errors about environment variables name as their file.
+pub(crate) const ENVIRONMENT: &str = "environment";
+
+/// Checks that `url` names a database lethe reads (MySQL/MariaDB, PostgreSQL, SQLite).
+pub(crate) fn check_database_url(file: &str, key: &str, url: &str) -> Result<(), ConfigError> {
+    crate::db::Dialect::from_url(url)
+        .map(|_| ())
+        .map_err(|p| invalid(file, key, Some(&crate::db::redact_url(url)), p))
 }
 
 fn read(path: &Path) -> Result<String, ConfigError> {

@@ -151,6 +151,33 @@ impl Pipeline {
         self.stages.iter().find(|s| s.state == state)
     }
 
+    /// Applies the environment (`LETHE_SOURCE_URL`, `LETHE_TARGET_<NAME>_URL`,
+    /// `LETHE_SMTP_*`) over the files: one explicit step, so a config parsed for a test or
+    /// the demo never picks up what happens to be set in the shell.
+    pub fn apply_env(&mut self, env: &dyn Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
+        let source_url = env(super::SOURCE_URL_ENV);
+        if let Some(url) = &source_url {
+            super::check_database_url(super::ENVIRONMENT, super::SOURCE_URL_ENV, url)?;
+        }
+        if let (Some(source), Some(url)) = (&mut self.source, &source_url) {
+            source.url = Some(url.clone());
+        }
+        for target in &mut self.targets {
+            let var = target.url_env();
+            if let Some(url) = env(&var) {
+                super::check_database_url(super::ENVIRONMENT, &var, &url)?;
+                target.url = Some(url);
+            }
+            if let (Some(exclusions), Some(url)) = (&mut target.exclusions, &source_url) {
+                exclusions.url = Some(url.clone());
+            }
+        }
+        if let Some(email) = &mut self.email {
+            email.apply_env(env)?;
+        }
+        Ok(())
+    }
+
     /// The working states before the first stage that deletes anything: the notice phase,
     /// where reported activity still cancels a retirement.
     pub fn notice_states(&self) -> Vec<String> {

@@ -195,14 +195,7 @@ pub(super) fn parse_targets(
             ));
         }
         if let Some(url) = &t.url {
-            crate::db::Dialect::from_url(url).map_err(|p| {
-                invalid(
-                    file,
-                    format!("{at}.url"),
-                    Some(&crate::db::redact_url(url)),
-                    p,
-                )
-            })?;
+            super::check_database_url(file, &format!("{at}.url"), url)?;
         }
         if t.parallel_batches == 0 {
             return Err(invalid(
@@ -288,18 +281,14 @@ pub(super) fn parse_targets(
                 nullable: e.nullable,
             });
         }
-        let mut target = Target {
+        targets.push(Target {
             name: t.name,
             url: t.url,
             activity_column: t.activity_column,
             parallel_batches: t.parallel_batches,
             rules,
             exclusions: None,
-        };
-        if let Ok(url) = std::env::var(target.url_env()) {
-            target.url = Some(url);
-        }
-        targets.push(target);
+        });
     }
     Ok(targets)
 }
