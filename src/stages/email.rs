@@ -38,6 +38,38 @@ pub struct Sent {
     pub detail: serde_json::Value,
 }
 
+impl Sent {
+    /// The one mapping of a delivery to an outcome: `delivered` when the server accepted the
+    /// message, Retry when it asked to try later, and for a refusal what `policy`
+    /// (`on_undeliverable`) says: Fail (`refused` prefixes the error), or `delivered` with
+    /// the refusal recorded in the detail.
+    pub fn outcome(
+        self,
+        policy: Undeliverable,
+        refused: &str,
+        delivered: impl FnOnce(serde_json::Value) -> StageResult,
+    ) -> StageResult {
+        let mut detail = self.detail;
+        match self.delivery {
+            Delivery::Accepted { .. } => delivered(detail),
+            Delivery::Transient(error) => {
+                StageResult::new(Outcome::Retry { error }).with_detail(detail)
+            }
+            Delivery::Permanent(error) => match policy {
+                Undeliverable::Error => StageResult::new(Outcome::Fail {
+                    error: format!("{refused}: {error}"),
+                })
+                .with_detail(detail),
+                Undeliverable::Proceed => {
+                    detail["undeliverable"] = json!(error);
+                    detail["on_undeliverable"] = json!("proceed");
+                    delivered(detail)
+                }
+            },
+        }
+    }
+}
+
 impl Notifier {
     /// The variables taken from `[email]`, for checking templates at start.
     pub fn config_vars(config: &Email) -> Vars {
@@ -159,43 +191,21 @@ impl EmailHandler {
 }
 
 impl EmailHandler {
-    /// The outcome of one message.
+    /// The outcome of one message: accepted (or passed over) records the notice, which
+    /// then runs from the attempt.
     fn outcome(&self, sent: Sent) -> StageResult {
-        let Sent {
-            delivery,
-            at,
-            detail,
-        } = sent;
-        let notice = self.settings.records_notice();
-        match delivery {
-            Delivery::Accepted { .. } => {
+        let (at, notice) = (sent.at, self.settings.records_notice());
+        sent.outcome(
+            self.notifier.config.on_undeliverable,
+            "undeliverable",
+            |detail| {
                 let mut r = StageResult::new(Outcome::Done).with_detail(detail);
                 if notice {
                     r.warned_at = Some(at);
                 }
                 r
-            }
-            Delivery::Transient(error) => {
-                StageResult::new(Outcome::Retry { error }).with_detail(detail)
-            }
-            Delivery::Permanent(error) => match self.notifier.config.on_undeliverable {
-                Undeliverable::Error => StageResult::new(Outcome::Fail {
-                    error: format!("undeliverable: {error}"),
-                })
-                .with_detail(detail),
-                Undeliverable::Proceed => {
-                    let mut detail = detail;
-                    detail["undeliverable"] = json!(error);
-                    detail["on_undeliverable"] = json!("proceed");
-                    let mut r = StageResult::new(Outcome::Done).with_detail(detail);
-                    // The grace period still runs from the attempt.
-                    if notice {
-                        r.warned_at = Some(at);
-                    }
-                    r
-                }
             },
-        }
+        )
     }
 }
 

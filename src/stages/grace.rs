@@ -2,12 +2,11 @@
 //! reminders once each, and re-checks activity in the source: a subject who logged in
 //! after the warning is cancelled (invariant 1).
 
-use super::email::{Notifier, Sent};
+use super::email::Notifier;
 use super::{BatchError, Handler};
 use crate::clock::Clock;
-use crate::config::{GraceSettings, Undeliverable};
+use crate::config::GraceSettings;
 use crate::domain::{Outcome, StageResult, grace_ends, reminders_due};
-use crate::mail::Delivery;
 use crate::sql::source::SourceReader;
 use crate::store::Claimed;
 use async_trait::async_trait;
@@ -148,35 +147,16 @@ impl Handler for GraceHandler {
                     |c| grace_ends(c.warned_at.unwrap_or(now), grace),
                 )
                 .await;
-            for (
-                id,
-                Sent {
-                    delivery, detail, ..
-                },
-            ) in sent
-            {
+            // The warning was delivered; a reminder that cannot be is recorded and the
+            // grace period goes on (or stops, if the operator asked for that).
+            let policy = notifier.config.on_undeliverable;
+            for (id, sent) in sent {
                 let Some((due, next, end)) = due_counts.get(&id).copied() else {
                     continue;
                 };
-                let result = match delivery {
-                    Delivery::Accepted { .. } => wait(next, end, due as i32, Some(detail)),
-                    Delivery::Transient(error) => {
-                        StageResult::new(Outcome::Retry { error }).with_detail(detail)
-                    }
-                    // The warning was delivered; a reminder that cannot be is recorded and
-                    // the grace period goes on (or stops, if the operator asked for that).
-                    Delivery::Permanent(error) => match notifier.config.on_undeliverable {
-                        Undeliverable::Error => StageResult::new(Outcome::Fail {
-                            error: format!("reminder undeliverable: {error}"),
-                        })
-                        .with_detail(detail),
-                        Undeliverable::Proceed => {
-                            let mut detail = detail;
-                            detail["undeliverable"] = json!(error);
-                            wait(next, end, due as i32, Some(detail))
-                        }
-                    },
-                };
+                let result = sent.outcome(policy, "reminder undeliverable", |detail| {
+                    wait(next, end, due as i32, Some(detail))
+                });
                 results.insert(id, result);
             }
         }
