@@ -16,8 +16,8 @@ pub use email::{Email, SMTP_HOST_ENV, SMTP_PASSWORD_ENV, SMTP_USERNAME_ENV, Tls,
 pub use pipeline::{DriverTuning, Pipeline, Policy, Stage};
 pub use source::{SOURCE_URL_ENV, Source};
 pub use stage::{
-    EmailSettings, GraceSettings, HandlerKind, NoopSettings, REMINDER_TEMPLATE, SqlDeleteSettings,
-    StageSettings, WARNING_TEMPLATE,
+    EmailSettings, GraceSettings, HandlerKind, NoopSettings, SqlDeleteSettings, StageSettings,
+    TemplateRole,
 };
 pub use target::{Link, LinkPolicy, Rules, Target, Value, env_key};
 

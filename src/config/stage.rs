@@ -91,15 +91,37 @@ pub struct EmailSettings {
     pub notice: Option<bool>,
 }
 
-/// The template whose acceptance is, by default, the notice that starts the grace period.
-pub const WARNING_TEMPLATE: &str = "warning";
-/// The default template of grace reminders.
-pub const REMINDER_TEMPLATE: &str = "reminder";
+/// What a template is for, by its name: it decides the defaults (which message is the
+/// notice) and which deletion date the message announces.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Display, EnumString)]
+#[strum(serialize_all = "snake_case")]
+pub enum TemplateRole {
+    /// `warning`: by default the notice that starts the grace period; announces its end.
+    Warning,
+    /// `reminder`: sent during the grace period; announces the end that the warning set.
+    Reminder,
+    /// `deleted`: the confirmation; announces today's deletion.
+    Deleted,
+    /// Any other name: announces the end of a grace period as a reminder would.
+    Other,
+}
+
+impl TemplateRole {
+    /// The role of the template called `name`.
+    pub fn of(name: &str) -> Self {
+        name.parse().unwrap_or(TemplateRole::Other)
+    }
+}
 
 impl EmailSettings {
+    /// What this stage's template is for.
+    pub fn role(&self) -> TemplateRole {
+        TemplateRole::of(&self.template)
+    }
+
     /// Whether this stage records `warned_at`.
     pub fn records_notice(&self) -> bool {
-        self.notice.unwrap_or(self.template == WARNING_TEMPLATE)
+        self.notice.unwrap_or(self.role() == TemplateRole::Warning)
     }
 }
 
@@ -128,7 +150,7 @@ pub struct SqlDeleteSettings {
 }
 
 fn default_reminder_template() -> String {
-    REMINDER_TEMPLATE.into()
+    TemplateRole::Reminder.to_string()
 }
 
 fn default_recheck() -> bool {
@@ -267,6 +289,21 @@ mod tests {
     }
 
     #[test]
+    fn a_templates_role_comes_from_its_name() {
+        assert_eq!(TemplateRole::of("warning"), TemplateRole::Warning);
+        assert_eq!(TemplateRole::of("deleted"), TemplateRole::Deleted);
+        assert_eq!(TemplateRole::of("other"), TemplateRole::Other);
+        let email = |template: &str, notice| EmailSettings {
+            template: template.into(),
+            notice,
+        };
+        assert!(email("warning", None).records_notice());
+        assert!(!email("warning", Some(false)).records_notice());
+        assert!(!email("reminder", None).records_notice());
+        assert!(email("final", Some(true)).records_notice());
+    }
+
+    #[test]
     fn settings_parse_into_their_types() {
         assert_eq!(
             parse(HandlerKind::Noop, "delay = \"250ms\"").unwrap(),
@@ -285,7 +322,7 @@ mod tests {
             panic!("grace settings expected");
         };
         assert_eq!(g.reminders, vec![Duration::from_secs(7 * 86_400)]);
-        assert_eq!(g.reminder_template, REMINDER_TEMPLATE);
+        assert_eq!(g.reminder_template, "reminder");
         assert!(g.recheck);
         assert!(matches!(
             parse(HandlerKind::Http, "url = \"x\"").unwrap(),

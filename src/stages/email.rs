@@ -3,7 +3,7 @@
 
 use super::{BatchError, Handler, Reporter};
 use crate::clock::Clock;
-use crate::config::{Email, EmailSettings, Undeliverable};
+use crate::config::{Email, EmailSettings, TemplateRole, Undeliverable};
 use crate::domain::{Outcome, StageResult, grace_ends};
 use crate::mail::{Delivery, Mailer, Templates, Vars};
 use crate::store::Claimed;
@@ -225,7 +225,7 @@ impl Handler for EmailHandler {
         let now = self.notifier.clock.now();
         let grace = self.notifier.grace;
         let notice = self.settings.records_notice();
-        let template = self.settings.template.as_str();
+        let (template, role) = (self.settings.template.as_str(), self.settings.role());
         let mut left = HashMap::new();
         self.notifier
             .send_each(
@@ -236,7 +236,7 @@ impl Handler for EmailHandler {
                     // A warning announces the end of a grace period starting now, a reminder
                     // the one that started at the warning, the confirmation today's deletion.
                     match (notice, c.warned_at) {
-                        _ if template == "deleted" => now,
+                        _ if role == TemplateRole::Deleted => now,
                         (false, Some(at)) => grace_ends(at, grace),
                         _ => grace_ends(now, grace),
                     }
