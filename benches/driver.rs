@@ -15,9 +15,10 @@ mod common;
 
 use anyhow::{Context, anyhow, bail, ensure};
 use chrono::{DateTime, Utc};
+use lethe::clock::{Clock, SystemClock};
 use lethe::config::{Config, Pipeline};
 use lethe::domain::StateGraph;
-use lethe::driver::{Clock, Driver, SystemClock};
+use lethe::driver::Driver;
 use lethe::store::{EnqueueOutcome, NewRetirement, PgStore, Store, redact_url};
 use sqlx::postgres::PgPoolOptions;
 use sqlx::{AssertSqlSafe, PgPool, Row};

@@ -16,8 +16,9 @@ mod common;
 mod smtp;
 
 use anyhow::{Context, ensure};
+use lethe::clock::SystemClock;
 use lethe::config::Config;
-use lethe::driver::{Driver, SystemClock};
+use lethe::driver::Driver;
 use lethe::mail::{Templates, Vars};
 use lethe::store::NewRetirement;
 use lettre::message::{Mailbox, MultiPart};
@@ -136,7 +137,7 @@ async fn through_the_driver_on(port: u16, rate: u32, n: usize, url: &str) -> any
             "PENDING",
             &subjects(n),
             "bench",
-            lethe::driver::Clock::now(&SystemClock),
+            lethe::clock::Clock::now(&SystemClock),
         )
         .await?;
     let handlers = lethe::stages::build_with(&pipeline, clock.clone()).await?;

@@ -5,9 +5,11 @@
 pub mod cli;
 pub mod clock;
 pub mod config;
+pub mod daemon;
 pub mod db;
 pub mod domain;
 pub mod driver;
+pub mod error;
 pub mod mail;
 pub mod ops;
 pub mod pii;

@@ -36,6 +36,12 @@ pub enum HashKeyError {
     TooShort(usize),
 }
 
+impl crate::error::Classified for HashKeyError {
+    fn kind(&self) -> crate::error::ErrorKind {
+        crate::error::ErrorKind::Config
+    }
+}
+
 impl HashKey {
     /// A key from raw bytes.
     pub fn new(bytes: impl Into<Vec<u8>>) -> Result<Self, HashKeyError> {

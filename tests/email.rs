@@ -6,8 +6,9 @@ mod common;
 
 use common::smtp::{Fault, SmtpServer};
 use common::{Kind, STATES, TestDb, exec};
+use lethe::clock::{Clock, ManualClock};
 use lethe::config::Config;
-use lethe::driver::{Clock, Driver, ManualClock};
+use lethe::driver::Driver;
 use lethe::store::{Lookup, NewRetirement, Retirement, Store};
 use std::sync::Arc;
 use std::time::Duration;
@@ -90,7 +91,7 @@ impl Running {
     /// The time this clock showed at `instant` (the base left as it was).
     fn at(&self, instant: std::time::Instant) -> chrono::DateTime<chrono::Utc> {
         let elapsed = instant.saturating_duration_since(self.start);
-        lethe::store::truncate_micros(
+        lethe::domain::truncate_micros(
             self.base.now() + chrono::Duration::from_std(elapsed).unwrap(),
         )
     }

@@ -743,7 +743,8 @@ async fn run_driver_once(
     store: std::sync::Arc<dyn lethe::store::Store>,
     now: chrono::DateTime<chrono::Utc>,
 ) {
-    use lethe::driver::{Driver, ManualClock};
+    use lethe::clock::ManualClock;
+    use lethe::driver::Driver;
     let clock = std::sync::Arc::new(ManualClock::new(now));
     let handlers = lethe::stages::build_with(pipeline, clock.clone())
         .await

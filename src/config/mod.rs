@@ -57,6 +57,12 @@ pub enum ConfigError {
     },
 }
 
+impl crate::error::Classified for ConfigError {
+    fn kind(&self) -> crate::error::ErrorKind {
+        crate::error::ErrorKind::Config
+    }
+}
+
 /// The whole validated configuration.
 #[derive(Debug, Clone)]
 pub struct Config {

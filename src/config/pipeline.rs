@@ -178,6 +178,24 @@ impl Pipeline {
         Ok(())
     }
 
+    /// The templates the stages send (email templates, grace reminders), sorted, once each.
+    pub fn templates_used(&self) -> Vec<&str> {
+        let mut names: Vec<&str> = self
+            .stages
+            .iter()
+            .filter_map(|s| match &s.settings {
+                super::StageSettings::Email(e) => Some(e.template.as_str()),
+                super::StageSettings::Grace(g) if !g.reminders.is_empty() => {
+                    Some(g.reminder_template.as_str())
+                }
+                _ => None,
+            })
+            .collect();
+        names.sort_unstable();
+        names.dedup();
+        names
+    }
+
     /// The working states before the first stage that deletes anything: the notice phase,
     /// where reported activity still cancels a retirement.
     pub fn notice_states(&self) -> Vec<String> {

@@ -8,8 +8,7 @@
 mod inflight;
 pub mod scan;
 
-pub use crate::clock::{Clock, ManualClock, SystemClock}; // TEMP until the CLI split lands
-
+use crate::clock::Clock;
 use inflight::InFlight;
 
 use crate::config::{DriverTuning, Policy};
@@ -89,6 +88,14 @@ pub enum DriverError {
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
+}
+
+impl crate::error::Classified for DriverError {
+    fn kind(&self) -> crate::error::ErrorKind {
+        match self {
+            DriverError::Store(e) => crate::error::Classified::kind(e),
+        }
+    }
 }
 
 /// Advances retirements through their stages.

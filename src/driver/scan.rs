@@ -78,6 +78,15 @@ pub enum ScanError {
     Store(#[from] StoreError),
 }
 
+impl crate::error::Classified for ScanError {
+    fn kind(&self) -> crate::error::ErrorKind {
+        match self {
+            ScanError::Source(e) => crate::error::Classified::kind(e),
+            ScanError::Store(e) => crate::error::Classified::kind(e),
+        }
+    }
+}
+
 /// Options of one scan.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct ScanOptions {

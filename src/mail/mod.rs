@@ -50,6 +50,15 @@ pub enum MailError {
     },
 }
 
+impl crate::error::Classified for MailError {
+    fn kind(&self) -> crate::error::ErrorKind {
+        match self {
+            MailError::Config(_) => crate::error::ErrorKind::Config,
+            MailError::Unreachable { .. } => crate::error::ErrorKind::Unreachable,
+        }
+    }
+}
+
 /// Connections idle longer than this are checked with NOOP before a message: a server may
 /// have closed them. A connection used more recently goes straight to MAIL FROM, saving
 /// the round trip lettre's own pool spends on every message.

@@ -51,6 +51,18 @@ pub enum SourceError {
     },
 }
 
+impl crate::error::Classified for SourceError {
+    fn kind(&self) -> crate::error::ErrorKind {
+        use crate::error::ErrorKind;
+        match self {
+            SourceError::Connect { .. } | SourceError::Query { .. } => ErrorKind::Unreachable,
+            SourceError::NoUrl | SourceError::Schema { .. } | SourceError::NotInteger { .. } => {
+                ErrorKind::Config
+            }
+        }
+    }
+}
+
 /// One inactive user of a page.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Inactive {

@@ -9,10 +9,9 @@ mod sql_delete;
 pub use email::{EmailHandler, Notifier};
 pub use grace::GraceHandler;
 pub use noop::NoopHandler;
-// TEMP until the CLI split lands
-pub use crate::config::StageSettings;
 pub use sql_delete::SqlDeleteHandler;
 
+use crate::config::StageSettings;
 use crate::domain::StageResult;
 use crate::store::Claimed;
 use async_trait::async_trait;
@@ -103,27 +102,31 @@ pub enum BuildError {
     Missing(String),
 }
 
+impl crate::error::Classified for BuildError {
+    fn kind(&self) -> crate::error::ErrorKind {
+        match self {
+            BuildError::Target(e) => crate::error::Classified::kind(e),
+            BuildError::Mail(e) => crate::error::Classified::kind(e),
+            BuildError::Source(e) => crate::error::Classified::kind(e),
+            BuildError::NotImplemented(_) | BuildError::Template(_) | BuildError::Missing(_) => {
+                crate::error::ErrorKind::Config
+            }
+        }
+    }
+}
+
 /// The templates the stages of `pipeline` use, loaded and checked (a config error at start,
 /// naming the template and the variable, rather than an email with a hole in it).
 pub fn load_templates(
     pipeline: &crate::config::Pipeline,
 ) -> Result<Option<crate::mail::Templates>, BuildError> {
-    let mut names: Vec<&str> = Vec::new();
-    for stage in &pipeline.stages {
-        match &stage.settings {
-            StageSettings::Email(e) => names.push(&e.template),
-            StageSettings::Grace(g) if !g.reminders.is_empty() => names.push(&g.reminder_template),
-            _ => {}
-        }
-    }
+    let names = pipeline.templates_used();
     let Some(email) = &pipeline.email else {
         return Ok(None);
     };
     if names.is_empty() {
         return Ok(None);
     }
-    names.sort();
-    names.dedup();
     Ok(Some(crate::mail::Templates::load(
         &email.templates,
         &email.default_locale,

@@ -24,7 +24,6 @@ use std::time::Duration;
 pub const DEFAULT_STORE_URL: &str = "sqlite://lethe.db";
 
 pub use crate::db::{Backend, redact_url};
-pub use crate::domain::truncate_micros; // TEMP until the CLI split lands
 
 /// What went wrong in the store.
 #[derive(Debug, thiserror::Error)]
@@ -87,6 +86,21 @@ pub enum StoreError {
         /// The file.
         path: String,
     },
+}
+
+impl crate::error::Classified for StoreError {
+    fn kind(&self) -> crate::error::ErrorKind {
+        use crate::error::ErrorKind;
+        match self {
+            StoreError::BadUrl { .. }
+            | StoreError::NotMigrated
+            | StoreError::Behind { .. }
+            | StoreError::Missing { .. } => ErrorKind::Config,
+            StoreError::StateInUse { .. } => ErrorKind::Refused,
+            StoreError::Connect { .. } | StoreError::Query { .. } => ErrorKind::Unreachable,
+            StoreError::Migrate(_) => ErrorKind::Internal,
+        }
+    }
 }
 
 /// Fails with [`StoreError::Behind`] when a migration of `migrator` is not in `applied`.

@@ -55,6 +55,16 @@ pub enum TargetError {
     },
 }
 
+impl crate::error::Classified for TargetError {
+    fn kind(&self) -> crate::error::ErrorKind {
+        use crate::error::ErrorKind;
+        match self {
+            TargetError::Config { .. } | TargetError::Schema { .. } => ErrorKind::Config,
+            TargetError::Connect { .. } | TargetError::Query { .. } => ErrorKind::Unreachable,
+        }
+    }
+}
+
 /// `ids` padded to the next power of two by repeating the last one, which changes no
 /// `IN (…)` result: a target then sees a handful of statement texts instead of one per
 /// batch size, and its prepared statements stay cached (see `pool::STATEMENT_CACHE`).

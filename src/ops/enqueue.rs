@@ -1,10 +1,10 @@
-//! Operator operations shared by the CLI and the REST API: opening retirements by hand,
-//! with the subjects checked as keys and against the source's exclusions.
+//! Opening retirements by hand, with the subjects checked against the source's exclusions.
 //!
 //! Invariant 3 holds however a retirement is opened: a subject matched by
 //! `source.exclude` or an allow-list is refused unless an operator overrides it for that
 //! one subject, and the override is stored on the retirement and in its event.
 
+use super::input::{InputError, Request, shown};
 use crate::domain::{REASONS, StateGraph};
 use crate::pii::HashKey;
 use crate::sql::source::{SourceError, SourceReader};
@@ -12,108 +12,6 @@ use crate::store::{EnqueueOptions, EnqueueOutcome, NewRetirement, Store, StoreEr
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use std::collections::HashMap;
-
-/// Longest email accepted (RFC 5321's path limit).
-pub const MAX_EMAIL: usize = 254;
-/// Longest username accepted (Django's `auth_user.username`).
-pub const MAX_USERNAME: usize = 150;
-/// Characters of operator input quoted in a message at most.
-const SHOWN: usize = 40;
-
-/// Operator input quoted for a message: at most 40 characters, with the full length when cut.
-pub fn shown(text: &str) -> String {
-    let count = text.chars().count();
-    if count <= SHOWN {
-        format!("{text:?}")
-    } else {
-        let head: String = text.chars().take(SHOWN).collect();
-        format!("{head:?}… ({count} characters)")
-    }
-}
-
-/// Why a subject given by an operator is not usable.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum InputError {
-    /// Not a positive 64-bit integer.
-    #[error(
-        "{at}: {value} is not a subject: subjects are the source's integer keys (1 to 9223372036854775807)"
-    )]
-    NotAKey {
-        /// Where: `argument 2`, `subjects.csv:7`.
-        at: String,
-        /// The value, quoted and truncated.
-        value: String,
-    },
-    /// A field is longer than allowed (the value itself is never echoed: it is PII).
-    #[error("{at}: the {field} is {len} characters long (at most {max})")]
-    TooLong {
-        /// Where.
-        at: String,
-        /// `email` or `username`.
-        field: &'static str,
-        /// Its length.
-        len: usize,
-        /// The limit.
-        max: usize,
-    },
-}
-
-/// A subject to open a retirement for, validated.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Request {
-    /// The source's primary key.
-    pub subject: i64,
-    /// Email, if given.
-    pub email: Option<String>,
-    /// Username, if given.
-    pub username: Option<String>,
-}
-
-/// Parses a subject: digits only, positive, within i64 (`-5`, `1e3`, `1; drop table x`
-/// and `99999999999999999999` are refused).
-pub fn parse_subject(at: &str, raw: &str) -> Result<i64, InputError> {
-    let raw = raw.trim();
-    let bad = || InputError::NotAKey {
-        at: at.to_string(),
-        value: shown(raw),
-    };
-    if raw.is_empty() || !raw.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(bad());
-    }
-    match raw.parse::<i64>() {
-        Ok(id) if id > 0 => Ok(id),
-        _ => Err(bad()),
-    }
-}
-
-/// Validates one line of input: the subject as a key, email and username by length.
-pub fn request(
-    at: &str,
-    subject: &str,
-    email: Option<String>,
-    username: Option<String>,
-) -> Result<Request, InputError> {
-    let subject = parse_subject(at, subject)?;
-    for (field, value, max) in [
-        ("email", &email, MAX_EMAIL),
-        ("username", &username, MAX_USERNAME),
-    ] {
-        let len = value.as_deref().map(|v| v.chars().count()).unwrap_or(0);
-        if len > max {
-            return Err(InputError::TooLong {
-                at: at.to_string(),
-                field,
-                len,
-                max,
-            });
-        }
-    }
-    Ok(Request {
-        subject,
-        email,
-        username,
-    })
-}
 
 /// What enqueueing one subject did.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -271,77 +169,13 @@ pub async fn enqueue(
         .collect()
 }
 
-/// The name of the OS account this process runs as (for operator events when neither
-/// `LETHE_OPERATOR` nor `$USER` says who acts: cron, containers): the effective uid of
-/// `/proc/self/status` looked up in `/etc/passwd`, else `id -un`, else `uid:N`.
-pub fn os_account_name() -> Option<String> {
-    let uid = std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|status| {
-            status.lines().find_map(|line| {
-                // Uid: real effective saved filesystem
-                line.strip_prefix("Uid:")
-                    .and_then(|ids| ids.split_whitespace().nth(1))
-                    .map(str::to_string)
-            })
-        });
-    if let Some(uid) = &uid
-        && let Ok(passwd) = std::fs::read_to_string("/etc/passwd")
-    {
-        let name = passwd.lines().find_map(|line| {
-            let mut fields = line.split(':');
-            let name = fields.next()?;
-            (fields.nth(1)? == uid && !name.is_empty()).then(|| name.to_string())
-        });
-        if name.is_some() {
-            return name;
+impl crate::error::Classified for EnqueueError {
+    fn kind(&self) -> crate::error::ErrorKind {
+        match self {
+            EnqueueError::Store(e) => e.kind(),
+            // Whatever failed in the source, the check could not run: not the input's fault.
+            EnqueueError::Source(_) => crate::error::ErrorKind::Unreachable,
+            _ => crate::error::ErrorKind::Config,
         }
-    }
-    std::process::Command::new("id")
-        .arg("-un")
-        .output()
-        .ok()
-        .filter(|out| out.status.success())
-        .and_then(|out| String::from_utf8(out.stdout).ok())
-        .map(|name| name.trim().to_string())
-        .filter(|name| !name.is_empty())
-        .or_else(|| uid.map(|uid| format!("uid:{uid}")))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn subjects_are_positive_i64_keys() {
-        assert_eq!(parse_subject("a", " 42 "), Ok(42));
-        assert_eq!(parse_subject("a", "007"), Ok(7));
-        for bad in [
-            "",
-            "0",
-            "-5",
-            "+5",
-            "1e3",
-            "1; drop table x",
-            "99999999999999999999",
-        ] {
-            assert!(parse_subject("a", bad).is_err(), "{bad}");
-        }
-    }
-
-    #[test]
-    fn the_os_account_has_a_name() {
-        let name = os_account_name().expect("a name for the running account");
-        assert!(!name.is_empty() && !name.contains(':') || name.starts_with("uid:"));
-    }
-
-    #[test]
-    fn long_input_is_cut_in_messages() {
-        assert_eq!(shown("abc"), "\"abc\"");
-        let cut = shown(&"9".repeat(1000));
-        assert!(
-            cut.len() < 80 && cut.ends_with("(1000 characters)"),
-            "{cut}"
-        );
     }
 }

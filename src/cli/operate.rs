@@ -1,0 +1,78 @@
+//! `resume`, `abort`, `touch`: operator actions on one retirement.
+
+use super::ctx::Ctx;
+use super::failure::{Failure, Outcome};
+use super::output::{json, out};
+use crate::ops::{OperateError, Touched};
+use crate::store::{OperatorAction, Retirement};
+use chrono::Utc;
+
+pub(crate) async fn operate(ctx: &Ctx, target: &str, action: OperatorAction) -> Outcome {
+    let config = ctx.config()?;
+    let store = ctx.store(Some(&config), 1).await?;
+    let key = crate::pii::HashKey::from_env().ok();
+    let now = crate::domain::truncate_micros(Utc::now());
+    let actor = ctx.actor();
+    let done = crate::ops::operate(
+        store.as_ref(),
+        &config.graph,
+        target,
+        key.as_ref(),
+        &action,
+        &actor,
+        now,
+    )
+    .await
+    .map_err(|e| match e {
+        OperateError::UnknownState { state, working } => Failure::config(format!(
+            "--to {state}: no such state in {} (working states: {working})",
+            config.states_path.display()
+        )),
+        other => other.into(),
+    })?;
+    print_applied(ctx, &done, "", "");
+    Ok(())
+}
+
+fn print_applied(ctx: &Ctx, r: &Retirement, prefix: &str, verb: &str) {
+    if ctx.global.json {
+        out!("{}", json(r));
+    } else {
+        out!("{prefix}#{}{verb}: now {}", r.id, r.state);
+    }
+}
+
+pub(crate) async fn touch(ctx: &Ctx, subject: &str, at: Option<String>) -> Outcome {
+    let now = crate::domain::truncate_micros(Utc::now());
+    let at = at
+        .map(|a| crate::ops::parse_time("--at", &a))
+        .transpose()?
+        .unwrap_or(now);
+    let subject = crate::ops::check_activity(subject, at, "--at", now)?;
+    let config = ctx.config()?;
+    let key = ctx.hash_key()?;
+    let store = ctx.store(Some(&config), 1).await?;
+    let actor = ctx.actor();
+    let touched = crate::ops::touch(
+        store.as_ref(),
+        &config.graph,
+        config.pipeline.notice_states(),
+        &key,
+        subject,
+        at,
+        &actor,
+        now,
+    )
+    .await
+    .map_err(|e| match e {
+        OperateError::Refused { id, why } => Failure::refused(format!(
+            "activity recorded; retirement #{id} not cancelled: {why}"
+        )),
+        other => other.into(),
+    })?;
+    match touched {
+        Touched::NoneOpen => out!("activity recorded; no open retirement"),
+        Touched::Cancelled(r) => print_applied(ctx, &r, "activity recorded; ", " cancelled"),
+    }
+    Ok(())
+}

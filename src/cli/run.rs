@@ -1,0 +1,52 @@
+//! `run`: the daemon.
+
+use super::ctx::{Ctx, connect_source};
+use super::failure::Outcome;
+use super::output::{json, out};
+use crate::driver::{Driver, unique_owner};
+use std::sync::Arc;
+
+pub(crate) async fn run(ctx: &Ctx, once: bool) -> Outcome {
+    let config = ctx.config()?;
+    let key = ctx.hash_key()?;
+    let handlers = crate::stages::build(&config.pipeline).await?;
+    let tuning = config.pipeline.driver.clone();
+    let store = ctx
+        .store_migrating(&config, tuning.concurrency as u32 * 2 + 2)
+        .await?;
+    let driver = Arc::new(Driver::new(
+        store,
+        config.graph.clone(),
+        config.pipeline.policy.clone(),
+        tuning,
+        handlers,
+        unique_owner(),
+        Arc::new(crate::clock::SystemClock),
+    ));
+    let scans = match (once, &config.pipeline.source) {
+        (false, Some(source)) => Some(crate::daemon::Scans {
+            reader: connect_source(source).await?,
+            store: ctx.store(None, 2).await?,
+            graph: config.graph.clone(),
+            source: source.clone(),
+            policy: config.pipeline.policy.clone(),
+            key,
+        }),
+        _ => None,
+    };
+    let shutdown = crate::daemon::stop_on_signal();
+    let report = crate::daemon::run(driver, scans, once, shutdown).await?;
+    if ctx.global.json {
+        out!("{}", json(&report));
+    } else {
+        out!(
+            "claimed {} applied {} lost {} released {} {:?}",
+            report.claimed,
+            report.applied,
+            report.lost,
+            report.released,
+            report.outcomes
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,120 @@
+//! `migrate` and `check`: the store's schema, and whether the configuration works.
+
+use super::ctx::{Ctx, connect_source};
+use super::failure::Outcome;
+use super::output::out;
+use super::plan::print_plan_summary;
+use crate::pii::HashKey;
+use crate::store::{self, redact_url};
+
+pub(crate) async fn migrate(ctx: &Ctx) -> Outcome {
+    let config = ctx.config()?;
+    ctx.store_migrating(&config, 2).await?;
+    out!(
+        "store {} is migrated; {} states synced from {}",
+        redact_url(&ctx.store_url(Some(&config))),
+        config.graph.states().len(),
+        config.states_path.display()
+    );
+    Ok(())
+}
+
+pub(crate) async fn check(ctx: &Ctx, connect: bool) -> Outcome {
+    let config = ctx.config()?;
+    let p = &config.pipeline;
+    out!(
+        "{}: {} states",
+        config.states_path.display(),
+        config.graph.states().len()
+    );
+    out!(
+        "{}: {} stages",
+        config.pipeline_path.display(),
+        p.stages.len()
+    );
+    let mut pending = 0;
+    for stage in &p.stages {
+        let status = match stage.kind.pending_implementation() {
+            None => "ok".to_string(),
+            Some(issue) => {
+                pending += 1;
+                format!("NOT IMPLEMENTED YET (lands with {issue}); `lethe run` refuses this stage")
+            }
+        };
+        out!(
+            "  {:<20} -> {:<10} {status}",
+            stage.state,
+            stage.kind.to_string()
+        );
+    }
+    out!(
+        "policy: inactive_after={} grace_period={} max_attempts={} retry={}..{}{}",
+        crate::config::HumanDuration(p.policy.inactive_after),
+        crate::config::HumanDuration(p.policy.grace_period),
+        p.policy.max_attempts,
+        crate::config::HumanDuration(p.policy.retry.base),
+        crate::config::HumanDuration(p.policy.retry.cap),
+        if p.policy.paused { " PAUSED" } else { "" }
+    );
+    out!(
+        "driver: batch_size={} concurrency={} lease={} poll_interval={}",
+        p.driver.batch_size,
+        p.driver.concurrency,
+        crate::config::HumanDuration(p.driver.lease),
+        crate::config::HumanDuration(p.driver.poll_interval)
+    );
+    let templates = crate::stages::load_templates(p)?;
+    // Some stage sends email (an email stage, or grace reminders): SMTP must work.
+    let sends_mail = templates.is_some();
+    if let Some(templates) = templates {
+        for name in p.templates_used() {
+            out!(
+                "template {name}: ok in {}",
+                templates.locales_of(name).join(", ")
+            );
+        }
+    }
+    let url = ctx.store_url(Some(&config));
+    out!("store: {}", redact_url(&url));
+    if HashKey::from_env().is_err() {
+        out!(
+            "warning: {} is not set: `lethe run` and `lethe enqueue` will refuse to start",
+            crate::pii::HASH_KEY_ENV
+        );
+    }
+    if connect {
+        // Changes nothing: a missing SQLite file or schema fails here (exit 2).
+        let store = store::open_existing(&url, 1).await?;
+        store.next_due().await?;
+        out!("store: reachable and migrated");
+        if let Some(source) = &config.pipeline.source {
+            let reader = connect_source(source).await?;
+            let users = reader.count_users().await?;
+            out!("source: reachable, {users} users in {}", source.table);
+        }
+        if let Some(email) = &config.pipeline.email {
+            let reached = match crate::mail::Mailer::new(email) {
+                Ok(mailer) => mailer.test_connection().await,
+                Err(e) => Err(e),
+            };
+            match reached {
+                Ok(()) => out!("smtp: reachable at {}:{}", email.host, email.port()),
+                Err(e) if !sends_mail => out!(
+                    "smtp: not usable ({}); no stage sends email, so [email] is not needed yet",
+                    crate::db::chain(&e)
+                ),
+                Err(e) => return Err(e.into()),
+            }
+        }
+        for target in &config.pipeline.targets {
+            let connected = crate::sql::target::Target::connect(target).await?;
+            print_plan_summary(&connected);
+        }
+    }
+    if pending > 0 {
+        out!("config valid; {pending} stage(s) wait for handlers that have not landed yet");
+    } else {
+        out!("config valid");
+    }
+    Ok(())
+}
