@@ -89,7 +89,7 @@ fn audit_cells(r: &AuditRow) -> Vec<String> {
         e.retirement_id.to_string(),
         r.subject.clone().unwrap_or_default(),
         r.subject_hash.clone(),
-        r.reason.clone(),
+        r.reason.to_string(),
         e.from_state.clone().unwrap_or_default(),
         e.to_state.clone(),
         e.outcome.clone(),

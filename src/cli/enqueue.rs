@@ -3,7 +3,7 @@
 use super::ctx::{Ctx, connect_source};
 use super::failure::{Failure, Outcome};
 use super::output::out;
-use crate::domain::REASONS;
+use crate::domain::Reason;
 use chrono::Utc;
 use std::path::PathBuf;
 
@@ -38,13 +38,13 @@ pub(crate) async fn enqueue(
     exclusion_override: bool,
 ) -> Outcome {
     use crate::ops::{EnqueueError, Opened};
-    if !REASONS.contains(&reason) {
+    let Some(reason) = Reason::parse(reason) else {
         return Err(Failure::config(format!(
             "--reason {}: unknown reason (allowed: {})",
             crate::ops::shown(reason),
-            REASONS.join(", ")
+            Reason::known_names()
         )));
-    }
+    };
     let key = ctx.hash_key()?;
     let mut rows = subjects
         .iter()

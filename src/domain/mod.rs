@@ -4,6 +4,7 @@
 mod blast;
 mod graph;
 mod notice;
+mod reason;
 mod retry;
 mod time;
 mod transition;
@@ -11,12 +12,10 @@ mod transition;
 pub use blast::check_blast_radius;
 pub use graph::{Role, StateDef, StateGraph};
 pub use notice::{deletion_hold, grace_ends, reminders_due};
+pub use reason::Reason;
 pub use retry::{RetrySchedule, mix, retry_entropy};
 pub use time::{after, before, far_future, truncate_micros};
 pub use transition::{
-    OperatorRefusal, Outcome, StageResult, Transition, plan_abort, plan_outcome, plan_resume,
-    plan_touch,
+    EventOutcome, OperatorRefusal, Outcome, StageResult, Transition, plan_abort, plan_outcome,
+    plan_resume, plan_touch,
 };
-
-/// Why a retirement was opened.
-pub const REASONS: &[&str] = &["inactive", "requested"];

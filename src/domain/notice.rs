@@ -15,12 +15,12 @@ pub fn grace_ends(warned_at: DateTime<Utc>, grace: Duration) -> DateTime<Utc> {
 /// A requested retirement (the user asked) needs no notice; any other needs a recorded
 /// warning and the whole grace period behind it, whatever the pipeline says.
 pub fn deletion_hold(
-    reason: &str,
+    reason: &super::Reason,
     warned_at: Option<DateTime<Utc>>,
     grace: Duration,
     now: DateTime<Utc>,
 ) -> Option<Outcome> {
-    if reason == "requested" {
+    if reason.is_requested() {
         return None;
     }
     match warned_at {
@@ -60,6 +60,7 @@ pub fn reminders_due(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::Reason;
 
     fn t(s: &str) -> DateTime<Utc> {
         s.parse().unwrap()
@@ -69,13 +70,23 @@ mod tests {
     #[test]
     fn deletion_waits_for_the_whole_grace_period() {
         let warned = Some(t("2026-01-01T00:00:00Z"));
-        let hold = deletion_hold("inactive", warned, 30 * DAY, t("2026-01-30T23:59:59Z"));
+        let hold = deletion_hold(
+            &Reason::INACTIVE,
+            warned,
+            30 * DAY,
+            t("2026-01-30T23:59:59Z"),
+        );
         assert!(
             matches!(hold, Some(Outcome::Wait { until, .. }) if until == t("2026-01-31T00:00:00Z")),
             "{hold:?}"
         );
         assert_eq!(
-            deletion_hold("inactive", warned, 30 * DAY, t("2026-01-31T00:00:00Z")),
+            deletion_hold(
+                &Reason::INACTIVE,
+                warned,
+                30 * DAY,
+                t("2026-01-31T00:00:00Z")
+            ),
             None
         );
     }
@@ -84,10 +95,10 @@ mod tests {
     fn no_warning_means_no_deletion_unless_requested() {
         let now = t("2026-01-01T00:00:00Z");
         assert!(matches!(
-            deletion_hold("inactive", None, DAY, now),
+            deletion_hold(&Reason::INACTIVE, None, DAY, now),
             Some(Outcome::Fail { .. })
         ));
-        assert_eq!(deletion_hold("requested", None, DAY, now), None);
+        assert_eq!(deletion_hold(&Reason::REQUESTED, None, DAY, now), None);
     }
 
     #[test]

@@ -70,6 +70,46 @@ impl From<Outcome> for StageResult {
     }
 }
 
+/// The label of the event a transition records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum EventOutcome {
+    /// The stage finished; the retirement moves on.
+    Done,
+    /// The handler asks to wait until a time.
+    Wait,
+    /// A failure that will be retried.
+    Retry,
+    /// A failure that errored the retirement.
+    Fail,
+    /// Activity cancelled the retirement.
+    Cancel,
+    /// An operator resumed an errored retirement.
+    Resume,
+    /// An operator aborted the retirement.
+    Abort,
+}
+
+impl EventOutcome {
+    /// The label as stored in events and printed.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventOutcome::Done => "done",
+            EventOutcome::Wait => "wait",
+            EventOutcome::Retry => "retry",
+            EventOutcome::Fail => "fail",
+            EventOutcome::Cancel => "cancel",
+            EventOutcome::Resume => "resume",
+            EventOutcome::Abort => "abort",
+        }
+    }
+}
+
+impl std::fmt::Display for EventOutcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// The row change and event one outcome or action causes.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Transition {
@@ -85,8 +125,8 @@ pub struct Transition {
     pub failed_state: Option<String>,
     /// The retirement ends here: PII is erased.
     pub ends: bool,
-    /// Event label: done, wait, retry, fail, cancel, resume, abort.
-    pub outcome: &'static str,
+    /// Event label.
+    pub outcome: EventOutcome,
     /// Event detail.
     pub detail: Value,
     /// When the warning was accepted, if this run recorded it.
@@ -146,7 +186,7 @@ pub fn plan_outcome(
         last_error: Some(error.to_string()),
         failed_state: Some(from.to_string()),
         ends: false,
-        outcome: "fail",
+        outcome: EventOutcome::Fail,
         detail,
         warned_at: result.warned_at,
         reminders_sent: result.reminders_sent,
@@ -161,7 +201,7 @@ pub fn plan_outcome(
                 last_error: None,
                 failed_state: None,
                 ends: graph.ends(next),
-                outcome: "done",
+                outcome: EventOutcome::Done,
                 detail: merge(detail, json!({})),
                 warned_at: result.warned_at,
                 reminders_sent: result.reminders_sent,
@@ -172,7 +212,7 @@ pub fn plan_outcome(
             }
         },
         Outcome::Wait { until, why } => stay(
-            "wait",
+            EventOutcome::Wait,
             // At least a second: a handler that keeps answering Wait with a past time
             // must not spin the driver.
             Some((*until).max(now + chrono::Duration::seconds(1))),
@@ -191,7 +231,7 @@ pub fn plan_outcome(
             let delay = schedule.delay(attempt.max(1) as u32, entropy);
             let due = super::time::after(now, delay);
             stay(
-                "retry",
+                EventOutcome::Retry,
                 Some(due),
                 attempt,
                 Some(error.clone()),
@@ -206,7 +246,7 @@ pub fn plan_outcome(
             last_error: None,
             failed_state: None,
             ends: true,
-            outcome: "cancel",
+            outcome: EventOutcome::Cancel,
             detail: merge(detail, json!({ "why": why })),
             warned_at: result.warned_at,
             reminders_sent: result.reminders_sent,
@@ -244,7 +284,7 @@ pub fn plan_resume(
         last_error: None,
         failed_state: None,
         ends: false,
-        outcome: "resume",
+        outcome: EventOutcome::Resume,
         detail: json!({ "from_failed_state": failed_state }),
         warned_at: None,
         reminders_sent: None,
@@ -270,13 +310,13 @@ pub fn plan_abort(
     }
     Ok(ended_by_operator(
         graph,
-        "abort",
+        EventOutcome::Abort,
         json!({ "reason": reason }),
     ))
 }
 
 /// An open retirement ended in the aborted state by an operator action.
-fn ended_by_operator(graph: &StateGraph, outcome: &'static str, detail: Value) -> Transition {
+fn ended_by_operator(graph: &StateGraph, outcome: EventOutcome, detail: Value) -> Transition {
     Transition {
         to_state: graph.aborted().to_string(),
         due_at: None,
@@ -317,7 +357,7 @@ pub fn plan_touch(
     }
     Ok(ended_by_operator(
         graph,
-        "cancel",
+        EventOutcome::Cancel,
         json!({ "why": format!("active again at {}", at.to_rfc3339()), "reported": true }),
     ))
 }
@@ -357,7 +397,7 @@ mod tests {
         assert_eq!(t.due_at, Some(now()));
         assert_eq!(t.attempt, 0);
         assert!(!t.ends);
-        assert_eq!(t.outcome, "done");
+        assert_eq!(t.outcome, EventOutcome::Done);
     }
 
     #[test]
@@ -513,7 +553,7 @@ mod tests {
         let notice = ["PENDING".to_string(), "WARNED".to_string()];
         let t = plan_touch(&g, "WARNED", None, false, now(), &notice).unwrap();
         assert_eq!(
-            (t.to_state.as_str(), t.outcome, t.ends),
+            (t.to_state.as_str(), t.outcome.as_str(), t.ends),
             ("ABORTED", "cancel", true)
         );
         assert!(

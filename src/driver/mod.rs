@@ -355,7 +355,7 @@ impl Driver {
                     now,
                     retry_entropy(c.id, c.attempt, now),
                 );
-                let relay = (transition.outcome == "done"
+                let relay = (transition.outcome == crate::domain::EventOutcome::Done
                     && !transition.ends
                     && transition.due_at == Some(now))
                 .then_some(relay_until)
@@ -400,7 +400,7 @@ impl Driver {
             }
             count_applied(report, &a);
             tracing::debug!(retirement_id = a.id, state = %c.state, to = %a.transition.to_state,
-                attempt = c.attempt, outcome = a.transition.outcome, carried = a.carried.len(), "outcome applied");
+                attempt = c.attempt, outcome = a.transition.outcome.as_str(), carried = a.carried.len(), "outcome applied");
             if a.relay.is_some() {
                 next.push(InFlight::relayed(c, &a.transition));
             }

@@ -262,13 +262,14 @@ pub async fn scan(
         let rows: Vec<NewRetirement> = new
             .iter()
             .map(|c| NewRetirement {
-                subject: c.id.to_string(),
-                email: c.email.clone(),
-                username: c.username.clone(),
-                reason: "inactive".into(),
-                subject_hash: key.subject(&c.id.to_string()),
-                email_hash: c.email.as_deref().map(|e| key.email(e)),
                 locale: c.locale.clone(),
+                ..NewRetirement::hashed(
+                    key,
+                    c.id,
+                    c.email.clone(),
+                    c.username.clone(),
+                    crate::domain::Reason::INACTIVE,
+                )
             })
             .collect();
         let outcomes = store.enqueue(graph.initial(), &rows, "scan", now).await?;

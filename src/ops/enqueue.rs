@@ -4,8 +4,8 @@
 //! `source.exclude` or an allow-list is refused unless an operator overrides it for that
 //! one subject, and the override is stored on the retirement and in its event.
 
-use super::input::{InputError, Request, shown};
-use crate::domain::{REASONS, StateGraph};
+use super::input::{InputError, Request};
+use crate::domain::{Reason, StateGraph};
 use crate::pii::HashKey;
 use crate::sql::source::{SourceError, SourceReader};
 use crate::store::{EnqueueOptions, EnqueueOutcome, NewRetirement, Store, StoreError};
@@ -40,9 +40,6 @@ pub enum EnqueueError {
     /// Bad input; nothing was written.
     #[error(transparent)]
     Input(#[from] InputError),
-    /// The reason is not one lethe knows.
-    #[error("reason {0}: unknown reason (allowed: {allowed})", allowed = REASONS.join(", "))]
-    UnknownReason(String),
     /// Nothing to enqueue.
     #[error("nothing to enqueue: give SUBJECT arguments or --from-file")]
     Empty,
@@ -86,8 +83,8 @@ pub async fn exclusions(
 pub struct Enqueue<'a> {
     /// The subjects, validated.
     pub requests: &'a [Request],
-    /// `requested` or `inactive`.
-    pub reason: &'a str,
+    /// Why.
+    pub reason: Reason,
     /// The operator overrides the exclusions (one subject only).
     pub exclusion_override: bool,
     /// Who, for the events.
@@ -105,9 +102,6 @@ pub async fn enqueue(
     input: Enqueue<'_>,
     now: DateTime<Utc>,
 ) -> Result<Vec<(i64, Opened)>, EnqueueError> {
-    if !REASONS.contains(&input.reason) {
-        return Err(EnqueueError::UnknownReason(shown(input.reason)));
-    }
     if input.requests.is_empty() {
         return Err(EnqueueError::Empty);
     }
@@ -124,16 +118,13 @@ pub async fn enqueue(
         .iter()
         .filter(|r| !refused.contains_key(&r.subject))
         .map(|r| {
-            let subject = r.subject.to_string();
-            NewRetirement {
-                subject_hash: key.subject(&subject),
-                email_hash: r.email.as_deref().map(|e| key.email(e)),
-                subject,
-                email: r.email.clone(),
-                username: r.username.clone(),
-                reason: input.reason.to_string(),
-                locale: None,
-            }
+            NewRetirement::hashed(
+                key,
+                r.subject,
+                r.email.clone(),
+                r.username.clone(),
+                input.reason.clone(),
+            )
         })
         .collect();
     let options = EnqueueOptions {

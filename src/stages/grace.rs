@@ -53,7 +53,7 @@ impl GraceHandler {
         };
         let ids: Vec<i64> = batch
             .iter()
-            .filter(|c| c.reason != "requested")
+            .filter(|c| !c.reason.is_requested())
             .filter_map(|c| c.subject.trim().parse().ok())
             .collect();
         let logins = source

@@ -97,7 +97,7 @@ impl Handler for SqlDeleteHandler {
                         id,
                         // A requested retirement is not cancelled by activity; an inactive one is,
                         // if the subject logged in after the warning (or after it was opened).
-                        active_after: (c.reason != "requested")
+                        active_after: (!c.reason.is_requested())
                             .then(|| c.warned_at.unwrap_or(c.created_at)),
                         // An operator's override at enqueue holds here too.
                         check_exclusions: !c.exclusion_override,

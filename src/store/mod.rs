@@ -168,13 +168,36 @@ pub struct NewRetirement {
     /// Username, for templates.
     pub username: Option<String>,
     /// `inactive` or `requested`.
-    pub reason: String,
+    pub reason: crate::domain::Reason,
     /// HMAC of the subject id.
     pub subject_hash: String,
     /// HMAC of the email.
     pub email_hash: Option<String>,
     /// Language for emails (`en`, `fr`...), when the source has one.
     pub locale: Option<String>,
+}
+
+impl NewRetirement {
+    /// A subject to enqueue for `reason`, hashed with `key` (the only way the hashes are
+    /// computed, so the scan and an operator's enqueue always agree).
+    pub fn hashed(
+        key: &crate::pii::HashKey,
+        subject: i64,
+        email: Option<String>,
+        username: Option<String>,
+        reason: crate::domain::Reason,
+    ) -> Self {
+        let subject = subject.to_string();
+        NewRetirement {
+            subject_hash: key.subject(&subject),
+            email_hash: email.as_deref().map(|e| key.email(e)),
+            subject,
+            email,
+            username,
+            reason,
+            locale: None,
+        }
+    }
 }
 
 /// How an enqueue opens its retirements.
@@ -217,7 +240,7 @@ pub struct Claimed {
     /// Username, if known.
     pub username: Option<String>,
     /// Why it was opened.
-    pub reason: String,
+    pub reason: crate::domain::Reason,
     /// Current state.
     pub state: String,
     /// Attempt number of this claim (1 on the first try in this state), the fence; it
@@ -339,7 +362,7 @@ pub struct Retirement {
     /// HMAC of the subject id.
     pub subject_hash: String,
     /// Why it was opened.
-    pub reason: String,
+    pub reason: crate::domain::Reason,
     /// Current state.
     pub state: String,
     /// When its handler is next due.
@@ -400,7 +423,7 @@ pub struct AuditRow {
     /// HMAC of the subject id.
     pub subject_hash: String,
     /// Why the retirement was opened.
-    pub reason: String,
+    pub reason: crate::domain::Reason,
 }
 
 /// How to find a retirement: by id, or by subject id or email (hashed too, so ended
@@ -770,7 +793,7 @@ macro_rules! decode_retirement {
                 id: row.try_get("id")?,
                 subject: row.try_get("subject")?,
                 subject_hash: row.try_get("subject_hash")?,
-                reason: row.try_get("reason")?,
+                reason: crate::domain::Reason::stored(row.try_get("reason")?),
                 state: row.try_get("state")?,
                 due_at: row.try_get("due_at")?,
                 attempt: row.try_get("attempt")?,
@@ -799,7 +822,7 @@ macro_rules! decode_claimed {
                 subject: row.try_get("subject")?,
                 email: row.try_get("email")?,
                 username: row.try_get("username")?,
-                reason: row.try_get("reason")?,
+                reason: crate::domain::Reason::stored(row.try_get("reason")?),
                 state: row.try_get("state")?,
                 attempt: row.try_get("attempt")?,
                 lost_leases: row.try_get("lost_leases")?,
@@ -844,7 +867,7 @@ macro_rules! decode_audit {
                 event,
                 subject: row.try_get("subject")?,
                 subject_hash: row.try_get("subject_hash")?,
-                reason: row.try_get("reason")?,
+                reason: crate::domain::Reason::stored(row.try_get("reason")?),
             })
         })
     }};

@@ -140,7 +140,7 @@ impl Store for PgStore {
             .bind(column(|n| n.username.clone()))
             .bind(column(|n| Some(n.subject_hash.clone())))
             .bind(column(|n| n.email_hash.clone()))
-            .bind(column(|n| Some(n.reason.clone())))
+            .bind(column(|n| Some(n.reason.to_string())))
             .bind(initial_state)
             .bind(now)
             .bind(actor)
@@ -334,7 +334,10 @@ impl Store for PgStore {
             .iter()
             .map(|(_, e)| e.transition.to_state.as_str())
             .collect();
-        let event_outcomes: Vec<&str> = events.iter().map(|(_, e)| e.transition.outcome).collect();
+        let event_outcomes: Vec<&str> = events
+            .iter()
+            .map(|(_, e)| e.transition.outcome.as_str())
+            .collect();
         let event_attempts: Vec<i32> = events.iter().map(|(_, e)| e.attempt).collect();
         let event_details: Vec<String> = events
             .iter()

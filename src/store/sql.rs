@@ -146,7 +146,7 @@ macro_rules! bind_event {
             .bind($actor)
             .bind($from)
             .bind(t.to_state.as_str())
-            .bind(t.outcome)
+            .bind(t.outcome.as_str())
             .bind($attempt)
             .bind(t.detail.to_string())
     }};

@@ -126,7 +126,7 @@ impl Store for SqliteStore {
                 .bind(&n.username)
                 .bind(&n.subject_hash)
                 .bind(&n.email_hash)
-                .bind(&n.reason)
+                .bind(n.reason.as_str())
                 .bind(initial_state)
                 .bind(now)
                 .bind(&n.locale)
@@ -145,7 +145,7 @@ impl Store for SqliteStore {
                         .bind(initial_state)
                         .bind("enqueued")
                         .bind(0i32)
-                        .bind(options.event_detail(&n.reason))
+                        .bind(options.event_detail(n.reason.as_str()))
                         .execute(&mut *tx)
                         .await
                         .ctx("record an enqueue")?;
