@@ -16,6 +16,6 @@ pub use reason::Reason;
 pub use retry::{RetrySchedule, mix, retry_entropy};
 pub use time::{after, before, far_future, truncate_micros};
 pub use transition::{
-    EventOutcome, OperatorRefusal, Outcome, StageResult, Transition, plan_abort, plan_outcome,
-    plan_resume, plan_touch,
+    EventOutcome, OperatorRefusal, Outcome, StageResult, Transition, crash_guard, plan_abort,
+    plan_outcome, plan_resume, plan_touch,
 };

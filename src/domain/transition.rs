@@ -135,6 +135,20 @@ pub struct Transition {
     pub reminders_sent: Option<i32>,
 }
 
+/// The crash guard: a retirement whose claims never came back `limit` times (its workers
+/// crashed or were killed) fails instead of running again. No handler failed, so this is
+/// not `policy.max_attempts`, which [`plan_outcome`] applies to failures only.
+pub fn crash_guard(state: &str, lost_leases: i32, limit: u32) -> Option<StageResult> {
+    if (lost_leases.max(0) as u32) < limit {
+        return None;
+    }
+    let error = format!(
+        "crash guard (driver.max_lost_leases = {limit}): {lost_leases} claims in state {state} never came back (the worker crashed or lost its lease)"
+    );
+    let detail = json!({ "guard": "driver.max_lost_leases", "lost_leases": lost_leases });
+    Some(StageResult::new(Outcome::Fail { error }).with_detail(detail))
+}
+
 /// Why an operator action is refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{0}")]
@@ -365,6 +379,19 @@ pub fn plan_touch(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_crash_guard_trips_at_its_limit_and_names_itself() {
+        assert_eq!(crash_guard("PENDING", 2, 3), None);
+        let parked = crash_guard("PENDING", 3, 3).expect("tripped");
+        assert!(
+            matches!(&parked.outcome, Outcome::Fail { error } if error.contains("driver.max_lost_leases = 3"))
+        );
+        assert_eq!(
+            parked.detail.as_ref().map(|d| d["guard"].clone()),
+            Some(json!("driver.max_lost_leases"))
+        );
+    }
     use crate::domain::graph::edx_graph;
     use std::time::Duration;
 

@@ -597,19 +597,10 @@ impl Driver {
         let mut by_state: BTreeMap<&str, Vec<Claimed>> = BTreeMap::new();
         let mut results: HashMap<i64, StageResult> = HashMap::new();
         for c in batch {
-            let limit = self.tuning.max_lost_leases;
-            if c.lost_leases.max(0) as u32 >= limit {
-                // Earlier workers lost the lease this many times (crashed or killed); no
-                // handler failed, so this is the crash guard, not policy.max_attempts.
-                let error = format!(
-                    "crash guard (driver.max_lost_leases = {limit}): {} claims in state {} never came back (the worker crashed or lost its lease)",
-                    c.lost_leases, c.state
-                );
-                let detail = serde_json::json!({ "guard": "driver.max_lost_leases", "lost_leases": c.lost_leases });
-                results.insert(
-                    c.id,
-                    StageResult::new(Outcome::Fail { error }).with_detail(detail),
-                );
+            if let Some(parked) =
+                crate::domain::crash_guard(&c.state, c.lost_leases, self.tuning.max_lost_leases)
+            {
+                results.insert(c.id, parked);
             } else {
                 by_state
                     .entry(c.state.as_str())
