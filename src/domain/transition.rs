@@ -135,6 +135,14 @@ pub struct Transition {
     pub reminders_sent: Option<i32>,
 }
 
+impl Transition {
+    /// The row moves on to a stage due at once (`now`): the driver keeps its lease and
+    /// runs that stage in the same batch instead of releasing it to be claimed again.
+    pub fn goes_on_at(&self, now: DateTime<Utc>) -> bool {
+        self.outcome == EventOutcome::Done && !self.ends && self.due_at == Some(now)
+    }
+}
+
 /// The crash guard: a retirement whose claims never came back `limit` times (its workers
 /// crashed or were killed) fails instead of running again. No handler failed, so this is
 /// not `policy.max_attempts`, which [`plan_outcome`] applies to failures only.
@@ -394,6 +402,15 @@ mod tests {
     }
     use crate::domain::graph::edx_graph;
     use std::time::Duration;
+
+    #[test]
+    fn only_a_done_due_at_once_and_not_ending_goes_on() {
+        let done = plan("PENDING", 1, Outcome::Done);
+        assert!(done.goes_on_at(now()));
+        assert!(!done.goes_on_at(now() + chrono::Duration::seconds(1)));
+        assert!(!plan("PENDING", 1, Outcome::Retry { error: "x".into() }).goes_on_at(now()));
+        assert!(!plan("NOTIFIED", 1, Outcome::Done).goes_on_at(now()));
+    }
 
     const SCHEDULE: RetrySchedule = RetrySchedule {
         base: Duration::from_secs(60),

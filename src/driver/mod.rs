@@ -326,86 +326,99 @@ impl Driver {
         report
     }
 
-    /// Plans the outcomes of `batch` (one result per row, in order), writes them back
-    /// fenced, and returns the rows that go on: relayed ones (written, lease kept) and
-    /// carried ones (moved on in memory, written with their next outcome). `None` when the
+    /// Plans each row's outcome from `results`, writes them back fenced, and returns the
+    /// rows that go on to a stage due at once: carried ones (moved on in memory, written
+    /// with their next outcome) and relayed ones (written, lease kept). `None` when the
     /// write-back failed (the leases expire and another claim retries the rows).
     async fn settle(
         &self,
         batch: Vec<InFlight>,
-        results: Vec<StageResult>,
+        mut results: HashMap<i64, StageResult>,
         now: chrono::DateTime<chrono::Utc>,
         stopping: bool,
         report: &mut RunReport,
     ) -> Option<Vec<InFlight>> {
-        let relay_until = (!stopping).then(|| crate::domain::after(now, self.tuning.lease));
-        let planned: Vec<(InFlight, Transition, Option<chrono::DateTime<chrono::Utc>>)> = batch
+        let planned: Vec<(InFlight, Transition)> = batch
             .into_iter()
-            .zip(results)
-            .map(|(f, result)| {
-                let c = &f.row;
-                let transition = plan_outcome(
-                    &self.graph,
-                    &self.policy.retry,
-                    self.policy.max_attempts,
-                    &c.state,
-                    // Failures only: claims that never came back are the crash guard's.
-                    c.attempt - c.lost_leases,
-                    &result,
-                    now,
-                    retry_entropy(c.id, c.attempt, now),
-                );
-                let relay = (transition.outcome == crate::domain::EventOutcome::Done
-                    && !transition.ends
-                    && transition.due_at == Some(now))
-                .then_some(relay_until)
-                .flatten();
-                (f, transition, relay)
+            .map(|f| {
+                let result = results.remove(&f.row.id).unwrap_or_else(no_outcome);
+                let transition = self.plan(&f.row, &result, now);
+                (f, transition)
             })
             .collect();
+        // At shutdown nothing goes on: every row is written and its lease let go.
+        let goes_on = |t: &Transition| !stopping && t.goes_on_at(now);
         // Carry only when every row going on runs a quick stage next: in a pass that
         // also runs a slow stage (a deletion), a carried outcome would wait behind it.
-        let carry = planned.iter().all(|(_, t, relay)| {
-            relay.is_none() || self.handlers.get(&t.to_state).is_some_and(|h| h.quick())
-        });
+        let carry = planned
+            .iter()
+            .all(|(_, t)| !goes_on(t) || self.handlers.get(&t.to_state).is_some_and(|h| h.quick()));
+        let relay_until = crate::domain::after(now, self.tuning.lease);
         let mut next = Vec::new();
-        let mut applied: Vec<Applied> = Vec::with_capacity(planned.len());
-        let mut rows: Vec<Claimed> = Vec::with_capacity(planned.len());
-        for (f, transition, relay) in planned {
-            if carry && relay.is_some() {
-                next.push(f.carry(transition, now));
-                continue;
+        let mut writes: Vec<Applied> = Vec::with_capacity(planned.len());
+        // For each write, the row that goes on if it lands.
+        let mut relays: Vec<Option<InFlight>> = Vec::with_capacity(planned.len());
+        for (f, transition) in planned {
+            match (goes_on(&transition), carry) {
+                (true, true) => next.push(f.carry(transition, now)),
+                (true, false) => {
+                    relays.push(Some(InFlight::relayed(f.row.clone(), &transition)));
+                    writes.push(f.into_applied(transition, Some(relay_until)));
+                }
+                (false, _) => {
+                    relays.push(None);
+                    writes.push(f.into_applied(transition, None));
+                }
             }
-            rows.push(f.row.clone());
-            applied.push(f.into_applied(transition, relay));
         }
-        let written = match applied.is_empty() {
-            true => Ok(Vec::new()),
-            false => self.store.write_back(&self.owner, &applied, now).await,
-        };
-        let done = match written {
-            Ok(done) => done.into_iter().collect::<std::collections::HashSet<i64>>(),
+        if writes.is_empty() {
+            return Some(next);
+        }
+        let landed: std::collections::HashSet<i64> = match self
+            .store
+            .write_back(&self.owner, &writes, now)
+            .await
+        {
+            Ok(landed) => landed.into_iter().collect(),
             Err(error) => {
                 // The leases expire and another claim retries the rows: handlers are idempotent.
-                tracing::error!(%error, rows = applied.len(), "write-back failed; the rows will be retried after their lease");
+                tracing::error!(%error, rows = writes.len(), "write-back failed; the rows will be retried after their lease");
                 return None;
             }
         };
-        for (a, c) in applied.into_iter().zip(rows) {
-            if !done.contains(&a.id) {
+        for (a, relay) in writes.iter().zip(relays) {
+            if !landed.contains(&a.id) {
                 report.lost += 1 + a.carried.len() as u64;
                 tracing::warn!(retirement_id = a.id, state = %a.from_state, attempt = a.attempt,
                     "write-back lost its lease; it changed nothing");
                 continue;
             }
-            count_applied(report, &a);
-            tracing::debug!(retirement_id = a.id, state = %c.state, to = %a.transition.to_state,
-                attempt = c.attempt, outcome = a.transition.outcome.as_str(), carried = a.carried.len(), "outcome applied");
-            if a.relay.is_some() {
-                next.push(InFlight::relayed(c, &a.transition));
-            }
+            count_applied(report, a);
+            tracing::debug!(retirement_id = a.id, state = %a.from_state, to = %a.transition.to_state,
+                attempt = a.attempt, outcome = a.transition.outcome.as_str(), carried = a.carried.len(), "outcome applied");
+            next.extend(relay);
         }
         Some(next)
+    }
+
+    /// The transition `result` causes for row `c`.
+    fn plan(
+        &self,
+        c: &Claimed,
+        result: &StageResult,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Transition {
+        plan_outcome(
+            &self.graph,
+            &self.policy.retry,
+            self.policy.max_attempts,
+            &c.state,
+            // Failures only: claims that never came back are the crash guard's.
+            c.attempt - c.lost_leases,
+            result,
+            now,
+            retry_entropy(c.id, c.attempt, now),
+        )
     }
 
     /// Starts writing back the outcomes handed over early (`early`), taking their rows out
@@ -421,12 +434,7 @@ impl Driver {
             .into_iter()
             .partition(|f| early.contains_key(&f.row.id));
         *batch = rest;
-        let results: Vec<StageResult> = rows
-            .iter()
-            .map(|f| early.remove(&f.row.id).unwrap_or_else(no_outcome))
-            .collect();
-        early.clear();
-        Box::pin(self.write_early(rows, results, stopping))
+        Box::pin(self.write_early(rows, std::mem::take(early), stopping))
     }
 
     /// Writes back rows whose outcomes came early. A row carried into a quick stage runs it
@@ -435,7 +443,7 @@ impl Driver {
     async fn write_early(
         &self,
         mut rows: Vec<InFlight>,
-        mut results: Vec<StageResult>,
+        mut results: HashMap<i64, StageResult>,
         stopping: bool,
     ) -> (Vec<InFlight>, RunReport) {
         let mut report = RunReport::default();
@@ -450,11 +458,7 @@ impl Driver {
                 next.into_iter().partition(|f| !f.carried.is_empty());
             later.extend(relayed);
             let claimed: Vec<Claimed> = carried.iter().map(|f| f.row.clone()).collect();
-            let mut answers = self.run_handlers(&claimed, Reporter::none()).await;
-            results = claimed
-                .iter()
-                .map(|c| answers.remove(&c.id).unwrap_or_else(no_outcome))
-                .collect();
+            results = self.run_handlers(&claimed, Reporter::none()).await;
             rows = carried;
         }
         (later, report)
@@ -498,7 +502,7 @@ impl Driver {
 
     /// Runs the handlers while renewing the leases of `batch` (and `later`), writing back
     /// the outcomes they hand over early every [`FLUSH_AFTER`] or [`FLUSH_OUTCOMES`];
-    /// returns one result per row left in `batch`, in order, or `None` when a shutdown's
+    /// returns the results of the rows left in `batch`, or `None` when a shutdown's
     /// grace period ran out first (outcomes handed over are written, the caller releases
     /// the rest).
     async fn run_with_renewal(
@@ -507,7 +511,7 @@ impl Driver {
         later: &mut Vec<InFlight>,
         shutdown: &mut watch::Receiver<bool>,
         report: &mut RunReport,
-    ) -> Option<Vec<StageResult>> {
+    ) -> Option<HashMap<i64, StageResult>> {
         let claimed: Vec<Claimed> = batch.iter().map(|f| f.row.clone()).collect();
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
         let work = self.run_handlers(&claimed, Reporter::new(tx));
@@ -546,7 +550,7 @@ impl Driver {
                     // What was handed over and not flushed yet goes with the batch's write-back.
                     settle_early(&mut flushing, &mut rx, &mut early, later, report).await;
                     results.extend(early);
-                    return Some(batch.iter().map(|f| results.remove(&f.row.id).unwrap_or_else(no_outcome)).collect());
+                    return Some(results);
                 }
                 done = flushed => {
                     flushing = None;
