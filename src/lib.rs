@@ -10,6 +10,7 @@ pub mod db;
 pub mod domain;
 pub mod driver;
 pub mod error;
+pub mod http;
 pub mod mail;
 pub mod ops;
 pub mod pii;

@@ -93,6 +93,8 @@ impl Workdir {
             .env("LETHE_OPERATOR", "alice")
             .env_remove("LETHE_STORE_URL")
             .env_remove("LETHE_SOURCE_URL")
+            .env_remove("LETHE_SARBACANE_ACCOUNT_ID")
+            .env_remove("LETHE_SARBACANE_API_KEY")
             .output()
             .unwrap()
     }
@@ -140,14 +142,16 @@ fn check_accepts_the_shipped_preset_and_reports_missing_handlers() {
     ]);
     assert!(
         out.contains("PENDING              -> email      ok")
-            && out.contains("RETIRING_SARBACANE   -> sarbacane  NOT IMPLEMENTED YET"),
+            && out.contains("RETIRING_SARBACANE   -> sarbacane  ok")
+            && out.contains("NOTIFIED             -> notify     NOT IMPLEMENTED YET")
+            && out.contains("warning: LETHE_SARBACANE_API_KEY is not set"),
         "{out}"
     );
     assert!(
         out.contains("RETIRING_EDX         -> sql_delete ok")
             && out.contains("template warning: ok in en, fr")
             && out.contains("template reminder: ok in en, fr")
-            && out.contains("config valid; 2 stage(s) wait for handlers"),
+            && out.contains("config valid; 1 stage(s) wait for handlers"),
         "{out}"
     );
     // run refuses those stages rather than skipping them.

@@ -76,6 +76,20 @@ pub(crate) async fn check(ctx: &Ctx, connect: bool) -> Outcome {
     }
     let url = ctx.store_url(Some(&config));
     out!("store: {}", redact_url(&url));
+    for stage in &p.stages {
+        if let crate::config::StageSettings::Sarbacane(s) = &stage.settings {
+            let vars = [
+                (s.account_id.is_none(), crate::config::SARBACANE_ACCOUNT_ENV),
+                (s.api_key.is_none(), crate::config::SARBACANE_KEY_ENV),
+            ];
+            for (_, var) in vars.iter().filter(|(missing, _)| *missing) {
+                out!(
+                    "warning: {var} is not set: `lethe run` will refuse stage {}",
+                    stage.state
+                );
+            }
+        }
+    }
     if HashKey::from_env().is_err() {
         out!(
             "warning: {} is not set: `lethe run` and `lethe enqueue` will refuse to start",

@@ -5,6 +5,7 @@
 
 mod duration;
 mod email;
+mod http;
 mod pipeline;
 mod source;
 mod stage;
@@ -13,6 +14,9 @@ mod target;
 
 pub use duration::{HumanDuration, parse_duration};
 pub use email::{Email, SMTP_HOST_ENV, SMTP_PASSWORD_ENV, SMTP_USERNAME_ENV, Tls, Undeliverable};
+pub use http::{
+    HttpLimits, SARBACANE_ACCOUNT_ENV, SARBACANE_KEY_ENV, SarbacaneSettings, Secret, secret_env,
+};
 pub use pipeline::{DriverTuning, Pipeline, Policy, Stage};
 pub use source::{SOURCE_URL_ENV, Source};
 pub use stage::{

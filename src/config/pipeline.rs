@@ -152,7 +152,7 @@ impl Pipeline {
     }
 
     /// Applies the environment (`LETHE_SOURCE_URL`, `LETHE_TARGET_<NAME>_URL`,
-    /// `LETHE_SMTP_*`) over the files: one explicit step, so a config parsed for a test or
+    /// `LETHE_SMTP_*`, the stages' secrets) over the files: one explicit step, so a config parsed for a test or
     /// the demo never picks up what happens to be set in the shell.
     pub fn apply_env(&mut self, env: &dyn Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
         let source_url = env(super::SOURCE_URL_ENV);
@@ -174,6 +174,11 @@ impl Pipeline {
         }
         if let Some(email) = &mut self.email {
             email.apply_env(env)?;
+        }
+        for stage in &mut self.stages {
+            if let super::StageSettings::Sarbacane(settings) = &mut stage.settings {
+                settings.apply_env(env);
+            }
         }
         Ok(())
     }

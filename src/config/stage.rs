@@ -47,10 +47,9 @@ impl HandlerKind {
             HandlerKind::Noop
             | HandlerKind::SqlDelete
             | HandlerKind::Email
-            | HandlerKind::Grace => None,
-            HandlerKind::Sarbacane | HandlerKind::Http | HandlerKind::Notify => {
-                Some("a later issue")
-            }
+            | HandlerKind::Grace
+            | HandlerKind::Sarbacane => None,
+            HandlerKind::Http | HandlerKind::Notify => Some("a later issue"),
         }
     }
 }
@@ -66,6 +65,8 @@ pub enum StageSettings {
     Grace(GraceSettings),
     /// A sql_delete stage: the `[[target]]` it deletes from.
     SqlDelete(SqlDeleteSettings),
+    /// A sarbacane stage: the API, its limits and credentials.
+    Sarbacane(super::SarbacaneSettings),
     /// Settings of a handler that has not landed yet, kept as written.
     NotYetImplemented(toml::Table),
 }
@@ -176,9 +177,12 @@ impl StageSettings {
             HandlerKind::Email => StageSettings::Email(typed(kind, table)?),
             HandlerKind::Grace => StageSettings::Grace(typed(kind, table)?),
             HandlerKind::SqlDelete => StageSettings::SqlDelete(typed(kind, table)?),
-            HandlerKind::Sarbacane | HandlerKind::Http | HandlerKind::Notify => {
-                StageSettings::NotYetImplemented(table)
+            HandlerKind::Sarbacane => {
+                let settings: super::SarbacaneSettings = typed(kind, table)?;
+                settings.check()?;
+                StageSettings::Sarbacane(settings)
             }
+            HandlerKind::Http | HandlerKind::Notify => StageSettings::NotYetImplemented(table),
         })
     }
 }

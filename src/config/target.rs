@@ -156,17 +156,7 @@ impl Target {
 
 /// `LETHE_TARGET_<NAME>_<KEY>`, NAME upper-cased with non-alphanumerics as `_`.
 pub fn env_key(name: &str, key: &str) -> String {
-    let name: String = name
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() {
-                c.to_ascii_uppercase()
-            } else {
-                '_'
-            }
-        })
-        .collect();
-    format!("LETHE_TARGET_{name}_{key}")
+    super::secret_env("target", Some(name), key)
 }
 
 fn split_link(file: &str, key: &str, text: &str) -> Result<(String, Vec<String>), ConfigError> {

@@ -4,11 +4,13 @@
 mod email;
 mod grace;
 mod noop;
+mod sarbacane;
 mod sql_delete;
 
 pub use email::{EmailHandler, Notifier};
 pub use grace::GraceHandler;
 pub use noop::NoopHandler;
+pub use sarbacane::{Lists, SarbacaneHandler};
 pub use sql_delete::SqlDeleteHandler;
 
 use crate::config::StageSettings;
@@ -97,6 +99,9 @@ pub enum BuildError {
     /// The source (for the grace re-check) cannot be used.
     #[error(transparent)]
     Source(#[from] crate::sql::source::SourceError),
+    /// An HTTP client cannot be set up.
+    #[error(transparent)]
+    Http(#[from] crate::http::HttpError),
     /// A stage needs a section the pipeline lacks.
     #[error("{0}")]
     Missing(String),
@@ -108,6 +113,7 @@ impl crate::error::Classified for BuildError {
             BuildError::Target(e) => crate::error::Classified::kind(e),
             BuildError::Mail(e) => crate::error::Classified::kind(e),
             BuildError::Source(e) => crate::error::Classified::kind(e),
+            BuildError::Http(e) => crate::error::Classified::kind(e),
             BuildError::NotImplemented(_) | BuildError::Template(_) | BuildError::Missing(_) => {
                 crate::error::ErrorKind::Config
             }
@@ -236,6 +242,9 @@ pub async fn build_with(
                     clock.clone(),
                     recheck,
                 ))
+            }
+            StageSettings::Sarbacane(settings) => {
+                Arc::new(SarbacaneHandler::new(settings.clone())?)
             }
             StageSettings::NotYetImplemented(_) => {
                 return Err(BuildError::NotImplemented(stage.state.clone()));
