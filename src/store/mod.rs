@@ -15,6 +15,8 @@ pub(crate) mod sql;
 mod sqlite;
 mod types;
 
+/// Operator actions are domain rules; re-exported for the callers of [`Store::operate`].
+pub use crate::domain::OperatorAction;
 pub(crate) use error::QueryContext;
 pub use error::StoreError;
 pub(crate) use migrate::{
@@ -32,7 +34,7 @@ pub use types::{
     EventRow, Lookup, NewRetirement, Retirement, ScanRecord, Step, Wakeup,
 };
 
-use crate::domain::{OperatorRefusal, StateGraph, Transition, plan_abort, plan_resume, plan_touch};
+use crate::domain::StateGraph;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use std::time::Duration;
@@ -191,66 +193,4 @@ pub trait Store: Send + Sync {
     /// A wake-up signal fired when work is added (Postgres LISTEN/NOTIFY); `None` when the
     /// backend has none, so the driver only polls.
     async fn subscribe(&self) -> Result<Option<Wakeup>, StoreError>;
-}
-
-/// An operator action on one retirement.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum OperatorAction {
-    /// Continue an errored retirement at its failed state, or at `to`.
-    Resume {
-        /// Target state.
-        to: Option<String>,
-    },
-    /// End an open retirement.
-    Abort {
-        /// Why, recorded in the event.
-        reason: String,
-    },
-    /// The subject was active at `at`: cancel the retirement if it is still in one of the
-    /// `cancellable` states (before any deletion), else refuse.
-    Touch {
-        /// When the activity happened.
-        at: DateTime<Utc>,
-        /// States before the first deleting stage.
-        cancellable: Vec<String>,
-    },
-}
-
-impl OperatorAction {
-    /// The transition this action causes on `current`, or why it is refused.
-    pub fn decide(
-        &self,
-        graph: &StateGraph,
-        current: &Retirement,
-        now: DateTime<Utc>,
-    ) -> Result<Transition, OperatorRefusal> {
-        match self {
-            OperatorAction::Resume { to } => {
-                if current.ended_at.is_some() {
-                    return Err(OperatorRefusal(format!(
-                        "it already ended in state {}",
-                        current.state
-                    )));
-                }
-                plan_resume(
-                    graph,
-                    &current.state,
-                    current.failed_state.as_deref(),
-                    to.as_deref(),
-                    now,
-                )
-            }
-            OperatorAction::Abort { reason } => {
-                plan_abort(graph, &current.state, current.ended_at.is_some(), reason)
-            }
-            OperatorAction::Touch { at, cancellable } => plan_touch(
-                graph,
-                &current.state,
-                current.failed_state.as_deref(),
-                current.ended_at.is_some(),
-                *at,
-                cancellable,
-            ),
-        }
-    }
 }

@@ -487,7 +487,7 @@ macro_rules! shared_methods {
                     return Ok(ActionResult::NotFound);
                 };
                 let current = $crate::store::decode_retirement!(&row).ctx("decode a retirement")?;
-                let transition = match action.decide(graph, &current, now) {
+                let transition = match action.decide(graph, current.standing(), now) {
                     Ok(t) => t,
                     Err(refusal) => return Ok(ActionResult::Refused(refusal.0)),
                 };

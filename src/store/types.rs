@@ -236,6 +236,17 @@ pub struct Retirement {
     pub exclusion_override: bool,
 }
 
+impl Retirement {
+    /// Where it stands, for an operator action to decide on.
+    pub fn standing(&self) -> crate::domain::Standing<'_> {
+        crate::domain::Standing {
+            state: &self.state,
+            failed_state: self.failed_state.as_deref(),
+            ended: self.ended_at.is_some(),
+        }
+    }
+}
+
 /// One audit event.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Event {
