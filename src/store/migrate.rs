@@ -129,3 +129,53 @@ pub(crate) fn migrator_of(
             .collect(),
     )
 }
+
+#[cfg(test)]
+mod tests {
+    /// `(version, description)` of each `NNNN_words.sql` in `migrations/<dir>/`, sorted.
+    fn files_in(dir: &str) -> Vec<(i64, String)> {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("migrations")
+            .join(dir);
+        let mut found: Vec<(i64, String)> = std::fs::read_dir(&path)
+            .unwrap_or_else(|e| panic!("read {}: {e}", path.display()))
+            .map(|entry| entry.expect("a directory entry").file_name())
+            .map(|name| {
+                let name = name.to_string_lossy().into_owned();
+                let stem = name
+                    .strip_suffix(".sql")
+                    .unwrap_or_else(|| panic!("migrations/{dir}/{name} is not a .sql file"));
+                let (version, words) = stem.split_once('_').unwrap_or_else(|| {
+                    panic!("migrations/{dir}/{name} is not named NNNN_description.sql")
+                });
+                let version = version.parse().unwrap_or_else(|_| {
+                    panic!("migrations/{dir}/{name} does not start with a version number")
+                });
+                (version, words.replace('_', " "))
+            })
+            .collect();
+        found.sort();
+        found
+    }
+
+    fn embedded(migrator: &sqlx::migrate::Migrator) -> Vec<(i64, String)> {
+        migrator
+            .iter()
+            .map(|m| (m.version, m.description.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn every_migration_file_is_embedded_and_every_embedded_one_has_its_file() {
+        assert_eq!(
+            embedded(&embedded_migrator!("postgres")),
+            files_in("postgres"),
+            "the embedded migrator list (store/migrate.rs) and migrations/postgres differ"
+        );
+        assert_eq!(
+            embedded(&embedded_migrator!("sqlite")),
+            files_in("sqlite"),
+            "the embedded migrator list (store/migrate.rs) and migrations/sqlite differ"
+        );
+    }
+}
