@@ -101,20 +101,20 @@ pub trait Store: Send + Sync {
     ) -> Result<Vec<Claimed>, StoreError>;
 
     /// Extends the lease of `ids` still held by `owner`; returns how many are still held.
-    async fn renew(
-        &self,
-        owner: &str,
-        ids: &[i64],
+    fn renew<'a>(
+        &'a self,
+        owner: &'a str,
+        ids: &'a [i64],
         until: DateTime<Utc>,
-    ) -> Result<u64, StoreError>;
+    ) -> BoxFuture<'a, Result<u64, StoreError>>;
 
     /// Gives back claimed retirements untouched (shutdown): due now, attempt undone.
-    async fn release(
-        &self,
-        owner: &str,
-        claimed: &[(i64, i32)],
+    fn release<'a>(
+        &'a self,
+        owner: &'a str,
+        claimed: &'a [(i64, i32)],
         now: DateTime<Utc>,
-    ) -> Result<u64, StoreError>;
+    ) -> BoxFuture<'a, Result<u64, StoreError>>;
 
     /// Applies transitions and inserts their events in one transaction, fenced by
     /// (id, state, owner, attempt). Returns the ids that were applied.
@@ -161,10 +161,10 @@ pub trait Store: Send + Sync {
     ) -> BoxFuture<'a, Result<Vec<AuditRow>, StoreError>>;
 
     /// Which of `subjects` have an open retirement.
-    async fn open_among(
-        &self,
-        subjects: &[String],
-    ) -> Result<std::collections::HashSet<String>, StoreError>;
+    fn open_among<'a>(
+        &'a self,
+        subjects: &'a [String],
+    ) -> BoxFuture<'a, Result<std::collections::HashSet<String>, StoreError>>;
 
     /// Records that a subject (by keyed hash) was active at `at` (`lethe touch`).
     fn record_activity<'a>(

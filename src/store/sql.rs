@@ -37,10 +37,6 @@ pub(crate) const OPEN_IN_STATE: &str =
 pub(crate) const UPSERT_STATE: &str = "INSERT INTO state (name, position, role) VALUES ($1, $2, $3) \
      ON CONFLICT (name) DO UPDATE SET position = excluded.position, role = excluded.role";
 
-/// Releases a claim untouched.
-pub(crate) const RELEASE_ONE: &str = "UPDATE retirement SET lease_owner = NULL, lease_until = NULL, \
-     due_at = $1, attempt = attempt - 1 WHERE id = $2 AND lease_owner = $3 AND attempt = $4";
-
 /// Ids of the retirements with this id, open for this subject, or under these hashes
 /// (a union, so each part uses its index: the subject arm matches the partial index of
 /// open retirements; ended ones have no subject anyway).
@@ -152,13 +148,23 @@ macro_rules! bind_event {
     }};
 }
 
-/// Store methods identical for both backends (reads, operator actions, state sync),
-/// expanded inside each `impl Store`. `$begin` starts a writing transaction, `$lock` is
-/// appended to the SELECT that locks a row for an operator action, `$json_values` selects
-/// the elements of the JSON array bound as `$2` (long lists go as one parameter: SQLite
-/// looks each `$N` up by name, so hundreds of them cost quadratic time).
+/// Store methods identical for both backends (reads, lease renewal and release, operator
+/// actions, state sync), expanded inside each `impl Store`. `begin` starts a writing
+/// transaction, `lock` is appended to the SELECT that locks a row for an operator action,
+/// `json_values` selects the elements of the JSON array bound as `$2` (long lists go as one
+/// parameter: SQLite looks each `$N` up by name, so hundreds of them cost quadratic time).
+/// The backend binds a list of values its own way: `Self::list_param(&[T])` is the value to
+/// bind, `in_list!("$N")` the SQL after a column that matches any element of the list bound
+/// as `$N`, `pairs!("$N", "$M")` a SELECT of the pairs, element by element, of the lists
+/// bound as `$N` and `$M`.
 macro_rules! shared_methods {
-    ($begin:expr, $lock:expr, $json_values:literal) => {
+    (
+        begin: $begin:expr,
+        lock: $lock:expr,
+        json_values: $json_values:literal,
+        in_list: $in_list:ident,
+        pairs: $pairs:ident $(,)?
+    ) => {
         fn sync_states<'a>(
             &'a self,
             graph: &'a $crate::domain::StateGraph,
@@ -452,6 +458,85 @@ macro_rules! shared_methods {
                     .await
                     .ctx("find the next due time")?;
                 row.try_get("due").ctx("decode the next due time")
+            })
+        }
+
+        fn renew<'a>(
+            &'a self,
+            owner: &'a str,
+            ids: &'a [i64],
+            until: chrono::DateTime<chrono::Utc>,
+        ) -> $crate::store::BoxFuture<'a, Result<u64, $crate::store::StoreError>> {
+            Box::pin(async move {
+                use $crate::store::QueryContext;
+                let done = sqlx::query(concat!(
+                    "UPDATE retirement SET lease_until = $1, due_at = $1 \
+                     WHERE lease_owner = $2 AND id ",
+                    $in_list!("$3")
+                ))
+                .bind(until)
+                .bind(owner)
+                .bind(Self::list_param(ids))
+                .execute(&self.pool)
+                .await
+                .ctx("renew leases")?;
+                Ok(done.rows_affected())
+            })
+        }
+
+        fn release<'a>(
+            &'a self,
+            owner: &'a str,
+            claimed: &'a [(i64, i32)],
+            now: chrono::DateTime<chrono::Utc>,
+        ) -> $crate::store::BoxFuture<'a, Result<u64, $crate::store::StoreError>> {
+            Box::pin(async move {
+                use $crate::store::QueryContext;
+                let ids: Vec<i64> = claimed.iter().map(|c| c.0).collect();
+                let attempts: Vec<i32> = claimed.iter().map(|c| c.1).collect();
+                // Fenced like a write-back: still held by `owner`, at the claimed attempt.
+                let done = sqlx::query(concat!(
+                    "UPDATE retirement SET lease_owner = NULL, lease_until = NULL, due_at = $1, \
+                     attempt = attempt - 1 WHERE lease_owner = $2 AND (id, attempt) IN (",
+                    $pairs!("$3", "$4"),
+                    ")"
+                ))
+                .bind(now)
+                .bind(owner)
+                .bind(Self::list_param(&ids))
+                .bind(Self::list_param(&attempts))
+                .execute(&self.pool)
+                .await
+                .ctx("release leases")?;
+                Ok(done.rows_affected())
+            })
+        }
+
+        fn open_among<'a>(
+            &'a self,
+            subjects: &'a [String],
+        ) -> $crate::store::BoxFuture<
+            'a,
+            Result<std::collections::HashSet<String>, $crate::store::StoreError>,
+        > {
+            Box::pin(async move {
+                use sqlx::Row;
+                use $crate::store::QueryContext;
+                let mut open = std::collections::HashSet::new();
+                for chunk in subjects.chunks(10_000) {
+                    let rows = sqlx::query(concat!(
+                        "SELECT subject FROM retirement WHERE ended_at IS NULL AND subject ",
+                        $in_list!("$1")
+                    ))
+                    .bind(Self::list_param(chunk))
+                    .fetch_all(&self.pool)
+                    .await
+                    .ctx("find open retirements")?;
+                    for row in rows {
+                        open.insert(row.try_get("subject").ctx("decode a subject")?);
+                    }
+                }
+                Ok(open)
             })
         }
 
