@@ -24,10 +24,7 @@ pub(crate) use migrate::{
 };
 pub use open::{open, open_existing};
 pub use postgres::PgStore;
-pub(crate) use rows::{
-    claimed_columns, decode_audit, decode_claimed, decode_event, decode_retirement, event_columns,
-    retirement_columns,
-};
+pub(crate) use rows::{claimed_columns, event_columns, retirement_columns};
 pub use sqlite::SqliteStore;
 pub use types::{
     ActionResult, Applied, AuditFilter, AuditRow, Claimed, EnqueueOptions, EnqueueOutcome, Event,

@@ -5,12 +5,12 @@
 use super::sql::shared_methods;
 use super::{
     Applied, Backend, Claimed, EnqueueOptions, EnqueueOutcome, NewRetirement, QueryContext, Store,
-    StoreError, Wakeup, decode_claimed, redact_url,
+    StoreError, Wakeup, redact_url,
 };
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use sqlx::postgres::{PgListener, PgPoolOptions};
-use sqlx::{PgPool, Postgres, Row, Transaction};
+use sqlx::{FromRow, PgPool, Postgres, Row, Transaction};
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
@@ -244,7 +244,7 @@ impl Store for PgStore {
         .ctx("claim due retirements")?;
         let mut claimed = rows
             .iter()
-            .map(|r| decode_claimed!(r))
+            .map(Claimed::from_row)
             .collect::<Result<Vec<_>, _>>()
             .ctx("decode a claimed retirement")?;
         claimed.sort_by_key(|c| c.id);

@@ -344,7 +344,7 @@ macro_rules! shared_methods {
                     .fetch_optional(&self.pool)
                     .await
                     .ctx("find a retirement")?;
-                row.map(|r| $crate::store::decode_retirement!(&r))
+                row.map(|r| <$crate::store::Retirement as sqlx::FromRow<_>>::from_row(&r))
                     .transpose()
                     .ctx("decode a retirement")
             })
@@ -365,7 +365,7 @@ macro_rules! shared_methods {
                     .await
                     .ctx("read the history")?;
                 rows.iter()
-                    .map(|r| $crate::store::decode_event!(r))
+                    .map(<$crate::store::Event as sqlx::FromRow<_>>::from_row)
                     .collect::<Result<_, _>>()
                     .ctx("decode an event")
             })
@@ -388,7 +388,7 @@ macro_rules! shared_methods {
                     .await
                     .ctx("list retirements")?;
                 rows.iter()
-                    .map(|r| $crate::store::decode_retirement!(r))
+                    .map(<$crate::store::Retirement as sqlx::FromRow<_>>::from_row)
                     .collect::<Result<_, _>>()
                     .ctx("decode a retirement")
             })
@@ -438,7 +438,7 @@ macro_rules! shared_methods {
                     .await
                     .ctx("read the audit trail")?;
                 rows.iter()
-                    .map(|r| $crate::store::decode_audit!(r))
+                    .map(<$crate::store::AuditRow as sqlx::FromRow<_>>::from_row)
                     .collect::<Result<_, _>>()
                     .ctx("decode an audit row")
             })
@@ -571,7 +571,7 @@ macro_rules! shared_methods {
                 let Some(row) = row else {
                     return Ok(ActionResult::NotFound);
                 };
-                let current = $crate::store::decode_retirement!(&row).ctx("decode a retirement")?;
+                let current = <$crate::store::Retirement as sqlx::FromRow<_>>::from_row(&row).ctx("decode a retirement")?;
                 let transition = match action.decide(graph, current.standing(), now) {
                     Ok(t) => t,
                     Err(refusal) => return Ok(ActionResult::Refused(refusal.0)),
@@ -603,7 +603,7 @@ macro_rules! shared_methods {
                     .fetch_one(&mut *tx)
                     .await
                     .ctx("read the retirement back")?;
-                let updated = $crate::store::decode_retirement!(&row).ctx("decode a retirement")?;
+                let updated = <$crate::store::Retirement as sqlx::FromRow<_>>::from_row(&row).ctx("decode a retirement")?;
                 tx.commit().await.ctx("commit an operator action")?;
                 Ok(ActionResult::Applied(Box::new(updated)))
             })

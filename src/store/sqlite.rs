@@ -3,12 +3,12 @@
 use super::sql::{self, bind_apply, bind_event, shared_methods};
 use super::{
     Applied, Backend, Claimed, EnqueueOptions, EnqueueOutcome, NewRetirement, QueryContext, Store,
-    StoreError, claimed_columns, decode_claimed, redact_url,
+    StoreError, claimed_columns, redact_url,
 };
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{Row, Sqlite, SqlitePool, Transaction};
+use sqlx::{FromRow, Row, Sqlite, SqlitePool, Transaction};
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -230,7 +230,7 @@ impl Store for SqliteStore {
         tx.commit().await.ctx("commit a claim")?;
         let mut claimed = rows
             .iter()
-            .map(|r| decode_claimed!(r))
+            .map(Claimed::from_row)
             .collect::<Result<Vec<_>, _>>()
             .ctx("decode a claimed retirement")?;
         claimed.sort_by_key(|c| c.id);
