@@ -27,6 +27,7 @@ per_backend!(
     release_gives_work_back_untouched,
     release_is_fenced_by_each_claims_own_attempt,
     renew_extends_only_held_leases,
+    open_among_and_recently_active_find_only_their_members,
     audit_filters_by_time_and_subject,
     a_relayed_write_back_keeps_the_lease_for_the_next_state,
     carried_steps_are_written_with_the_outcome_in_order,
@@ -722,6 +723,36 @@ async fn release_is_fenced_by_each_claims_own_attempt(kind: Kind) {
         "each id is fenced by its own attempt, not by any of the list"
     );
     assert_eq!(store.release("a", &attempts, later).await.unwrap(), 2);
+}
+
+async fn open_among_and_recently_active_find_only_their_members(kind: Kind) {
+    let (_db, store, _graph, _p) = setup(kind).await;
+    store
+        .enqueue("PENDING", &subjects(1, 3), "cli", t0())
+        .await
+        .unwrap();
+    let asked: Vec<String> = ["1", "2", "9"].map(String::from).to_vec();
+    let open = store.open_among(&asked).await.unwrap();
+    assert_eq!(open, ["1", "2"].map(String::from).into());
+    assert!(store.open_among(&[]).await.unwrap().is_empty());
+
+    store.record_activity("h1", t0()).await.unwrap();
+    store
+        .record_activity("h2", t0() - Span::days(10))
+        .await
+        .unwrap();
+    let hashes: Vec<String> = ["h1", "h2", "h3"].map(String::from).to_vec();
+    let since = t0() - Span::days(1);
+    let active = store.recently_active(&hashes, since).await.unwrap();
+    assert_eq!(active, ["h1"].map(String::from).into());
+    assert!(
+        store
+            .recently_active(&hashes, t0())
+            .await
+            .unwrap()
+            .is_empty(),
+        "activity at `since` is not after it"
+    );
 }
 
 async fn renew_extends_only_held_leases(kind: Kind) {

@@ -95,7 +95,6 @@ impl Store for PgStore {
     shared_methods! {
         begin: "BEGIN",
         lock: " FOR UPDATE",
-        json_values: "SELECT json_array_elements_text(CAST($2 AS JSON))",
         in_list: in_array,
         pairs: unnest_pairs,
     }

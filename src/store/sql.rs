@@ -148,20 +148,41 @@ macro_rules! bind_event {
     }};
 }
 
+/// The strings of `$list` that `$sql` selects in column `$column`, asked 10,000 at a time
+/// (inside `shared_methods!`): `$sql` takes the values of `$before`, then the chunk as one
+/// list; `$contexts` are those of the query and of decoding its rows.
+macro_rules! strings_among {
+    ($self:ident, $list:expr, $sql:expr, [$($before:expr),*], $column:literal, ($query_context:literal, $decode_context:literal)) => {{
+        use sqlx::Row;
+        use $crate::store::QueryContext;
+        let mut found = std::collections::HashSet::new();
+        for chunk in $list.chunks(10_000) {
+            let rows = sqlx::query($sql)
+                $(.bind($before))*
+                .bind(Self::list_param(chunk))
+                .fetch_all(&$self.pool)
+                .await
+                .ctx($query_context)?;
+            for row in rows {
+                found.insert(row.try_get($column).ctx($decode_context)?);
+            }
+        }
+        Ok(found)
+    }};
+}
+
 /// Store methods identical for both backends (reads, lease renewal and release, operator
 /// actions, state sync), expanded inside each `impl Store`. `begin` starts a writing
-/// transaction, `lock` is appended to the SELECT that locks a row for an operator action,
-/// `json_values` selects the elements of the JSON array bound as `$2` (long lists go as one
-/// parameter: SQLite looks each `$N` up by name, so hundreds of them cost quadratic time).
-/// The backend binds a list of values its own way: `Self::list_param(&[T])` is the value to
-/// bind, `in_list!("$N")` the SQL after a column that matches any element of the list bound
-/// as `$N`, `pairs!("$N", "$M")` a SELECT of the pairs, element by element, of the lists
-/// bound as `$N` and `$M`.
+/// transaction, `lock` is appended to the SELECT that locks a row for an operator action.
+/// The backend binds a list of values its own way, as one parameter (SQLite looks each `$N`
+/// up by name, so hundreds of them cost quadratic time): `Self::list_param(&[T])` is the
+/// value to bind, `in_list!("$N")` the SQL after a column that matches any element of the
+/// list bound as `$N`, `pairs!("$N", "$M")` a SELECT of the pairs, element by element, of
+/// the lists bound as `$N` and `$M`.
 macro_rules! shared_methods {
     (
         begin: $begin:expr,
         lock: $lock:expr,
-        json_values: $json_values:literal,
         in_list: $in_list:ident,
         pairs: $pairs:ident $(,)?
     ) => {
@@ -265,22 +286,17 @@ macro_rules! shared_methods {
             Result<std::collections::HashSet<String>, $crate::store::StoreError>,
         > {
             Box::pin(async move {
-                use sqlx::Row;
-                use $crate::store::QueryContext;
-                let mut out = std::collections::HashSet::new();
-                for chunk in subject_hashes.chunks(10_000) {
-                    let query = sqlx::query(concat!(
-                        "SELECT subject_hash FROM subject_activity WHERE active_at > $1 AND subject_hash IN (",
-                        $json_values,
-                        ")"
-                    ))
-                    .bind(since)
-                    .bind(serde_json::Value::from(chunk).to_string());
-                    for row in query.fetch_all(&self.pool).await.ctx("read recorded activity")? {
-                        out.insert(row.try_get("subject_hash").ctx("decode a subject hash")?);
-                    }
-                }
-                Ok(out)
+                $crate::store::sql::strings_among!(
+                    self,
+                    subject_hashes,
+                    concat!(
+                        "SELECT subject_hash FROM subject_activity WHERE active_at > $1 AND subject_hash ",
+                        $in_list!("$2")
+                    ),
+                    [since],
+                    "subject_hash",
+                    ("read recorded activity", "decode a subject hash")
+                )
             })
         }
 
@@ -520,23 +536,17 @@ macro_rules! shared_methods {
             Result<std::collections::HashSet<String>, $crate::store::StoreError>,
         > {
             Box::pin(async move {
-                use sqlx::Row;
-                use $crate::store::QueryContext;
-                let mut open = std::collections::HashSet::new();
-                for chunk in subjects.chunks(10_000) {
-                    let rows = sqlx::query(concat!(
+                $crate::store::sql::strings_among!(
+                    self,
+                    subjects,
+                    concat!(
                         "SELECT subject FROM retirement WHERE ended_at IS NULL AND subject ",
                         $in_list!("$1")
-                    ))
-                    .bind(Self::list_param(chunk))
-                    .fetch_all(&self.pool)
-                    .await
-                    .ctx("find open retirements")?;
-                    for row in rows {
-                        open.insert(row.try_get("subject").ctx("decode a subject")?);
-                    }
-                }
-                Ok(open)
+                    ),
+                    [],
+                    "subject",
+                    ("find open retirements", "decode a subject")
+                )
             })
         }
 
@@ -611,4 +621,4 @@ macro_rules! shared_methods {
     };
 }
 
-pub(crate) use {bind_apply, bind_event, shared_methods};
+pub(crate) use {bind_apply, bind_event, shared_methods, strings_among};

@@ -114,7 +114,6 @@ impl Store for SqliteStore {
     shared_methods! {
         begin: BEGIN_IMMEDIATE,
         lock: "",
-        json_values: "SELECT value FROM json_each($2)",
         in_list: in_json,
         pairs: json_pairs,
     }
