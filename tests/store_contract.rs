@@ -25,7 +25,9 @@ per_backend!(
     events_are_append_only,
     removing_a_state_in_use_is_refused,
     release_gives_work_back_untouched,
+    release_is_fenced_by_each_claims_own_attempt,
     renew_extends_only_held_leases,
+    open_among_and_recently_active_find_only_their_members,
     audit_filters_by_time_and_subject,
     a_relayed_write_back_keeps_the_lease_for_the_next_state,
     carried_steps_are_written_with_the_outcome_in_order,
@@ -698,6 +700,58 @@ async fn release_gives_work_back_untouched(kind: Kind) {
     assert!(
         again.iter().all(|c| c.attempt == 1),
         "a release does not count as an attempt"
+    );
+}
+
+async fn release_is_fenced_by_each_claims_own_attempt(kind: Kind) {
+    let (_db, store, _graph, _p) = setup(kind).await;
+    store
+        .enqueue("PENDING", &subjects(1, 3), "cli", t0())
+        .await
+        .unwrap();
+    // The first retirement's lease is lost once: it is claimed again at attempt 2, the
+    // second at attempt 1.
+    let first = store.claim("a", t0(), LEASE, 1).await.unwrap();
+    let later = t0() + Span::seconds(61);
+    let batch = store.claim("a", later, LEASE, 10).await.unwrap();
+    let attempts: Vec<(i64, i32)> = batch.iter().map(|c| (c.id, c.attempt)).collect();
+    assert_eq!(attempts, vec![(first[0].id, 2), (batch[1].id, 1)]);
+    let swapped = vec![(batch[0].id, 1), (batch[1].id, 2)];
+    assert_eq!(
+        store.release("a", &swapped, later).await.unwrap(),
+        0,
+        "each id is fenced by its own attempt, not by any of the list"
+    );
+    assert_eq!(store.release("a", &attempts, later).await.unwrap(), 2);
+}
+
+async fn open_among_and_recently_active_find_only_their_members(kind: Kind) {
+    let (_db, store, _graph, _p) = setup(kind).await;
+    store
+        .enqueue("PENDING", &subjects(1, 3), "cli", t0())
+        .await
+        .unwrap();
+    let asked: Vec<String> = ["1", "2", "9"].map(String::from).to_vec();
+    let open = store.open_among(&asked).await.unwrap();
+    assert_eq!(open, ["1", "2"].map(String::from).into());
+    assert!(store.open_among(&[]).await.unwrap().is_empty());
+
+    store.record_activity("h1", t0()).await.unwrap();
+    store
+        .record_activity("h2", t0() - Span::days(10))
+        .await
+        .unwrap();
+    let hashes: Vec<String> = ["h1", "h2", "h3"].map(String::from).to_vec();
+    let since = t0() - Span::days(1);
+    let active = store.recently_active(&hashes, since).await.unwrap();
+    assert_eq!(active, ["h1"].map(String::from).into());
+    assert!(
+        store
+            .recently_active(&hashes, t0())
+            .await
+            .unwrap()
+            .is_empty(),
+        "activity at `since` is not after it"
     );
 }
 

@@ -4,6 +4,7 @@
 mod blast;
 mod graph;
 mod notice;
+mod operator;
 mod reason;
 mod retry;
 mod time;
@@ -12,6 +13,7 @@ mod transition;
 pub use blast::check_blast_radius;
 pub use graph::{Role, StateDef, StateGraph};
 pub use notice::{deletion_hold, grace_ends, reminders_due};
+pub use operator::{OperatorAction, Standing};
 pub use reason::Reason;
 pub use retry::{RetrySchedule, mix, retry_entropy};
 pub use time::{after, before, far_future, truncate_micros};

@@ -5,12 +5,12 @@
 use super::sql::shared_methods;
 use super::{
     Applied, Backend, Claimed, EnqueueOptions, EnqueueOutcome, NewRetirement, QueryContext, Store,
-    StoreError, Wakeup, decode_claimed, redact_url,
+    StoreError, Wakeup, redact_url,
 };
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use sqlx::postgres::{PgListener, PgPoolOptions};
-use sqlx::{PgPool, Postgres, Row, Transaction};
+use sqlx::{FromRow, PgPool, Postgres, Row, Transaction};
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,6 +20,20 @@ const CHANNEL: &str = "lethe_wakeup";
 
 /// Rows per statement for bulk enqueues.
 const ENQUEUE_CHUNK: usize = 5_000;
+
+/// After a column: matches any element of the array bound as `$p`.
+macro_rules! in_array {
+    ($p:literal) => {
+        concat!("= ANY(", $p, ")")
+    };
+}
+
+/// The pairs, element by element, of the arrays bound as `$a` and `$b`.
+macro_rules! unnest_pairs {
+    ($a:literal, $b:literal) => {
+        concat!("SELECT * FROM UNNEST(", $a, ", ", $b, ")")
+    };
+}
 
 /// A store on PostgreSQL.
 #[derive(Clone)]
@@ -49,6 +63,11 @@ impl PgStore {
         &self.pool
     }
 
+    /// A list bound as one parameter: a PostgreSQL array.
+    fn list_param<T>(items: &[T]) -> &[T] {
+        items
+    }
+
     async fn notify(&self, tx: &mut Transaction<'_, Postgres>) -> Result<(), StoreError> {
         sqlx::query("SELECT pg_notify($1, '')")
             .bind(CHANNEL)
@@ -73,11 +92,12 @@ impl PgStore {
 
 #[async_trait]
 impl Store for PgStore {
-    shared_methods!(
-        "BEGIN",
-        " FOR UPDATE",
-        "SELECT json_array_elements_text(CAST($2 AS JSON))"
-    );
+    shared_methods! {
+        begin: "BEGIN",
+        lock: " FOR UPDATE",
+        in_list: in_array,
+        pairs: unnest_pairs,
+    }
 
     fn backend(&self) -> Backend {
         Backend::Postgres
@@ -223,73 +243,11 @@ impl Store for PgStore {
         .ctx("claim due retirements")?;
         let mut claimed = rows
             .iter()
-            .map(|r| decode_claimed!(r))
+            .map(Claimed::from_row)
             .collect::<Result<Vec<_>, _>>()
             .ctx("decode a claimed retirement")?;
         claimed.sort_by_key(|c| c.id);
         Ok(claimed)
-    }
-
-    async fn renew(
-        &self,
-        owner: &str,
-        ids: &[i64],
-        until: DateTime<Utc>,
-    ) -> Result<u64, StoreError> {
-        let done = sqlx::query(
-            "UPDATE retirement SET lease_until = $1, due_at = $1 WHERE lease_owner = $2 AND id = ANY($3)",
-        )
-        .bind(until)
-        .bind(owner)
-        .bind(ids)
-        .execute(&self.pool)
-        .await
-        .ctx("renew leases")?;
-        Ok(done.rows_affected())
-    }
-
-    async fn open_among(
-        &self,
-        subjects: &[String],
-    ) -> Result<std::collections::HashSet<String>, StoreError> {
-        let mut open = std::collections::HashSet::new();
-        for chunk in subjects.chunks(10_000) {
-            let chunk = chunk.to_vec();
-            let rows = sqlx::query(
-                "SELECT subject FROM retirement WHERE ended_at IS NULL AND subject = ANY($1)",
-            )
-            .bind(&chunk)
-            .fetch_all(&self.pool)
-            .await
-            .ctx("find open retirements")?;
-            for row in rows {
-                open.insert(row.try_get("subject").ctx("decode a subject")?);
-            }
-        }
-        Ok(open)
-    }
-
-    async fn release(
-        &self,
-        owner: &str,
-        claimed: &[(i64, i32)],
-        now: DateTime<Utc>,
-    ) -> Result<u64, StoreError> {
-        let ids: Vec<i64> = claimed.iter().map(|c| c.0).collect();
-        let attempts: Vec<i32> = claimed.iter().map(|c| c.1).collect();
-        let done = sqlx::query(
-            "UPDATE retirement r SET lease_owner = NULL, lease_until = NULL, due_at = $1, attempt = r.attempt - 1 \
-             FROM UNNEST($2::bigint[], $3::int[]) AS c(id, attempt) \
-             WHERE r.id = c.id AND r.attempt = c.attempt AND r.lease_owner = $4",
-        )
-        .bind(now)
-        .bind(&ids)
-        .bind(&attempts)
-        .bind(owner)
-        .execute(&self.pool)
-        .await
-        .ctx("release leases")?;
-        Ok(done.rows_affected())
     }
 
     async fn write_back(

@@ -37,10 +37,6 @@ pub(crate) const OPEN_IN_STATE: &str =
 pub(crate) const UPSERT_STATE: &str = "INSERT INTO state (name, position, role) VALUES ($1, $2, $3) \
      ON CONFLICT (name) DO UPDATE SET position = excluded.position, role = excluded.role";
 
-/// Releases a claim untouched.
-pub(crate) const RELEASE_ONE: &str = "UPDATE retirement SET lease_owner = NULL, lease_until = NULL, \
-     due_at = $1, attempt = attempt - 1 WHERE id = $2 AND lease_owner = $3 AND attempt = $4";
-
 /// Ids of the retirements with this id, open for this subject, or under these hashes
 /// (a union, so each part uses its index: the subject arm matches the partial index of
 /// open retirements; ended ones have no subject anyway).
@@ -152,13 +148,44 @@ macro_rules! bind_event {
     }};
 }
 
-/// Store methods identical for both backends (reads, operator actions, state sync),
-/// expanded inside each `impl Store`. `$begin` starts a writing transaction, `$lock` is
-/// appended to the SELECT that locks a row for an operator action, `$json_values` selects
-/// the elements of the JSON array bound as `$2` (long lists go as one parameter: SQLite
-/// looks each `$N` up by name, so hundreds of them cost quadratic time).
+/// The strings of `$list` that `$sql` selects in column `$column`, asked 10,000 at a time
+/// (inside `shared_methods!`): `$sql` takes the values of `$before`, then the chunk as one
+/// list; `$contexts` are those of the query and of decoding its rows.
+macro_rules! strings_among {
+    ($self:ident, $list:expr, $sql:expr, [$($before:expr),*], $column:literal, ($query_context:literal, $decode_context:literal)) => {{
+        use sqlx::Row;
+        use $crate::store::QueryContext;
+        let mut found = std::collections::HashSet::new();
+        for chunk in $list.chunks(10_000) {
+            let rows = sqlx::query($sql)
+                $(.bind($before))*
+                .bind(Self::list_param(chunk))
+                .fetch_all(&$self.pool)
+                .await
+                .ctx($query_context)?;
+            for row in rows {
+                found.insert(row.try_get($column).ctx($decode_context)?);
+            }
+        }
+        Ok(found)
+    }};
+}
+
+/// Store methods identical for both backends (reads, lease renewal and release, operator
+/// actions, state sync), expanded inside each `impl Store`. `begin` starts a writing
+/// transaction, `lock` is appended to the SELECT that locks a row for an operator action.
+/// The backend binds a list of values its own way, as one parameter (SQLite looks each `$N`
+/// up by name, so hundreds of them cost quadratic time): `Self::list_param(&[T])` is the
+/// value to bind, `in_list!("$N")` the SQL after a column that matches any element of the
+/// list bound as `$N`, `pairs!("$N", "$M")` a SELECT of the pairs, element by element, of
+/// the lists bound as `$N` and `$M`.
 macro_rules! shared_methods {
-    ($begin:expr, $lock:expr, $json_values:literal) => {
+    (
+        begin: $begin:expr,
+        lock: $lock:expr,
+        in_list: $in_list:ident,
+        pairs: $pairs:ident $(,)?
+    ) => {
         fn sync_states<'a>(
             &'a self,
             graph: &'a $crate::domain::StateGraph,
@@ -259,22 +286,17 @@ macro_rules! shared_methods {
             Result<std::collections::HashSet<String>, $crate::store::StoreError>,
         > {
             Box::pin(async move {
-                use sqlx::Row;
-                use $crate::store::QueryContext;
-                let mut out = std::collections::HashSet::new();
-                for chunk in subject_hashes.chunks(10_000) {
-                    let query = sqlx::query(concat!(
-                        "SELECT subject_hash FROM subject_activity WHERE active_at > $1 AND subject_hash IN (",
-                        $json_values,
-                        ")"
-                    ))
-                    .bind(since)
-                    .bind(serde_json::Value::from(chunk).to_string());
-                    for row in query.fetch_all(&self.pool).await.ctx("read recorded activity")? {
-                        out.insert(row.try_get("subject_hash").ctx("decode a subject hash")?);
-                    }
-                }
-                Ok(out)
+                $crate::store::sql::strings_among!(
+                    self,
+                    subject_hashes,
+                    concat!(
+                        "SELECT subject_hash FROM subject_activity WHERE active_at > $1 AND subject_hash ",
+                        $in_list!("$2")
+                    ),
+                    [since],
+                    "subject_hash",
+                    ("read recorded activity", "decode a subject hash")
+                )
             })
         }
 
@@ -338,7 +360,7 @@ macro_rules! shared_methods {
                     .fetch_optional(&self.pool)
                     .await
                     .ctx("find a retirement")?;
-                row.map(|r| $crate::store::decode_retirement!(&r))
+                row.map(|r| <$crate::store::Retirement as sqlx::FromRow<_>>::from_row(&r))
                     .transpose()
                     .ctx("decode a retirement")
             })
@@ -359,7 +381,7 @@ macro_rules! shared_methods {
                     .await
                     .ctx("read the history")?;
                 rows.iter()
-                    .map(|r| $crate::store::decode_event!(r))
+                    .map(<$crate::store::Event as sqlx::FromRow<_>>::from_row)
                     .collect::<Result<_, _>>()
                     .ctx("decode an event")
             })
@@ -382,7 +404,7 @@ macro_rules! shared_methods {
                     .await
                     .ctx("list retirements")?;
                 rows.iter()
-                    .map(|r| $crate::store::decode_retirement!(r))
+                    .map(<$crate::store::Retirement as sqlx::FromRow<_>>::from_row)
                     .collect::<Result<_, _>>()
                     .ctx("decode a retirement")
             })
@@ -432,7 +454,7 @@ macro_rules! shared_methods {
                     .await
                     .ctx("read the audit trail")?;
                 rows.iter()
-                    .map(|r| $crate::store::decode_audit!(r))
+                    .map(<$crate::store::AuditRow as sqlx::FromRow<_>>::from_row)
                     .collect::<Result<_, _>>()
                     .ctx("decode an audit row")
             })
@@ -452,6 +474,79 @@ macro_rules! shared_methods {
                     .await
                     .ctx("find the next due time")?;
                 row.try_get("due").ctx("decode the next due time")
+            })
+        }
+
+        fn renew<'a>(
+            &'a self,
+            owner: &'a str,
+            ids: &'a [i64],
+            until: chrono::DateTime<chrono::Utc>,
+        ) -> $crate::store::BoxFuture<'a, Result<u64, $crate::store::StoreError>> {
+            Box::pin(async move {
+                use $crate::store::QueryContext;
+                let done = sqlx::query(concat!(
+                    "UPDATE retirement SET lease_until = $1, due_at = $1 \
+                     WHERE lease_owner = $2 AND id ",
+                    $in_list!("$3")
+                ))
+                .bind(until)
+                .bind(owner)
+                .bind(Self::list_param(ids))
+                .execute(&self.pool)
+                .await
+                .ctx("renew leases")?;
+                Ok(done.rows_affected())
+            })
+        }
+
+        fn release<'a>(
+            &'a self,
+            owner: &'a str,
+            claimed: &'a [(i64, i32)],
+            now: chrono::DateTime<chrono::Utc>,
+        ) -> $crate::store::BoxFuture<'a, Result<u64, $crate::store::StoreError>> {
+            Box::pin(async move {
+                use $crate::store::QueryContext;
+                let ids: Vec<i64> = claimed.iter().map(|c| c.0).collect();
+                let attempts: Vec<i32> = claimed.iter().map(|c| c.1).collect();
+                // Fenced like a write-back: still held by `owner`, at the claimed attempt.
+                let done = sqlx::query(concat!(
+                    "UPDATE retirement SET lease_owner = NULL, lease_until = NULL, due_at = $1, \
+                     attempt = attempt - 1 WHERE lease_owner = $2 AND (id, attempt) IN (",
+                    $pairs!("$3", "$4"),
+                    ")"
+                ))
+                .bind(now)
+                .bind(owner)
+                .bind(Self::list_param(&ids))
+                .bind(Self::list_param(&attempts))
+                .execute(&self.pool)
+                .await
+                .ctx("release leases")?;
+                Ok(done.rows_affected())
+            })
+        }
+
+        fn open_among<'a>(
+            &'a self,
+            subjects: &'a [String],
+        ) -> $crate::store::BoxFuture<
+            'a,
+            Result<std::collections::HashSet<String>, $crate::store::StoreError>,
+        > {
+            Box::pin(async move {
+                $crate::store::sql::strings_among!(
+                    self,
+                    subjects,
+                    concat!(
+                        "SELECT subject FROM retirement WHERE ended_at IS NULL AND subject ",
+                        $in_list!("$1")
+                    ),
+                    [],
+                    "subject",
+                    ("find open retirements", "decode a subject")
+                )
             })
         }
 
@@ -486,8 +581,8 @@ macro_rules! shared_methods {
                 let Some(row) = row else {
                     return Ok(ActionResult::NotFound);
                 };
-                let current = $crate::store::decode_retirement!(&row).ctx("decode a retirement")?;
-                let transition = match action.decide(graph, &current, now) {
+                let current = <$crate::store::Retirement as sqlx::FromRow<_>>::from_row(&row).ctx("decode a retirement")?;
+                let transition = match action.decide(graph, current.standing(), now) {
                     Ok(t) => t,
                     Err(refusal) => return Ok(ActionResult::Refused(refusal.0)),
                 };
@@ -518,7 +613,7 @@ macro_rules! shared_methods {
                     .fetch_one(&mut *tx)
                     .await
                     .ctx("read the retirement back")?;
-                let updated = $crate::store::decode_retirement!(&row).ctx("decode a retirement")?;
+                let updated = <$crate::store::Retirement as sqlx::FromRow<_>>::from_row(&row).ctx("decode a retirement")?;
                 tx.commit().await.ctx("commit an operator action")?;
                 Ok(ActionResult::Applied(Box::new(updated)))
             })
@@ -526,4 +621,4 @@ macro_rules! shared_methods {
     };
 }
 
-pub(crate) use {bind_apply, bind_event, shared_methods};
+pub(crate) use {bind_apply, bind_event, shared_methods, strings_among};

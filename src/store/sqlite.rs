@@ -3,12 +3,12 @@
 use super::sql::{self, bind_apply, bind_event, shared_methods};
 use super::{
     Applied, Backend, Claimed, EnqueueOptions, EnqueueOutcome, NewRetirement, QueryContext, Store,
-    StoreError, claimed_columns, decode_claimed, redact_url,
+    StoreError, claimed_columns, redact_url,
 };
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{Row, Sqlite, SqlitePool, Transaction};
+use sqlx::{FromRow, Row, Sqlite, SqlitePool, Transaction};
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -19,6 +19,26 @@ pub struct SqliteStore {
 }
 
 const BEGIN_IMMEDIATE: &str = "BEGIN IMMEDIATE";
+
+/// After a column: matches any element of the JSON array bound as `$p`.
+macro_rules! in_json {
+    ($p:literal) => {
+        concat!("IN (SELECT value FROM json_each(", $p, "))")
+    };
+}
+
+/// The pairs, element by element, of the JSON arrays bound as `$a` and `$b`.
+macro_rules! json_pairs {
+    ($a:literal, $b:literal) => {
+        concat!(
+            "SELECT a.value, b.value FROM json_each(",
+            $a,
+            ") AS a JOIN json_each(",
+            $b,
+            ") AS b ON b.key = a.key"
+        )
+    };
+}
 
 impl SqliteStore {
     /// Opens (and creates) the database file in WAL mode.
@@ -70,6 +90,12 @@ impl SqliteStore {
         &self.pool
     }
 
+    /// A list bound as one parameter: a JSON array (SQLite looks each `$N` up by name, so
+    /// hundreds of them cost quadratic time).
+    fn list_param<T: serde::Serialize>(items: &[T]) -> String {
+        serde_json::to_string(items).unwrap_or_else(|_| "[]".into())
+    }
+
     async fn notify(&self, _tx: &mut Transaction<'_, Sqlite>) -> Result<(), StoreError> {
         Ok(())
     }
@@ -85,7 +111,12 @@ impl SqliteStore {
 
 #[async_trait]
 impl Store for SqliteStore {
-    shared_methods!(BEGIN_IMMEDIATE, "", "SELECT value FROM json_each($2)");
+    shared_methods! {
+        begin: BEGIN_IMMEDIATE,
+        lock: "",
+        in_list: in_json,
+        pairs: json_pairs,
+    }
 
     fn backend(&self) -> Backend {
         Backend::Sqlite
@@ -198,77 +229,11 @@ impl Store for SqliteStore {
         tx.commit().await.ctx("commit a claim")?;
         let mut claimed = rows
             .iter()
-            .map(|r| decode_claimed!(r))
+            .map(Claimed::from_row)
             .collect::<Result<Vec<_>, _>>()
             .ctx("decode a claimed retirement")?;
         claimed.sort_by_key(|c| c.id);
         Ok(claimed)
-    }
-
-    async fn renew(
-        &self,
-        owner: &str,
-        ids: &[i64],
-        until: DateTime<Utc>,
-    ) -> Result<u64, StoreError> {
-        let ids_json = serde_json::to_string(ids).unwrap_or_else(|_| "[]".into());
-        let done = sqlx::query(
-            "UPDATE retirement SET lease_until = $1, due_at = $1 \
-             WHERE lease_owner = $2 AND id IN (SELECT value FROM json_each($3))",
-        )
-        .bind(until)
-        .bind(owner)
-        .bind(ids_json)
-        .execute(&self.pool)
-        .await
-        .ctx("renew leases")?;
-        Ok(done.rows_affected())
-    }
-
-    async fn open_among(
-        &self,
-        subjects: &[String],
-    ) -> Result<std::collections::HashSet<String>, StoreError> {
-        let mut open = std::collections::HashSet::new();
-        for chunk in subjects.chunks(10_000) {
-            let chunk = chunk.to_vec();
-            let rows = sqlx::query("SELECT subject FROM retirement WHERE ended_at IS NULL AND subject IN (SELECT value FROM json_each($1))")
-                .bind(serde_json::to_string(&chunk).unwrap_or_else(|_| "[]".into()))
-                .fetch_all(&self.pool)
-                .await
-                .ctx("find open retirements")?;
-            for row in rows {
-                open.insert(row.try_get("subject").ctx("decode a subject")?);
-            }
-        }
-        Ok(open)
-    }
-
-    async fn release(
-        &self,
-        owner: &str,
-        claimed: &[(i64, i32)],
-        now: DateTime<Utc>,
-    ) -> Result<u64, StoreError> {
-        let mut tx = self
-            .pool
-            .begin_with(BEGIN_IMMEDIATE)
-            .await
-            .ctx("begin a release")?;
-        let mut released = 0;
-        for (id, attempt) in claimed {
-            released += sqlx::query(sql::RELEASE_ONE)
-                .bind(now)
-                .bind(id)
-                .bind(owner)
-                .bind(attempt)
-                .execute(&mut *tx)
-                .await
-                .ctx("release a lease")?
-                .rows_affected();
-        }
-        tx.commit().await.ctx("commit a release")?;
-        Ok(released)
     }
 
     async fn write_back(
