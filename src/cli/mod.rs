@@ -17,7 +17,7 @@ mod run;
 mod scan;
 mod setup;
 
-use crate::store::OperatorAction;
+use crate::domain::OperatorAction;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use ctx::Ctx;
 use failure::Outcome;

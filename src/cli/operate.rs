@@ -3,8 +3,9 @@
 use super::ctx::Ctx;
 use super::failure::{Failure, Outcome};
 use super::output::{json, out};
+use crate::domain::OperatorAction;
 use crate::ops::{OperateError, Touched};
-use crate::store::{OperatorAction, Retirement};
+use crate::store::Retirement;
 use chrono::Utc;
 
 pub(crate) async fn operate(ctx: &Ctx, target: &str, action: OperatorAction) -> Outcome {

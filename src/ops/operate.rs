@@ -2,10 +2,11 @@
 //! an operator means by `#id`, subject id or email.
 
 use super::input::{InputError, parse_subject, shown};
+use crate::domain::OperatorAction;
 use crate::domain::StateGraph;
 use crate::error::{Classified, ErrorKind};
 use crate::pii::HashKey;
-use crate::store::{ActionResult, Lookup, OperatorAction, Retirement, Store, StoreError};
+use crate::store::{ActionResult, Lookup, Retirement, Store, StoreError};
 use chrono::{DateTime, Utc};
 
 /// Why an operator action could not be applied.

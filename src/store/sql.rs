@@ -554,7 +554,7 @@ macro_rules! shared_methods {
             &'a self,
             graph: &'a $crate::domain::StateGraph,
             id: i64,
-            action: &'a $crate::store::OperatorAction,
+            action: &'a $crate::domain::OperatorAction,
             actor: &'a str,
             now: chrono::DateTime<chrono::Utc>,
         ) -> $crate::store::BoxFuture<
