@@ -130,7 +130,7 @@ impl Drop for Workdir {
 }
 
 #[test]
-fn check_accepts_the_shipped_preset_and_reports_missing_handlers() {
+fn check_accepts_the_shipped_preset_and_names_missing_secrets() {
     let w = Workdir::new("check");
     let root = common::repo_root();
     let out = w.ok(&[
@@ -143,7 +143,7 @@ fn check_accepts_the_shipped_preset_and_reports_missing_handlers() {
     assert!(
         out.contains("PENDING              -> email      ok")
             && out.contains("RETIRING_SARBACANE   -> sarbacane  ok")
-            && out.contains("NOTIFIED             -> notify     NOT IMPLEMENTED YET")
+            && out.contains("NOTIFIED             -> notify     ok")
             && out.contains("warning: LETHE_SARBACANE_API_KEY is not set"),
         "{out}"
     );
@@ -151,10 +151,12 @@ fn check_accepts_the_shipped_preset_and_reports_missing_handlers() {
         out.contains("RETIRING_EDX         -> sql_delete ok")
             && out.contains("template warning: ok in en, fr")
             && out.contains("template reminder: ok in en, fr")
-            && out.contains("config valid; 1 stage(s) wait for handlers"),
+            && out.contains("config valid")
+            && !out.contains("NOT IMPLEMENTED"),
         "{out}"
     );
-    // run refuses those stages rather than skipping them.
+    // run refuses to start without what the environment must give (here the source's URL,
+    // the first one it needs) rather than skipping a stage.
     let err = w.fails(
         &[
             "run",
@@ -166,7 +168,7 @@ fn check_accepts_the_shipped_preset_and_reports_missing_handlers() {
         ],
         2,
     );
-    assert!(err.contains("not implemented yet"), "{err}");
+    assert!(err.contains("LETHE_SOURCE_URL"), "{err}");
 }
 
 #[test]
@@ -890,4 +892,39 @@ fn a_restarted_daemon_scans_when_the_interval_since_the_last_scan_is_over() {
     let logs = daemon_until(&w, "continuing from the last recorded scan");
     assert!(!logs.contains("scan finished"), "{logs}");
     assert_eq!(scans(), 1, "a restart does not rescan");
+}
+
+#[test]
+fn ack_records_for_a_waiting_service_and_refuses_the_rest_with_exit_3() {
+    let w = Workdir::new("ack");
+    w.write_pipeline(&format!(
+        "{}\n[[service]]\nname = \"joanie\"\n",
+        noop_pipeline("", "").replace(
+            "state = \"NOTIFIED\"\nhandler = \"noop\"",
+            "state = \"NOTIFIED\"\nhandler = \"notify\"\nservices = [\"joanie\"]"
+        )
+    ));
+    w.ok(&["migrate"]);
+    w.ok(&["enqueue", "1", "2"]);
+    let err = w.fails(&["ack", "1", "crm"], 3);
+    assert!(
+        err.contains("no [[service]] is named \"crm\" (configured: joanie)"),
+        "{err}"
+    );
+    let err = w.fails(&["ack", "1", "joanie"], 3);
+    assert!(
+        err.contains("is in state PENDING, which does not await joanie"),
+        "{err}"
+    );
+    // The driver runs the notify stage: 1 then awaits joanie, and the ack completes it.
+    w.ok(&["run", "--once"]);
+    let out = w.ok(&["ack", "1", "joanie"]);
+    assert!(out.contains("joanie acknowledged"), "{out}");
+    let out = w.ok(&["ack", "1", "joanie"]);
+    assert!(out.contains("had acknowledged already"), "{out}");
+    w.ok(&["run", "--once"]);
+    let status = w.ok(&["status", "#1"]);
+    assert!(status.contains("COMPLETE"), "{status}");
+    assert!(status.contains("ack"), "{status}");
+    w.fails(&["ack", "#1", "joanie"], 3);
 }

@@ -147,6 +147,14 @@ enum Command {
         #[arg(long)]
         at: Option<String>,
     },
+    /// Record that a downstream service deleted its copy of a retired user (the notify
+    /// stage waits for every service's acknowledgement).
+    Ack {
+        /// The retirement: `#ID`, the subject id or the email.
+        target: String,
+        /// The service, as named by its [[service]] entry.
+        service: String,
+    },
     /// The audit trail: every event, oldest first.
     Audit {
         /// From this time (RFC 3339 or YYYY-MM-DD), inclusive.
@@ -227,6 +235,7 @@ async fn dispatch(cli: Cli) -> Outcome {
             operate::operate(&ctx, &target, OperatorAction::Abort { reason }).await
         }
         Command::Touch { subject, at } => operate::touch(&ctx, &subject, at).await,
+        Command::Ack { target, service } => operate::ack(&ctx, &target, &service).await,
         Command::Audit {
             since,
             until,

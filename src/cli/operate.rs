@@ -1,4 +1,4 @@
-//! `resume`, `abort`, `touch`: operator actions on one retirement.
+//! `resume`, `abort`, `touch`, `ack`: operator actions on one retirement.
 
 use super::ctx::Ctx;
 use super::failure::{Failure, Outcome};
@@ -74,6 +74,43 @@ pub(crate) async fn touch(ctx: &Ctx, subject: &str, at: Option<String>) -> Outco
     match touched {
         Touched::NoneOpen => out!("activity recorded; no open retirement"),
         Touched::Cancelled(r) => print_applied(ctx, &r, "activity recorded; ", " cancelled"),
+    }
+    Ok(())
+}
+
+pub(crate) async fn ack(ctx: &Ctx, target: &str, service: &str) -> Outcome {
+    let config = ctx.config()?;
+    let store = ctx.store(Some(&config), 1).await?;
+    let key = crate::pii::HashKey::from_env().ok();
+    let now = crate::domain::truncate_micros(Utc::now());
+    let actor = ctx.actor();
+    let acked = crate::ops::ack(
+        store.as_ref(),
+        &config.pipeline,
+        target,
+        key.as_ref(),
+        service,
+        &actor,
+        now,
+    )
+    .await?;
+    let (id, already) = match acked {
+        crate::ops::Acked::Recorded(id) => (id, None),
+        crate::ops::Acked::Already(id, at) => (id, Some(at)),
+    };
+    if ctx.global.json {
+        out!(
+            "{}",
+            serde_json::json!({ "id": id, "service": service, "already_acked_at": already })
+        );
+    } else {
+        match already {
+            None => out!("#{id}: {service} acknowledged"),
+            Some(at) => out!(
+                "#{id}: {service} had acknowledged already at {}",
+                super::output::time(Some(at))
+            ),
+        }
     }
     Ok(())
 }

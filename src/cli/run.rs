@@ -9,11 +9,17 @@ use std::sync::Arc;
 pub(crate) async fn run(ctx: &Ctx, once: bool) -> Outcome {
     let config = ctx.config()?;
     let key = ctx.hash_key()?;
-    let handlers = crate::stages::build(&config.pipeline).await?;
     let tuning = config.pipeline.driver.clone();
     let store = ctx
         .store_migrating(&config, tuning.concurrency as u32 * 2 + 2)
         .await?;
+    let clock: Arc<dyn crate::clock::Clock> = Arc::new(crate::clock::SystemClock);
+    let handlers = crate::stages::build_from(crate::stages::BuildContext {
+        pipeline: &config.pipeline,
+        clock: clock.clone(),
+        store: Some(store.clone()),
+    })
+    .await?;
     let driver = Arc::new(Driver::new(
         store,
         config.graph.clone(),
@@ -21,7 +27,7 @@ pub(crate) async fn run(ctx: &Ctx, once: bool) -> Outcome {
         tuning,
         handlers,
         unique_owner(),
-        Arc::new(crate::clock::SystemClock),
+        clock,
     ));
     let scans = match (once, &config.pipeline.source) {
         (false, Some(source)) => Some(crate::daemon::Scans {

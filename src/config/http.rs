@@ -111,55 +111,107 @@ pub const SARBACANE_ACCOUNT_ENV: &str = "LETHE_SARBACANE_ACCOUNT_ID";
 /// The API key's environment variable of a sarbacane stage.
 pub const SARBACANE_KEY_ENV: &str = "LETHE_SARBACANE_API_KEY";
 
-/// Settings of a sarbacane stage; the account id and API key come from
-/// `LETHE_SARBACANE_ACCOUNT_ID` and `LETHE_SARBACANE_API_KEY`.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SarbacaneSettings {
-    /// The API's base URL.
-    #[serde(default = "default_sarbacane_url")]
-    pub url: String,
-    /// How long the lists and blacklists fetched for one batch serve the next ones.
-    #[serde(default = "default_lists_ttl", deserialize_with = "duration")]
-    pub lists_ttl: Duration,
-    /// Lists asked for per page (Sarbacane allows at most 1000).
-    #[serde(default = "default_page_size")]
-    pub page_size: u32,
-    /// See [`HttpLimits::timeout`].
-    #[serde(default = "default_timeout", deserialize_with = "duration")]
-    pub timeout: Duration,
-    /// See [`HttpLimits::concurrency`].
-    #[serde(default = "default_concurrency")]
-    pub concurrency: usize,
-    /// See [`HttpLimits::rate_per_minute`].
-    #[serde(default)]
-    pub rate_per_minute: Option<u32>,
-    /// See [`HttpLimits::retries`].
-    #[serde(default = "default_retries")]
-    pub retries: u32,
-    /// See [`HttpLimits::retry_delay`].
-    #[serde(default = "default_retry_delay", deserialize_with = "duration")]
-    pub retry_delay: Duration,
-    /// From `LETHE_SARBACANE_ACCOUNT_ID`.
-    #[serde(skip)]
-    pub account_id: Option<Secret>,
-    /// From `LETHE_SARBACANE_API_KEY`.
-    #[serde(skip)]
-    pub api_key: Option<Secret>,
+/// Declares the settings of a stage that calls HTTP services: its own fields, then the
+/// client limits every such stage has (`timeout`, `concurrency`, `rate_per_minute`,
+/// `retries`, `retry_delay`) and `limits()` to read them.
+macro_rules! http_stage_settings {
+    ($(#[$meta:meta])* pub struct $name:ident { $($(#[$fmeta:meta])* pub $field:ident: $ty:ty,)* }) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, PartialEq, Deserialize)]
+        #[serde(deny_unknown_fields)]
+        pub struct $name {
+            $($(#[$fmeta])* pub $field: $ty,)*
+            /// See [`HttpLimits::timeout`].
+            #[serde(default = "default_timeout", deserialize_with = "duration")]
+            pub timeout: Duration,
+            /// See [`HttpLimits::concurrency`].
+            #[serde(default = "default_concurrency")]
+            pub concurrency: usize,
+            /// See [`HttpLimits::rate_per_minute`].
+            #[serde(default)]
+            pub rate_per_minute: Option<u32>,
+            /// See [`HttpLimits::retries`].
+            #[serde(default = "default_retries")]
+            pub retries: u32,
+            /// See [`HttpLimits::retry_delay`].
+            #[serde(default = "default_retry_delay", deserialize_with = "duration")]
+            pub retry_delay: Duration,
+        }
+
+        impl $name {
+            /// The client limits of this stage.
+            pub fn limits(&self) -> HttpLimits {
+                HttpLimits {
+                    timeout: self.timeout,
+                    concurrency: self.concurrency,
+                    rate_per_minute: self.rate_per_minute,
+                    retries: self.retries,
+                    retry_delay: self.retry_delay,
+                }
+            }
+        }
+    };
+}
+
+http_stage_settings! {
+    /// Settings of a sarbacane stage; the account id and API key come from
+    /// `LETHE_SARBACANE_ACCOUNT_ID` and `LETHE_SARBACANE_API_KEY`.
+    pub struct SarbacaneSettings {
+        /// The API's base URL.
+        #[serde(default = "default_sarbacane_url")]
+        pub url: String,
+        /// How long the lists and blacklists fetched for one batch serve the next ones.
+        #[serde(default = "default_lists_ttl", deserialize_with = "duration")]
+        pub lists_ttl: Duration,
+        /// Lists asked for per page (Sarbacane allows at most 1000).
+        #[serde(default = "default_page_size")]
+        pub page_size: u32,
+        /// From `LETHE_SARBACANE_ACCOUNT_ID`.
+        #[serde(skip)]
+        pub account_id: Option<Secret>,
+        /// From `LETHE_SARBACANE_API_KEY`.
+        #[serde(skip)]
+        pub api_key: Option<Secret>,
+    }
+}
+
+http_stage_settings! {
+    /// Settings of a notify stage: the `[[service]]`s that must acknowledge, and the
+    /// limits of the client that posts their webhooks.
+    pub struct NotifySettings {
+        /// The services, by name.
+        pub services: Vec<String>,
+        /// How often an unacknowledged retirement is looked at again (an ack wakes it
+        /// at once; this bounds the wait for a webhook that failed).
+        #[serde(default = "default_recheck", deserialize_with = "duration")]
+        pub recheck: Duration,
+        /// lethe's API as the services reach it (`https://lethe.example.org`): webhooks
+        /// then carry the URL to acknowledge at.
+        #[serde(default)]
+        pub ack_url: Option<String>,
+    }
+}
+
+impl NotifySettings {
+    /// Checks values; errors are (key, problem).
+    pub(crate) fn check(&self) -> Result<(), (String, String)> {
+        if self.services.is_empty() {
+            return Err((
+                "services".into(),
+                "name at least one [[service]] that must acknowledge".into(),
+            ));
+        }
+        if self.recheck < Duration::from_secs(1) {
+            return Err(("recheck".into(), "must be at least 1s".into()));
+        }
+        if let Some(url) = &self.ack_url {
+            check_url(url).map_err(|problem| ("ack_url".to_string(), problem))?;
+        }
+        self.limits().check()
+    }
 }
 
 impl SarbacaneSettings {
-    /// The client limits of this stage.
-    pub fn limits(&self) -> HttpLimits {
-        HttpLimits {
-            timeout: self.timeout,
-            concurrency: self.concurrency,
-            rate_per_minute: self.rate_per_minute,
-            retries: self.retries,
-            retry_delay: self.retry_delay,
-        }
-    }
-
     /// Checks values; errors are (key, problem).
     pub(crate) fn check(&self) -> Result<(), (String, String)> {
         check_url(&self.url).map_err(|problem| ("url".to_string(), problem))?;
@@ -188,6 +240,10 @@ pub(crate) fn check_url(text: &str) -> Result<(), String> {
 
 fn default_sarbacane_url() -> String {
     "https://sarbacaneapis.com/v1".into()
+}
+
+fn default_recheck() -> Duration {
+    Duration::from_secs(3600)
 }
 
 fn default_lists_ttl() -> Duration {

@@ -7,6 +7,7 @@ mod duration;
 mod email;
 mod http;
 mod pipeline;
+mod service;
 mod source;
 mod stage;
 mod states;
@@ -15,9 +16,11 @@ mod target;
 pub use duration::{HumanDuration, parse_duration};
 pub use email::{Email, SMTP_HOST_ENV, SMTP_PASSWORD_ENV, SMTP_USERNAME_ENV, Tls, Undeliverable};
 pub use http::{
-    HttpLimits, SARBACANE_ACCOUNT_ENV, SARBACANE_KEY_ENV, SarbacaneSettings, Secret, secret_env,
+    HttpLimits, NotifySettings, SARBACANE_ACCOUNT_ENV, SARBACANE_KEY_ENV, SarbacaneSettings,
+    Secret, secret_env,
 };
 pub use pipeline::{DriverTuning, Pipeline, Policy, Stage};
+pub use service::Service;
 pub use source::{SOURCE_URL_ENV, Source};
 pub use stage::{
     EmailSettings, GraceSettings, HandlerKind, NoopSettings, SqlDeleteSettings, StageSettings,

@@ -24,6 +24,8 @@ struct PipelineFile {
     target: Vec<TargetSection>,
     source: Option<super::source::Source>,
     email: Option<super::email::Email>,
+    #[serde(default)]
+    service: Vec<super::Service>,
 }
 
 #[derive(Deserialize, Default)]
@@ -143,6 +145,8 @@ pub struct Pipeline {
     pub source: Option<super::source::Source>,
     /// The SMTP server and templates, if configured.
     pub email: Option<super::email::Email>,
+    /// Downstream services that acknowledge deletions.
+    pub services: Vec<super::Service>,
 }
 
 impl Pipeline {
@@ -179,6 +183,9 @@ impl Pipeline {
             if let super::StageSettings::Sarbacane(settings) = &mut stage.settings {
                 settings.apply_env(env);
             }
+        }
+        for service in &mut self.services {
+            service.apply_env(env);
         }
         Ok(())
     }
@@ -326,6 +333,30 @@ pub(super) fn parse(
             ));
         }
     }
+    super::service::check_services(file, &parsed.service)?;
+    for stage in &stages {
+        if let StageSettings::Notify(n) = &stage.settings
+            && let Some(missing) = n
+                .services
+                .iter()
+                .find(|name| !parsed.service.iter().any(|s| &s.name == *name))
+        {
+            return Err(invalid(
+                file,
+                format!("stage for {}.services", stage.state),
+                Some(missing),
+                format!(
+                    "no [[service]] has this name (declared: {})",
+                    parsed
+                        .service
+                        .iter()
+                        .map(|s| s.name.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            ));
+        }
+    }
     let mut source = parsed.source.map(|s| s.validate(file)).transpose()?;
     // A target's placeholder account is never selected nor enqueued.
     if let Some(source) = &mut source {
@@ -374,6 +405,7 @@ pub(super) fn parse(
         targets,
         source,
         email,
+        services: parsed.service,
     })
 }
 

@@ -48,8 +48,9 @@ impl HandlerKind {
             | HandlerKind::SqlDelete
             | HandlerKind::Email
             | HandlerKind::Grace
-            | HandlerKind::Sarbacane => None,
-            HandlerKind::Http | HandlerKind::Notify => Some("a later issue"),
+            | HandlerKind::Sarbacane
+            | HandlerKind::Notify => None,
+            HandlerKind::Http => Some("a later issue"),
         }
     }
 }
@@ -67,6 +68,8 @@ pub enum StageSettings {
     SqlDelete(SqlDeleteSettings),
     /// A sarbacane stage: the API, its limits and credentials.
     Sarbacane(super::SarbacaneSettings),
+    /// A notify stage: the services that must acknowledge.
+    Notify(super::NotifySettings),
     /// Settings of a handler that has not landed yet, kept as written.
     NotYetImplemented(toml::Table),
 }
@@ -182,7 +185,12 @@ impl StageSettings {
                 settings.check()?;
                 StageSettings::Sarbacane(settings)
             }
-            HandlerKind::Http | HandlerKind::Notify => StageSettings::NotYetImplemented(table),
+            HandlerKind::Notify => {
+                let settings: super::NotifySettings = typed(kind, table)?;
+                settings.check()?;
+                StageSettings::Notify(settings)
+            }
+            HandlerKind::Http => StageSettings::NotYetImplemented(table),
         })
     }
 }

@@ -87,6 +87,8 @@ pub enum EventOutcome {
     Resume,
     /// An operator aborted the retirement.
     Abort,
+    /// A downstream service acknowledged its deletion (no state change).
+    Ack,
 }
 
 impl EventOutcome {
@@ -100,6 +102,7 @@ impl EventOutcome {
             EventOutcome::Cancel => "cancel",
             EventOutcome::Resume => "resume",
             EventOutcome::Abort => "abort",
+            EventOutcome::Ack => "ack",
         }
     }
 }

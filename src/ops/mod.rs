@@ -2,11 +2,13 @@
 //! actions, finding a retirement, and validating what an operator typed. Callers only
 //! parse their own syntax (flags, query strings) and present the result.
 
+pub mod ack;
 pub mod actor;
 pub mod enqueue;
 pub mod input;
 pub mod operate;
 
+pub use ack::{AckError, Acked, ack};
 pub use actor::{operator, os_account_name};
 pub use enqueue::{Enqueue, EnqueueError, Opened, enqueue, exclusions};
 pub use input::{

@@ -4,12 +4,14 @@
 mod email;
 mod grace;
 mod noop;
+mod notify;
 mod sarbacane;
 mod sql_delete;
 
 pub use email::{EmailHandler, Notifier};
 pub use grace::GraceHandler;
 pub use noop::NoopHandler;
+pub use notify::NotifyHandler;
 pub use sarbacane::{Lists, SarbacaneHandler};
 pub use sql_delete::SqlDeleteHandler;
 
@@ -141,18 +143,40 @@ pub fn load_templates(
     )?))
 }
 
-/// [`build_with`] on the system clock.
+/// What the stages are built from.
+#[derive(Clone)]
+pub struct BuildContext<'a> {
+    /// The pipeline whose stages are built.
+    pub pipeline: &'a crate::config::Pipeline,
+    /// The clock the handlers read.
+    pub clock: Arc<dyn crate::clock::Clock>,
+    /// The store, for stages that keep their own records (notify's acknowledgements).
+    pub store: Option<Arc<dyn crate::store::Store>>,
+}
+
+/// [`build_from`] on the system clock, without a store.
 pub async fn build(pipeline: &crate::config::Pipeline) -> Result<Handlers, BuildError> {
     build_with(pipeline, Arc::new(crate::clock::SystemClock)).await
+}
+
+/// [`build_from`] on `clock`, without a store.
+pub async fn build_with(
+    pipeline: &crate::config::Pipeline,
+    clock: Arc<dyn crate::clock::Clock>,
+) -> Result<Handlers, BuildError> {
+    build_from(BuildContext {
+        pipeline,
+        clock,
+        store: None,
+    })
+    .await
 }
 
 /// Builds the handlers of the configured stages, connecting their targets, the source (for
 /// grace re-checks) and loading the templates; fails naming the stages whose handler kind
 /// has not landed yet, so nothing is silently skipped.
-pub async fn build_with(
-    pipeline: &crate::config::Pipeline,
-    clock: Arc<dyn crate::clock::Clock>,
-) -> Result<Handlers, BuildError> {
+pub async fn build_from(ctx: BuildContext<'_>) -> Result<Handlers, BuildError> {
+    let (pipeline, clock) = (ctx.pipeline, ctx.clock.clone());
     let missing: Vec<String> = pipeline
         .stages
         .iter()
@@ -245,6 +269,20 @@ pub async fn build_with(
             }
             StageSettings::Sarbacane(settings) => {
                 Arc::new(SarbacaneHandler::new(settings.clone())?)
+            }
+            StageSettings::Notify(settings) => {
+                let store = ctx.store.clone().ok_or_else(|| {
+                    BuildError::Missing(format!(
+                        "stage {} (notify) records acknowledgements and needs the store",
+                        stage.state
+                    ))
+                })?;
+                Arc::new(NotifyHandler::new(
+                    settings,
+                    &pipeline.services,
+                    store,
+                    clock.clone(),
+                )?)
             }
             StageSettings::NotYetImplemented(_) => {
                 return Err(BuildError::NotImplemented(stage.state.clone()));

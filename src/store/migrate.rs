@@ -102,6 +102,11 @@ macro_rules! embedded_migrator {
                     "/0008_exclusion_override.sql"
                 )),
             ),
+            (
+                9,
+                "service acks",
+                include_str!(concat!("../../migrations/", $dir, "/0009_service_acks.sql")),
+            ),
         ])
     };
 }

@@ -6,6 +6,7 @@
 //! state change inserts its event in the same transaction; events are append-only
 //! (database triggers); PII is erased in the transaction that ends a retirement.
 
+pub(crate) mod acks;
 mod error;
 mod migrate;
 mod open;
@@ -17,6 +18,7 @@ mod types;
 
 /// Operator actions are domain rules; re-exported for the callers of [`Store::operate`].
 pub use crate::domain::OperatorAction;
+pub use acks::{AckResult, ServiceAck};
 pub(crate) use error::QueryContext;
 pub use error::StoreError;
 pub(crate) use migrate::{
@@ -190,4 +192,34 @@ pub trait Store: Send + Sync {
     /// A wake-up signal fired when work is added (Postgres LISTEN/NOTIFY); `None` when the
     /// backend has none, so the driver only polls.
     async fn subscribe(&self) -> Result<Option<Wakeup>, StoreError>;
+
+    /// Records that each retirement of `ids` awaits each of `services` (once: the first
+    /// time starts its ack deadline) and returns every acknowledgement row of `ids`.
+    fn await_acks<'a>(
+        &'a self,
+        ids: &'a [i64],
+        services: &'a [String],
+        at: DateTime<Utc>,
+    ) -> BoxFuture<'a, Result<Vec<ServiceAck>, StoreError>>;
+
+    /// Records that the webhook to `service` about retirement `id` was delivered.
+    fn mark_notified<'a>(
+        &'a self,
+        id: i64,
+        service: &'a str,
+        at: DateTime<Utc>,
+    ) -> BoxFuture<'a, Result<(), StoreError>>;
+
+    /// Records `service`'s acknowledgement of retirement `id` by `actor`, with an event in
+    /// the same transaction, and makes the retirement due now.
+    fn acknowledge<'a>(
+        &'a self,
+        id: i64,
+        service: &'a str,
+        actor: &'a str,
+        at: DateTime<Utc>,
+    ) -> BoxFuture<'a, Result<AckResult, StoreError>>;
+
+    /// The acknowledgement rows of retirement `id`.
+    fn acks(&self, id: i64) -> BoxFuture<'_, Result<Vec<ServiceAck>, StoreError>>;
 }

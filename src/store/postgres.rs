@@ -99,6 +99,13 @@ impl Store for PgStore {
         pairs: unnest_pairs,
     }
 
+    super::acks::ack_methods! {
+        begin: "BEGIN",
+        lock: " FOR UPDATE",
+        in_list: in_array,
+        pairs: unnest_pairs,
+    }
+
     fn backend(&self) -> Backend {
         Backend::Postgres
     }

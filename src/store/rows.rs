@@ -1,7 +1,7 @@
 //! Row decoding (`sqlx::FromRow` for the rows of both backends) and the column lists of
 //! the SELECTs that feed it.
 
-use super::{AuditRow, Claimed, Event, Retirement};
+use super::{AuditRow, Claimed, Event, Retirement, ServiceAck};
 use crate::domain::Reason;
 
 /// Implements `sqlx::FromRow` for a row of either backend (same column names and types):
@@ -31,6 +31,16 @@ macro_rules! from_row {
         }
     };
 }
+
+from_row!(ServiceAck {
+    retirement_id,
+    service,
+    acked,
+    created_at,
+    notified_at,
+    acked_at,
+    acked_by,
+});
 
 from_row!(Retirement {
     id,

@@ -118,6 +118,13 @@ impl Store for SqliteStore {
         pairs: json_pairs,
     }
 
+    super::acks::ack_methods! {
+        begin: BEGIN_IMMEDIATE,
+        lock: "",
+        in_list: in_json,
+        pairs: json_pairs,
+    }
+
     fn backend(&self) -> Backend {
         Backend::Sqlite
     }

@@ -1,0 +1,221 @@
+//! `service_ack`: which downstream services each retirement awaits, which delivered
+//! webhooks and which acknowledged. Kept apart from the retirement row and the handlers'
+//! results: the notify stage and `lethe ack` (and the API) meet here.
+
+use chrono::{DateTime, Utc};
+
+/// One downstream service's acknowledgement of one retirement.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct ServiceAck {
+    /// The retirement.
+    pub retirement_id: i64,
+    /// The service, by name.
+    pub service: String,
+    /// It deleted its copy and said so.
+    pub acked: bool,
+    /// When the retirement first awaited it (its ack deadline runs from here).
+    pub created_at: Option<DateTime<Utc>>,
+    /// When its webhook was delivered, if it has one and it was.
+    pub notified_at: Option<DateTime<Utc>>,
+    /// When it acknowledged.
+    pub acked_at: Option<DateTime<Utc>>,
+    /// Who recorded the acknowledgement (an operator, an API key).
+    pub acked_by: Option<String>,
+}
+
+/// What recording an acknowledgement did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AckResult {
+    /// Recorded now, with an event; the retirement is due at once.
+    Recorded,
+    /// Already acknowledged then (nothing changed).
+    Already(DateTime<Utc>),
+    /// The retirement does not await this service (its notify stage has not run for it).
+    NotAwaited,
+}
+
+/// Columns of a `ServiceAck`.
+macro_rules! ack_columns {
+    () => {
+        "retirement_id, service, (status = 'deleted') AS acked, created_at, notified_at, acked_at, acked_by"
+    };
+}
+
+pub(crate) use ack_columns;
+
+/// The acknowledgement methods of `Store`, the same SQL on both backends (see
+/// `shared_methods!` for `begin`, `lock`, `in_list` and `pairs`).
+macro_rules! ack_methods {
+    (begin: $begin:expr, lock: $lock:expr, in_list: $in_list:ident, pairs: $pairs:ident $(,)?) => {
+        fn await_acks<'a>(
+            &'a self,
+            ids: &'a [i64],
+            services: &'a [String],
+            at: chrono::DateTime<chrono::Utc>,
+        ) -> $crate::store::BoxFuture<'a, Result<Vec<$crate::store::ServiceAck>, $crate::store::StoreError>>
+        {
+            Box::pin(async move {
+                use $crate::store::QueryContext;
+                let (mut pair_ids, mut pair_services) = (Vec::new(), Vec::new());
+                for id in ids {
+                    for service in services {
+                        pair_ids.push(*id);
+                        pair_services.push(service.clone());
+                    }
+                }
+                let mut tx = self.pool.begin_with($begin).await.ctx("begin awaiting acks")?;
+                sqlx::query(concat!(
+                    "INSERT INTO service_ack (retirement_id, service, status, created_at) \
+                     SELECT p.*, 'to_delete', $3 FROM (",
+                    $pairs!("$1", "$2"),
+                    ") AS p WHERE true ON CONFLICT (retirement_id, service) DO NOTHING"
+                ))
+                .bind(Self::list_param(&pair_ids))
+                .bind(Self::list_param(&pair_services))
+                .bind(at)
+                .execute(&mut *tx)
+                .await
+                .ctx("record awaited acks")?;
+                let rows = sqlx::query(concat!(
+                    "SELECT ",
+                    $crate::store::acks::ack_columns!(),
+                    " FROM service_ack WHERE retirement_id ",
+                    $in_list!("$1"),
+                    " ORDER BY retirement_id, service"
+                ))
+                .bind(Self::list_param(ids))
+                .fetch_all(&mut *tx)
+                .await
+                .ctx("read acks")?;
+                tx.commit().await.ctx("commit awaited acks")?;
+                rows.iter()
+                    .map(|r| <$crate::store::ServiceAck as sqlx::FromRow<_>>::from_row(r))
+                    .collect::<Result<Vec<_>, _>>()
+                    .ctx("decode an ack")
+            })
+        }
+
+        fn mark_notified<'a>(
+            &'a self,
+            id: i64,
+            service: &'a str,
+            at: chrono::DateTime<chrono::Utc>,
+        ) -> $crate::store::BoxFuture<'a, Result<(), $crate::store::StoreError>> {
+            Box::pin(async move {
+                use $crate::store::QueryContext;
+                sqlx::query(
+                    "UPDATE service_ack SET notified_at = $3 \
+                     WHERE retirement_id = $1 AND service = $2 AND notified_at IS NULL",
+                )
+                .bind(id)
+                .bind(service)
+                .bind(at)
+                .execute(&self.pool)
+                .await
+                .ctx("record a delivered webhook")?;
+                Ok(())
+            })
+        }
+
+        fn acknowledge<'a>(
+            &'a self,
+            id: i64,
+            service: &'a str,
+            actor: &'a str,
+            at: chrono::DateTime<chrono::Utc>,
+        ) -> $crate::store::BoxFuture<'a, Result<$crate::store::AckResult, $crate::store::StoreError>>
+        {
+            Box::pin(async move {
+                use $crate::store::{AckResult, QueryContext};
+                use sqlx::Row;
+                let mut tx = self.pool.begin_with($begin).await.ctx("begin an ack")?;
+                let ack = sqlx::query(concat!(
+                    "SELECT status, acked_at FROM service_ack WHERE retirement_id = $1 AND service = $2",
+                    $lock
+                ))
+                .bind(id)
+                .bind(service)
+                .fetch_optional(&mut *tx)
+                .await
+                .ctx("lock an ack")?;
+                let Some(ack) = ack else {
+                    return Ok(AckResult::NotAwaited);
+                };
+                let status: String = ack.try_get("status").ctx("decode an ack")?;
+                if status == "deleted" {
+                    let when: Option<chrono::DateTime<chrono::Utc>> =
+                        ack.try_get("acked_at").ctx("decode an ack")?;
+                    return Ok(AckResult::Already(when.unwrap_or(at)));
+                }
+                let row = sqlx::query("SELECT state, attempt FROM retirement WHERE id = $1")
+                    .bind(id)
+                    .fetch_one(&mut *tx)
+                    .await
+                    .ctx("read the acknowledged retirement")?;
+                let state: String = row.try_get("state").ctx("decode a retirement")?;
+                let attempt: i32 = row.try_get("attempt").ctx("decode a retirement")?;
+                sqlx::query(
+                    "UPDATE service_ack SET status = 'deleted', acked_at = $3, acked_by = $4 \
+                     WHERE retirement_id = $1 AND service = $2",
+                )
+                .bind(id)
+                .bind(service)
+                .bind(at)
+                .bind(actor)
+                .execute(&mut *tx)
+                .await
+                .ctx("record an ack")?;
+                sqlx::query($crate::store::sql::INSERT_EVENT)
+                    .bind(id)
+                    .bind(at)
+                    .bind(actor)
+                    .bind(Some(state.as_str()))
+                    .bind(state.as_str())
+                    .bind($crate::domain::EventOutcome::Ack.as_str())
+                    .bind(attempt)
+                    .bind(serde_json::json!({ "service": service }).to_string())
+                    .execute(&mut *tx)
+                    .await
+                    .ctx("record the ack event")?;
+                // A retirement waiting for its acks is due now, so the driver sees this one.
+                sqlx::query(
+                    "UPDATE retirement SET due_at = $2 WHERE id = $1 AND ended_at IS NULL \
+                     AND lease_owner IS NULL AND due_at IS NOT NULL AND due_at > $2",
+                )
+                .bind(id)
+                .bind(at)
+                .execute(&mut *tx)
+                .await
+                .ctx("wake the acknowledged retirement")?;
+                self.notify(&mut tx).await?;
+                tx.commit().await.ctx("commit an ack")?;
+                Ok(AckResult::Recorded)
+            })
+        }
+
+        fn acks(
+            &self,
+            id: i64,
+        ) -> $crate::store::BoxFuture<'_, Result<Vec<$crate::store::ServiceAck>, $crate::store::StoreError>>
+        {
+            Box::pin(async move {
+                use $crate::store::QueryContext;
+                let rows = sqlx::query(concat!(
+                    "SELECT ",
+                    $crate::store::acks::ack_columns!(),
+                    " FROM service_ack WHERE retirement_id = $1 ORDER BY service"
+                ))
+                .bind(id)
+                .fetch_all(&self.pool)
+                .await
+                .ctx("read acks")?;
+                rows.iter()
+                    .map(|r| <$crate::store::ServiceAck as sqlx::FromRow<_>>::from_row(r))
+                    .collect::<Result<Vec<_>, _>>()
+                    .ctx("decode an ack")
+            })
+        }
+    };
+}
+
+pub(crate) use ack_methods;
