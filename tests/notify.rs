@@ -53,6 +53,7 @@ struct Setup {
     _db: TestDb,
     store: Arc<dyn Store>,
     pipeline: lethe::config::Pipeline,
+    graph: lethe::domain::StateGraph,
     clock: Arc<ManualClock>,
     driver: Arc<Driver>,
     ids: Vec<i64>,
@@ -88,7 +89,7 @@ async fn setup(kind: Kind, hook: &MockServer, users: u32) -> Setup {
         .collect();
     let driver = Arc::new(Driver::new(
         store.clone(),
-        graph,
+        graph.clone(),
         pipeline.policy.clone(),
         pipeline.driver.clone(),
         handlers,
@@ -99,6 +100,7 @@ async fn setup(kind: Kind, hook: &MockServer, users: u32) -> Setup {
         _db: db,
         store,
         pipeline,
+        graph,
         clock,
         driver,
         ids,
@@ -251,6 +253,33 @@ async fn a_missing_ack_past_its_deadline_fails_naming_the_services(kind: Kind) {
         r.last_error.as_deref(),
         Some("joanie did not acknowledge within 30d (still missing: joanie)")
     );
+    // A late ack still counts while errored; the operator resumes and it completes.
+    let target = format!("#{}", s.ids[0]);
+    let now = s.clock.now();
+    lethe::ops::ack(
+        s.store.as_ref(),
+        &s.pipeline,
+        &target,
+        None,
+        "joanie",
+        "bob",
+        now,
+    )
+    .await
+    .unwrap();
+    lethe::ops::operate(
+        s.store.as_ref(),
+        &s.graph,
+        &target,
+        None,
+        &lethe::domain::OperatorAction::Resume { to: None },
+        "bob",
+        now,
+    )
+    .await
+    .unwrap();
+    s.driver.run_once(never()).await.unwrap();
+    assert_eq!(state(s.store.as_ref(), s.ids[0]).await.state, "COMPLETE");
 }
 
 async fn a_failing_webhook_is_retried_and_never_shows_the_address(kind: Kind) {

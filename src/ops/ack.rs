@@ -87,9 +87,18 @@ pub async fn ack(
         });
     }
     let retirement = find(store, target, key).await?;
-    let awaits = pipeline.stage(&retirement.state).is_some_and(|stage| {
-        matches!(&stage.settings, StageSettings::Notify(n) if n.services.iter().any(|s| s == service))
-    });
+    let notify_awaits = |state: &str| {
+        pipeline.stage(state).is_some_and(|stage| {
+            matches!(&stage.settings, StageSettings::Notify(n) if n.services.iter().any(|s| s == service))
+        })
+    };
+    // Also while errored out of that stage (a deadline passed): a late ack still counts,
+    // and a resume then finds it.
+    let awaits = notify_awaits(&retirement.state)
+        || retirement
+            .failed_state
+            .as_deref()
+            .is_some_and(notify_awaits);
     if !awaits || retirement.ended_at.is_some() {
         return Err(AckError::NotAwaiting {
             id: retirement.id,

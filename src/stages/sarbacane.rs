@@ -142,6 +142,12 @@ impl Api {
             let page = page_ids(&reply.body)
                 .map_err(|problem| format!("cannot read the {what}: {problem}"))?;
             let full = page.len() >= limit;
+            // An API that ignores `offset` would send the same page forever.
+            if page.first().is_some_and(|first| ids.contains(first)) {
+                return Err(format!(
+                    "cannot read the {what}: the API sent a page again (does it ignore offset?)"
+                ));
+            }
             ids.extend(page);
             if !full {
                 return Ok(ids);
@@ -196,8 +202,12 @@ impl Api {
                         "sarbacane DELETE /{at}: {}",
                         reply::summary(reply.status, &reply.body, &[email])
                     );
+                    // A refused key (401, 403) is the account's, not this address's:
+                    // retried, so a key fixed in time errors nobody.
+                    let account = matches!(reply.status, 401 | 403);
                     return match class {
                         ReplyClass::Transient => Outcome::Retry { error },
+                        _ if account => Outcome::Retry { error },
                         _ => Outcome::Fail { error },
                     }
                     .into();
