@@ -8,12 +8,36 @@ use crate::ops::{OperateError, Touched};
 use crate::store::Retirement;
 use chrono::Utc;
 
-pub(crate) async fn operate(ctx: &Ctx, target: &str, action: OperatorAction) -> Outcome {
+/// What an operator action on one retirement needs: the config, the store, the hash key
+/// (to find a retirement by email) if set, the time and who acts.
+struct Acting {
+    config: crate::config::Config,
+    store: std::sync::Arc<dyn crate::store::Store>,
+    key: Option<crate::pii::HashKey>,
+    now: chrono::DateTime<Utc>,
+    actor: String,
+}
+
+async fn acting(ctx: &Ctx) -> Result<Acting, Failure> {
     let config = ctx.config()?;
     let store = ctx.store(Some(&config), 1).await?;
-    let key = crate::pii::HashKey::from_env().ok();
-    let now = crate::domain::truncate_micros(Utc::now());
-    let actor = ctx.actor();
+    Ok(Acting {
+        config,
+        store,
+        key: crate::pii::HashKey::from_env().ok(),
+        now: crate::domain::truncate_micros(Utc::now()),
+        actor: ctx.actor(),
+    })
+}
+
+pub(crate) async fn operate(ctx: &Ctx, target: &str, action: OperatorAction) -> Outcome {
+    let Acting {
+        config,
+        store,
+        key,
+        now,
+        actor,
+    } = acting(ctx).await?;
     let done = crate::ops::operate(
         store.as_ref(),
         &config.graph,
@@ -79,11 +103,13 @@ pub(crate) async fn touch(ctx: &Ctx, subject: &str, at: Option<String>) -> Outco
 }
 
 pub(crate) async fn ack(ctx: &Ctx, target: &str, service: &str) -> Outcome {
-    let config = ctx.config()?;
-    let store = ctx.store(Some(&config), 1).await?;
-    let key = crate::pii::HashKey::from_env().ok();
-    let now = crate::domain::truncate_micros(Utc::now());
-    let actor = ctx.actor();
+    let Acting {
+        config,
+        store,
+        key,
+        now,
+        actor,
+    } = acting(ctx).await?;
     let acked = crate::ops::ack(
         store.as_ref(),
         &config.pipeline,

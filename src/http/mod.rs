@@ -70,8 +70,6 @@ pub struct CallError {
     pub service: String,
     /// What went wrong, without the URL.
     pub what: String,
-    /// Whether it timed out.
-    pub timeout: bool,
 }
 
 /// The client cannot be built.
@@ -154,11 +152,6 @@ impl Client {
         })
     }
 
-    /// The stage or service this client calls.
-    pub fn service(&self) -> &str {
-        &self.service
-    }
-
     /// Requests sent so far (retries included).
     pub fn sent(&self) -> u64 {
         self.sent.load(std::sync::atomic::Ordering::Relaxed)
@@ -189,7 +182,7 @@ impl Client {
             Err(Attempt {
                 error: Some(error), ..
             }) => Err(error),
-            Err(_) => Err(self.failed("no reply".into(), false)),
+            Err(_) => Err(self.failed("no reply".into())),
         }
     }
 
@@ -202,7 +195,7 @@ impl Client {
             .in_flight
             .acquire()
             .await
-            .map_err(|_| Attempt::failed(self.failed("client closed".into(), false), false))?;
+            .map_err(|_| Attempt::failed(self.failed("client closed".into()), false))?;
         self.sent.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let mut request = self
             .inner
@@ -246,8 +239,7 @@ impl Client {
     }
 
     fn transport(&self, e: reqwest::Error) -> CallError {
-        let timeout = e.is_timeout();
-        let what = if timeout {
+        let what = if e.is_timeout() {
             format!("no reply within {:?}", self.limits.timeout)
         } else if e.is_connect() {
             "cannot connect".to_string()
@@ -262,14 +254,13 @@ impl Client {
             }
             what
         };
-        self.failed(what, timeout)
+        self.failed(what)
     }
 
-    fn failed(&self, what: String, timeout: bool) -> CallError {
+    fn failed(&self, what: String) -> CallError {
         CallError {
             service: self.service.clone(),
             what,
-            timeout,
         }
     }
 }

@@ -110,9 +110,10 @@ impl NotifyHandler {
                 service.name
             )
         });
+        let now = self.clock.now();
         let body = json!({
             "type": "retirement.to_delete",
-            "timestamp": self.clock.now().to_rfc3339(),
+            "timestamp": now.to_rfc3339(),
             "data": {
                 "retirement_id": c.id,
                 "subject": c.subject,
@@ -125,8 +126,9 @@ impl NotifyHandler {
         })
         .to_string()
         .into_bytes();
-        let mut call = Call::new(reqwest::Method::POST, url.clone()).json(body.clone());
-        for (name, value) in key.headers(&id, self.clock.now().timestamp(), &body) {
+        let signed = key.headers(&id, now.timestamp(), &body);
+        let mut call = Call::new(reqwest::Method::POST, url.clone()).json(body);
+        for (name, value) in signed {
             if let Ok(value) = reqwest::header::HeaderValue::from_str(&value) {
                 call.headers.insert(name, value);
             }
