@@ -1,8 +1,11 @@
 //! The sarbacane stage against a wiremock Sarbacane: pages of lists, hard addresses,
 //! not-found in its three forms, retries, timeouts and the request count per batch.
 
+mod common;
+
+use common::claimed;
 use lethe::config::{HandlerKind, SarbacaneSettings, Secret, StageSettings};
-use lethe::domain::{Outcome, Reason};
+use lethe::domain::Outcome;
 use lethe::stages::{Handler, SarbacaneHandler};
 use lethe::store::Claimed;
 use serde_json::json;
@@ -23,24 +26,6 @@ fn settings(server: &MockServer, extra: &str) -> SarbacaneSettings {
     s.account_id = Some(Secret::new("acc-1"));
     s.api_key = Some(Secret::new("key-1"));
     s
-}
-
-fn claimed(id: i64, email: Option<&str>) -> Claimed {
-    Claimed {
-        id,
-        subject: id.to_string(),
-        email: email.map(str::to_string),
-        username: Some(format!("user{id}")),
-        reason: Reason::INACTIVE,
-        state: "RETIRING_SARBACANE".into(),
-        attempt: 1,
-        lost_leases: 0,
-        warned_at: None,
-        created_at: chrono::Utc::now(),
-        locale: None,
-        reminders_sent: 0,
-        exclusion_override: false,
-    }
 }
 
 /// Lists `l1..l3` over two pages and blacklists `b1`, `b2`; every call checks the auth.

@@ -24,6 +24,11 @@ impl Failure {
         Self::new(ErrorKind::Refused, message.into())
     }
 
+    /// Something could not be reached (exit 1).
+    pub(crate) fn unreachable(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::Unreachable, message.into())
+    }
+
     fn new(kind: ErrorKind, message: String) -> Self {
         Self {
             kind,

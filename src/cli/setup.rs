@@ -1,7 +1,7 @@
 //! `migrate` and `check`: the store's schema, and whether the configuration works.
 
 use super::ctx::{Ctx, connect_source};
-use super::failure::Outcome;
+use super::failure::{Failure, Outcome};
 use super::output::out;
 use super::plan::print_plan_summary;
 use crate::pii::HashKey;
@@ -32,20 +32,8 @@ pub(crate) async fn check(ctx: &Ctx, connect: bool) -> Outcome {
         config.pipeline_path.display(),
         p.stages.len()
     );
-    let mut pending = 0;
     for stage in &p.stages {
-        let status = match stage.kind.pending_implementation() {
-            None => "ok".to_string(),
-            Some(issue) => {
-                pending += 1;
-                format!("NOT IMPLEMENTED YET (lands with {issue}); `lethe run` refuses this stage")
-            }
-        };
-        out!(
-            "  {:<20} -> {:<10} {status}",
-            stage.state,
-            stage.kind.to_string()
-        );
+        out!("  {:<20} -> {:<10} ok", stage.state, stage.kind.to_string());
     }
     out!(
         "policy: inactive_after={} grace_period={} max_attempts={} retry={}..{}{}",
@@ -77,17 +65,25 @@ pub(crate) async fn check(ctx: &Ctx, connect: bool) -> Outcome {
     let url = ctx.store_url(Some(&config));
     out!("store: {}", redact_url(&url));
     for stage in &p.stages {
-        if let crate::config::StageSettings::Sarbacane(s) = &stage.settings {
-            let vars = [
+        let unset: Vec<String> = match &stage.settings {
+            crate::config::StageSettings::Sarbacane(s) => [
                 (s.account_id.is_none(), crate::config::SARBACANE_ACCOUNT_ENV),
                 (s.api_key.is_none(), crate::config::SARBACANE_KEY_ENV),
-            ];
-            for (_, var) in vars.iter().filter(|(missing, _)| *missing) {
-                out!(
-                    "warning: {var} is not set: `lethe run` will refuse stage {}",
-                    stage.state
-                );
+            ]
+            .iter()
+            .filter(|(missing, _)| *missing)
+            .map(|(_, var)| var.to_string())
+            .collect(),
+            crate::config::StageSettings::Http(s) if s.secret.is_none() => {
+                s.secret_var().into_iter().collect()
             }
+            _ => Vec::new(),
+        };
+        for var in unset {
+            out!(
+                "warning: {var} is not set: `lethe run` will refuse stage {}",
+                stage.state
+            );
         }
     }
     if HashKey::from_env().is_err() {
@@ -124,11 +120,23 @@ pub(crate) async fn check(ctx: &Ctx, connect: bool) -> Outcome {
             let connected = crate::sql::target::Target::connect(target).await?;
             print_plan_summary(&connected);
         }
+        let mut unreachable = Vec::new();
+        for reached in crate::stages::reach::reach_services(&config.pipeline).await {
+            match reached.result {
+                Ok(what) => out!("{}: reachable: {what}", reached.what),
+                Err(why) => {
+                    out!("{}: NOT reachable: {why}", reached.what);
+                    unreachable.push(reached.what);
+                }
+            }
+        }
+        if !unreachable.is_empty() {
+            return Err(Failure::unreachable(format!(
+                "cannot reach {}",
+                unreachable.join(", ")
+            )));
+        }
     }
-    if pending > 0 {
-        out!("config valid; {pending} stage(s) wait for handlers that have not landed yet");
-    } else {
-        out!("config valid");
-    }
+    out!("config valid");
     Ok(())
 }

@@ -117,31 +117,31 @@ pub const SARBACANE_KEY_ENV: &str = "LETHE_SARBACANE_API_KEY";
 macro_rules! http_stage_settings {
     ($(#[$meta:meta])* pub struct $name:ident { $($(#[$fmeta:meta])* pub $field:ident: $ty:ty,)* }) => {
         $(#[$meta])*
-        #[derive(Debug, Clone, PartialEq, Deserialize)]
+        #[derive(Debug, Clone, PartialEq, serde::Deserialize)]
         #[serde(deny_unknown_fields)]
         pub struct $name {
             $($(#[$fmeta])* pub $field: $ty,)*
             /// See [`HttpLimits::timeout`].
-            #[serde(default = "default_timeout", deserialize_with = "duration")]
-            pub timeout: Duration,
+            #[serde(default = "crate::config::http::default_timeout", deserialize_with = "crate::config::http::duration")]
+            pub timeout: std::time::Duration,
             /// See [`HttpLimits::concurrency`].
-            #[serde(default = "default_concurrency")]
+            #[serde(default = "crate::config::http::default_concurrency")]
             pub concurrency: usize,
             /// See [`HttpLimits::rate_per_minute`].
             #[serde(default)]
             pub rate_per_minute: Option<u32>,
             /// See [`HttpLimits::retries`].
-            #[serde(default = "default_retries")]
+            #[serde(default = "crate::config::http::default_retries")]
             pub retries: u32,
             /// See [`HttpLimits::retry_delay`].
-            #[serde(default = "default_retry_delay", deserialize_with = "duration")]
-            pub retry_delay: Duration,
+            #[serde(default = "crate::config::http::default_retry_delay", deserialize_with = "crate::config::http::duration")]
+            pub retry_delay: std::time::Duration,
         }
 
         impl $name {
             /// The client limits of this stage.
-            pub fn limits(&self) -> HttpLimits {
-                HttpLimits {
+            pub fn limits(&self) -> $crate::config::HttpLimits {
+                $crate::config::HttpLimits {
                     timeout: self.timeout,
                     concurrency: self.concurrency,
                     rate_per_minute: self.rate_per_minute,
@@ -254,23 +254,23 @@ fn default_page_size() -> u32 {
     1000
 }
 
-fn default_timeout() -> Duration {
+pub(crate) fn default_timeout() -> Duration {
     HttpLimits::default().timeout
 }
 
-fn default_concurrency() -> usize {
+pub(crate) fn default_concurrency() -> usize {
     HttpLimits::default().concurrency
 }
 
-fn default_retries() -> u32 {
+pub(crate) fn default_retries() -> u32 {
     HttpLimits::default().retries
 }
 
-fn default_retry_delay() -> Duration {
+pub(crate) fn default_retry_delay() -> Duration {
     HttpLimits::default().retry_delay
 }
 
-fn duration<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+pub(crate) fn duration<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
     HumanDuration::deserialize(d).map(|h| h.0)
 }
 

@@ -5,14 +5,18 @@
 
 mod duration;
 mod email;
+#[macro_use]
 mod http;
+mod call;
 mod pipeline;
 mod service;
 mod source;
 mod stage;
 mod states;
 mod target;
+mod template;
 
+pub use call::{HttpAuth, HttpSettings, LookupSettings, METHODS};
 pub use duration::{HumanDuration, parse_duration};
 pub use email::{Email, SMTP_HOST_ENV, SMTP_PASSWORD_ENV, SMTP_USERNAME_ENV, Tls, Undeliverable};
 pub use http::{
@@ -27,6 +31,7 @@ pub use stage::{
     TemplateRole,
 };
 pub use target::{Link, LinkPolicy, Rules, Target, Value, env_key};
+pub use template::{Escape, Template, Values, Var};
 
 use crate::domain::StateGraph;
 use std::path::{Path, PathBuf};

@@ -180,8 +180,10 @@ impl Pipeline {
             email.apply_env(env)?;
         }
         for stage in &mut self.stages {
-            if let super::StageSettings::Sarbacane(settings) = &mut stage.settings {
-                settings.apply_env(env);
+            match &mut stage.settings {
+                super::StageSettings::Sarbacane(settings) => settings.apply_env(env),
+                super::StageSettings::Http(settings) => settings.apply_env(env),
+                _ => {}
             }
         }
         for service in &mut self.services {

@@ -39,20 +39,6 @@ impl HandlerKind {
                 | HandlerKind::Notify
         )
     }
-
-    /// Whether this build has the handler; `None` when it has not landed yet, with the
-    /// issue that brings it.
-    pub fn pending_implementation(self) -> Option<&'static str> {
-        match self {
-            HandlerKind::Noop
-            | HandlerKind::SqlDelete
-            | HandlerKind::Email
-            | HandlerKind::Grace
-            | HandlerKind::Sarbacane
-            | HandlerKind::Notify => None,
-            HandlerKind::Http => Some("a later issue"),
-        }
-    }
 }
 
 /// A stage's validated settings.
@@ -70,8 +56,8 @@ pub enum StageSettings {
     Sarbacane(super::SarbacaneSettings),
     /// A notify stage: the services that must acknowledge.
     Notify(super::NotifySettings),
-    /// Settings of a handler that has not landed yet, kept as written.
-    NotYetImplemented(toml::Table),
+    /// An http stage: the request per subject, its lookup and auth.
+    Http(Box<super::HttpSettings>),
 }
 
 /// Settings of a noop stage.
@@ -190,7 +176,11 @@ impl StageSettings {
                 settings.check()?;
                 StageSettings::Notify(settings)
             }
-            HandlerKind::Http => StageSettings::NotYetImplemented(table),
+            HandlerKind::Http => {
+                let settings: super::HttpSettings = typed(kind, table)?;
+                settings.check()?;
+                StageSettings::Http(Box::new(settings))
+            }
         })
     }
 }
@@ -214,7 +204,15 @@ fn typed<T: DeserializeOwned>(
     }
     let mut text = String::new();
     let mut starts: Vec<(usize, &str)> = Vec::with_capacity(table.len());
-    for (key, value) in &table {
+    // Tables last: each is written as a `[key]` section, which takes the keys after it.
+    let is_table = |v: &toml::Value| match v {
+        toml::Value::Table(_) => true,
+        toml::Value::Array(items) => items.iter().any(|i| i.is_table()),
+        _ => false,
+    };
+    let mut entries: Vec<(&String, &toml::Value)> = table.iter().collect();
+    entries.sort_by_key(|(_, value)| is_table(value));
+    for (key, value) in entries {
         let mut one = toml::Table::new();
         one.insert(key.clone(), value.clone());
         starts.push((text.len(), key));
@@ -336,9 +334,9 @@ mod tests {
         assert_eq!(g.reminders, vec![Duration::from_secs(7 * 86_400)]);
         assert_eq!(g.reminder_template, "reminder");
         assert!(g.recheck);
-        assert!(matches!(
-            parse(HandlerKind::Http, "url = \"x\"").unwrap(),
-            StageSettings::NotYetImplemented(_)
-        ));
+        let (key, problem) =
+            parse(HandlerKind::Http, "name = \"kc\"\nurl = \"x/{{ id }}\"").unwrap_err();
+        assert_eq!(key, "url");
+        assert!(problem.contains("unknown variable {{ id }}"), "{problem}");
     }
 }

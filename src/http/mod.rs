@@ -5,6 +5,7 @@
 //! Invariant: no URL, header value or body reaches an error or a log line (URLs carry
 //! addresses in their query, headers carry keys); errors say what failed by its kind.
 
+pub mod auth;
 pub mod reply;
 pub mod sign;
 

@@ -84,17 +84,18 @@ pub fn next_delay(
 }
 
 /// A short summary of a reply for an event or an error: the status and the body's own
-/// message (`message`, `error_description`, `error`, `detail`, else its first line), with
+/// message (`message`, `error_description`, `error`, `detail`; a body that is not JSON:
+/// its first line), with
 /// every one of `hide` (the address, the username) replaced, and cut to 200 characters.
 pub fn summary(status: u16, body: &str, hide: &[&str]) -> String {
-    let message = serde_json::from_str::<serde_json::Value>(body)
-        .ok()
-        .and_then(|v| {
-            ["message", "error_description", "error", "detail"]
-                .iter()
-                .find_map(|k| v.get(k).and_then(|m| m.as_str()).map(str::to_string))
-        })
-        .unwrap_or_else(|| body.lines().next().unwrap_or("").trim().to_string());
+    // A JSON body shows only its message: the rest may hold the user's data.
+    let message = match serde_json::from_str::<serde_json::Value>(body) {
+        Ok(v) => ["message", "error_description", "error", "detail"]
+            .iter()
+            .find_map(|k| v.get(k).and_then(|m| m.as_str()).map(str::to_string))
+            .unwrap_or_default(),
+        Err(_) => body.lines().next().unwrap_or("").trim().to_string(),
+    };
     let mut message = message;
     for secret in hide.iter().filter(|s| !s.is_empty()) {
         message = message.replace(secret, "<redacted>");

@@ -3,13 +3,16 @@
 
 mod email;
 mod grace;
+mod http;
 mod noop;
 mod notify;
+pub mod reach;
 mod sarbacane;
 mod sql_delete;
 
 pub use email::{EmailHandler, Notifier};
 pub use grace::GraceHandler;
+pub use http::HttpHandler;
 pub use noop::NoopHandler;
 pub use notify::NotifyHandler;
 pub use sarbacane::{Lists, SarbacaneHandler};
@@ -55,6 +58,34 @@ impl Reporter {
     }
 }
 
+/// Runs `work` on every item at once (the handler's client bounds what is in flight),
+/// handing each result to `reporter` as it comes; returns those nobody took. A task that
+/// panicked leaves its retirement without a result: the driver retries it.
+pub(crate) async fn each_at_once<T, F, Fut>(
+    items: Vec<(i64, T)>,
+    reporter: &Reporter,
+    work: F,
+) -> HashMap<i64, StageResult>
+where
+    F: Fn(T) -> Fut,
+    Fut: std::future::Future<Output = StageResult> + Send + 'static,
+{
+    let mut left = HashMap::new();
+    let mut tasks = tokio::task::JoinSet::new();
+    for (id, item) in items {
+        let future = work(item);
+        tasks.spawn(async move { (id, future.await) });
+    }
+    while let Some(joined) = tasks.join_next().await {
+        if let Ok((id, result)) = joined
+            && let Err(result) = reporter.report(id, result)
+        {
+            left.insert(id, result);
+        }
+    }
+    left
+}
+
 /// The code behind one stage.
 #[async_trait]
 pub trait Handler: Send + Sync {
@@ -86,9 +117,6 @@ pub type Handlers = HashMap<String, Arc<dyn Handler>>;
 /// Why the handlers of a pipeline cannot be built.
 #[derive(Debug, thiserror::Error)]
 pub enum BuildError {
-    /// Stages whose handler kind has not landed in this build.
-    #[error("stages without an implementation in this build: {0}")]
-    NotImplemented(String),
     /// A target could not be reached or does not fit the config.
     #[error(transparent)]
     Target(#[from] crate::sql::target::TargetError),
@@ -116,9 +144,7 @@ impl crate::error::Classified for BuildError {
             BuildError::Mail(e) => crate::error::Classified::kind(e),
             BuildError::Source(e) => crate::error::Classified::kind(e),
             BuildError::Http(e) => crate::error::Classified::kind(e),
-            BuildError::NotImplemented(_) | BuildError::Template(_) | BuildError::Missing(_) => {
-                crate::error::ErrorKind::Config
-            }
+            BuildError::Template(_) | BuildError::Missing(_) => crate::error::ErrorKind::Config,
         }
     }
 }
@@ -173,29 +199,9 @@ pub async fn build_with(
 }
 
 /// Builds the handlers of the configured stages, connecting their targets, the source (for
-/// grace re-checks) and loading the templates; fails naming the stages whose handler kind
-/// has not landed yet, so nothing is silently skipped.
+/// grace re-checks) and loading the templates.
 pub async fn build_from(ctx: BuildContext<'_>) -> Result<Handlers, BuildError> {
     let (pipeline, clock) = (ctx.pipeline, ctx.clock.clone());
-    let missing: Vec<String> = pipeline
-        .stages
-        .iter()
-        .filter(|s| matches!(s.settings, StageSettings::NotYetImplemented(_)))
-        .map(|stage| {
-            format!(
-                "{} (handler {}: not implemented yet, lands with {})",
-                stage.state,
-                stage.kind,
-                stage
-                    .kind
-                    .pending_implementation()
-                    .unwrap_or("a later issue")
-            )
-        })
-        .collect();
-    if !missing.is_empty() {
-        return Err(BuildError::NotImplemented(missing.join("; ")));
-    }
     let notifier = match (load_templates(pipeline)?, &pipeline.email) {
         (Some(templates), Some(email)) => Some(Arc::new(Notifier {
             mailer: crate::mail::Mailer::new(email)?,
@@ -270,6 +276,7 @@ pub async fn build_from(ctx: BuildContext<'_>) -> Result<Handlers, BuildError> {
             StageSettings::Sarbacane(settings) => {
                 Arc::new(SarbacaneHandler::new(settings.clone())?)
             }
+            StageSettings::Http(settings) => Arc::new(HttpHandler::new((**settings).clone())?),
             StageSettings::Notify(settings) => {
                 let store = ctx.store.clone().ok_or_else(|| {
                     BuildError::Missing(format!(
@@ -283,9 +290,6 @@ pub async fn build_from(ctx: BuildContext<'_>) -> Result<Handlers, BuildError> {
                     store,
                     clock.clone(),
                 )?)
-            }
-            StageSettings::NotYetImplemented(_) => {
-                return Err(BuildError::NotImplemented(stage.state.clone()));
             }
         };
         handlers.insert(stage.state.clone(), handler);

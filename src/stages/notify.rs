@@ -3,7 +3,7 @@
 //! webhook to those that have one), then waits until every one has acknowledged. Past a
 //! service's `ack_deadline` the retirement fails, naming every service still missing.
 
-use super::{BatchError, Handler};
+use super::{BatchError, Handler, Reporter};
 use crate::clock::Clock;
 use crate::config::{NotifySettings, Service};
 use crate::domain::{Outcome, StageResult};
@@ -26,6 +26,11 @@ struct Downstream {
 
 /// Notifies downstream services and awaits their acknowledgements.
 pub struct NotifyHandler {
+    inner: Arc<Inner>,
+}
+
+/// What the webhooks of a batch share.
+struct Inner {
     store: Arc<dyn Store>,
     clock: Arc<dyn Clock>,
     client: Client,
@@ -73,16 +78,20 @@ impl NotifyHandler {
             });
         }
         Ok(Self {
-            store,
-            clock,
-            client: Client::new("webhooks", settings.limits(), Vec::new())?,
-            names: settings.services.clone(),
-            services: downstream,
-            recheck: settings.recheck,
-            ack_base: settings.ack_url.clone(),
+            inner: Arc::new(Inner {
+                store,
+                clock,
+                client: Client::new("webhooks", settings.limits(), Vec::new())?,
+                names: settings.services.clone(),
+                services: downstream,
+                recheck: settings.recheck,
+                ack_base: settings.ack_url.clone(),
+            }),
         })
     }
+}
 
+impl Inner {
     /// Posts the signed event about `c` to `service`'s webhook; the error summarises why
     /// it was not delivered.
     async fn post(
@@ -153,7 +162,7 @@ impl NotifyHandler {
     }
 
     /// The outcome of one retirement given its acknowledgement rows (webhooks sent).
-    async fn settle(&self, c: &Claimed, acks: &[&ServiceAck], now: DateTime<Utc>) -> StageResult {
+    async fn settle(&self, c: &Claimed, acks: &[ServiceAck], now: DateTime<Utc>) -> StageResult {
         let mut failed_webhooks = Vec::new();
         for service in &self.services {
             let Some(ack) = acks.iter().find(|a| a.service == service.name) else {
@@ -182,7 +191,7 @@ impl NotifyHandler {
 /// else Wait for the next ack (which wakes it) or the next look.
 fn decide(
     services: &[Downstream],
-    acks: &[&ServiceAck],
+    acks: &[ServiceAck],
     now: DateTime<Utc>,
     recheck: Duration,
     failed_webhooks: Vec<String>,
@@ -235,23 +244,41 @@ fn decide(
 #[async_trait]
 impl Handler for NotifyHandler {
     async fn handle(&self, batch: &[Claimed]) -> Result<HashMap<i64, StageResult>, BatchError> {
-        let now = self.clock.now();
+        self.handle_reporting(batch, &Reporter::none()).await
+    }
+
+    /// Records the services awaited for the whole batch, then posts the webhooks of its
+    /// retirements at once (the client bounds the requests in flight).
+    async fn handle_reporting(
+        &self,
+        batch: &[Claimed],
+        reporter: &Reporter,
+    ) -> Result<HashMap<i64, StageResult>, BatchError> {
+        let inner = self.inner.clone();
+        let now = inner.clock.now();
         let ids: Vec<i64> = batch.iter().map(|c| c.id).collect();
-        let rows = self
+        let rows = inner
             .store
-            .await_acks(&ids, &self.names, now)
+            .await_acks(&ids, &inner.names, now)
             .await
             .map_err(|e| BatchError(format!("cannot record the services awaited: {e}")))?;
-        let mut by_id: HashMap<i64, Vec<&ServiceAck>> = HashMap::new();
-        for row in &rows {
+        let mut by_id: HashMap<i64, Vec<ServiceAck>> = HashMap::new();
+        for row in rows {
             by_id.entry(row.retirement_id).or_default().push(row);
         }
-        let mut results = HashMap::with_capacity(batch.len());
-        for c in batch {
-            let acks = by_id.get(&c.id).map(Vec::as_slice).unwrap_or(&[]);
-            results.insert(c.id, self.settle(c, acks, now).await);
-        }
-        Ok(results)
+        let work = batch
+            .iter()
+            .map(|c| (c.id, (c.clone(), by_id.remove(&c.id).unwrap_or_default())))
+            .collect();
+        Ok(super::each_at_once(
+            work,
+            reporter,
+            move |(c, acks): (Claimed, Vec<ServiceAck>)| {
+                let inner = inner.clone();
+                async move { inner.settle(&c, &acks, now).await }
+            },
+        )
+        .await)
     }
 }
 
@@ -289,7 +316,7 @@ mod tests {
         let hour = Duration::from_secs(3600);
         let (j, a) = (ack("joanie", true), ack("ashley", false));
         let now = at("2026-01-02T00:00:00Z");
-        let r = decide(&services, &[&j, &a], now, hour, vec![]);
+        let r = decide(&services, &[j.clone(), a.clone()], now, hour, vec![]);
         assert_eq!(
             r.outcome,
             Outcome::Wait {
@@ -300,7 +327,7 @@ mod tests {
         // The wait never runs past the nearest deadline.
         let r = decide(
             &services,
-            &[&j, &a],
+            &[j.clone(), a.clone()],
             at("2026-01-10T23:30:00Z"),
             hour,
             vec![],
@@ -311,7 +338,7 @@ mod tests {
         let late = ack("joanie", false);
         let r = decide(
             &services,
-            &[&late, &a],
+            &[late, a.clone()],
             at("2026-01-11T00:00:00Z"),
             hour,
             vec![],
@@ -325,7 +352,7 @@ mod tests {
         );
         let r = decide(
             &services,
-            &[&j, &a],
+            &[j.clone(), a.clone()],
             now,
             hour,
             vec!["webhook to ashley: HTTP 500".into()],
@@ -334,7 +361,7 @@ mod tests {
             matches!(r.outcome, Outcome::Retry { error } if error == "webhook to ashley: HTTP 500")
         );
         let done = ack("ashley", true);
-        let r = decide(&services, &[&j, &done], now, hour, vec![]);
+        let r = decide(&services, &[j.clone(), done], now, hour, vec![]);
         assert_eq!(r.outcome, Outcome::Done);
         assert_eq!(
             r.detail,

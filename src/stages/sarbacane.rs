@@ -284,17 +284,14 @@ impl Handler for SarbacaneHandler {
             return Ok(left);
         }
         let lists = self.lists().await.map_err(BatchError)?;
-        let mut tasks = tokio::task::JoinSet::new();
-        for (id, email) in todo {
-            let (api, lists) = (self.api.clone(), lists.clone());
-            tasks.spawn(async move { (id, api.remove(&lists, &email).await) });
-        }
-        while let Some(joined) = tasks.join_next().await {
-            // A panicked task leaves its retirement without a result: the driver retries it.
-            if let Ok((id, result)) = joined {
-                give(id, result);
-            }
-        }
+        let api = self.api.clone();
+        left.extend(
+            super::each_at_once(todo, reporter, move |email: String| {
+                let (api, lists) = (api.clone(), lists.clone());
+                async move { api.remove(&lists, &email).await }
+            })
+            .await,
+        );
         Ok(left)
     }
 }

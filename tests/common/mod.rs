@@ -280,3 +280,22 @@ pub fn event_path(events: &[lethe::store::Event]) -> Vec<(Option<&str>, &str, &s
         })
         .collect()
 }
+
+/// A claimed retirement as a handler receives it (subject = id, username `user<id>`).
+pub fn claimed(id: i64, email: Option<&str>) -> lethe::store::Claimed {
+    lethe::store::Claimed {
+        id,
+        subject: id.to_string(),
+        email: email.map(str::to_string),
+        username: Some(format!("user{id}")),
+        reason: lethe::domain::Reason::INACTIVE,
+        state: "RETIRING".into(),
+        attempt: 1,
+        lost_leases: 0,
+        warned_at: None,
+        created_at: chrono::Utc::now(),
+        locale: None,
+        reminders_sent: 0,
+        exclusion_override: false,
+    }
+}
