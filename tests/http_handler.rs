@@ -327,3 +327,97 @@ fn template_mistakes_are_config_errors_naming_the_key_and_value() {
         Some("LETHE_HTTP_KEY_CLOAK_CLIENT_SECRET")
     );
 }
+
+/// The commented `[[stage]]` examples of the shipped pipeline.toml, uncommented, by name.
+fn shipped_examples() -> Vec<(String, String)> {
+    let text = std::fs::read_to_string(common::repo_root().join("pipeline.toml")).unwrap();
+    let mut blocks = Vec::new();
+    let mut current: Option<String> = None;
+    for line in text.lines() {
+        match (&mut current, line) {
+            (None, "# [[stage]]") => current = Some("[[stage]]\n".into()),
+            (Some(block), line) if line.starts_with("# ") => {
+                block.push_str(&line[2..]);
+                block.push('\n');
+            }
+            (Some(_), _) => blocks.push(current.take().unwrap()),
+            _ => {}
+        }
+    }
+    blocks
+        .into_iter()
+        .map(|block| {
+            let doc: toml::Table = toml::from_str(&block).unwrap();
+            let mut stage = doc["stage"].as_array().unwrap()[0]
+                .as_table()
+                .unwrap()
+                .clone();
+            assert_eq!(stage.remove("handler").unwrap().as_str(), Some("http"));
+            stage.remove("state");
+            let name = stage["name"].as_str().unwrap().to_string();
+            (name, toml::to_string(&stage).unwrap())
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn the_shipped_examples_parse_and_the_keycloak_one_works() {
+    let examples = shipped_examples();
+    let names: Vec<&str> = examples.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(names, ["keycloak", "workos", "search"]);
+    for (name, text) in &examples {
+        parse(text).unwrap_or_else(|e| panic!("{name}: {e:?}"));
+    }
+    let server = MockServer::start().await;
+    mount_token_at(&server, "/realms/main/protocol/openid-connect/token").await;
+    Mock::given(method("GET"))
+        .and(path("/admin/realms/main/users"))
+        .and(query_param("email", "a+b@x.org"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!([{"id": "u-1"}])))
+        .mount(&server)
+        .await;
+    Mock::given(method("DELETE"))
+        .and(path("/admin/realms/main/users/u-1"))
+        .and(header("authorization", "Bearer t1"))
+        .respond_with(ResponseTemplate::new(204))
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/admin/realms/main/users/count"))
+        .and(header("authorization", "Bearer t1"))
+        .respond_with(ResponseTemplate::new(200).set_body_string("3"))
+        .mount(&server)
+        .await;
+    let keycloak = examples[0]
+        .1
+        .replace("https://sso.example.org", &server.uri());
+    let h = handler(&keycloak, Some("s3cret"));
+    let results = h.handle(&[claimed(1, Some("a+b@x.org"))]).await.unwrap();
+    assert_eq!(
+        results[&1].detail,
+        Some(json!({"service": "keycloak", "status": 204, "lookup": "found"}))
+    );
+    assert_eq!(
+        h.reach().await.unwrap(),
+        "token fetched; probe answered HTTP 200"
+    );
+    let down = handler(
+        &examples[0]
+            .1
+            .replace("https://sso.example.org", "http://127.0.0.1:9"),
+        Some("s3cret"),
+    );
+    let why = down.reach().await.unwrap_err();
+    assert!(why.contains("cannot fetch a token"), "{why}");
+}
+
+async fn mount_token_at(server: &MockServer, at: &str) {
+    Mock::given(method("POST"))
+        .and(path(at))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_body_json(json!({"access_token": "t1", "expires_in": 60})),
+        )
+        .mount(server)
+        .await;
+}
