@@ -360,3 +360,34 @@ fn absurd_durations_are_refused_naming_the_key() {
         assert!(err.contains(key) && err.contains("at most 36500d"), "{err}");
     }
 }
+
+#[test]
+fn names_that_would_share_a_secret_are_refused() {
+    let err = pipeline_error(&format!(
+        "{}[[service]]\nname = \"a-b\"\n[[service]]\nname = \"a_b\"\n",
+        noop_pipeline("", "")
+    ));
+    assert!(
+        err.contains("service[2].name = \"a_b\": its secret would be LETHE_SERVICE_A_B_SECRET, as service a-b's"),
+        "{err}"
+    );
+    let http = |state: &str, name: &str| {
+        format!(
+            "state = \"{state}\"\nhandler = \"http\"\nname = \"{name}\"\nurl = \"https://x.org/{{{{ subject }}}}\""
+        )
+    };
+    let text = noop_pipeline("", "")
+        .replace(
+            "state = \"RETIRING_EDX\"\nhandler = \"noop\"",
+            &http("RETIRING_EDX", "crm"),
+        )
+        .replace(
+            "state = \"RETIRING_SARBACANE\"\nhandler = \"noop\"",
+            &http("RETIRING_SARBACANE", "CRM"),
+        );
+    let err = pipeline_error(&text);
+    assert!(
+        err.contains("stage for RETIRING_SARBACANE.name = \"CRM\": the http stage for RETIRING_EDX has this name already"),
+        "{err}"
+    );
+}

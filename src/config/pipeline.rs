@@ -336,6 +336,29 @@ pub(super) fn parse(
         }
     }
     super::service::check_services(file, &parsed.service)?;
+    // Two http stages answering to one name would share secrets and read as one in events.
+    let http_names: Vec<(&str, &str)> = stages
+        .iter()
+        .filter_map(|stage| match &stage.settings {
+            StageSettings::Http(h) => Some((stage.state.as_str(), h.name.as_str())),
+            _ => None,
+        })
+        .collect();
+    for (i, (state, name)) in http_names.iter().enumerate() {
+        if let Some((first, _)) = http_names[..i]
+            .iter()
+            .find(|(_, n)| n.eq_ignore_ascii_case(name))
+        {
+            return Err(invalid(
+                file,
+                format!("stage for {state}.name"),
+                Some(name),
+                format!(
+                    "the http stage for {first} has this name already: names are unique, in any case"
+                ),
+            ));
+        }
+    }
     for stage in &stages {
         if let StageSettings::Notify(n) = &stage.settings
             && let Some(missing) = n

@@ -60,6 +60,21 @@ pub(super) fn check_services(file: &str, services: &[Service]) -> Result<(), Con
                 "declared twice",
             ));
         }
+        if let Some(other) = services[..i]
+            .iter()
+            .find(|s| s.secret_env() == service.secret_env())
+        {
+            return Err(invalid(
+                file,
+                format!("{at}.name"),
+                Some(&service.name),
+                format!(
+                    "its secret would be {}, as service {}'s: rename one",
+                    service.secret_env(),
+                    other.name
+                ),
+            ));
+        }
         if let Some(url) = &service.webhook_url {
             check_url(url).map_err(|problem| {
                 invalid(file, format!("{at}.webhook_url"), None, problem) // not shown: it may carry a token

@@ -182,6 +182,13 @@ impl Template {
     }
 }
 
+/// `value` percent-encoded as a URL component (everything but `A-Za-z0-9-._~`).
+pub fn url_encoded(value: &str) -> String {
+    let mut out = String::with_capacity(value.len() * 3);
+    url_encode(value, &mut out);
+    out
+}
+
 fn url_encode(value: &str, out: &mut String) {
     for byte in value.bytes() {
         match byte {

@@ -85,8 +85,8 @@ pub fn next_delay(
 
 /// A short summary of a reply for an event or an error: the status and the body's own
 /// message (`message`, `error_description`, `error`, `detail`; a body that is not JSON:
-/// its first line), with
-/// every one of `hide` (the address, the username) replaced, and cut to 200 characters.
+/// its first line), with every one of `hide` (the address, the username) replaced in any
+/// ASCII case and in its URL-encoded forms, and cut to 200 characters.
 pub fn summary(status: u16, body: &str, hide: &[&str]) -> String {
     // A JSON body shows only its message: the rest may hold the user's data.
     let message = match serde_json::from_str::<serde_json::Value>(body) {
@@ -98,7 +98,14 @@ pub fn summary(status: u16, body: &str, hide: &[&str]) -> String {
     };
     let mut message = message;
     for secret in hide.iter().filter(|s| !s.is_empty()) {
-        message = message.replace(secret, "<redacted>");
+        let forms = [
+            secret.to_string(),
+            crate::config::url_encoded(secret),
+            url::form_urlencoded::byte_serialize(secret.as_bytes()).collect(),
+        ];
+        for form in forms {
+            message = replace_ignoring_ascii_case(&message, &form, "<redacted>");
+        }
     }
     let mut shown: String = message.chars().take(200).collect();
     if shown.len() < message.len() {
@@ -108,6 +115,21 @@ pub fn summary(status: u16, body: &str, hide: &[&str]) -> String {
         true => format!("HTTP {status}"),
         false => format!("HTTP {status}: {shown}"),
     }
+}
+
+/// `text` with every `needle`, in any ASCII case, replaced by `with`.
+fn replace_ignoring_ascii_case(text: &str, needle: &str, with: &str) -> String {
+    // ASCII lowering keeps every byte where it is, so positions carry over.
+    let (lower, needle) = (text.to_ascii_lowercase(), needle.to_ascii_lowercase());
+    let mut out = String::with_capacity(text.len());
+    let mut from = 0;
+    while let Some(at) = lower[from..].find(&needle) {
+        out.push_str(&text[from..from + at]);
+        out.push_str(with);
+        from += at + needle.len();
+    }
+    out.push_str(&text[from..]);
+    out
 }
 
 /// The message of a JSON body, if it has one: `{"message": "…"}`.
@@ -175,6 +197,14 @@ mod tests {
                 &["a+b@x.org"]
             ),
             "HTTP 400: bad contact <redacted>"
+        );
+        assert_eq!(
+            summary(
+                400,
+                r#"{"message":"A+B@X.org and a%2Bb%40x.org and a%2Bb@x.org"}"#,
+                &["a+b@x.org"]
+            ),
+            "HTTP 400: <redacted> and <redacted> and a%2Bb@x.org"
         );
         assert_eq!(summary(502, "", &[]), "HTTP 502");
         assert_eq!(summary(401, "<html>\nno</html>", &[]), "HTTP 401: <html>");

@@ -147,11 +147,17 @@ macro_rules! ack_methods {
                         ack.try_get("acked_at").ctx("decode an ack")?;
                     return Ok(AckResult::Already(when.unwrap_or(at)));
                 }
-                let row = sqlx::query("SELECT state, attempt FROM retirement WHERE id = $1")
-                    .bind(id)
-                    .fetch_one(&mut *tx)
-                    .await
-                    .ctx("read the acknowledged retirement")?;
+                // Re-read under the ack's lock: a retirement that ended meanwhile awaits nothing.
+                let row = sqlx::query(
+                    "SELECT state, attempt FROM retirement WHERE id = $1 AND ended_at IS NULL",
+                )
+                .bind(id)
+                .fetch_optional(&mut *tx)
+                .await
+                .ctx("read the acknowledged retirement")?;
+                let Some(row) = row else {
+                    return Ok(AckResult::NotAwaited);
+                };
                 let state: String = row.try_get("state").ctx("decode a retirement")?;
                 let attempt: i32 = row.try_get("attempt").ctx("decode a retirement")?;
                 sqlx::query(
