@@ -285,6 +285,73 @@ async fn ok_gone_and_refused_statuses_and_replies_that_are_not_json() {
     );
 }
 
+#[tokio::test]
+async fn a_lookup_that_cannot_say_who_fails_instead_of_calling_the_user_gone() {
+    let server = MockServer::start().await;
+    for (email, reply) in [
+        ("wrapped@x.org", json!({"error": "bad request"})),
+        ("two@x.org", json!({"data": [{"id": "u1"}, {"id": "u2"}]})),
+        ("dots@x.org", json!({"data": [{"id": ".."}]})),
+        ("none@x.org", json!({"data": []})),
+    ] {
+        Mock::given(method("GET"))
+            .and(path("/user_management/users"))
+            .and(query_param("email", email))
+            .respond_with(ResponseTemplate::new(200).set_body_json(reply))
+            .mount(&server)
+            .await;
+    }
+    Mock::given(method("GET"))
+        .and(path("/user_management/users"))
+        .respond_with(ResponseTemplate::new(404))
+        .mount(&server)
+        .await;
+    let h = handler(
+        &format!(
+            "name = \"workos\"\nurl = \"{0}/user_management/users/{{{{ lookup.id }}}}\"\n[lookup]\nurl = \"{0}/user_management/users?email={{{{ email }}}}\"\npointer = \"/data/0/id\"",
+            server.uri()
+        ),
+        None,
+    );
+    let batch = [
+        claimed(1, Some("wrapped@x.org")),
+        claimed(2, Some("two@x.org")),
+        claimed(3, Some("dots@x.org")),
+        claimed(4, Some("none@x.org")),
+        claimed(5, Some("other@x.org")),
+    ];
+    let results = h.handle(&batch).await.unwrap();
+    let error = |id: i64| match &results[&id].outcome {
+        Outcome::Fail { error } => error.clone(),
+        other => panic!("{id}: fail expected, got {other:?}"),
+    };
+    assert_eq!(
+        error(1),
+        "workos lookup: the reply has nothing at /data/0/id; check lookup.pointer"
+    );
+    assert!(error(2).contains("2 users match, not one"), "{}", error(2));
+    assert!(
+        error(3).contains("would change the URL's path"),
+        "{}",
+        error(3)
+    );
+    assert_eq!(results[&4].outcome, Outcome::Done);
+    // A 404 from the lookup is a wrong URL until `lookup.gone` says otherwise.
+    assert!(
+        error(5).starts_with("workos lookup: HTTP 404"),
+        "{}",
+        error(5)
+    );
+    let deletes = server
+        .received_requests()
+        .await
+        .unwrap()
+        .iter()
+        .filter(|r| r.method.as_str() == "DELETE")
+        .count();
+    assert_eq!(deletes, 0);
+}
+
 #[test]
 fn template_mistakes_are_config_errors_naming_the_key_and_value() {
     let err = |text: &str| parse(text).unwrap_err();

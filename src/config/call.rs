@@ -12,8 +12,9 @@ pub const METHODS: [&str; 5] = ["GET", "POST", "PUT", "PATCH", "DELETE"];
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum HttpAuth {
-    /// `Authorization: Bearer <LETHE_HTTP_<NAME>_TOKEN>`.
-    Bearer,
+    /// `Authorization: Bearer <LETHE_HTTP_<NAME>_TOKEN>` (a struct variant, so a stray
+    /// key such as `header` is refused rather than ignored).
+    Bearer {},
     /// `<header>: <prefix><LETHE_HTTP_<NAME>_TOKEN>` (Elasticsearch: `Authorization`,
     /// `ApiKey `).
     Header {
@@ -50,9 +51,13 @@ pub struct LookupSettings {
     /// Headers, as templates.
     #[serde(default, deserialize_with = "header_templates")]
     pub headers: Vec<(String, Template)>,
-    /// JSON pointer to the id in the reply (`/0/id`, `/data/0/id`); nothing there means
-    /// the user is already gone.
+    /// JSON pointer to the id in the reply (`/0/id`, `/data/0/id`). An empty list where
+    /// it points means the user is already gone; a reply without that list fails.
     pub pointer: String,
+    /// Statuses of the lookup that mean the user is gone (none by default: a 404 is more
+    /// often a wrong URL than a missing user).
+    #[serde(default)]
+    pub gone: Vec<u16>,
 }
 
 http_stage_settings! {
@@ -99,7 +104,7 @@ impl HttpSettings {
     /// The environment variable holding this stage's secret, if its auth needs one.
     pub fn secret_var(&self) -> Option<String> {
         let key = match self.auth.as_ref()? {
-            HttpAuth::Bearer | HttpAuth::Header { .. } => "token",
+            HttpAuth::Bearer {} | HttpAuth::Header { .. } => "token",
             HttpAuth::Oauth2 { .. } => "client_secret",
         };
         Some(secret_env("http", Some(&self.name), key))

@@ -31,7 +31,7 @@ pub use stage::{
     TemplateRole,
 };
 pub use target::{Link, LinkPolicy, Rules, Target, Value, env_key};
-pub use template::{Escape, Template, Values, Var, url_encoded};
+pub use template::{Escape, RenderError, Template, Values, Var, url_encoded};
 
 use crate::domain::StateGraph;
 use std::path::{Path, PathBuf};

@@ -207,7 +207,8 @@ fn typed<T: DeserializeOwned>(
     // Tables last: each is written as a `[key]` section, which takes the keys after it.
     let is_table = |v: &toml::Value| match v {
         toml::Value::Table(_) => true,
-        toml::Value::Array(items) => items.iter().any(|i| i.is_table()),
+        // What the serializer writes as `[[key]]`; a mixed array it writes inline.
+        toml::Value::Array(items) => !items.is_empty() && items.iter().all(|i| i.is_table()),
         _ => false,
     };
     let mut entries: Vec<(&String, &toml::Value)> = table.iter().collect();
@@ -296,6 +297,17 @@ mod tests {
             parse(HandlerKind::Email, "template = \"x\"\nnotise = true").unwrap_err();
         assert_eq!(key, "notise");
         assert!(problem.contains("allowed: template, notice"), "{problem}");
+    }
+
+    #[test]
+    fn keys_after_a_nested_table_stay_at_the_top() {
+        // A table sorts before `url` here: written first, it would swallow the keys after.
+        let text = "auth = { type = \"bearer\" }\nheaders = { X-A = \"1\" }\nname = \"crm\"\nurl = \"https://x.org/{{ subject }}\"\nok = [202]";
+        let StageSettings::Http(h) = parse(HandlerKind::Http, text).unwrap() else {
+            panic!("http settings expected");
+        };
+        assert_eq!((h.name.as_str(), h.ok.as_slice()), ("crm", &[202][..]));
+        assert_eq!(h.headers.len(), 1);
     }
 
     #[test]

@@ -66,6 +66,15 @@ enum Piece {
     Var(Var),
 }
 
+/// Why a template cannot be rendered for a subject.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RenderError {
+    /// The subject has no value for this variable (no email...).
+    Missing(Var),
+    /// The value would change the URL's path (`.` or `..`, which URLs resolve).
+    Unsafe(Var),
+}
+
 /// A parsed template.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Template {
@@ -162,15 +171,19 @@ impl Template {
     }
 
     /// The text with every variable replaced by its escaped value; `Err` names a variable
-    /// whose value this subject lacks.
-    pub fn render(&self, values: &Values) -> Result<String, Var> {
+    /// whose value this subject lacks, or cannot go where it stands.
+    pub fn render(&self, values: &Values) -> Result<String, RenderError> {
         let mut out = String::with_capacity(self.source.len() + 32);
         for piece in &self.pieces {
             match piece {
                 Piece::Text(text) => out.push_str(text),
                 Piece::Var(var) => {
-                    let value = values.get(*var).ok_or(*var)?;
+                    let value = values.get(*var).ok_or(RenderError::Missing(*var))?;
                     match self.escape {
+                        // Encoded or not, a URL resolves these as "this" and "up" segments.
+                        Escape::Url if value == "." || value == ".." => {
+                            return Err(RenderError::Unsafe(*var));
+                        }
                         Escape::Url => url_encode(&value, &mut out),
                         Escape::Json => json_escape(&value, &mut out),
                         Escape::Plain => out.push_str(&value),
@@ -284,7 +297,15 @@ mod tests {
         let url = Template::parse("https://x.org/{{ lookup.id }}", Escape::Url).unwrap();
         assert!(url.uses(Var::LookupId));
         assert!(!url.uses(Var::Email));
-        assert_eq!(url.render(&values()), Err(Var::LookupId));
+        assert_eq!(
+            url.render(&values()),
+            Err(RenderError::Missing(Var::LookupId))
+        );
+        let dots = Values {
+            lookup_id: Some(".."),
+            ..values()
+        };
+        assert_eq!(url.render(&dots), Err(RenderError::Unsafe(Var::LookupId)));
     }
 
     #[test]

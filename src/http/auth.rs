@@ -24,13 +24,25 @@ pub enum Auth {
 pub struct TokenSource {
     url: url::Url,
     form: Secret,
-    cached: tokio::sync::Mutex<Option<(HeaderValue, Instant)>>,
+    cached: tokio::sync::Mutex<Cached>,
+}
+
+/// The last token, or the last failure (kept briefly, so a batch waiting on a token
+/// endpoint that is down shares one failure instead of each trying in turn).
+#[derive(Default)]
+struct Cached {
+    token: Option<(HeaderValue, Instant)>,
+    failed: Option<(String, Instant)>,
 }
 
 /// A token used when it has less than this left is fetched again first.
 const MARGIN: Duration = Duration::from_secs(30);
 /// How long a token without `expires_in` is used.
 const UNSTATED_LIFETIME: Duration = Duration::from_secs(300);
+/// The lifetimes a token is trusted for, whatever the endpoint says.
+const LIFETIMES: (Duration, Duration) = (Duration::from_secs(10), Duration::from_secs(86_400));
+/// How long a failed token fetch answers for the next ones.
+const FAILURE_KEPT: Duration = Duration::from_secs(5);
 
 impl Auth {
     /// The auth `config` describes for `service`, with its `secret` from the environment
@@ -63,7 +75,7 @@ impl Auth {
                 .map_err(|_| setup("the secret is not a valid header value".into()))
         };
         Ok(match config {
-            HttpAuth::Bearer => Auth::Static((
+            HttpAuth::Bearer {} => Auth::Static((
                 AUTHORIZATION,
                 sensitive(format!("Bearer {}", secret.expose()))?,
             )),
@@ -88,7 +100,7 @@ impl Auth {
                     url: url::Url::parse(token_url)
                         .map_err(|e| setup(format!("token_url: {e}")))?,
                     form: Secret::new(form.finish()),
-                    cached: tokio::sync::Mutex::new(None),
+                    cached: tokio::sync::Mutex::new(Cached::default()),
                 })
             }
         })
@@ -133,16 +145,31 @@ impl TokenSource {
         stale: Option<&HeaderValue>,
     ) -> Result<HeaderValue, String> {
         let mut cached = self.cached.lock().await;
-        if let Some((token, until)) = cached.as_ref()
-            && Instant::now() < *until
+        let now = Instant::now();
+        if let Some((token, until)) = &cached.token
+            && now < *until
             && stale != Some(token)
         {
             return Ok(token.clone());
         }
-        let (token, lifetime) = self.fetch(client).await?;
-        let until = Instant::now() + lifetime.saturating_sub(MARGIN.min(lifetime / 2));
-        *cached = Some((token.clone(), until));
-        Ok(token)
+        if let Some((error, at)) = &cached.failed
+            && now.duration_since(*at) < FAILURE_KEPT
+        {
+            return Err(error.clone());
+        }
+        match self.fetch(client).await {
+            Ok((token, lifetime)) => {
+                let lifetime = lifetime.clamp(LIFETIMES.0, LIFETIMES.1);
+                let until = Instant::now() + lifetime.saturating_sub(MARGIN.min(lifetime / 2));
+                cached.token = Some((token.clone(), until));
+                cached.failed = None;
+                Ok(token)
+            }
+            Err(error) => {
+                cached.failed = Some((error.clone(), Instant::now()));
+                Err(error)
+            }
+        }
     }
 
     async fn fetch(&self, client: &Client) -> Result<(HeaderValue, Duration), String> {

@@ -96,16 +96,10 @@ pub fn summary(status: u16, body: &str, hide: &[&str]) -> String {
             .unwrap_or_default(),
         Err(_) => body.lines().next().unwrap_or("").trim().to_string(),
     };
-    let mut message = message;
+    // Decoded first, so an address echoed URL-encoded (whole or in part) is found too.
+    let mut message = percent_decoded(&message);
     for secret in hide.iter().filter(|s| !s.is_empty()) {
-        let forms = [
-            secret.to_string(),
-            crate::config::url_encoded(secret),
-            url::form_urlencoded::byte_serialize(secret.as_bytes()).collect(),
-        ];
-        for form in forms {
-            message = replace_ignoring_ascii_case(&message, &form, "<redacted>");
-        }
+        message = replace_ignoring_ascii_case(&message, secret, "<redacted>");
     }
     let mut shown: String = message.chars().take(200).collect();
     if shown.len() < message.len() {
@@ -115,6 +109,31 @@ pub fn summary(status: u16, body: &str, hide: &[&str]) -> String {
         true => format!("HTTP {status}"),
         false => format!("HTTP {status}: {shown}"),
     }
+}
+
+/// `text` with every valid `%XX` decoded (invalid UTF-8 replaced).
+fn percent_decoded(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = |b: u8| (b as char).to_digit(16);
+        match (
+            bytes[i],
+            bytes.get(i + 1).copied().and_then(hex),
+            bytes.get(i + 2).copied().and_then(hex),
+        ) {
+            (b'%', Some(high), Some(low)) => {
+                out.push((high * 16 + low) as u8);
+                i += 3;
+            }
+            (byte, _, _) => {
+                out.push(byte);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// `text` with every `needle`, in any ASCII case, replaced by `with`.
@@ -204,7 +223,7 @@ mod tests {
                 r#"{"message":"A+B@X.org and a%2Bb%40x.org and a%2Bb@x.org"}"#,
                 &["a+b@x.org"]
             ),
-            "HTTP 400: <redacted> and <redacted> and a%2Bb@x.org"
+            "HTTP 400: <redacted> and <redacted> and <redacted>"
         );
         assert_eq!(summary(502, "", &[]), "HTTP 502");
         assert_eq!(summary(401, "<html>\nno</html>", &[]), "HTTP 401: <html>");

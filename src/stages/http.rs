@@ -3,7 +3,7 @@
 //! `gone` one, or a lookup that finds nobody (already deleted).
 
 use super::{BatchError, Handler, Reporter};
-use crate::config::{HttpSettings, Template, Values, Var};
+use crate::config::{HttpSettings, RenderError, Template, Values};
 use crate::domain::{Outcome, StageResult};
 use crate::http::auth::{Auth, Credential};
 use crate::http::{Call, Client, Reply, ReplyClass, Statuses, reply};
@@ -38,8 +38,8 @@ struct Request<'a> {
 
 /// Why a subject's request was not sent or not taken.
 enum Stop {
-    /// A value the templates need is missing (no email…): nothing to call with.
-    Missing(Var),
+    /// A value the templates need is missing (no email…) or cannot stand in a URL.
+    Render(RenderError),
     /// The outcome is decided.
     Outcome(Outcome),
 }
@@ -146,7 +146,7 @@ impl Service {
                     Ok(reply) => reply,
                     Err(stop) => return self.stopped(stop),
                 };
-                match self.found(&reply, &lookup.pointer, &hide) {
+                match self.found(&reply, lookup, &hide) {
                     Ok(Some(id)) => Some(id),
                     Ok(None) => {
                         return StageResult::new(Outcome::Done).with_detail(json!({
@@ -184,16 +184,22 @@ impl Service {
         }
     }
 
-    /// The id the lookup's reply holds at `pointer`: `None` when nothing is there (the
-    /// user is gone), an outcome when the reply is refused or not what was expected.
+    /// The id the lookup's reply holds at its pointer: `None` when the list it points into
+    /// is empty (or the status is one of the lookup's `gone`), an outcome when the reply
+    /// is refused, is not JSON, has no such list, or holds several matches.
     fn found(
         &self,
         reply: &Reply,
-        pointer: &str,
+        lookup: &crate::config::LookupSettings,
         hide: &[&str],
     ) -> Result<Option<String>, Outcome> {
         let name = &self.settings.name;
-        match Statuses::default().classify(reply.status) {
+        let pointer = lookup.pointer.as_str();
+        let statuses = Statuses {
+            ok: Vec::new(),
+            gone: lookup.gone.clone(),
+        };
+        match statuses.classify(reply.status) {
             ReplyClass::Ok => {}
             ReplyClass::Gone => return Ok(None),
             class => {
@@ -201,11 +207,7 @@ impl Service {
                     "{name} lookup: {}",
                     reply::summary(reply.status, &reply.body, hide)
                 );
-                return Err(match class {
-                    ReplyClass::Transient => Outcome::Retry { error },
-                    _ if reply.status == 401 || reply.status == 403 => Outcome::Retry { error },
-                    _ => Outcome::Fail { error },
-                });
+                return Err(super::refusal(class, reply.status, error));
             }
         }
         let value: serde_json::Value =
@@ -215,16 +217,36 @@ impl Service {
                     reply.status
                 ),
             })?;
+        let fail = |why: String| Outcome::Fail {
+            error: format!("{name} lookup: {why}; check lookup.pointer"),
+        };
+        // The list the pointer indexes into (`/data` of `/data/0/id`): empty means gone.
+        let segments: Vec<&str> = pointer.split('/').collect();
+        let index = segments
+            .iter()
+            .rposition(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()));
+        let list = index.map(|i| segments[..i].join("/"));
+        if let Some(serde_json::Value::Array(items)) =
+            list.as_deref().and_then(|l| value.pointer(l))
+        {
+            if items.is_empty() {
+                return Ok(None);
+            }
+            if items.len() > 1 {
+                return Err(fail(format!(
+                    "{} users match, not one: nothing deleted",
+                    items.len()
+                )));
+            }
+        }
         match value.pointer(pointer) {
-            None | Some(serde_json::Value::Null) => Ok(None),
             Some(serde_json::Value::String(id)) if !id.is_empty() => Ok(Some(id.clone())),
             Some(serde_json::Value::Number(id)) => Ok(Some(id.to_string())),
-            Some(other) => Err(Outcome::Fail {
-                error: format!(
-                    "{name} lookup: {pointer} picks {}, not an id; check lookup.pointer",
-                    json_kind(other)
-                ),
-            }),
+            None => Err(fail(format!("the reply has nothing at {pointer}"))),
+            Some(other) => Err(fail(format!(
+                "{pointer} picks {}, not an id",
+                json_kind(other)
+            ))),
         }
     }
 
@@ -275,7 +297,7 @@ impl Service {
     /// The call of `request` for these values.
     fn call(&self, request: &Request<'_>, values: &Values<'_>) -> Result<Call, Stop> {
         let name = &self.settings.name;
-        let url = request.url.render(values).map_err(Stop::Missing)?;
+        let url = request.url.render(values).map_err(Stop::Render)?;
         let url = url::Url::parse(&url).map_err(|e| {
             Stop::Outcome(Outcome::Fail {
                 error: format!(
@@ -289,7 +311,7 @@ impl Service {
         let mut call = Call::new(method, url);
         call.headers = self.headers(request, values)?;
         if let Some(body) = request.body {
-            let text = body.render(values).map_err(Stop::Missing)?;
+            let text = body.render(values).map_err(Stop::Render)?;
             if serde_json::from_str::<serde_json::Value>(&text).is_err() {
                 return Err(Stop::Outcome(Outcome::Fail {
                     error: format!(
@@ -310,7 +332,7 @@ impl Service {
         let what = request.what;
         let mut headers = HeaderMap::new();
         for (name, template) in self.settings.headers.iter().chain(request.extra_headers) {
-            let value = template.render(values).map_err(Stop::Missing)?;
+            let value = template.render(values).map_err(Stop::Render)?;
             let invalid = || {
                 Stop::Outcome(Outcome::Fail {
                     error: format!(
@@ -341,13 +363,7 @@ impl Service {
             path_of(request.url.source()),
             reply::summary(reply.status, &reply.body, hide)
         );
-        // A refused credential is the stage's, not this subject's: retried, so fixing it
-        // in time errors nobody.
-        match class {
-            ReplyClass::Transient => Outcome::Retry { error },
-            _ if matches!(reply.status, 401 | 403) => Outcome::Retry { error },
-            _ => Outcome::Fail { error },
-        }
+        super::refusal(class, reply.status, error)
     }
 
     fn retry(&self, error: String) -> Stop {
@@ -357,10 +373,24 @@ impl Service {
     fn stopped(&self, stop: Stop) -> StageResult {
         match stop {
             Stop::Outcome(outcome) => outcome.into(),
-            Stop::Missing(var) => StageResult::new(Outcome::Done).with_detail(json!({
-                "service": self.settings.name,
-                "skipped": format!("no {}: the request needs {{{{ {} }}}}", var.name().replace('_', " "), var.name()),
-            })),
+            Stop::Render(RenderError::Missing(var)) => {
+                StageResult::new(Outcome::Done).with_detail(json!({
+                    "service": self.settings.name,
+                    "skipped": format!(
+                        "no {}: the request needs {{{{ {} }}}}",
+                        var.name().replace('_', " "),
+                        var.name()
+                    ),
+                }))
+            }
+            Stop::Render(RenderError::Unsafe(var)) => Outcome::Fail {
+                error: format!(
+                    "{}: the {{{{ {} }}}} of this subject (. or ..) would change the URL's path",
+                    self.settings.name,
+                    var.name()
+                ),
+            }
+            .into(),
         }
     }
 }
@@ -379,6 +409,7 @@ fn json_kind(value: &serde_json::Value) -> &'static str {
         serde_json::Value::Object(_) => "an object",
         serde_json::Value::Array(_) => "an array",
         serde_json::Value::Bool(_) => "a boolean",
+        serde_json::Value::Null => "null",
         _ => "an empty string",
     }
 }

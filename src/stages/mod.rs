@@ -77,13 +77,33 @@ where
         tasks.spawn(async move { (id, future.await) });
     }
     while let Some(joined) = tasks.join_next().await {
-        if let Ok((id, result)) = joined
-            && let Err(result) = reporter.report(id, result)
-        {
-            left.insert(id, result);
+        match joined {
+            Ok((id, result)) => {
+                if let Err(result) = reporter.report(id, result) {
+                    left.insert(id, result);
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "a stage task panicked; its retirement is retried")
+            }
         }
     }
     left
+}
+
+/// The outcome of a reply that is neither ok nor gone: transient ones and a refused
+/// credential (401, 403: the stage's, not this subject's, so fixing it in time errors
+/// nobody) are retried, the rest fail.
+pub(crate) fn refusal(
+    class: crate::http::ReplyClass,
+    status: u16,
+    error: String,
+) -> crate::domain::Outcome {
+    match class {
+        crate::http::ReplyClass::Transient => crate::domain::Outcome::Retry { error },
+        _ if matches!(status, 401 | 403) => crate::domain::Outcome::Retry { error },
+        _ => crate::domain::Outcome::Fail { error },
+    }
 }
 
 /// The code behind one stage.

@@ -202,15 +202,7 @@ impl Api {
                         "sarbacane DELETE /{at}: {}",
                         reply::summary(reply.status, &reply.body, &[email])
                     );
-                    // A refused key (401, 403) is the account's, not this address's:
-                    // retried, so a key fixed in time errors nobody.
-                    let account = matches!(reply.status, 401 | 403);
-                    return match class {
-                        ReplyClass::Transient => Outcome::Retry { error },
-                        _ if account => Outcome::Retry { error },
-                        _ => Outcome::Fail { error },
-                    }
-                    .into();
+                    return super::refusal(class, reply.status, error).into();
                 }
             }
         }

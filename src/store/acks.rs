@@ -34,6 +34,76 @@ pub enum AckResult {
     NotAwaited,
 }
 
+/// A retirement with the PII it still has: what the API's user list shows.
+#[derive(Debug, Clone, PartialEq)]
+pub struct UserRow {
+    /// The retirement.
+    pub retirement: super::Retirement,
+    /// Its email, until erased.
+    pub email: Option<String>,
+    /// Its username, until erased.
+    pub username: Option<String>,
+}
+
+/// Which retirements a user list holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UserFilter {
+    /// Every one.
+    All,
+    /// Those awaiting (or acknowledged by) this downstream service; `acked` narrows to
+    /// one side.
+    Service {
+        /// The service.
+        service: String,
+        /// Only acknowledged (`true`) or only awaited (`false`).
+        acked: Option<bool>,
+    },
+    /// Those in one of these states.
+    States(Vec<String>),
+    /// Those any service has on this side (`acked`), or in one of these states.
+    AnyService {
+        /// Acknowledged or awaited.
+        acked: bool,
+        /// Or in one of these states.
+        states: Vec<String>,
+    },
+}
+
+/// A page of the user list: oldest first, then by id, so a page never moves under a
+/// consumer walking the list.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserQuery {
+    /// Which retirements.
+    pub filter: UserFilter,
+    /// Exactly this email.
+    pub email: Option<String>,
+    /// Exactly this username.
+    pub username: Option<String>,
+    /// Never these states (aborted retirements).
+    pub hidden_state: String,
+    /// Rows skipped.
+    pub offset: i64,
+    /// Rows at most.
+    pub limit: i64,
+}
+
+impl UserFilter {
+    /// (mode, service, status, states) as the user list's SQL binds them.
+    pub(crate) fn params(&self) -> (i32, Option<&str>, Option<&str>, &[String]) {
+        let status = |acked: bool| if acked { "deleted" } else { "to_delete" };
+        match self {
+            UserFilter::All => (0, None, None, &[]),
+            UserFilter::Service { service, acked } => {
+                (1, Some(service.as_str()), acked.map(status), &[])
+            }
+            UserFilter::States(states) => (2, None, None, states.as_slice()),
+            UserFilter::AnyService { acked, states } => {
+                (3, None, Some(status(*acked)), states.as_slice())
+            }
+        }
+    }
+}
+
 /// Columns of a `ServiceAck`.
 macro_rules! ack_columns {
     () => {
@@ -196,6 +266,80 @@ macro_rules! ack_methods {
                 self.notify(&mut tx).await?;
                 tx.commit().await.ctx("commit an ack")?;
                 Ok(AckResult::Recorded)
+            })
+        }
+
+        fn users<'a>(
+            &'a self,
+            query: &'a $crate::store::UserQuery,
+        ) -> $crate::store::BoxFuture<'a, Result<Vec<$crate::store::UserRow>, $crate::store::StoreError>>
+        {
+            Box::pin(async move {
+                use $crate::store::QueryContext;
+                use sqlx::Row;
+                let (mode, service, status, states) = query.filter.params();
+                let rows = sqlx::query(concat!(
+                    "SELECT ",
+                    $crate::store::retirement_columns!(),
+                    ", email, username FROM retirement r WHERE state <> $1 \
+                     AND ($2 IS NULL OR email = $2) AND ($3 IS NULL OR username = $3) AND ( \
+                     $4 = 0 \
+                     OR ($4 = 1 AND EXISTS (SELECT 1 FROM service_ack a WHERE a.retirement_id = r.id \
+                         AND a.service = $5 AND ($6 IS NULL OR a.status = $6))) \
+                     OR ($4 = 2 AND state ",
+                    $in_list!("$7"),
+                    ") OR ($4 = 3 AND (EXISTS (SELECT 1 FROM service_ack a WHERE a.retirement_id = r.id \
+                         AND a.status = $6) OR state ",
+                    $in_list!("$7"),
+                    "))) ORDER BY created_at, id LIMIT $8 OFFSET $9"
+                ))
+                .bind(&query.hidden_state)
+                .bind(query.email.as_deref())
+                .bind(query.username.as_deref())
+                .bind(mode)
+                .bind(service)
+                .bind(status)
+                .bind(Self::list_param(states))
+                .bind(query.limit)
+                .bind(query.offset)
+                .fetch_all(&self.pool)
+                .await
+                .ctx("list users")?;
+                rows.iter()
+                    .map(|r| {
+                        Ok($crate::store::UserRow {
+                            retirement: sqlx::FromRow::from_row(r)?,
+                            email: r.try_get("email")?,
+                            username: r.try_get("username")?,
+                        })
+                    })
+                    .collect::<Result<Vec<_>, sqlx::Error>>()
+                    .ctx("decode a user")
+            })
+        }
+
+        fn acks_of<'a>(
+            &'a self,
+            ids: &'a [i64],
+        ) -> $crate::store::BoxFuture<'a, Result<Vec<$crate::store::ServiceAck>, $crate::store::StoreError>>
+        {
+            Box::pin(async move {
+                use $crate::store::QueryContext;
+                let rows = sqlx::query(concat!(
+                    "SELECT ",
+                    $crate::store::acks::ack_columns!(),
+                    " FROM service_ack WHERE retirement_id ",
+                    $in_list!("$1"),
+                    " ORDER BY retirement_id, service"
+                ))
+                .bind(Self::list_param(ids))
+                .fetch_all(&self.pool)
+                .await
+                .ctx("read acks")?;
+                rows.iter()
+                    .map(|r| <$crate::store::ServiceAck as sqlx::FromRow<_>>::from_row(r))
+                    .collect::<Result<Vec<_>, _>>()
+                    .ctx("decode an ack")
             })
         }
 

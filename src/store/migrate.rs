@@ -107,6 +107,11 @@ macro_rules! embedded_migrator {
                 "service acks",
                 include_str!(concat!("../../migrations/", $dir, "/0009_service_acks.sql")),
             ),
+            (
+                10,
+                "public id",
+                include_str!(concat!("../../migrations/", $dir, "/0010_public_id.sql")),
+            ),
         ])
     };
 }

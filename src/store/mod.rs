@@ -18,7 +18,7 @@ mod types;
 
 /// Operator actions are domain rules; re-exported for the callers of [`Store::operate`].
 pub use crate::domain::OperatorAction;
-pub use acks::{AckResult, ServiceAck};
+pub use acks::{AckResult, ServiceAck, UserFilter, UserQuery, UserRow};
 pub(crate) use error::QueryContext;
 pub use error::StoreError;
 pub(crate) use migrate::{
@@ -222,4 +222,11 @@ pub trait Store: Send + Sync {
 
     /// The acknowledgement rows of retirement `id`.
     fn acks(&self, id: i64) -> BoxFuture<'_, Result<Vec<ServiceAck>, StoreError>>;
+
+    /// A page of the API's user list.
+    fn users<'a>(&'a self, query: &'a UserQuery)
+    -> BoxFuture<'a, Result<Vec<UserRow>, StoreError>>;
+
+    /// The acknowledgement rows of these retirements, by retirement then service.
+    fn acks_of<'a>(&'a self, ids: &'a [i64]) -> BoxFuture<'a, Result<Vec<ServiceAck>, StoreError>>;
 }

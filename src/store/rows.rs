@@ -44,6 +44,7 @@ from_row!(ServiceAck {
 
 from_row!(Retirement {
     id,
+    public_id,
     subject,
     subject_hash,
     reason: [String => Reason::stored],
@@ -100,7 +101,7 @@ from_row!(AuditRow {
 /// Columns of a `Retirement`, for SELECTs built with `concat!`.
 macro_rules! retirement_columns {
     () => {
-        "id, subject, subject_hash, reason, state, due_at, attempt, lease_owner, lease_until, last_error, failed_state, warned_at, created_at, updated_at, ended_at, exclusion_override"
+        "id, public_id, subject, subject_hash, reason, state, due_at, attempt, lease_owner, lease_until, last_error, failed_state, warned_at, created_at, updated_at, ended_at, exclusion_override"
     };
 }
 

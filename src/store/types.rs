@@ -204,6 +204,8 @@ impl Applied {
 pub struct Retirement {
     /// Id.
     pub id: i64,
+    /// The stable random id the API shows (a UUID).
+    pub public_id: String,
     /// Source primary key; `None` once erased.
     pub subject: Option<String>,
     /// HMAC of the subject id.

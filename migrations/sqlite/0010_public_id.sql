@@ -1,0 +1,18 @@
+-- A stable, random public id per retirement: what the API (and Mork's consumers) call it.
+-- SQLite cannot default a column to a function, so a trigger fills it on insert.
+ALTER TABLE retirement ADD COLUMN public_id TEXT;
+CREATE TRIGGER retirement_public_id AFTER INSERT ON retirement WHEN NEW.public_id IS NULL
+BEGIN
+    UPDATE retirement SET public_id = lower(hex(randomblob(4))) || '-' || lower(hex(randomblob(2)))
+        || '-4' || substr(lower(hex(randomblob(2))), 2) || '-'
+        || substr('89ab', 1 + (abs(random()) % 4), 1) || substr(lower(hex(randomblob(2))), 2)
+        || '-' || lower(hex(randomblob(6)))
+    WHERE id = NEW.id;
+END;
+UPDATE retirement SET public_id = lower(hex(randomblob(4))) || '-' || lower(hex(randomblob(2)))
+    || '-4' || substr(lower(hex(randomblob(2))), 2) || '-'
+    || substr('89ab', 1 + (abs(random()) % 4), 1) || substr(lower(hex(randomblob(2))), 2)
+    || '-' || lower(hex(randomblob(6)))
+WHERE public_id IS NULL;
+CREATE UNIQUE INDEX retirement_public_id ON retirement (public_id);
+CREATE INDEX retirement_created ON retirement (created_at, id);
