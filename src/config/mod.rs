@@ -3,6 +3,7 @@
 //! Every error names the file, the key, the bad value and what is allowed. Secrets never
 //! come from these files: they are read from the environment (`LETHE_…`).
 
+mod api;
 mod duration;
 mod email;
 #[macro_use]
@@ -16,6 +17,7 @@ mod states;
 mod target;
 mod template;
 
+pub use api::{Api, ApiKey, DEFAULT_LISTEN, Scope};
 pub use call::{HttpAuth, HttpSettings, LookupSettings, METHODS};
 pub use duration::{HumanDuration, parse_duration};
 pub use email::{Email, SMTP_HOST_ENV, SMTP_PASSWORD_ENV, SMTP_USERNAME_ENV, Tls, Undeliverable};

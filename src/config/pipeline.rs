@@ -26,6 +26,9 @@ struct PipelineFile {
     email: Option<super::email::Email>,
     #[serde(default)]
     service: Vec<super::Service>,
+    api: Option<super::api::ApiSection>,
+    #[serde(default)]
+    api_key: Vec<super::api::ApiKeySection>,
 }
 
 #[derive(Deserialize, Default)]
@@ -147,6 +150,8 @@ pub struct Pipeline {
     pub email: Option<super::email::Email>,
     /// Downstream services that acknowledge deletions.
     pub services: Vec<super::Service>,
+    /// The REST API: where it listens, its keys.
+    pub api: super::Api,
 }
 
 impl Pipeline {
@@ -336,6 +341,8 @@ pub(super) fn parse(
         }
     }
     super::service::check_services(file, &parsed.service)?;
+    let service_names: Vec<String> = parsed.service.iter().map(|s| s.name.clone()).collect();
+    let api = super::api::parse_api(file, parsed.api, parsed.api_key, &service_names)?;
     // Two http stages answering to one name would share secrets and read as one in events.
     let http_names: Vec<(&str, &str)> = stages
         .iter()
@@ -407,6 +414,7 @@ pub(super) fn parse(
         email.is_some(),
     )?;
     Ok(Pipeline {
+        api,
         store_url: parsed.store.url,
         policy: Policy {
             inactive_after: p.inactive_after.0,

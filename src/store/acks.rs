@@ -79,6 +79,8 @@ pub struct UserQuery {
     pub email: Option<String>,
     /// Exactly this username.
     pub username: Option<String>,
+    /// Only the retirement with this public id.
+    pub public_id: Option<String>,
     /// Never these states (aborted retirements).
     pub hidden_state: String,
     /// Rows skipped.
@@ -291,7 +293,7 @@ macro_rules! ack_methods {
                     ") OR ($4 = 3 AND (EXISTS (SELECT 1 FROM service_ack a WHERE a.retirement_id = r.id \
                          AND a.status = $6) OR state ",
                     $in_list!("$7"),
-                    "))) ORDER BY created_at, id LIMIT $8 OFFSET $9"
+                    "))) AND ($10 IS NULL OR public_id = $10) ORDER BY created_at, id LIMIT $8 OFFSET $9"
                 ))
                 .bind(&query.hidden_state)
                 .bind(query.email.as_deref())
@@ -302,6 +304,7 @@ macro_rules! ack_methods {
                 .bind(Self::list_param(states))
                 .bind(query.limit)
                 .bind(query.offset)
+                .bind(query.public_id.as_deref())
                 .fetch_all(&self.pool)
                 .await
                 .ctx("list users")?;

@@ -1,0 +1,178 @@
+//! The REST API (axum), served by `lethe run` beside the driver and by `lethe serve`: the
+//! Mork-compatible pull-and-acknowledge surface for downstream services, heartbeats and
+//! health. Every `/v1` route needs an API key (`auth`); every write is an event naming it.
+//!
+//! Invariant: no email or username in an access log line (routes are logged by their
+//! template, never the path or query as sent); bad input is a 4xx, never a 500.
+
+pub mod auth;
+pub mod error;
+pub mod mork;
+
+use crate::clock::Clock;
+use crate::config::Pipeline;
+use crate::domain::StateGraph;
+use crate::store::Store;
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
+use axum::http::StatusCode;
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use serde_json::json;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// What the handlers share.
+pub struct ApiState {
+    /// The store.
+    pub store: Arc<dyn Store>,
+    /// The pipeline (services, keys, stages).
+    pub pipeline: Arc<Pipeline>,
+    /// The states.
+    pub graph: StateGraph,
+    /// The clock acknowledgements are stamped with.
+    pub clock: Arc<dyn Clock>,
+    /// lethe's own deleting stages, as the user list shows them.
+    pub own: Vec<mork::OwnStage>,
+}
+
+impl ApiState {
+    /// The state of an API over `store` for `pipeline`.
+    pub fn new(
+        store: Arc<dyn Store>,
+        pipeline: Arc<Pipeline>,
+        graph: StateGraph,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
+        let own = mork::own_stages(&pipeline, &graph);
+        Self {
+            store,
+            pipeline,
+            graph,
+            clock,
+            own,
+        }
+    }
+}
+
+/// The largest request body taken (a bulk request of 10,000 ids fits).
+pub const BODY_LIMIT: usize = 1 << 20;
+/// How long a request may take before it is answered 503.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The whole API.
+pub fn router(state: Arc<ApiState>) -> Router {
+    let keyed = Router::new()
+        .route("/v1/users", get(mork::list_users))
+        .route("/v1/users/", get(mork::list_users))
+        .route("/v1/users/{id}", get(mork::get_user))
+        .route(
+            "/v1/users/{id}/status/{service}",
+            get(mork::get_status).patch(mork::patch_status),
+        )
+        .route_layer(middleware::from_fn_with_state(state.clone(), require_key));
+    Router::new()
+        .merge(keyed)
+        .route(
+            "/__lbheartbeat__",
+            get(|| async { axum::Json(json!(null)) }),
+        )
+        .route("/__heartbeat__", get(heartbeat))
+        .route(
+            "/healthz",
+            get(|| async { axum::Json(json!({"status": "ok"})) }),
+        )
+        .route("/readyz", get(ready))
+        .fallback(|| async { error::ApiError::not_found("no such route") })
+        .layer(middleware::from_fn(access_log))
+        .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .with_state(state)
+}
+
+/// Serves `router` on `listener` until `shutdown` resolves, letting requests in flight
+/// finish.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: Arc<ApiState>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+/// Authenticates the key and hands the caller to the handler; Mork's `{"detail"}` on
+/// failure (every keyed route is Mork's for now).
+async fn require_key(
+    State(state): State<Arc<ApiState>>,
+    mut request: Request,
+    next: Next,
+) -> Response {
+    match auth::authenticate(request.headers(), &state.pipeline.api.keys) {
+        Ok(caller) => {
+            request.extensions_mut().insert(caller);
+            next.run(request).await
+        }
+        Err(e) => e.mork().into_response(),
+    }
+}
+
+/// Logs each request by its route template (never the path as sent: it may hold an
+/// email), its status and duration; answers 503 past [`REQUEST_TIMEOUT`].
+async fn access_log(request: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "(unmatched)".to_string(), |p| p.as_str().to_string());
+    let method = request.method().clone();
+    let response = match tokio::time::timeout(REQUEST_TIMEOUT, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            axum::Json(
+                json!({"error": {"code": "timeout", "message": "the request took too long"}}),
+            ),
+        )
+            .into_response(),
+    };
+    tracing::info!(
+        method = %method,
+        route = %route,
+        status = response.status().as_u16(),
+        ms = started.elapsed().as_millis() as u64,
+        "api request"
+    );
+    response
+}
+
+/// Mork's `/__heartbeat__`: `{"database": "ok"}`, or 500 `{"database": "error"}`.
+async fn heartbeat(State(state): State<Arc<ApiState>>) -> Response {
+    match state.store.next_due().await {
+        Ok(_) => axum::Json(json!({"database": "ok"})).into_response(),
+        Err(e) => {
+            tracing::warn!(error = %e, "heartbeat: the store is not reachable");
+            (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                axum::Json(json!({"database": "error"})),
+            )
+                .into_response()
+        }
+    }
+}
+
+/// `/readyz`: the store answers; 503 naming what failed otherwise.
+async fn ready(State(state): State<Arc<ApiState>>) -> Response {
+    match state.store.next_due().await {
+        Ok(_) => axum::Json(json!({"status": "ready", "store": "ok"})).into_response(),
+        Err(e) => {
+            tracing::warn!(error = %e, "readyz: the store is not reachable");
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                axum::Json(json!({"status": "not ready", "store": "unreachable"})),
+            )
+                .into_response()
+        }
+    }
+}
