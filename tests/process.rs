@@ -200,3 +200,75 @@ async fn sigterm_stops_the_daemon_cleanly() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test]
+async fn serve_answers_a_key_from_key_new_and_stops_on_sigterm() {
+    let db = TestDb::new(Kind::Postgres).await;
+    let dir = temp_dir("serve");
+    let pipeline = write_config(&dir, "0ms");
+    let out = lethe(&dir, &db.url, &["key", "new", "ops", "--scope", "operator"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let printed = String::from_utf8(out.stdout).unwrap();
+    let key = printed
+        .lines()
+        .find_map(|l| l.strip_prefix("key (shown once; give it to ops): "))
+        .unwrap()
+        .to_string();
+    let lines = printed.split("add to pipeline.toml:\n").nth(1).unwrap();
+    assert!(
+        !lines.contains(&key),
+        "the config holds the hash, never the key"
+    );
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    std::fs::write(
+        dir.join("pipeline.toml"),
+        format!("{pipeline}\n[api]\nlisten = \"127.0.0.1:{port}\"\n{lines}"),
+    )
+    .unwrap();
+    assert!(
+        lethe(&dir, &db.url, &["migrate"])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let mut server = lethe(&dir, &db.url, &["serve"]).spawn().unwrap();
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let client = reqwest::Client::new();
+    let base = format!("http://127.0.0.1:{port}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while client.get(format!("{base}/healthz")).send().await.is_err() {
+        assert!(server.try_wait().unwrap().is_none(), "serve exited early");
+        assert!(Instant::now() < deadline, "serve never listened");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let users = client
+        .get(format!("{base}/v1/users"))
+        .header("authorization", format!("Bearer {key}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(users.status(), 200);
+    assert_eq!(users.text().await.unwrap(), "[]");
+    let refused = client.get(format!("{base}/v1/users")).send().await.unwrap();
+    assert_eq!(refused.status(), 401);
+    let term = Command::new("kill")
+        .args(["-TERM", &server.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(term.success());
+    let status = loop {
+        if let Some(status) = server.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "serve did not stop");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(status.success(), "exit status {status:?}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

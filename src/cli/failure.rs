@@ -29,6 +29,11 @@ impl Failure {
         Self::new(ErrorKind::Unreachable, message.into())
     }
 
+    /// Something failed inside lethe (exit 1).
+    pub(crate) fn internal(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::Internal, message.into())
+    }
+
     fn new(kind: ErrorKind, message: String) -> Self {
         Self {
             kind,

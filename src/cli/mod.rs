@@ -15,6 +15,7 @@ mod output;
 mod plan;
 mod run;
 mod scan;
+mod serve;
 mod setup;
 
 use crate::domain::OperatorAction;
@@ -59,6 +60,18 @@ pub(crate) struct Global {
 }
 
 #[derive(Debug, Subcommand)]
+enum KeyCommand {
+    /// Print a fresh random key once, and the `[[api_key]]` lines that hold its hash.
+    New {
+        /// Who holds it (the actor of its writes: `api:NAME`).
+        name: String,
+        /// operator, auditor or service:NAME.
+        #[arg(long)]
+        scope: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
 enum Command {
     /// Create or upgrade the store schema and sync states.toml into it.
     Migrate,
@@ -74,6 +87,20 @@ enum Command {
         /// Process everything due now, then exit.
         #[arg(long)]
         once: bool,
+        /// Serve the API here too (default: `[api] listen`, served when `[api]` is set).
+        #[arg(long)]
+        listen: Option<String>,
+    },
+    /// Serve the REST API without running the driver.
+    Serve {
+        /// Address and port (default: `[api] listen`, else 127.0.0.1:8100).
+        #[arg(long)]
+        listen: Option<String>,
+    },
+    /// API keys.
+    Key {
+        #[command(subcommand)]
+        command: KeyCommand,
     },
     /// Scan the source for inactive users and open their retirements (blast-radius guarded).
     Scan {
@@ -216,7 +243,11 @@ async fn dispatch(cli: Cli) -> Outcome {
     match cli.command {
         Command::Migrate => setup::migrate(&ctx).await,
         Command::Check { connect } => setup::check(&ctx, connect).await,
-        Command::Run { once } => run::run(&ctx, once).await,
+        Command::Run { once, listen } => run::run(&ctx, once, listen).await,
+        Command::Serve { listen } => serve::serve(&ctx, listen).await,
+        Command::Key {
+            command: KeyCommand::New { name, scope },
+        } => serve::key_new(&name, &scope),
         Command::Enqueue {
             subjects,
             reason,

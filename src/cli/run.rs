@@ -6,7 +6,7 @@ use super::output::{json, out};
 use crate::driver::{Driver, unique_owner};
 use std::sync::Arc;
 
-pub(crate) async fn run(ctx: &Ctx, once: bool) -> Outcome {
+pub(crate) async fn run(ctx: &Ctx, once: bool, listen: Option<String>) -> Outcome {
     let config = ctx.config()?;
     let key = ctx.hash_key()?;
     let tuning = config.pipeline.driver.clone();
@@ -20,6 +20,7 @@ pub(crate) async fn run(ctx: &Ctx, once: bool) -> Outcome {
         store: Some(store.clone()),
     })
     .await?;
+    let api_store = store.clone();
     let driver = Arc::new(Driver::new(
         store,
         config.graph.clone(),
@@ -41,7 +42,16 @@ pub(crate) async fn run(ctx: &Ctx, once: bool) -> Outcome {
         _ => None,
     };
     let shutdown = crate::daemon::stop_on_signal();
+    let serves = !once && (listen.is_some() || config.pipeline.api.configured);
+    let api = match serves {
+        true => Some(super::serve::start(&config, api_store, listen, shutdown.clone()).await?),
+        false => None,
+    };
     let report = crate::daemon::run(driver, scans, once, shutdown).await?;
+    if let Some(api) = api {
+        // The driver has stopped; the API finishes its requests in flight.
+        let _ = api.await;
+    }
     if ctx.global.json {
         out!("{}", json(&report));
     } else {

@@ -53,6 +53,8 @@ pub struct ApiKey {
 /// The API's settings.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Api {
+    /// Whether pipeline.toml has an `[api]` section (`lethe run` then serves the API).
+    pub configured: bool,
     /// `host:port` to listen on.
     pub listen: String,
     /// The keys.
@@ -84,6 +86,7 @@ pub(super) fn parse_api(
     keys: Vec<ApiKeySection>,
     services: &[String],
 ) -> Result<Api, ConfigError> {
+    let configured = section.is_some();
     let listen = section
         .and_then(|s| s.listen)
         .unwrap_or_else(|| DEFAULT_LISTEN.to_string());
@@ -150,6 +153,7 @@ pub(super) fn parse_api(
         });
     }
     Ok(Api {
+        configured,
         listen,
         keys: parsed,
     })

@@ -1,0 +1,80 @@
+//! `serve` (the API without the driver), the API beside `run`, and `key new`.
+
+use super::ctx::Ctx;
+use super::failure::{Failure, Outcome};
+use super::output::out;
+use crate::api::{ApiState, auth};
+use crate::config::{Config, Scope};
+use crate::store::Store;
+use std::sync::Arc;
+use tokio::sync::watch;
+
+pub(crate) async fn serve(ctx: &Ctx, listen: Option<String>) -> Outcome {
+    let config = ctx.config()?;
+    let store = ctx.store(Some(&config), 8).await?;
+    let shutdown = crate::daemon::stop_on_signal();
+    let api = start(&config, store, listen, shutdown).await?;
+    api.await
+        .map_err(|e| Failure::internal(format!("the API stopped: {e}")))?
+        .map_err(|e| Failure::internal(format!("the API stopped: {e}")))
+}
+
+/// Binds the API's address and serves it until `shutdown`; the task ends once the
+/// requests in flight are answered.
+pub(crate) async fn start(
+    config: &Config,
+    store: Arc<dyn Store>,
+    listen: Option<String>,
+    shutdown: watch::Receiver<bool>,
+) -> Result<tokio::task::JoinHandle<std::io::Result<()>>, Failure> {
+    let listen = listen.unwrap_or_else(|| config.pipeline.api.listen.clone());
+    let listener = tokio::net::TcpListener::bind(&listen).await.map_err(|e| {
+        Failure::config(format!(
+            "cannot listen on {listen}: {e} (set --listen or [api] listen)"
+        ))
+    })?;
+    if config.pipeline.api.keys.is_empty() {
+        tracing::warn!(
+            "no [[api_key]] is configured: every /v1 request is refused (lethe key new)"
+        );
+    }
+    let state = Arc::new(ApiState::new(
+        store,
+        Arc::new(config.pipeline.clone()),
+        config.graph.clone(),
+        Arc::new(crate::clock::SystemClock),
+    ));
+    tracing::info!(listen = %listen, "API listening");
+    out!("API listening on http://{listen}");
+    Ok(tokio::spawn(crate::api::serve(
+        listener,
+        state,
+        stopped(shutdown),
+    )))
+}
+
+/// Resolves once `shutdown` says stop.
+async fn stopped(mut shutdown: watch::Receiver<bool>) {
+    while !*shutdown.borrow() {
+        if shutdown.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
+pub(crate) fn key_new(name: &str, scope: &str) -> Outcome {
+    let scope = Scope::parse(scope).ok_or_else(|| {
+        Failure::config(format!(
+            "--scope {scope:?}: expected operator, auditor or service:NAME"
+        ))
+    })?;
+    let (key, sha256) = auth::new_key();
+    out!("key (shown once; give it to {name}): {key}");
+    out!("");
+    out!("add to pipeline.toml:");
+    out!("[[api_key]]");
+    out!("name = {name:?}");
+    out!("scope = \"{scope}\"");
+    out!("sha256 = \"{sha256}\"");
+    Ok(())
+}

@@ -1,0 +1,613 @@
+//! The REST API in-process (tower `oneshot`) on both store backends, and once over TCP:
+//! the auth matrix, Mork's JSON shapes, a consumer that pulls and acknowledges until the
+//! list is empty while retirements keep arriving, stable paging, bad input.
+
+mod common;
+
+use axum::body::Body;
+use axum::http::{Method, Request, StatusCode};
+use common::{Kind, TestDb, config, exec, subjects};
+use lethe::api::{ApiState, router};
+use lethe::clock::{Clock, ManualClock};
+use lethe::store::Store;
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+use std::collections::HashSet;
+use std::sync::Arc;
+use tower::ServiceExt;
+
+/// Keys by who holds them: (name, scope, key).
+const KEYS: [(&str, &str, &str); 4] = [
+    ("joanie", "service:joanie", "key-joanie"),
+    ("ashley", "service:ashley", "key-ashley"),
+    ("dpo", "auditor", "key-dpo"),
+    ("ops", "operator", "key-ops"),
+];
+
+fn pipeline() -> String {
+    let mut text = String::from("[api]\nlisten = \"127.0.0.1:0\"\n");
+    for (name, scope, key) in KEYS {
+        let hash: String = Sha256::digest(key.as_bytes())
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        text.push_str(&format!(
+            "[[api_key]]\nname = \"{name}\"\nscope = \"{scope}\"\nsha256 = \"{hash}\"\n"
+        ));
+    }
+    text.push_str(
+        r#"
+[[stage]]
+state = "PENDING"
+handler = "noop"
+[[stage]]
+state = "WARNED"
+handler = "noop"
+[[stage]]
+state = "RETIRING_EDX"
+handler = "sql_delete"
+target = "edx"
+[[stage]]
+state = "RETIRING_SARBACANE"
+handler = "sarbacane"
+[[stage]]
+state = "NOTIFIED"
+handler = "notify"
+services = ["joanie", "ashley"]
+[[target]]
+name = "edx"
+url = "mysql://127.0.0.1/edxapp"
+[[service]]
+name = "joanie"
+[[service]]
+name = "ashley"
+"#,
+    );
+    text
+}
+
+struct Api {
+    _db: TestDb,
+    store: Arc<dyn Store>,
+    app: axum::Router,
+    clock: Arc<ManualClock>,
+    url: String,
+}
+
+impl Api {
+    async fn new(kind: Kind) -> Api {
+        let db = TestDb::new(kind).await;
+        let (graph, pipeline) = config(&pipeline());
+        let store = db.store(&graph).await;
+        let clock = Arc::new(ManualClock::new(common::t0()));
+        let state = Arc::new(ApiState::new(
+            store.clone(),
+            Arc::new(pipeline),
+            graph,
+            clock.clone(),
+        ));
+        Api {
+            url: db.url.clone(),
+            _db: db,
+            store,
+            app: router(state),
+            clock,
+        }
+    }
+
+    /// Opens retirements for subjects `from..to`, hands them to both services (state
+    /// NOTIFIED, an ack row each) and returns their ids.
+    async fn notified(&self, from: u32, to: u32) -> Vec<i64> {
+        let now = self.clock.now();
+        let ids: Vec<i64> = self
+            .store
+            .enqueue("PENDING", &subjects(from, to), "test", now)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|o| match o {
+                lethe::store::EnqueueOutcome::Created(id) => id,
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        let list: Vec<String> = ids.iter().map(i64::to_string).collect();
+        exec(
+            &self.url,
+            &[format!(
+                "UPDATE retirement SET state = 'NOTIFIED' WHERE id IN ({})",
+                list.join(", ")
+            )],
+        )
+        .await;
+        self.store
+            .await_acks(&ids, &["joanie".into(), "ashley".into()], now)
+            .await
+            .unwrap();
+        // Each batch a second older than the next: oldest first is a real order.
+        self.clock.advance(chrono::Duration::seconds(1));
+        ids
+    }
+
+    async fn call(
+        &self,
+        method: Method,
+        uri: &str,
+        key: Option<&str>,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
+        let mut request = Request::builder().method(method).uri(uri);
+        if let Some(key) = key {
+            request = request.header("x-api-key", key);
+        }
+        let body = match body {
+            Some(b) => {
+                request = request.header("content-type", "application/json");
+                Body::from(b.to_string())
+            }
+            None => Body::empty(),
+        };
+        let response = self
+            .app
+            .clone()
+            .oneshot(request.body(body).unwrap())
+            .await
+            .unwrap();
+        let status = response.status();
+        let bytes = axum::body::to_bytes(response.into_body(), 1 << 24)
+            .await
+            .unwrap();
+        let value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        (status, value)
+    }
+
+    async fn get(&self, uri: &str, key: &str) -> (StatusCode, Value) {
+        self.call(Method::GET, uri, Some(key), None).await
+    }
+
+    async fn ack(&self, public_id: &str, service: &str, key: &str) -> (StatusCode, Value) {
+        self.call(
+            Method::PATCH,
+            &format!("/v1/users/{public_id}/status/{service}"),
+            Some(key),
+            Some(json!({"deletion_status": "deleted"})),
+        )
+        .await
+    }
+
+    async fn public_id(&self, id: i64) -> String {
+        self.store
+            .find(&lethe::store::Lookup::Id(id))
+            .await
+            .unwrap()
+            .unwrap()
+            .public_id
+    }
+}
+
+async fn every_route_checks_the_key_and_its_scope(kind: Kind) {
+    let api = Api::new(kind).await;
+    let ids = api.notified(1, 3).await;
+    let user = api.public_id(ids[0]).await;
+    let patch = format!("/v1/users/{user}/status/joanie");
+    let keys = [
+        None,
+        Some("nope"),
+        Some("key-joanie"),
+        Some("key-ashley"),
+        Some("key-dpo"),
+        Some("key-ops"),
+    ];
+    // Expected status per key, in the order of `keys`.
+    let matrix: Vec<(Method, String, [u16; 6])> = vec![
+        (
+            Method::GET,
+            "/v1/users?service=joanie".into(),
+            [401, 401, 200, 403, 200, 200],
+        ),
+        (
+            Method::GET,
+            "/v1/users".into(),
+            [401, 401, 200, 200, 200, 200],
+        ),
+        (
+            Method::GET,
+            format!("/v1/users/{user}/status/joanie"),
+            [401, 401, 200, 403, 200, 200],
+        ),
+        (
+            Method::GET,
+            format!("/v1/users/{user}?service=ashley"),
+            [401, 401, 403, 200, 200, 200],
+        ),
+        (Method::GET, "/__heartbeat__".into(), [200; 6]),
+        (Method::GET, "/__lbheartbeat__".into(), [200; 6]),
+        (Method::GET, "/healthz".into(), [200; 6]),
+        (Method::GET, "/readyz".into(), [200; 6]),
+    ];
+    for (method, uri, expected) in &matrix {
+        for (key, want) in keys.iter().zip(expected) {
+            let (status, body) = api.call(method.clone(), uri, *key, None).await;
+            assert_eq!(
+                status.as_u16(),
+                *want,
+                "{method} {uri} with {key:?}: {body}"
+            );
+            if *want == 401 {
+                assert_eq!(body, json!({"detail": "Missing or invalid API key"}));
+            }
+        }
+    }
+    // Writes: the auditor and the other service are refused, nothing is written.
+    for (key, want) in [("key-dpo", 403), ("key-ashley", 403), ("nope", 401)] {
+        let (status, _) = api.ack(&user, "joanie", key).await;
+        assert_eq!(status.as_u16(), want, "{key}");
+    }
+    assert!(
+        api.store
+            .acks(ids[0])
+            .await
+            .unwrap()
+            .iter()
+            .all(|a| !a.acked)
+    );
+    let (status, body) = api
+        .call(
+            Method::PATCH,
+            &patch,
+            Some("key-joanie"),
+            Some(json!({"deletion_status": "deleted"})),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = api
+        .ack(&api.public_id(ids[1]).await, "joanie", "key-ops")
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let events = api.store.history(ids[0]).await.unwrap();
+    let ack = events.iter().find(|e| e.outcome == "ack").unwrap();
+    assert_eq!(ack.actor, "api:joanie", "the key is the actor");
+}
+
+async fn a_mork_client_pulls_and_acknowledges(kind: Kind) {
+    let api = Api::new(kind).await;
+    let ids = api.notified(1, 4).await;
+    let (status, users) = api
+        .get(
+            "/v1/users?service=joanie&deletion_status=to_delete&limit=10",
+            "key-joanie",
+        )
+        .await;
+    assert_eq!(status, 200);
+    let users = users.as_array().unwrap();
+    assert_eq!(users.len(), 3);
+    let first = &users[0];
+    let keys: Vec<&str> = first
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    assert_eq!(
+        keys,
+        [
+            "created_at",
+            "edx_user_id",
+            "email",
+            "id",
+            "reason",
+            "service_statuses",
+            "updated_at",
+            "username"
+        ]
+    );
+    assert_eq!(first["edx_user_id"], 1);
+    assert_eq!(first["email"], "user1@example.org");
+    assert_eq!(first["username"], "user1");
+    assert_eq!(first["reason"], "gdpr");
+    assert_eq!(first["created_at"], "2026-11-22T10:00:00");
+    assert_eq!(
+        first["service_statuses"],
+        json!([
+            {"service_name": "ashley", "status": "to_delete"},
+            {"service_name": "edx", "status": "deleted"},
+            {"service_name": "joanie", "status": "to_delete"},
+            {"service_name": "sarbacane", "status": "deleted"},
+        ])
+    );
+    let id = first["id"].as_str().unwrap().to_string();
+    assert!(uuid::Uuid::parse_str(&id).is_ok());
+    let (status, body) = api.ack(&id, "joanie", "key-joanie").await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        body,
+        json!({"id": id, "service_name": "joanie", "status": "deleted"})
+    );
+    // Acknowledging again answers the same (a consumer that retries is safe).
+    assert_eq!(api.ack(&id, "joanie", "key-joanie").await.1, body);
+    let (_, status_body) = api
+        .get(&format!("/v1/users/{id}/status/joanie"), "key-joanie")
+        .await;
+    assert_eq!(status_body, body);
+    // The 32-digit spelling Mork accepts finds the same user.
+    let simple = id.replace('-', "");
+    let (status, user) = api.get(&format!("/v1/users/{simple}"), "key-ops").await;
+    assert_eq!(
+        (status.as_u16(), user["id"].as_str()),
+        (200, Some(id.as_str()))
+    );
+    let (_, left) = api
+        .get(
+            "/v1/users?service=joanie&deletion_status=to_delete",
+            "key-joanie",
+        )
+        .await;
+    assert_eq!(left.as_array().unwrap().len(), 2);
+    let (_, done) = api
+        .get(
+            "/v1/users?service=joanie&deletion_status=deleted",
+            "key-joanie",
+        )
+        .await;
+    assert_eq!(done.as_array().unwrap().len(), 1);
+    // Filters match exactly, not as substrings (Mork's ILIKE).
+    let (_, one) = api
+        .get("/v1/users?email=user2@example.org", "key-ops")
+        .await;
+    assert_eq!(one.as_array().unwrap().len(), 1);
+    let (_, none) = api.get("/v1/users?email=user", "key-ops").await;
+    assert_eq!(none, json!([]));
+    // lethe's own stages: edx is deleted for all of them; none is still deleting.
+    let (_, deleting) = api
+        .get("/v1/users?service=edx&deletion_status=deleting", "key-ops")
+        .await;
+    assert_eq!(deleting, json!([]));
+    let (_, deleted) = api
+        .get("/v1/users?service=edx&deletion_status=deleted", "key-ops")
+        .await;
+    assert_eq!(deleted.as_array().unwrap().len(), ids.len());
+}
+
+async fn a_consumer_walks_the_list_to_empty_while_retirements_arrive(kind: Kind) {
+    let api = Api::new(kind).await;
+    let mut expected: HashSet<String> = HashSet::new();
+    for id in api.notified(1, 31).await {
+        expected.insert(api.public_id(id).await);
+    }
+    let mut acked: Vec<String> = Vec::new();
+    let mut rounds = 0;
+    loop {
+        let (status, page) = api
+            .get(
+                "/v1/users?service=joanie&deletion_status=to_delete&limit=7",
+                "key-joanie",
+            )
+            .await;
+        assert_eq!(status, 200);
+        let page = page.as_array().unwrap().clone();
+        if page.is_empty() {
+            break;
+        }
+        for user in &page {
+            let id = user["id"].as_str().unwrap().to_string();
+            assert_eq!(api.ack(&id, "joanie", "key-joanie").await.0, 200);
+            acked.push(id);
+        }
+        rounds += 1;
+        if rounds == 2 {
+            for id in api.notified(100, 110).await {
+                expected.insert(api.public_id(id).await);
+            }
+        }
+        assert!(rounds < 50, "the list never empties");
+    }
+    let unique: HashSet<String> = acked.iter().cloned().collect();
+    assert_eq!(unique.len(), acked.len(), "no user was served twice");
+    assert_eq!(unique, expected, "no user was skipped");
+}
+
+async fn pages_stay_put_while_other_services_acknowledge(kind: Kind) {
+    let api = Api::new(kind).await;
+    let ids = api.notified(1, 21).await;
+    let mut seen = Vec::new();
+    let mut offset = 0;
+    loop {
+        let (_, page) = api
+            .get(
+                &format!("/v1/users?service=joanie&limit=6&offset={offset}"),
+                "key-joanie",
+            )
+            .await;
+        let page = page.as_array().unwrap().clone();
+        if page.is_empty() {
+            break;
+        }
+        for user in &page {
+            seen.push(user["id"].as_str().unwrap().to_string());
+            // Ashley acknowledges as joanie walks: joanie's list does not move.
+            let id = user["id"].as_str().unwrap();
+            assert_eq!(api.ack(id, "ashley", "key-ashley").await.0, 200);
+        }
+        offset += page.len();
+    }
+    let mut expected = Vec::new();
+    for id in &ids {
+        expected.push(api.public_id(*id).await);
+    }
+    assert_eq!(seen, expected, "oldest first, then id, each once");
+}
+
+async fn bad_input_is_a_4xx_naming_the_problem(kind: Kind) {
+    let api = Api::new(kind).await;
+    let ids = api.notified(1, 2).await;
+    let user = api.public_id(ids[0]).await;
+    let cases: Vec<(Method, String, Option<Value>, u16, &str)> = vec![
+        (Method::GET, "/v1/users?limit=0".into(), None, 422, "limit"),
+        (
+            Method::GET,
+            "/v1/users?limit=1001".into(),
+            None,
+            422,
+            "limit",
+        ),
+        (
+            Method::GET,
+            "/v1/users?offset=-1".into(),
+            None,
+            422,
+            "offset",
+        ),
+        (
+            Method::GET,
+            "/v1/users?limit=ten".into(),
+            None,
+            422,
+            "limit",
+        ),
+        (
+            Method::GET,
+            "/v1/users?service=crm".into(),
+            None,
+            422,
+            "service",
+        ),
+        (
+            Method::GET,
+            "/v1/users?deletion_status=gone".into(),
+            None,
+            422,
+            "deletion_status",
+        ),
+        (
+            Method::GET,
+            "/v1/users/not-a-uuid".into(),
+            None,
+            422,
+            "user_id",
+        ),
+        (
+            Method::GET,
+            format!("/v1/users/{}", uuid::Uuid::new_v4()),
+            None,
+            404,
+            "User not found",
+        ),
+        (
+            Method::GET,
+            format!("/v1/users/{user}/status/crm"),
+            None,
+            422,
+            "service_name",
+        ),
+        (
+            Method::PATCH,
+            format!("/v1/users/{user}/status/joanie"),
+            Some(json!({"deletion_status": "deleting"})),
+            422,
+            "deleted",
+        ),
+        (
+            Method::PATCH,
+            format!("/v1/users/{user}/status/joanie"),
+            Some(json!({"status": "deleted"})),
+            422,
+            "deletion_status",
+        ),
+        (
+            Method::PATCH,
+            format!("/v1/users/{user}/status/edx"),
+            Some(json!({"deletion_status": "deleted"})),
+            422,
+            "its own stage",
+        ),
+        (
+            Method::GET,
+            "/v2/nothing".into(),
+            None,
+            404,
+            "no such route",
+        ),
+    ];
+    for (method, uri, body, want, names) in cases {
+        let (status, answer) = api.call(method.clone(), &uri, Some("key-ops"), body).await;
+        assert_eq!(status.as_u16(), want, "{method} {uri}: {answer}");
+        assert!(
+            answer.to_string().contains(names),
+            "{method} {uri}: {answer}"
+        );
+    }
+    // A body that is not JSON at all.
+    let request = Request::builder()
+        .method(Method::PATCH)
+        .uri(format!("/v1/users/{user}/status/joanie"))
+        .header("x-api-key", "key-ops")
+        .body(Body::from("{not json"))
+        .unwrap();
+    let response = api.app.clone().oneshot(request).await.unwrap();
+    assert_eq!(response.status(), 422);
+    assert!(
+        api.store
+            .acks(ids[0])
+            .await
+            .unwrap()
+            .iter()
+            .all(|a| !a.acked),
+        "nothing written"
+    );
+}
+
+macro_rules! on_both_stores {
+    ($($name:ident),* $(,)?) => {
+        mod postgres { $( #[tokio::test] async fn $name() { super::$name(super::Kind::Postgres).await } )* }
+        mod sqlite { $( #[tokio::test] async fn $name() { super::$name(super::Kind::Sqlite).await } )* }
+    };
+}
+
+on_both_stores!(
+    every_route_checks_the_key_and_its_scope,
+    a_mork_client_pulls_and_acknowledges,
+    a_consumer_walks_the_list_to_empty_while_retirements_arrive,
+    pages_stay_put_while_other_services_acknowledge,
+    bad_input_is_a_4xx_naming_the_problem,
+);
+
+#[tokio::test]
+async fn the_api_answers_over_tcp_and_stops_with_the_signal() {
+    let api = Api::new(Kind::Sqlite).await;
+    api.notified(1, 3).await;
+    let (graph, pipeline) = config(&pipeline());
+    let state = Arc::new(ApiState::new(
+        api.store.clone(),
+        Arc::new(pipeline),
+        graph,
+        api.clock.clone(),
+    ));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(lethe::api::serve(listener, state, async {
+        let _ = stopped.await;
+    }));
+    // reqwest is built without a crypto provider of its own (lethe installs ring).
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let client = reqwest::Client::new();
+    let users: Value = client
+        .get(format!(
+            "http://{address}/v1/users?service=joanie&deletion_status=to_delete"
+        ))
+        .header("x-api-key", "key-joanie")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(users.as_array().unwrap().len(), 2);
+    let beat = client
+        .get(format!("http://{address}/__lbheartbeat__"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(beat.status(), 200);
+    stop.send(()).unwrap();
+    server.await.unwrap().unwrap();
+}
