@@ -61,6 +61,8 @@ url = "mysql://127.0.0.1/edxapp"
 name = "joanie"
 [[service]]
 name = "ashley"
+[source]
+table = "auth_user"
 "#,
     );
     text
@@ -74,18 +76,50 @@ struct Api {
     url: String,
 }
 
+/// A SQLite source of truth: users 1 to 5, and 42 who is staff.
+async fn source() -> (TestDb, lethe::sql::source::SourceReader) {
+    let db = TestDb::new(Kind::Sqlite).await;
+    let url = format!("{}?mode=rwc", db.url);
+    let mut statements = vec![
+        "CREATE TABLE auth_user (id INTEGER PRIMARY KEY, email TEXT, username TEXT, \
+         last_login TEXT, date_joined TEXT NOT NULL, is_staff INTEGER NOT NULL DEFAULT 0, \
+         is_superuser INTEGER NOT NULL DEFAULT 0)"
+            .to_string(),
+        "INSERT INTO auth_user (id, email, username, date_joined, is_staff) \
+         VALUES (42, 'staff@example.org', 'staff', '2015-01-01', 1)"
+            .to_string(),
+    ];
+    for id in 1..=5 {
+        statements.push(format!(
+            "INSERT INTO auth_user (id, email, username, date_joined) \
+             VALUES ({id}, 'user{id}@example.org', 'user{id}', '2015-01-01')"
+        ));
+    }
+    exec(&url, &statements).await;
+    let (_, pipeline) = config(&pipeline());
+    let mut settings = pipeline.source.unwrap();
+    settings.url = Some(url);
+    let reader = lethe::sql::source::SourceReader::connect(&settings)
+        .await
+        .unwrap();
+    (db, reader)
+}
+
 impl Api {
     async fn new(kind: Kind) -> Api {
+        Self::with_source(kind, None).await
+    }
+
+    async fn with_source(kind: Kind, source: Option<lethe::sql::source::SourceReader>) -> Api {
         let db = TestDb::new(kind).await;
         let (graph, pipeline) = config(&pipeline());
         let store = db.store(&graph).await;
         let clock = Arc::new(ManualClock::new(common::t0()));
-        let state = Arc::new(ApiState::new(
-            store.clone(),
-            Arc::new(pipeline),
-            graph,
-            clock.clone(),
-        ));
+        let state = Arc::new(
+            ApiState::new(store.clone(), Arc::new(pipeline), graph, clock.clone())
+                .with_source(source.map(Arc::new))
+                .with_hash_key(Some(common::key())),
+        );
         Api {
             url: db.url.clone(),
             _db: db,
@@ -555,6 +589,221 @@ async fn bad_input_is_a_4xx_naming_the_problem(kind: Kind) {
     );
 }
 
+async fn operators_open_list_inspect_abort_and_audit_retirements(kind: Kind) {
+    let (_source_db, reader) = source().await;
+    let api = Api::with_source(kind, Some(reader)).await;
+    let inputs = json!({"subjects": ["1", "user2@example.org", "42", "999", "nobody@example.org", "abc", "1"]});
+    for (key, want) in [("key-dpo", 403), ("key-joanie", 403)] {
+        let (status, _) = api
+            .call(
+                Method::POST,
+                "/v1/retirements",
+                Some(key),
+                Some(inputs.clone()),
+            )
+            .await;
+        assert_eq!(status.as_u16(), want, "{key}");
+    }
+    let (status, body) = api
+        .call(
+            Method::POST,
+            "/v1/retirements",
+            Some("key-ops"),
+            Some(inputs),
+        )
+        .await;
+    assert_eq!(status, 202, "{body}");
+    let results: Vec<&str> = body["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["result"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        results,
+        [
+            "created",
+            "created",
+            "excluded",
+            "not_found",
+            "not_found",
+            "invalid",
+            "created"
+        ]
+    );
+    assert_eq!(body["results"][2]["why"], "excluded by source.exclude");
+    assert_eq!(
+        body["results"][0]["retirement_id"],
+        body["results"][6]["retirement_id"]
+    );
+    let (_, again) = api
+        .call(
+            Method::POST,
+            "/v1/retirements",
+            Some("key-ops"),
+            Some(json!({"subjects": ["2"], "reason": "inactive"})),
+        )
+        .await;
+    assert_eq!(again["results"][0]["result"], "already_open");
+    for (bad, names) in [
+        (json!({"subjects": []}), "subjects"),
+        (
+            json!({"subjects": ["1"], "reason": "bored"}),
+            "known reasons",
+        ),
+        (
+            json!({"subjects": ["1"], "state": "COMPLETE"}),
+            "working state",
+        ),
+        (json!({"subjects": ["1"], "colour": "red"}), "unknown field"),
+    ] {
+        let (status, body) = api
+            .call(Method::POST, "/v1/retirements", Some("key-ops"), Some(bad))
+            .await;
+        assert_eq!(status, 422, "{body}");
+        assert!(
+            body["error"]["message"].as_str().unwrap().contains(names),
+            "{body}"
+        );
+    }
+    api.call(
+        Method::POST,
+        "/v1/retirements",
+        Some("key-ops"),
+        Some(json!({"subjects": ["3", "4", "5"]})),
+    )
+    .await;
+    // Newest first, two per page, the cursor walking to the end.
+    let (_, first) = api.get("/v1/retirements?limit=2", "key-dpo").await;
+    let ids: Vec<i64> = first["retirements"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["id"].as_i64().unwrap())
+        .collect();
+    assert_eq!(ids.len(), 2);
+    assert!(ids[0] > ids[1]);
+    let mut all = ids.clone();
+    let mut cursor = first["next_cursor"].clone();
+    while let Some(c) = cursor.as_i64() {
+        let (_, page) = api
+            .get(&format!("/v1/retirements?limit=2&cursor={c}"), "key-dpo")
+            .await;
+        all.extend(
+            page["retirements"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|r| r["id"].as_i64().unwrap()),
+        );
+        cursor = page["next_cursor"].clone();
+    }
+    assert_eq!(all.len(), 5, "{all:?}");
+    let (_, pending) = api
+        .get("/v1/retirements?state=PENDING&reason=requested", "key-dpo")
+        .await;
+    assert_eq!(pending["retirements"].as_array().unwrap().len(), 5);
+    assert_eq!(
+        api.get("/v1/retirements?state=NOPE", "key-dpo").await.0,
+        422
+    );
+    assert_eq!(api.get("/v1/retirements", "key-joanie").await.0, 403);
+    // One retirement: by number or by its UUID, with its history naming the key.
+    let id = all[0];
+    let (_, one) = api.get(&format!("/v1/retirements/{id}"), "key-dpo").await;
+    assert_eq!(one["events"][0]["actor"], "api:ops");
+    assert!(
+        one["retirement"].get("email").is_none(),
+        "operators' views carry no email"
+    );
+    let public = one["retirement"]["public_id"].as_str().unwrap().to_string();
+    let (_, by_uuid) = api
+        .get(&format!("/v1/retirements/{public}"), "key-dpo")
+        .await;
+    assert_eq!(by_uuid["retirement"]["id"], id);
+    assert_eq!(api.get("/v1/retirements/99999", "key-dpo").await.0, 404);
+    // Abort needs a reason and an operator; a second abort conflicts; resume needs ERRORED.
+    let abort = format!("/v1/retirements/{id}/abort");
+    assert_eq!(
+        api.call(Method::POST, &abort, Some("key-ops"), Some(json!({})))
+            .await
+            .0,
+        422
+    );
+    assert_eq!(
+        api.call(
+            Method::POST,
+            &abort,
+            Some("key-dpo"),
+            Some(json!({"reason": "x"}))
+        )
+        .await
+        .0,
+        403
+    );
+    let (status, aborted) = api
+        .call(
+            Method::POST,
+            &abort,
+            Some("key-ops"),
+            Some(json!({"reason": "asked twice"})),
+        )
+        .await;
+    assert_eq!(status, 200, "{aborted}");
+    assert_eq!(aborted["retirement"]["state"], "ABORTED");
+    assert_eq!(
+        api.call(
+            Method::POST,
+            &abort,
+            Some("key-ops"),
+            Some(json!({"reason": "again"}))
+        )
+        .await
+        .0,
+        409
+    );
+    let resume = format!("/v1/retirements/{}/resume", all[1]);
+    let (status, body) = api.call(Method::POST, &resume, Some("key-ops"), None).await;
+    assert_eq!(status, 409, "{body}");
+    let (_, stats) = api.get("/v1/stats", "key-dpo").await;
+    assert_eq!(
+        (stats["PENDING"].as_i64(), stats["ABORTED"].as_i64()),
+        (Some(4), Some(1))
+    );
+    // The audit trail: JSON, and CSV for a client that asks for it.
+    let (_, events) = api
+        .get(&format!("/v1/audit?subject=%23{id}"), "key-dpo")
+        .await;
+    let outcomes: Vec<&str> = events
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["outcome"].as_str().unwrap())
+        .collect();
+    assert_eq!(outcomes, ["enqueued", "abort"]);
+    let request = Request::builder()
+        .uri("/v1/audit")
+        .header("x-api-key", "key-dpo")
+        .header("accept", "text/csv")
+        .body(Body::empty())
+        .unwrap();
+    let response = api.app.clone().oneshot(request).await.unwrap();
+    assert_eq!(
+        response.headers()["content-type"],
+        "text/csv; charset=utf-8"
+    );
+    let csv = String::from_utf8(
+        axum::body::to_bytes(response.into_body(), 1 << 20)
+            .await
+            .unwrap()
+            .to_vec(),
+    )
+    .unwrap();
+    assert!(csv.starts_with("event_id,at,retirement_id"), "{csv}");
+    assert_eq!(csv.lines().count(), 1 + 6, "{csv}");
+    assert!(!csv.contains("@example.org"), "no email in the audit trail");
+}
+
 macro_rules! on_both_stores {
     ($($name:ident),* $(,)?) => {
         mod postgres { $( #[tokio::test] async fn $name() { super::$name(super::Kind::Postgres).await } )* }
@@ -568,6 +817,7 @@ on_both_stores!(
     a_consumer_walks_the_list_to_empty_while_retirements_arrive,
     pages_stay_put_while_other_services_acknowledge,
     bad_input_is_a_4xx_naming_the_problem,
+    operators_open_list_inspect_abort_and_audit_retirements,
 );
 
 #[tokio::test]

@@ -59,6 +59,22 @@ impl ApiError {
         Self::new(StatusCode::NOT_FOUND, "not_found", message)
     }
 
+    /// 409: the retirement's state does not allow it.
+    pub fn conflict(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::CONFLICT, "conflict", message)
+    }
+
+    /// 503: something this route needs is not there.
+    pub fn unavailable(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", message)
+    }
+
+    /// 503 because `what` failed (logged with its cause).
+    pub fn unavailable_because(what: &str, cause: &dyn std::fmt::Display) -> Self {
+        tracing::warn!(error = %cause, "{what}");
+        Self::unavailable(format!("{what} failed; see lethe's log"))
+    }
+
     /// 422: a parameter or body field is wrong.
     pub fn invalid(loc: &[&str], input: serde_json::Value, message: impl Into<String>) -> Self {
         let mut e = Self::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid", message);

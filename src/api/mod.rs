@@ -8,6 +8,7 @@
 pub mod auth;
 pub mod error;
 pub mod mork;
+pub mod retirements;
 
 use crate::clock::Clock;
 use crate::config::Pipeline;
@@ -18,7 +19,7 @@ use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::http::StatusCode;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use serde_json::json;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -35,6 +36,10 @@ pub struct ApiState {
     pub clock: Arc<dyn Clock>,
     /// lethe's own deleting stages, as the user list shows them.
     pub own: Vec<mork::OwnStage>,
+    /// The source, to find the users a bulk request names and check their exclusions.
+    pub source: Option<Arc<crate::sql::source::SourceReader>>,
+    /// The hash key, for retirements opened here and lookups by email.
+    pub hash_key: Option<crate::pii::HashKey>,
 }
 
 impl ApiState {
@@ -52,7 +57,21 @@ impl ApiState {
             graph,
             clock,
             own,
+            source: None,
+            hash_key: None,
         }
+    }
+
+    /// With the source (bulk requests need it).
+    pub fn with_source(mut self, source: Option<Arc<crate::sql::source::SourceReader>>) -> Self {
+        self.source = source;
+        self
+    }
+
+    /// With the hash key.
+    pub fn with_hash_key(mut self, key: Option<crate::pii::HashKey>) -> Self {
+        self.hash_key = key;
+        self
     }
 }
 
@@ -71,9 +90,24 @@ pub fn router(state: Arc<ApiState>) -> Router {
             "/v1/users/{id}/status/{service}",
             get(mork::get_status).patch(mork::patch_status),
         )
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            require_mork_key,
+        ));
+    let own = Router::new()
+        .route(
+            "/v1/retirements",
+            get(retirements::list).post(retirements::open),
+        )
+        .route("/v1/retirements/{id}", get(retirements::one))
+        .route("/v1/retirements/{id}/resume", post(retirements::resume))
+        .route("/v1/retirements/{id}/abort", post(retirements::abort))
+        .route("/v1/stats", get(retirements::stats))
+        .route("/v1/audit", get(retirements::audit))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_key));
     Router::new()
         .merge(keyed)
+        .merge(own)
         .route(
             "/__lbheartbeat__",
             get(|| async { axum::Json(json!(null)) }),
@@ -102,19 +136,36 @@ pub async fn serve(
         .await
 }
 
-/// Authenticates the key and hands the caller to the handler; Mork's `{"detail"}` on
-/// failure (every keyed route is Mork's for now).
-async fn require_key(
+/// Authenticates the key and hands the caller to the handler (before any parameter is
+/// read, as Mork does); lethe's error shape.
+async fn require_key(State(state): State<Arc<ApiState>>, request: Request, next: Next) -> Response {
+    authenticated(&state, request, next, error::Shape::Lethe).await
+}
+
+/// [`require_key`] with Mork's `{"detail"}` shape.
+async fn require_mork_key(
     State(state): State<Arc<ApiState>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    authenticated(&state, request, next, error::Shape::Mork).await
+}
+
+async fn authenticated(
+    state: &ApiState,
     mut request: Request,
     next: Next,
+    shape: error::Shape,
 ) -> Response {
     match auth::authenticate(request.headers(), &state.pipeline.api.keys) {
         Ok(caller) => {
             request.extensions_mut().insert(caller);
             next.run(request).await
         }
-        Err(e) => e.mork().into_response(),
+        Err(mut e) => {
+            e.shape = shape;
+            e.into_response()
+        }
     }
 }
 

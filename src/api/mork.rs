@@ -294,7 +294,8 @@ impl ApiState {
             .collect())
     }
 
-    fn query(&self) -> UserQuery {
+    /// A query of one user, aborted retirements hidden.
+    pub(super) fn user_query(&self) -> UserQuery {
         UserQuery {
             filter: UserFilter::All,
             email: None,
@@ -318,7 +319,7 @@ impl ApiState {
         })?;
         let query = UserQuery {
             public_id: Some(uuid.hyphenated().to_string()),
-            ..self.query()
+            ..self.user_query()
         };
         self.page(&query)
             .await?
@@ -353,7 +354,7 @@ pub async fn list_users(
         username: p.username,
         offset: p.offset,
         limit: p.limit,
-        ..state.query()
+        ..state.user_query()
     };
     let page = state.page(&query).await?;
     let users = page

@@ -5,7 +5,7 @@ use super::ctx::Ctx;
 use super::failure::Outcome;
 use super::output::{json, out, print_table};
 use crate::pii::HashKey;
-use crate::store::{AuditFilter, AuditRow};
+use crate::store::AuditFilter;
 
 pub(crate) async fn audit(
     ctx: &Ctx,
@@ -42,23 +42,13 @@ pub(crate) async fn audit(
     match format {
         Format::Json => out!("{}", json(&rows)),
         Format::Csv => {
-            out!(
-                "event_id,at,retirement_id,subject,subject_hash,reason,from_state,to_state,outcome,attempt,actor,detail"
-            );
+            out!("{}", crate::ops::audit::CSV_HEADER);
             for r in &rows {
-                let cells = audit_cells(r);
-                out!(
-                    "{}",
-                    cells
-                        .iter()
-                        .map(|c| csv_cell(c))
-                        .collect::<Vec<_>>()
-                        .join(",")
-                );
+                out!("{}", crate::ops::audit::csv_line(r));
             }
         }
         Format::Table => {
-            let table: Vec<Vec<String>> = rows.iter().map(audit_cells).collect();
+            let table: Vec<Vec<String>> = rows.iter().map(crate::ops::audit::audit_cells).collect();
             print_table(
                 &[
                     "event",
@@ -79,30 +69,4 @@ pub(crate) async fn audit(
         }
     }
     Ok(())
-}
-
-fn audit_cells(r: &AuditRow) -> Vec<String> {
-    let e = &r.event;
-    vec![
-        e.id.to_string(),
-        e.at.to_rfc3339(),
-        e.retirement_id.to_string(),
-        r.subject.clone().unwrap_or_default(),
-        r.subject_hash.clone(),
-        r.reason.to_string(),
-        e.from_state.clone().unwrap_or_default(),
-        e.to_state.clone(),
-        e.outcome.clone(),
-        e.attempt.to_string(),
-        e.actor.clone(),
-        e.detail.clone(),
-    ]
-}
-
-fn csv_cell(cell: &str) -> String {
-    if cell.contains([',', '"', '\n']) {
-        format!("\"{}\"", cell.replace('"', "\"\""))
-    } else {
-        cell.to_string()
-    }
 }

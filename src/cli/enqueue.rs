@@ -76,6 +76,7 @@ pub(crate) async fn enqueue(
     let now = crate::domain::truncate_micros(Utc::now());
     let actor = ctx.actor();
     let input = crate::ops::Enqueue {
+        start: None,
         requests: &rows,
         reason,
         exclusion_override,

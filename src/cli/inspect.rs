@@ -94,7 +94,12 @@ pub(crate) async fn list(ctx: &Ctx, state: Option<String>, limit: i64) -> Outcom
         )));
     }
     let store = ctx.store(None, 1).await?;
-    let list = store.list(state.as_deref(), limit.max(0)).await?;
+    let filter = crate::store::ListFilter {
+        state,
+        limit: limit.max(0),
+        ..Default::default()
+    };
+    let list = store.list(&filter).await?;
     if ctx.global.json {
         out!("{}", json(&list));
     } else {

@@ -38,12 +38,27 @@ pub(crate) async fn start(
             "no [[api_key]] is configured: every /v1 request is refused (lethe key new)"
         );
     }
-    let state = Arc::new(ApiState::new(
-        store,
-        Arc::new(config.pipeline.clone()),
-        config.graph.clone(),
-        Arc::new(crate::clock::SystemClock),
-    ));
+    // Without the source the API still serves pulls and acks; opening retirements waits.
+    let source = match &config.pipeline.source {
+        Some(source) => match crate::sql::source::SourceReader::connect(source).await {
+            Ok(reader) => Some(Arc::new(reader)),
+            Err(e) => {
+                tracing::warn!(error = %crate::db::chain(&e), "the API cannot reach the source: POST /v1/retirements answers 503");
+                None
+            }
+        },
+        None => None,
+    };
+    let state = Arc::new(
+        ApiState::new(
+            store,
+            Arc::new(config.pipeline.clone()),
+            config.graph.clone(),
+            Arc::new(crate::clock::SystemClock),
+        )
+        .with_source(source)
+        .with_hash_key(crate::pii::HashKey::from_env().ok()),
+    );
     tracing::info!(listen = %listen, "API listening");
     out!("API listening on http://{listen}");
     Ok(tokio::spawn(crate::api::serve(

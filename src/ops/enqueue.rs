@@ -89,6 +89,8 @@ pub struct Enqueue<'a> {
     pub exclusion_override: bool,
     /// Who, for the events.
     pub actor: &'a str,
+    /// The state they start in (default: the first).
+    pub start: Option<&'a str>,
 }
 
 /// Opens retirements by hand: refuses subjects the exclusions keep out (the others are
@@ -134,7 +136,13 @@ pub async fn enqueue(
         Vec::new()
     } else {
         store
-            .enqueue_with(graph.initial(), &new, options, input.actor, now)
+            .enqueue_with(
+                input.start.unwrap_or(graph.initial()),
+                &new,
+                options,
+                input.actor,
+                now,
+            )
             .await?
     };
     let mut outcomes = outcomes.into_iter();

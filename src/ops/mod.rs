@@ -4,6 +4,7 @@
 
 pub mod ack;
 pub mod actor;
+pub mod audit;
 pub mod enqueue;
 pub mod input;
 pub mod operate;

@@ -107,6 +107,26 @@ time_row!(
     sqlx::sqlite::SqliteRow
 );
 
+/// A user of the source, found by id or email.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SourceUser {
+    /// The primary key.
+    pub id: i64,
+    /// Email.
+    pub email: Option<String>,
+    /// Username.
+    pub username: Option<String>,
+    /// Language, when the source has a column for it.
+    pub locale: Option<String>,
+}
+
+/// A value to find users by.
+#[derive(Debug, Clone)]
+enum Key {
+    Id(i64),
+    Email(String),
+}
+
 /// A connected source.
 pub struct SourceReader {
     dialect: Dialect,
@@ -415,5 +435,75 @@ impl SourceReader {
             context: "reading a page of inactive users",
             source,
         })
+    }
+
+    /// The users whose id is one of `ids` or whose email is exactly one of `emails`, a
+    /// query per thousand values (hand-opened retirements, the API's bulk request).
+    pub async fn find_users(
+        &self,
+        ids: &[i64],
+        emails: &[String],
+    ) -> Result<Vec<SourceUser>, SourceError> {
+        let c = &self.config;
+        let keys: Vec<Key> = ids.iter().map(|i| Key::Id(*i)).collect();
+        let mut found = self.users_where(&c.id_column, &keys).await?;
+        let keys: Vec<Key> = emails.iter().map(|e| Key::Email(e.clone())).collect();
+        found.extend(self.users_where(&c.email_column, &keys).await?);
+        found.sort_by_key(|u| u.id);
+        found.dedup_by_key(|u| u.id);
+        Ok(found)
+    }
+
+    async fn users_where(
+        &self,
+        column: &str,
+        keys: &[Key],
+    ) -> Result<Vec<SourceUser>, SourceError> {
+        let d = self.dialect;
+        let c = &self.config;
+        let mut out = Vec::new();
+        for chunk in keys.chunks(1000) {
+            let sql = format!(
+                "SELECT {id_expr} AS id, {email} AS email, {username} AS username, {locale} AS locale \
+                 FROM {table} WHERE {column} IN ({params})",
+                id_expr = d.bigint(&d.quote(&c.id_column)),
+                email = d.quote(&c.email_column),
+                username = d.quote(&c.username_column),
+                locale = c
+                    .locale_column
+                    .as_deref()
+                    .map(|l| d.quote(l))
+                    .unwrap_or_else(|| "NULL".into()),
+                table = d.quote(&c.table),
+                column = d.quote(column),
+                params = d.params(1, chunk.len()),
+            );
+            let rows = with_pool!(&self.pool, p => {
+                let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+                for key in chunk {
+                    query = match key {
+                        Key::Id(id) => query.bind(*id),
+                        Key::Email(email) => query.bind(email.clone()),
+                    };
+                }
+                query.fetch_all(p).await.and_then(|rows| {
+                    rows.iter()
+                        .map(|r| {
+                            Ok(SourceUser {
+                                id: r.try_get("id")?,
+                                email: r.try_get("email")?,
+                                username: r.try_get("username")?,
+                                locale: r.try_get::<Option<String>, _>("locale").unwrap_or(None),
+                            })
+                        })
+                        .collect::<Result<Vec<_>, sqlx::Error>>()
+                })
+            });
+            out.extend(rows.map_err(|source| SourceError::Query {
+                context: "finding users by id or email",
+                source,
+            })?);
+        }
+        Ok(out)
     }
 }

@@ -30,7 +30,7 @@ pub(crate) use rows::{claimed_columns, event_columns, retirement_columns};
 pub use sqlite::SqliteStore;
 pub use types::{
     ActionResult, Applied, AuditFilter, AuditRow, Claimed, EnqueueOptions, EnqueueOutcome, Event,
-    EventRow, Lookup, NewRetirement, Retirement, ScanRecord, Step, Wakeup,
+    EventRow, ListFilter, Lookup, NewRetirement, Retirement, ScanRecord, Step, Wakeup,
 };
 
 use crate::domain::StateGraph;
@@ -133,11 +133,10 @@ pub trait Store: Send + Sync {
     /// Every event of a retirement, oldest first.
     fn history(&self, id: i64) -> BoxFuture<'_, Result<Vec<Event>, StoreError>>;
 
-    /// Retirements, newest first, optionally in one state.
+    /// Retirements, newest first, as `filter` says.
     fn list<'a>(
         &'a self,
-        state: Option<&'a str>,
-        limit: i64,
+        filter: &'a ListFilter,
     ) -> BoxFuture<'a, Result<Vec<Retirement>, StoreError>>;
 
     /// Number of retirements per state.

@@ -78,11 +78,12 @@ pub(crate) const HISTORY: &str = concat!(
     " FROM retirement_event WHERE retirement_id = $1 ORDER BY id"
 );
 
-/// Retirements, newest first, optionally in one state.
+/// Retirements, newest first, filtered (`ListFilter`), before a cursor.
 pub(crate) const LIST: &str = concat!(
     "SELECT ",
     super::retirement_columns!(),
-    " FROM retirement WHERE ($1 IS NULL OR state = $1) ORDER BY id DESC LIMIT $2"
+    " FROM retirement WHERE ($1 IS NULL OR state = $1) AND ($2 IS NULL OR reason = $2) \
+     AND ($3 IS NULL OR created_at >= $3) AND ($4 IS NULL OR id < $4) ORDER BY id DESC LIMIT $5"
 );
 
 /// Retirements per state.
@@ -389,8 +390,7 @@ macro_rules! shared_methods {
 
         fn list<'a>(
             &'a self,
-            state: Option<&'a str>,
-            limit: i64,
+            filter: &'a $crate::store::ListFilter,
         ) -> $crate::store::BoxFuture<
             'a,
             Result<Vec<$crate::store::Retirement>, $crate::store::StoreError>,
@@ -398,8 +398,11 @@ macro_rules! shared_methods {
             Box::pin(async move {
                 use $crate::store::QueryContext;
                 let rows = sqlx::query($crate::store::sql::LIST)
-                    .bind(state)
-                    .bind(limit)
+                    .bind(filter.state.as_deref())
+                    .bind(filter.reason.as_deref())
+                    .bind(filter.since)
+                    .bind(filter.before)
+                    .bind(filter.limit)
                     .fetch_all(&self.pool)
                     .await
                     .ctx("list retirements")?;

@@ -332,6 +332,21 @@ impl Lookup {
     }
 }
 
+/// Which retirements `list` returns, newest first.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ListFilter {
+    /// Only in this state.
+    pub state: Option<String>,
+    /// Only opened for this reason.
+    pub reason: Option<String>,
+    /// Only opened at or after.
+    pub since: Option<DateTime<Utc>>,
+    /// Only ids below this one (the cursor: the last id of the previous page).
+    pub before: Option<i64>,
+    /// At most this many.
+    pub limit: i64,
+}
+
 /// Filter for `audit`.
 #[derive(Debug, Clone, Default)]
 pub struct AuditFilter {

@@ -1,0 +1,471 @@
+//! lethe's own surface: `/v1/retirements` (bulk open with a result per row, a filtered
+//! cursor list, one retirement with its history, resume, abort), `/v1/stats`, `/v1/audit`
+//! (JSON, or CSV for `Accept: text/csv`). Operators act; auditors read; service keys
+//! have no business here (403).
+
+use super::ApiState;
+use super::auth::Caller;
+use super::error::ApiError;
+use crate::config::Scope;
+use crate::domain::{OperatorAction, Reason};
+use crate::ops::{Enqueue, Opened, Request};
+use crate::store::{AuditFilter, ListFilter, Lookup};
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::{Extension, Path, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use std::collections::HashMap;
+use std::sync::Arc;
+
+/// The most subjects one bulk request opens.
+pub const MAX_BULK: usize = 10_000;
+
+fn reader(caller: &Caller) -> Result<(), ApiError> {
+    match caller.reads_all() {
+        true => Ok(()),
+        false => Err(ApiError::forbidden(
+            "a service key reads its own service's users (/v1/users), not retirements",
+        )),
+    }
+}
+
+fn operator(caller: &Caller) -> Result<(), ApiError> {
+    match caller.scope {
+        Scope::Operator => Ok(()),
+        _ => Err(ApiError::forbidden(
+            "only an operator key acts on retirements",
+        )),
+    }
+}
+
+/// Parses a JSON body into `T`, naming what is wrong (unknown fields are refused).
+fn body<T: serde::de::DeserializeOwned>(bytes: &Bytes) -> Result<T, ApiError> {
+    serde_json::from_slice(bytes).map_err(|e| {
+        ApiError::invalid(
+            &["body"],
+            Value::Null,
+            format!("the body is not what this route takes: {e}"),
+        )
+    })
+}
+
+fn param<'a>(pairs: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    pairs
+        .iter()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.as_str())
+}
+
+fn limit(pairs: &[(String, String)], default: i64, max: i64) -> Result<i64, ApiError> {
+    match param(pairs, "limit") {
+        None => Ok(default),
+        Some(text) => text
+            .parse::<i64>()
+            .ok()
+            .filter(|n| (1..=max).contains(n))
+            .ok_or_else(|| {
+                ApiError::invalid(
+                    &["query", "limit"],
+                    json!(text),
+                    format!("limit must be from 1 to {max}"),
+                )
+            }),
+    }
+}
+
+fn time(
+    pairs: &[(String, String)],
+    name: &str,
+) -> Result<Option<chrono::DateTime<chrono::Utc>>, ApiError> {
+    param(pairs, name)
+        .map(|text| {
+            crate::ops::parse_time(name, text)
+                .map_err(|e| ApiError::invalid(&["query", name], json!(text), e.to_string()))
+        })
+        .transpose()
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Bulk {
+    subjects: Vec<String>,
+    #[serde(default = "requested")]
+    reason: String,
+    #[serde(default)]
+    state: Option<String>,
+}
+
+fn requested() -> String {
+    Reason::REQUESTED.to_string()
+}
+
+/// `POST /v1/retirements`: opens a retirement per subject id or email (found in the
+/// source), answering one result per row: `created`, `already_open`, `not_found`,
+/// `excluded` (with the rule), `invalid`.
+pub async fn open(
+    State(state): State<Arc<ApiState>>,
+    Extension(caller): Extension<Caller>,
+    bytes: Bytes,
+) -> Result<Response, ApiError> {
+    operator(&caller)?;
+    let bulk: Bulk = body(&bytes)?;
+    if bulk.subjects.is_empty() || bulk.subjects.len() > MAX_BULK {
+        return Err(ApiError::invalid(
+            &["body", "subjects"],
+            json!(bulk.subjects.len()),
+            format!("subjects: give from 1 to {MAX_BULK} subject ids or emails"),
+        ));
+    }
+    let reason = Reason::parse(&bulk.reason).ok_or_else(|| {
+        ApiError::invalid(
+            &["body", "reason"],
+            json!(bulk.reason),
+            format!("known reasons: {}", Reason::known_names()),
+        )
+    })?;
+    if let Some(start) = &bulk.state
+        && !state.graph.is_working(start)
+    {
+        return Err(ApiError::invalid(
+            &["body", "state"],
+            json!(start),
+            format!(
+                "a retirement starts in a working state: {}",
+                state.graph.working().join(", ")
+            ),
+        ));
+    }
+    let (Some(source), Some(key)) = (&state.source, &state.hash_key) else {
+        return Err(ApiError::unavailable(
+            "opening retirements needs the source (for the exclusions) and LETHE_HASH_KEY",
+        ));
+    };
+    let ids: Vec<i64> = bulk
+        .subjects
+        .iter()
+        .filter_map(|s| crate::ops::parse_subject("subject", s).ok())
+        .collect();
+    let emails: Vec<String> = bulk
+        .subjects
+        .iter()
+        .filter(|s| s.contains('@'))
+        .cloned()
+        .collect();
+    let users = source
+        .find_users(&ids, &emails)
+        .await
+        .map_err(|e| ApiError::unavailable_because("reading the source", &e))?;
+    let by_id: HashMap<i64, &crate::sql::source::SourceUser> =
+        users.iter().map(|u| (u.id, u)).collect();
+    let by_email: HashMap<&str, &crate::sql::source::SourceUser> = users
+        .iter()
+        .filter_map(|u| u.email.as_deref().map(|e| (e, u)))
+        .collect();
+    // Each input finds its user (or not); each user is opened once.
+    let mut found: Vec<Option<i64>> = Vec::with_capacity(bulk.subjects.len());
+    let mut requests: Vec<Request> = Vec::new();
+    for input in &bulk.subjects {
+        let user = match crate::ops::parse_subject("subject", input) {
+            Ok(id) => by_id.get(&id),
+            Err(_) => by_email.get(input.as_str()),
+        };
+        found.push(user.map(|u| u.id));
+        if let Some(user) = user
+            && !requests.iter().any(|r| r.subject == user.id)
+        {
+            requests.push(Request {
+                subject: user.id,
+                email: user.email.clone(),
+                username: user.username.clone(),
+            });
+        }
+    }
+    let opened: HashMap<i64, Opened> = match requests.is_empty() {
+        true => HashMap::new(),
+        false => crate::ops::enqueue(
+            state.store.as_ref(),
+            &state.graph,
+            Some(source),
+            key,
+            Enqueue {
+                requests: &requests,
+                reason,
+                exclusion_override: false,
+                actor: &caller.actor(),
+                start: bulk.state.as_deref(),
+            },
+            state.clock.now(),
+        )
+        .await
+        .map_err(|e| ApiError::internal("opening retirements", &e))?
+        .into_iter()
+        .collect(),
+    };
+    let results: Vec<Value> = bulk
+        .subjects
+        .iter()
+        .zip(found)
+        .map(|(input, id)| {
+            let result = match id.and_then(|id| opened.get(&id)) {
+                None if !input.contains('@')
+                    && crate::ops::parse_subject("subject", input).is_err() =>
+                {
+                    json!({"result": "invalid", "why": "neither a subject id nor an email"})
+                }
+                None => json!({"result": "not_found"}),
+                Some(Opened::Created { id }) => json!({"result": "created", "retirement_id": id}),
+                Some(Opened::AlreadyOpen { id }) => {
+                    json!({"result": "already_open", "retirement_id": id})
+                }
+                Some(Opened::Refused { why }) => json!({"result": "excluded", "why": why}),
+            };
+            let mut row = json!({"input": input});
+            if let (Some(row), Some(result)) = (row.as_object_mut(), result.as_object()) {
+                row.extend(result.clone());
+            }
+            row
+        })
+        .collect();
+    Ok((StatusCode::ACCEPTED, Json(json!({"results": results}))).into_response())
+}
+
+/// `GET /v1/retirements`: newest first; `state`, `reason`, `since`, `limit` (1..=1000),
+/// `cursor` (the `next_cursor` of the previous page).
+pub async fn list(
+    State(state): State<Arc<ApiState>>,
+    Extension(caller): Extension<Caller>,
+    Query(pairs): Query<Vec<(String, String)>>,
+) -> Result<Json<Value>, ApiError> {
+    reader(&caller)?;
+    let filter_state = param(&pairs, "state").map(str::to_string);
+    if let Some(name) = &filter_state
+        && !state.graph.contains(name)
+    {
+        return Err(ApiError::invalid(
+            &["query", "state"],
+            json!(name),
+            format!("known states: {}", state.graph.names().join(", ")),
+        ));
+    }
+    let before = match param(&pairs, "cursor") {
+        None => None,
+        Some(text) => Some(text.parse::<i64>().map_err(|_| {
+            ApiError::invalid(
+                &["query", "cursor"],
+                json!(text),
+                "a cursor is the next_cursor of a page",
+            )
+        })?),
+    };
+    let filter = ListFilter {
+        state: filter_state,
+        reason: param(&pairs, "reason").map(str::to_string),
+        since: time(&pairs, "since")?,
+        before,
+        limit: limit(&pairs, 100, 1000)?,
+    };
+    let page = state
+        .store
+        .list(&filter)
+        .await
+        .map_err(|e| ApiError::internal("listing retirements", &e))?;
+    let next = match page.len() as i64 == filter.limit {
+        true => page.last().map(|r| r.id),
+        false => None,
+    };
+    Ok(Json(json!({"retirements": page, "next_cursor": next})))
+}
+
+/// The retirement `id` names: its number, or its public UUID.
+async fn find(state: &ApiState, id: &str) -> Result<crate::store::Retirement, ApiError> {
+    let found = match (id.parse::<i64>(), uuid::Uuid::parse_str(id)) {
+        (Ok(number), _) => state
+            .store
+            .find(&Lookup::Id(number))
+            .await
+            .map_err(|e| ApiError::internal("finding a retirement", &e))?,
+        (_, Ok(uuid)) => {
+            let query = crate::store::UserQuery {
+                public_id: Some(uuid.hyphenated().to_string()),
+                ..state.user_query()
+            };
+            state
+                .store
+                .users(&query)
+                .await
+                .map_err(|e| ApiError::internal("finding a retirement", &e))?
+                .pop()
+                .map(|row| row.retirement)
+        }
+        _ => {
+            return Err(ApiError::invalid(
+                &["path", "id"],
+                json!(id),
+                "a retirement is named by its number or its UUID",
+            ));
+        }
+    };
+    found.ok_or_else(|| ApiError::not_found(format!("no retirement {id}")))
+}
+
+/// `GET /v1/retirements/{id}`: the retirement, its whole history and its acks.
+pub async fn one(
+    State(state): State<Arc<ApiState>>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    reader(&caller)?;
+    let r = find(&state, &id).await?;
+    let events = state
+        .store
+        .history(r.id)
+        .await
+        .map_err(|e| ApiError::internal("reading a history", &e))?;
+    let acks = state
+        .store
+        .acks(r.id)
+        .await
+        .map_err(|e| ApiError::internal("reading acknowledgements", &e))?;
+    Ok(Json(
+        json!({"retirement": r, "events": events, "acks": acks}),
+    ))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ResumeBody {
+    #[serde(default)]
+    to: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AbortBody {
+    reason: String,
+}
+
+async fn act(
+    state: &ApiState,
+    caller: &Caller,
+    id: &str,
+    action: OperatorAction,
+) -> Result<Json<Value>, ApiError> {
+    operator(caller)?;
+    let r = find(state, id).await?;
+    let done = crate::ops::operate(
+        state.store.as_ref(),
+        &state.graph,
+        &format!("#{}", r.id),
+        None,
+        &action,
+        &caller.actor(),
+        state.clock.now(),
+    )
+    .await
+    .map_err(|e| match crate::error::Classified::kind(&e) {
+        crate::error::ErrorKind::Refused => ApiError::conflict(e.to_string()),
+        crate::error::ErrorKind::NotFound => ApiError::not_found(e.to_string()),
+        crate::error::ErrorKind::Config => ApiError::invalid(&["body"], Value::Null, e.to_string()),
+        _ => ApiError::internal("acting on a retirement", &e),
+    })?;
+    Ok(Json(json!({"retirement": done})))
+}
+
+/// `POST /v1/retirements/{id}/resume` with `{"to": STATE}` optional.
+pub async fn resume(
+    State(state): State<Arc<ApiState>>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+    bytes: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let to = match bytes.is_empty() {
+        true => None,
+        false => body::<ResumeBody>(&bytes)?.to,
+    };
+    act(&state, &caller, &id, OperatorAction::Resume { to }).await
+}
+
+/// `POST /v1/retirements/{id}/abort` with `{"reason": "…"}` (required).
+pub async fn abort(
+    State(state): State<Arc<ApiState>>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+    bytes: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let reason = body::<AbortBody>(&bytes)?.reason;
+    if reason.trim().is_empty() {
+        return Err(ApiError::invalid(
+            &["body", "reason"],
+            json!(reason),
+            "say why it is aborted",
+        ));
+    }
+    act(&state, &caller, &id, OperatorAction::Abort { reason }).await
+}
+
+/// `GET /v1/stats`: retirements per state.
+pub async fn stats(
+    State(state): State<Arc<ApiState>>,
+    Extension(caller): Extension<Caller>,
+) -> Result<Json<Value>, ApiError> {
+    reader(&caller)?;
+    let counts = state
+        .store
+        .stats()
+        .await
+        .map_err(|e| ApiError::internal("counting retirements", &e))?;
+    let mut out = serde_json::Map::new();
+    for name in state.graph.names() {
+        let n = counts
+            .iter()
+            .find(|(s, _)| s == name)
+            .map_or(0, |(_, n)| *n);
+        out.insert(name.to_string(), json!(n));
+    }
+    Ok(Json(Value::Object(out)))
+}
+
+/// `GET /v1/audit`: `since`, `until`, `subject` (id, email or `#id`), `limit` (at most
+/// 100,000); JSON, or CSV when the client accepts `text/csv`.
+pub async fn audit(
+    State(state): State<Arc<ApiState>>,
+    Extension(caller): Extension<Caller>,
+    headers: HeaderMap,
+    Query(pairs): Query<Vec<(String, String)>>,
+) -> Result<Response, ApiError> {
+    reader(&caller)?;
+    let subject = param(&pairs, "subject")
+        .map(|s| {
+            crate::ops::parse_target(s, state.hash_key.as_ref())
+                .map_err(|e| ApiError::invalid(&["query", "subject"], Value::Null, e.to_string()))
+        })
+        .transpose()?;
+    let filter = AuditFilter {
+        since: time(&pairs, "since")?,
+        until: time(&pairs, "until")?,
+        subject,
+        limit: limit(&pairs, 10_000, 100_000)?,
+    };
+    let rows = state
+        .store
+        .audit(&filter)
+        .await
+        .map_err(|e| ApiError::internal("reading the audit trail", &e))?;
+    let csv = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains("text/csv"));
+    if !csv {
+        return Ok(Json(json!(rows)).into_response());
+    }
+    let mut text = String::from(crate::ops::audit::CSV_HEADER);
+    text.push('\n');
+    for row in &rows {
+        text.push_str(&crate::ops::audit::csv_line(row));
+        text.push('\n');
+    }
+    Ok(([(header::CONTENT_TYPE, "text/csv; charset=utf-8")], text).into_response())
+}
