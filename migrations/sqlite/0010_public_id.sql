@@ -16,3 +16,5 @@ UPDATE retirement SET public_id = lower(hex(randomblob(4))) || '-' || lower(hex(
 WHERE public_id IS NULL;
 CREATE UNIQUE INDEX retirement_public_id ON retirement (public_id);
 CREATE INDEX retirement_created ON retirement (created_at, id);
+-- A service's list walks its acknowledgement rows in the order they were handed over.
+CREATE INDEX service_ack_handover ON service_ack (service, status, created_at, retirement_id);

@@ -69,8 +69,9 @@ pub enum UserFilter {
     },
 }
 
-/// A page of the user list: oldest first, then by id, so a page never moves under a
-/// consumer walking the list.
+/// A page of the user list, in a stable order so a page never moves under a consumer
+/// walking the list: a service's list by when each user was handed to it, then id;
+/// the others by when the retirement was opened, then id.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UserQuery {
     /// Which retirements.
@@ -280,7 +281,31 @@ macro_rules! ack_methods {
                 use $crate::store::QueryContext;
                 use sqlx::Row;
                 let (mode, service, status, states) = query.filter.params();
-                let rows = sqlx::query(concat!(
+                let rows = match (mode, service) {
+                    // A service's own list (the hot path: consumers walk it) runs from its
+                    // acknowledgement rows, in the order they were handed over (a subquery, so the
+                    // retirement's columns keep their names).
+                    (1, Some(service)) => sqlx::query(concat!(
+                        "SELECT ",
+                        $crate::store::retirement_columns!(),
+                        ", email, username FROM retirement r JOIN (SELECT retirement_id, created_at AS handed \
+                         FROM service_ack WHERE service = $1 AND ($2 IS NULL OR status = $2)) a ON a.retirement_id = r.id \
+                         WHERE state <> $3 AND ($4 IS NULL OR email = $4) AND ($5 IS NULL OR username = $5) \
+                         AND ($6 IS NULL OR public_id = $6) \
+                         ORDER BY a.handed, a.retirement_id LIMIT $7 OFFSET $8"
+                    ))
+                    .bind(service)
+                    .bind(status)
+                    .bind(&query.hidden_state)
+                    .bind(query.email.as_deref())
+                    .bind(query.username.as_deref())
+                    .bind(query.public_id.as_deref())
+                    .bind(query.limit)
+                    .bind(query.offset)
+                    .fetch_all(&self.pool)
+                    .await
+                    .ctx("list a service's users")?,
+                    _ => sqlx::query(concat!(
                     "SELECT ",
                     $crate::store::retirement_columns!(),
                     ", email, username FROM retirement r WHERE state <> $1 \
@@ -307,7 +332,8 @@ macro_rules! ack_methods {
                 .bind(query.public_id.as_deref())
                 .fetch_all(&self.pool)
                 .await
-                .ctx("list users")?;
+                .ctx("list users")?,
+                };
                 rows.iter()
                     .map(|r| {
                         Ok($crate::store::UserRow {
