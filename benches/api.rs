@@ -68,10 +68,10 @@ sha256 = "{hash}"
 /// The SQL `Store::users` runs for a service's page, as the baseline issues it.
 const BASELINE_SQL: &str = "SELECT id, public_id, subject, subject_hash, reason, state, due_at, attempt, \
      lease_owner, lease_until, last_error, failed_state, warned_at, created_at, updated_at, ended_at, \
-     exclusion_override, email, username FROM retirement r JOIN (SELECT retirement_id, created_at AS handed \
-     FROM service_ack WHERE service = $1 AND ($2 IS NULL OR status = $2)) a ON a.retirement_id = r.id \
-     WHERE state <> $3 AND ($4 IS NULL OR email = $4) AND ($5 IS NULL OR username = $5) \
-     AND ($6 IS NULL OR public_id = $6) ORDER BY a.handed, a.retirement_id LIMIT $7 OFFSET $8";
+     exclusion_override, email, username FROM (SELECT retirement_id, created_at AS handed \
+     FROM service_ack WHERE service = $1 AND status = $2 \
+     ORDER BY created_at, retirement_id LIMIT $3 OFFSET $4) a \
+     JOIN retirement r ON r.id = a.retirement_id ORDER BY a.handed, a.retirement_id";
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     let at = ((sorted.len() as f64 - 1.0) * p).round() as usize;
@@ -153,7 +153,8 @@ async fn bench() -> anyhow::Result<()> {
     )
     .execute(&pool)
     .await?;
-    sqlx::query("ANALYZE").execute(&pool).await?;
+    // As autovacuum leaves a table at rest (the index-only scans need the visibility map).
+    sqlx::query("VACUUM ANALYZE").execute(&pool).await?;
     println!(
         "loaded {RETIREMENTS} retirements, {HANDED} handed to joanie, in {:.1}s",
         loading.elapsed().as_secs_f64()
@@ -195,11 +196,7 @@ async fn bench() -> anyhow::Result<()> {
             async move {
                 let rows = sqlx::query(BASELINE_SQL)
                     .bind("joanie")
-                    .bind(Some("to_delete"))
-                    .bind("ABORTED")
-                    .bind(None::<String>)
-                    .bind(None::<String>)
-                    .bind(None::<String>)
+                    .bind("to_delete")
                     .bind(PAGE)
                     .bind(offset)
                     .fetch_all(&pool)

@@ -13,6 +13,7 @@ pub mod driver;
 pub mod error;
 pub mod http;
 pub mod mail;
+pub mod metrics;
 pub mod ops;
 pub mod pii;
 pub mod sql;

@@ -86,13 +86,13 @@ async fn source() -> (TestDb, lethe::sql::source::SourceReader) {
          is_superuser INTEGER NOT NULL DEFAULT 0)"
             .to_string(),
         "INSERT INTO auth_user (id, email, username, date_joined, is_staff) \
-         VALUES (42, 'staff@example.org', 'staff', '2015-01-01', 1)"
+         VALUES (42, 'staff@example.org', 'staff', '2015-01-01 00:00:00', 1)"
             .to_string(),
     ];
     for id in 1..=5 {
         statements.push(format!(
             "INSERT INTO auth_user (id, email, username, date_joined) \
-             VALUES ({id}, 'user{id}@example.org', 'user{id}', '2015-01-01')"
+             VALUES ({id}, 'user{id}@example.org', 'user{id}', '2015-01-01 00:00:00')"
         ));
     }
     exec(&url, &statements).await;
@@ -315,12 +315,13 @@ async fn a_mork_client_pulls_and_acknowledges(kind: Kind) {
     let users = users.as_array().unwrap();
     assert_eq!(users.len(), 3);
     let first = &users[0];
-    let keys: Vec<&str> = first
+    let mut keys: Vec<&str> = first
         .as_object()
         .unwrap()
         .keys()
         .map(String::as_str)
         .collect();
+    keys.sort();
     assert_eq!(
         keys,
         [
@@ -390,6 +391,23 @@ async fn a_mork_client_pulls_and_acknowledges(kind: Kind) {
     assert_eq!(one.as_array().unwrap().len(), 1);
     let (_, none) = api.get("/v1/users?email=user", "key-ops").await;
     assert_eq!(none, json!([]));
+    // An aborted retirement leaves the services' lists.
+    let (status, _) = api
+        .call(
+            Method::POST,
+            &format!("/v1/retirements/{}/abort", ids[2]),
+            Some("key-ops"),
+            Some(json!({"reason": "test"})),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let (_, left) = api
+        .get(
+            "/v1/users?service=joanie&deletion_status=to_delete",
+            "key-joanie",
+        )
+        .await;
+    assert_eq!(left.as_array().unwrap().len(), 1);
     // lethe's own stages: edx is deleted for all of them; none is still deleting.
     let (_, deleting) = api
         .get("/v1/users?service=edx&deletion_status=deleting", "key-ops")
@@ -398,7 +416,11 @@ async fn a_mork_client_pulls_and_acknowledges(kind: Kind) {
     let (_, deleted) = api
         .get("/v1/users?service=edx&deletion_status=deleted", "key-ops")
         .await;
-    assert_eq!(deleted.as_array().unwrap().len(), ids.len());
+    assert_eq!(
+        deleted.as_array().unwrap().len(),
+        ids.len() - 1,
+        "the aborted one is hidden"
+    );
 }
 
 async fn a_consumer_walks_the_list_to_empty_while_retirements_arrive(kind: Kind) {
@@ -804,6 +826,124 @@ async fn operators_open_list_inspect_abort_and_audit_retirements(kind: Kind) {
     assert!(!csv.contains("@example.org"), "no email in the audit trail");
 }
 
+async fn task_status(api: &Api, id: &str) -> String {
+    for _ in 0..500 {
+        let (_, body) = api.get(&format!("/v1/tasks/{id}/status"), "key-ops").await;
+        let status = body["status"].as_str().unwrap().to_string();
+        if status == "SUCCESS" || status == "FAILURE" {
+            eprintln!("task {id}: {body}");
+            return status;
+        }
+        // The task runs on the runtime beside this test: let it.
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    panic!("task {id} never finished");
+}
+
+async fn mork_tasks_scan_and_open_retirements(kind: Kind) {
+    let (_source_db, reader) = source().await;
+    let api = Api::with_source(kind, Some(reader)).await;
+    let task = |body: Value| api.call(Method::POST, "/v1/tasks", Some("key-ops"), Some(body));
+    let (status, created) = task(json!({"type": "email_inactive_users"})).await;
+    assert_eq!(status, 202, "{created}");
+    assert_eq!(created["status"], "PENDING");
+    let id = created["id"].as_str().unwrap().to_string();
+    assert_eq!(task_status(&api, &id).await, "SUCCESS");
+    let (_, stats) = api.get("/v1/stats", "key-ops").await;
+    assert_eq!(
+        stats["PENDING"], 0,
+        "a dry run (Mork's default) opens nothing"
+    );
+    let (_, created) =
+        task(json!({"type": "delete_user", "email": "user3@example.org", "dry_run": false})).await;
+    assert_eq!(
+        task_status(&api, created["id"].as_str().unwrap()).await,
+        "SUCCESS"
+    );
+    let (_, list) = api.get("/v1/retirements?reason=requested", "key-ops").await;
+    assert_eq!(list["retirements"].as_array().unwrap().len(), 1);
+    assert_eq!(list["retirements"][0]["subject"], "3");
+    let (_, missing) =
+        task(json!({"type": "delete_user", "email": "nobody@example.org", "dry_run": false})).await;
+    assert_eq!(
+        task_status(&api, missing["id"].as_str().unwrap()).await,
+        "FAILURE"
+    );
+    for (bad, at) in [
+        (
+            json!({"type": "email_user", "email": "user1@example.org"}),
+            "username",
+        ),
+        (json!({"type": "reboot"}), "type"),
+        (json!({"dry_run": true}), "type"),
+        (
+            json!({"type": "delete_inactive_users", "limit": 0}),
+            "limit",
+        ),
+    ] {
+        let (status, body) = task(bad).await;
+        assert_eq!(status, 422, "{body}");
+        assert_eq!(body["detail"][0]["loc"][1], at, "{body}");
+    }
+    let (status, _) = api
+        .call(
+            Method::POST,
+            "/v1/tasks",
+            Some("key-joanie"),
+            Some(json!({"type": "email_inactive_users"})),
+        )
+        .await;
+    assert_eq!(status, 403);
+    let (status, options) = api
+        .call(Method::OPTIONS, "/v1/tasks", Some("key-ops"), None)
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(options["task_types"].as_array().unwrap().len(), 4);
+    let (_, unknown) = api.get("/v1/tasks/whatever/status", "key-ops").await;
+    assert_eq!(unknown, json!({"id": "whatever", "status": "PENDING"}));
+}
+
+async fn metrics_are_exposed_and_move_with_work(kind: Kind) {
+    let api = Api::new(kind).await;
+    api.notified(1, 4).await;
+    let before = lethe::metrics::counter(
+        "lethe_api_requests_total",
+        &[("route", "/v1/users"), ("status", "200")],
+    );
+    api.get("/v1/users?service=joanie", "key-joanie").await;
+    let after = lethe::metrics::counter(
+        "lethe_api_requests_total",
+        &[("route", "/v1/users"), ("status", "200")],
+    );
+    assert!(after > before, "the request was counted");
+    let request = Request::builder()
+        .uri("/metrics")
+        .body(Body::empty())
+        .unwrap();
+    let response = api.app.clone().oneshot(request).await.unwrap();
+    assert_eq!(response.status(), 200);
+    let text = String::from_utf8(
+        axum::body::to_bytes(response.into_body(), 1 << 20)
+            .await
+            .unwrap()
+            .to_vec(),
+    )
+    .unwrap();
+    assert!(
+        text.contains("lethe_retirements{state=\"NOTIFIED\"} 3"),
+        "{text}"
+    );
+    assert!(
+        text.contains("lethe_api_requests_total{route=\"/v1/users\",status=\"200\"}"),
+        "{text}"
+    );
+    assert!(
+        text.contains("# TYPE lethe_api_seconds histogram"),
+        "{text}"
+    );
+    assert!(!text.contains("@example.org"), "no address in a label");
+}
+
 macro_rules! on_both_stores {
     ($($name:ident),* $(,)?) => {
         mod postgres { $( #[tokio::test] async fn $name() { super::$name(super::Kind::Postgres).await } )* }
@@ -818,6 +958,8 @@ on_both_stores!(
     pages_stay_put_while_other_services_acknowledge,
     bad_input_is_a_4xx_naming_the_problem,
     operators_open_list_inspect_abort_and_audit_retirements,
+    mork_tasks_scan_and_open_retirements,
+    metrics_are_exposed_and_move_with_work,
 );
 
 #[tokio::test]

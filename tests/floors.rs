@@ -8,7 +8,7 @@ use std::path::Path;
 const FLOORS: &[&[&str]] = &[
     &["domain"],
     &["error"],
-    &["clock", "db", "pii", "telemetry"],
+    &["clock", "db", "metrics", "pii", "telemetry"],
     &["config"],
     &["store", "sql", "mail", "http"],
     &["stages"],

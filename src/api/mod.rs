@@ -9,6 +9,7 @@ pub mod auth;
 pub mod error;
 pub mod mork;
 pub mod retirements;
+pub mod tasks;
 
 use crate::clock::Clock;
 use crate::config::Pipeline;
@@ -40,6 +41,8 @@ pub struct ApiState {
     pub source: Option<Arc<crate::sql::source::SourceReader>>,
     /// The hash key, for retirements opened here and lookups by email.
     pub hash_key: Option<crate::pii::HashKey>,
+    /// Mork's tasks started here.
+    pub tasks: tasks::Tasks,
 }
 
 impl ApiState {
@@ -59,6 +62,7 @@ impl ApiState {
             own,
             source: None,
             hash_key: None,
+            tasks: tasks::Tasks::default(),
         }
     }
 
@@ -90,6 +94,9 @@ pub fn router(state: Arc<ApiState>) -> Router {
             "/v1/users/{id}/status/{service}",
             get(mork::get_status).patch(mork::patch_status),
         )
+        .route("/v1/tasks", post(tasks::create).options(tasks::options))
+        .route("/v1/tasks/", post(tasks::create).options(tasks::options))
+        .route("/v1/tasks/{id}/status", get(tasks::status))
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             require_mork_key,
@@ -118,6 +125,7 @@ pub fn router(state: Arc<ApiState>) -> Router {
             get(|| async { axum::Json(json!({"status": "ok"})) }),
         )
         .route("/readyz", get(ready))
+        .route("/metrics", get(metrics))
         .fallback(|| async { error::ApiError::not_found("no such route") })
         .layer(middleware::from_fn(access_log))
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
@@ -188,6 +196,17 @@ async fn access_log(request: Request, next: Next) -> Response {
         )
             .into_response(),
     };
+    let status = response.status().as_u16().to_string();
+    crate::metrics::count(
+        "lethe_api_requests_total",
+        &[("route", &route), ("status", &status)],
+        1,
+    );
+    crate::metrics::observe(
+        "lethe_api_seconds",
+        &[("route", &route)],
+        started.elapsed().as_secs_f64(),
+    );
     tracing::info!(
         method = %method,
         route = %route,
@@ -211,6 +230,38 @@ async fn heartbeat(State(state): State<Arc<ApiState>>) -> Response {
                 .into_response()
         }
     }
+}
+
+/// `/metrics`: Prometheus text; retirements per state are read from the store now.
+async fn metrics(State(state): State<Arc<ApiState>>) -> Response {
+    let per_state = match state.store.stats().await {
+        Ok(counts) => state
+            .graph
+            .names()
+            .into_iter()
+            .map(|name| {
+                let n = counts
+                    .iter()
+                    .find(|(s, _)| s == name)
+                    .map_or(0, |(_, n)| *n);
+                (vec![("state", name.to_string())], n)
+            })
+            .collect(),
+        Err(e) => {
+            tracing::warn!(error = %e, "metrics: the store did not answer");
+            Vec::new()
+        }
+    };
+    let text =
+        crate::metrics::render(&[("lethe_retirements", "Retirements per state.", per_state)]);
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        text,
+    )
+        .into_response()
 }
 
 /// `/readyz`: the store answers; 503 naming what failed otherwise.

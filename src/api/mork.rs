@@ -11,6 +11,7 @@ use crate::store::{Retirement, ServiceAck, UserFilter, UserQuery, UserRow};
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Extension, Path, Query, State};
+use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 use std::sync::Arc;
 
@@ -109,22 +110,54 @@ fn naive(at: chrono::DateTime<chrono::Utc>) -> String {
     }
 }
 
-fn user_json(state: &ApiState, row: &UserRow, acks: &[&ServiceAck]) -> Value {
+/// A user as Mork's JSON has it, in Mork's field order.
+#[derive(serde::Serialize)]
+struct MorkUser<'a> {
+    id: &'a str,
+    username: Option<&'a str>,
+    edx_user_id: Option<i64>,
+    email: Option<&'a str>,
+    reason: &'a str,
+    service_statuses: Vec<ServiceStatus>,
+    created_at: String,
+    updated_at: String,
+}
+
+/// One entry of `service_statuses`.
+#[derive(serde::Serialize)]
+struct ServiceStatus {
+    service_name: String,
+    status: &'static str,
+}
+
+impl MorkUser<'_> {
+    /// Whether `service` (any, when `None`) has `status` for this user.
+    fn has(&self, service: Option<&str>, status: Option<&str>) -> bool {
+        self.service_statuses.iter().any(|s| {
+            service.is_none_or(|name| s.service_name == name)
+                && status.is_none_or(|status| s.status == status)
+        })
+    }
+}
+
+fn mork_user<'a>(state: &ApiState, row: &'a UserRow, acks: &[&ServiceAck]) -> MorkUser<'a> {
     let r = &row.retirement;
-    let services: Vec<Value> = statuses(state, r, acks)
-        .into_iter()
-        .map(|(name, status)| json!({"service_name": name, "status": status}))
-        .collect();
-    json!({
-        "id": r.public_id,
-        "username": row.username,
-        "edx_user_id": r.subject.as_deref().and_then(|s| s.parse::<i64>().ok()),
-        "email": row.email,
-        "reason": mork_reason(&r.reason),
-        "service_statuses": services,
-        "created_at": naive(r.created_at),
-        "updated_at": naive(r.updated_at),
-    })
+    MorkUser {
+        id: &r.public_id,
+        username: row.username.as_deref(),
+        edx_user_id: r.subject.as_deref().and_then(|s| s.parse::<i64>().ok()),
+        email: row.email.as_deref(),
+        reason: mork_reason(&r.reason),
+        service_statuses: statuses(state, r, acks)
+            .into_iter()
+            .map(|(service_name, status)| ServiceStatus {
+                service_name,
+                status,
+            })
+            .collect(),
+        created_at: naive(r.created_at),
+        updated_at: naive(r.updated_at),
+    }
 }
 
 /// The query parameters of the list, checked one by one (Mork's names and bounds).
@@ -280,15 +313,15 @@ impl ApiState {
             .acks_of(&ids)
             .await
             .map_err(|e| ApiError::internal("reading acknowledgements", &e).mork())?;
+        let mut by_id: std::collections::HashMap<i64, Vec<ServiceAck>> =
+            std::collections::HashMap::with_capacity(rows.len());
+        for ack in acks.drain(..) {
+            by_id.entry(ack.retirement_id).or_default().push(ack);
+        }
         Ok(rows
             .into_iter()
             .map(|row| {
-                let mine: Vec<ServiceAck> = acks
-                    .iter()
-                    .filter(|a| a.retirement_id == row.retirement.id)
-                    .cloned()
-                    .collect();
-                acks.retain(|a| a.retirement_id != row.retirement.id);
+                let mine = by_id.remove(&row.retirement.id).unwrap_or_default();
                 (row, mine)
             })
             .collect())
@@ -345,7 +378,7 @@ pub async fn list_users(
     State(state): State<Arc<ApiState>>,
     Extension(caller): Extension<Caller>,
     Query(pairs): Query<Vec<(String, String)>>,
-) -> Result<Json<Vec<Value>>, ApiError> {
+) -> Result<Response, ApiError> {
     let p = ListParams::parse(&state, &pairs)?;
     let service = scoped(&caller, p.service)?;
     let query = UserQuery {
@@ -357,29 +390,16 @@ pub async fn list_users(
         ..state.user_query()
     };
     let page = state.page(&query).await?;
-    let users = page
+    let users: Vec<MorkUser<'_>> = page
         .iter()
-        .filter_map(|(row, acks)| {
+        .map(|(row, acks)| {
             let acks: Vec<&ServiceAck> = acks.iter().collect();
-            let user = user_json(&state, row, &acks);
-            // The store narrows by state; the exact status (errored rows) is decided here.
-            let keep = match (&service, &p.status) {
-                (_, None) => true,
-                (Some(name), Some(status)) => has_status(&user, Some(name), status),
-                (None, Some(status)) => has_status(&user, None, status),
-            };
-            keep.then_some(user)
+            mork_user(&state, row, &acks)
         })
+        // The store narrows by state; the exact status (errored rows) is decided here.
+        .filter(|user| p.status.is_none() || user.has(service.as_deref(), p.status.as_deref()))
         .collect();
-    Ok(Json(users))
-}
-
-fn has_status(user: &Value, service: Option<&str>, status: &str) -> bool {
-    user["service_statuses"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .any(|s| service.is_none_or(|name| s["service_name"] == name) && s["status"] == status)
+    Ok(Json(users).into_response())
 }
 
 /// `GET /v1/users/{id}` (optionally `?service=`: 404 unless the user has that service).
@@ -388,7 +408,7 @@ pub async fn get_user(
     Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
     Query(pairs): Query<Vec<(String, String)>>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Response, ApiError> {
     let asked = match pairs.iter().find(|(k, _)| k == "service") {
         Some((_, name)) => Some(state.check_service(name)?),
         None => None,
@@ -396,17 +416,13 @@ pub async fn get_user(
     let service = scoped(&caller, asked)?;
     let (row, acks) = state.user(&id).await?;
     let acks: Vec<&ServiceAck> = acks.iter().collect();
-    let user = user_json(&state, &row, &acks);
+    let user = mork_user(&state, &row, &acks);
     if let Some(name) = &service
-        && !user["service_statuses"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .any(|s| s["service_name"] == name.as_str())
+        && !user.has(Some(name), None)
     {
         return Err(ApiError::not_found("User not found").mork());
     }
-    Ok(Json(user))
+    Ok(Json(user).into_response())
 }
 
 /// The status of `service` for the user `id`: `{"id", "service_name", "status"}`.

@@ -408,7 +408,7 @@ impl Driver {
         result: &StageResult,
         now: chrono::DateTime<chrono::Utc>,
     ) -> Transition {
-        plan_outcome(
+        let transition = plan_outcome(
             &self.graph,
             &self.policy.retry,
             self.policy.max_attempts,
@@ -418,7 +418,25 @@ impl Driver {
             result,
             now,
             retry_entropy(c.id, c.attempt, now),
-        )
+        );
+        let outcome = transition.outcome.as_str();
+        crate::metrics::count(
+            "lethe_transitions_total",
+            &[("stage", &c.state), ("outcome", outcome)],
+            1,
+        );
+        if let Outcome::Retry { .. } | Outcome::Fail { .. } = &result.outcome {
+            let kind = match &result.outcome {
+                Outcome::Retry { .. } => "retry",
+                _ => "fail",
+            };
+            crate::metrics::count(
+                "lethe_failures_total",
+                &[("stage", &c.state), ("kind", kind)],
+                1,
+            );
+        }
+        transition
     }
 
     /// Starts writing back the outcomes handed over early (`early`), taking their rows out
@@ -627,9 +645,21 @@ impl Driver {
             };
             let span = tracing::info_span!("stage", state, size = part.len());
             let _entered = span.enter();
-            match handler.handle_reporting(&part, &reporter).await {
+            let started = std::time::Instant::now();
+            let answered = handler.handle_reporting(&part, &reporter).await;
+            crate::metrics::observe(
+                "lethe_handler_seconds",
+                &[("stage", state)],
+                started.elapsed().as_secs_f64(),
+            );
+            match answered {
                 Ok(answers) => results.extend(answers),
                 Err(error) => {
+                    crate::metrics::count(
+                        "lethe_failures_total",
+                        &[("stage", state), ("kind", "batch")],
+                        1,
+                    );
                     tracing::warn!(%error, state, "handler failed for its whole batch");
                     for c in &part {
                         results.insert(

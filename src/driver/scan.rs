@@ -281,6 +281,22 @@ pub async fn scan(
     }
     counts.finished_at = crate::domain::truncate_micros(Utc::now());
     store.record_scan(&counts).await?;
+    let refused = if counts.refused.is_some() {
+        "true"
+    } else {
+        "false"
+    };
+    crate::metrics::count("lethe_scan_runs_total", &[("refused", refused)], 1);
+    crate::metrics::count(
+        "lethe_scan_candidates_total",
+        &[("kind", "inactive")],
+        counts.inactive.max(0) as u64,
+    );
+    crate::metrics::count(
+        "lethe_scan_candidates_total",
+        &[("kind", "enqueued")],
+        counts.enqueued.max(0) as u64,
+    );
     tracing::info!(
         seen = counts.seen,
         inactive = counts.inactive,

@@ -195,7 +195,7 @@ impl EmailHandler {
     /// then runs from the attempt.
     fn outcome(&self, sent: Sent) -> StageResult {
         let (at, notice) = (sent.at, self.settings.records_notice());
-        sent.outcome(
+        let result = sent.outcome(
             self.notifier.config.on_undeliverable,
             "undeliverable",
             |detail| {
@@ -205,7 +205,18 @@ impl EmailHandler {
                 }
                 r
             },
-        )
+        );
+        let kind = match &result.outcome {
+            Outcome::Done => "accepted",
+            Outcome::Retry { .. } => "deferred",
+            _ => "refused",
+        };
+        crate::metrics::count(
+            "lethe_emails_total",
+            &[("template", &self.settings.template), ("result", kind)],
+            1,
+        );
+        result
     }
 }
 

@@ -610,6 +610,15 @@ macro_rules! shared_methods {
                 .execute(&mut *tx)
                 .await
                 .ctx("record an operator action")?;
+                // An aborted retirement leaves the services' lists (its events keep the
+                // handover and any acknowledgement).
+                if transition.to_state == graph.aborted() {
+                    sqlx::query("DELETE FROM service_ack WHERE retirement_id = $1")
+                        .bind(id)
+                        .execute(&mut *tx)
+                        .await
+                        .ctx("withdraw an aborted retirement from the services")?;
+                }
                 self.notify(&mut tx).await?;
                 let row = sqlx::query($crate::store::sql::BY_ID)
                     .bind(id)
