@@ -89,6 +89,12 @@ async fn source() -> (TestDb, lethe::sql::source::SourceReader) {
          VALUES (42, 'staff@example.org', 'staff', '2015-01-01 00:00:00', 1)"
             .to_string(),
     ];
+    for id in [7, 8] {
+        statements.push(format!(
+            "INSERT INTO auth_user (id, email, username, date_joined) \
+             VALUES ({id}, 'twin@example.org', 'twin{id}', '2015-01-01 00:00:00')"
+        ));
+    }
     for id in 1..=5 {
         statements.push(format!(
             "INSERT INTO auth_user (id, email, username, date_joined) \
@@ -237,6 +243,12 @@ async fn every_route_checks_the_key_and_its_scope(kind: Kind) {
             Method::GET,
             "/v1/users?service=joanie".into(),
             [401, 401, 200, 403, 200, 200],
+        ),
+        // A service key learns no other service's name, even a wrong one.
+        (
+            Method::GET,
+            "/v1/users?service=crm".into(),
+            [401, 401, 403, 403, 422, 422],
         ),
         (
             Method::GET,
@@ -614,7 +626,7 @@ async fn bad_input_is_a_4xx_naming_the_problem(kind: Kind) {
 async fn operators_open_list_inspect_abort_and_audit_retirements(kind: Kind) {
     let (_source_db, reader) = source().await;
     let api = Api::with_source(kind, Some(reader)).await;
-    let inputs = json!({"subjects": ["1", "user2@example.org", "42", "999", "nobody@example.org", "abc", "1"]});
+    let inputs = json!({"subjects": ["1", "user2@example.org", "42", "999", "nobody@example.org", "abc", "1", "twin@example.org"]});
     for (key, want) in [("key-dpo", 403), ("key-joanie", 403)] {
         let (status, _) = api
             .call(
@@ -650,7 +662,8 @@ async fn operators_open_list_inspect_abort_and_audit_retirements(kind: Kind) {
             "not_found",
             "not_found",
             "invalid",
-            "created"
+            "created",
+            "ambiguous"
         ]
     );
     assert_eq!(body["results"][2]["why"], "excluded by source.exclude");
@@ -867,6 +880,12 @@ async fn mork_tasks_scan_and_open_retirements(kind: Kind) {
         task(json!({"type": "delete_user", "email": "nobody@example.org", "dry_run": false})).await;
     assert_eq!(
         task_status(&api, missing["id"].as_str().unwrap()).await,
+        "FAILURE"
+    );
+    // The username sent must be the source's: it reaches the services' requests.
+    let (_, wrong) = task(json!({"type": "email_user", "email": "user4@example.org", "username": "user5", "dry_run": false})).await;
+    assert_eq!(
+        task_status(&api, wrong["id"].as_str().unwrap()).await,
         "FAILURE"
     );
     for (bad, at) in [

@@ -391,3 +391,16 @@ fn names_that_would_share_a_secret_are_refused() {
         "{err}"
     );
 }
+
+#[test]
+fn a_service_cannot_share_a_name_with_one_of_lethes_own_stages() {
+    let text = noop_pipeline("", "").replace(
+        "state = \"RETIRING_SARBACANE\"\nhandler = \"noop\"",
+        "state = \"RETIRING_SARBACANE\"\nhandler = \"sarbacane\"",
+    );
+    let err = pipeline_error(&format!("{text}[[service]]\nname = \"Sarbacane\"\n"));
+    assert!(
+        err.contains("service[1].name = \"Sarbacane\": the stage for RETIRING_SARBACANE is listed as sarbacane already"),
+        "{err}"
+    );
+}

@@ -5,3 +5,9 @@ CREATE UNIQUE INDEX retirement_public_id ON retirement (public_id);
 CREATE INDEX retirement_created ON retirement (created_at, id);
 -- A service's list walks its acknowledgement rows in the order they were handed over.
 CREATE INDEX service_ack_handover ON service_ack (service, status, created_at, retirement_id);
+-- Rows from before 0009 have no handover time: take the first one known.
+UPDATE service_ack SET created_at = COALESCE(notified_at, acked_at,
+    (SELECT r.created_at FROM retirement r WHERE r.id = service_ack.retirement_id))
+WHERE created_at IS NULL;
+-- service_ack_handover starts with (service, status).
+DROP INDEX IF EXISTS service_ack_service_status;

@@ -1,7 +1,8 @@
 //! The Mork-compatible surface: `GET /v1/users` (pull), `GET /v1/users/{id}`,
 //! `GET|PATCH /v1/users/{id}/status/{service}` (acknowledge), with Mork's paths,
-//! parameters, JSON shapes and `{"detail": …}` errors. Two documented differences: the
-//! list has a stable order (oldest first, then id) and `email`/`username` match exactly.
+//! parameters, JSON shapes and `{"detail": …}` errors. The differences (README, "The REST
+//! API"): a stable order, exact `email`/`username`, users listed to a service once handed
+//! over, a 401 for a missing key, only `deleted` accepted by the PATCH.
 
 use super::ApiState;
 use super::auth::Caller;
@@ -190,7 +191,7 @@ fn integer(name: &str, value: &str, range: std::ops::RangeInclusive<i64>) -> Res
 }
 
 impl ListParams {
-    fn parse(state: &ApiState, pairs: &[(String, String)]) -> Result<Self, ApiError> {
+    fn parse(pairs: &[(String, String)]) -> Result<Self, ApiError> {
         let mut p = ListParams {
             service: None,
             status: None,
@@ -201,7 +202,8 @@ impl ListParams {
         };
         for (name, value) in pairs {
             match name.as_str() {
-                "service" => p.service = Some(state.check_service(value)?),
+                // Checked once the key's scope allows it (a service key learns no names).
+                "service" => p.service = Some(value.clone()),
                 "deletion_status" => p.status = Some(check_status(value)?.to_string()),
                 "email" => p.email = Some(value.clone()),
                 "username" => p.username = Some(value.clone()),
@@ -379,8 +381,10 @@ pub async fn list_users(
     Extension(caller): Extension<Caller>,
     Query(pairs): Query<Vec<(String, String)>>,
 ) -> Result<Response, ApiError> {
-    let p = ListParams::parse(&state, &pairs)?;
-    let service = scoped(&caller, p.service)?;
+    let p = ListParams::parse(&pairs)?;
+    let service = scoped(&caller, p.service)?
+        .map(|name| state.check_service(&name))
+        .transpose()?;
     let query = UserQuery {
         filter: state.filter(service.as_deref(), p.status.as_deref()),
         email: p.email,
@@ -409,11 +413,13 @@ pub async fn get_user(
     Path(id): Path<String>,
     Query(pairs): Query<Vec<(String, String)>>,
 ) -> Result<Response, ApiError> {
-    let asked = match pairs.iter().find(|(k, _)| k == "service") {
-        Some((_, name)) => Some(state.check_service(name)?),
-        None => None,
-    };
-    let service = scoped(&caller, asked)?;
+    let asked = pairs
+        .iter()
+        .find(|(k, _)| k == "service")
+        .map(|(_, name)| name.clone());
+    let service = scoped(&caller, asked)?
+        .map(|name| state.check_service(&name))
+        .transpose()?;
     let (row, acks) = state.user(&id).await?;
     let acks: Vec<&ServiceAck> = acks.iter().collect();
     let user = mork_user(&state, &row, &acks);
@@ -432,12 +438,12 @@ async fn status_of(
     id: &str,
     service: &str,
 ) -> Result<(UserRow, Value), ApiError> {
+    scoped(caller, Some(service.to_string()))?;
     let service = state.check_service(service).map_err(|mut e| {
         e.at =
             e.at.map(|(_, input)| (vec!["path".into(), "service_name".into()], input));
         e
     })?;
-    scoped(caller, Some(service.clone()))?;
     let (row, acks) = state.user(id).await?;
     let acks: Vec<&ServiceAck> = acks.iter().collect();
     let status = statuses(state, &row.retirement, &acks)

@@ -88,6 +88,15 @@ fn time(
         .transpose()
 }
 
+/// What one input of a bulk request named.
+#[derive(Clone, Copy)]
+enum Found<'a> {
+    User(&'a crate::sql::source::SourceUser),
+    None,
+    Ambiguous(usize),
+    Invalid,
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Bulk {
@@ -160,21 +169,33 @@ pub async fn open(
         .map_err(|e| ApiError::unavailable_because("reading the source", &e))?;
     let by_id: HashMap<i64, &crate::sql::source::SourceUser> =
         users.iter().map(|u| (u.id, u)).collect();
-    let by_email: HashMap<&str, &crate::sql::source::SourceUser> = users
-        .iter()
-        .filter_map(|u| u.email.as_deref().map(|e| (e, u)))
-        .collect();
+    // Emails matched as a case-insensitive collation would; two users under one email are
+    // ambiguous, never one of them picked.
+    let mut by_email: HashMap<String, Vec<&crate::sql::source::SourceUser>> = HashMap::new();
+    for user in &users {
+        if let Some(email) = &user.email {
+            by_email
+                .entry(email.to_ascii_lowercase())
+                .or_default()
+                .push(user);
+        }
+    }
     // Each input finds its user (or not); each user is opened once.
-    let mut found: Vec<Option<i64>> = Vec::with_capacity(bulk.subjects.len());
+    let mut found: Vec<Found> = Vec::with_capacity(bulk.subjects.len());
     let mut requests: Vec<Request> = Vec::new();
+    let mut requested: std::collections::HashSet<i64> = std::collections::HashSet::new();
     for input in &bulk.subjects {
         let user = match crate::ops::parse_subject("subject", input) {
-            Ok(id) => by_id.get(&id),
-            Err(_) => by_email.get(input.as_str()),
+            Ok(id) => by_id.get(&id).map_or(Found::None, |u| Found::User(u)),
+            Err(_) if !input.contains('@') => Found::Invalid,
+            Err(_) => match by_email.get(&input.to_ascii_lowercase()).map(Vec::as_slice) {
+                Some([user]) => Found::User(user),
+                Some(many) if many.len() > 1 => Found::Ambiguous(many.len()),
+                _ => Found::None,
+            },
         };
-        found.push(user.map(|u| u.id));
-        if let Some(user) = user
-            && !requests.iter().any(|r| r.subject == user.id)
+        if let Found::User(user) = user
+            && requested.insert(user.id)
         {
             requests.push(Request {
                 subject: user.id,
@@ -182,6 +203,7 @@ pub async fn open(
                 username: user.username.clone(),
             });
         }
+        found.push(user);
     }
     let opened: HashMap<i64, Opened> = match requests.is_empty() {
         true => HashMap::new(),
@@ -208,19 +230,27 @@ pub async fn open(
         .subjects
         .iter()
         .zip(found)
-        .map(|(input, id)| {
-            let result = match id.and_then(|id| opened.get(&id)) {
-                None if !input.contains('@')
-                    && crate::ops::parse_subject("subject", input).is_err() =>
-                {
+        .map(|(input, user)| {
+            let opened = match user {
+                Found::User(user) => opened.get(&user.id),
+                _ => None,
+            };
+            let result = match (user, opened) {
+                (Found::Invalid, _) => {
                     json!({"result": "invalid", "why": "neither a subject id nor an email"})
                 }
-                None => json!({"result": "not_found"}),
-                Some(Opened::Created { id }) => json!({"result": "created", "retirement_id": id}),
-                Some(Opened::AlreadyOpen { id }) => {
+                (Found::Ambiguous(n), _) => json!({
+                    "result": "ambiguous",
+                    "why": format!("{n} users have this email: name the one you mean by id"),
+                }),
+                (_, None) => json!({"result": "not_found"}),
+                (_, Some(Opened::Created { id })) => {
+                    json!({"result": "created", "retirement_id": id})
+                }
+                (_, Some(Opened::AlreadyOpen { id })) => {
                     json!({"result": "already_open", "retirement_id": id})
                 }
-                Some(Opened::Refused { why }) => json!({"result": "excluded", "why": why}),
+                (_, Some(Opened::Refused { why })) => json!({"result": "excluded", "why": why}),
             };
             let mut row = json!({"input": input});
             if let (Some(row), Some(result)) = (row.as_object_mut(), result.as_object()) {
@@ -288,8 +318,10 @@ async fn find(state: &ApiState, id: &str) -> Result<crate::store::Retirement, Ap
             .await
             .map_err(|e| ApiError::internal("finding a retirement", &e))?,
         (_, Ok(uuid)) => {
+            // Aborted ones too: the user list hides them, operators do not.
             let query = crate::store::UserQuery {
                 public_id: Some(uuid.hyphenated().to_string()),
+                hidden_state: String::new(),
                 ..state.user_query()
             };
             state
@@ -381,6 +413,7 @@ pub async fn resume(
     Path(id): Path<String>,
     bytes: Bytes,
 ) -> Result<Json<Value>, ApiError> {
+    operator(&caller)?;
     let to = match bytes.is_empty() {
         true => None,
         false => body::<ResumeBody>(&bytes)?.to,
@@ -395,6 +428,7 @@ pub async fn abort(
     Path(id): Path<String>,
     bytes: Bytes,
 ) -> Result<Json<Value>, ApiError> {
+    operator(&caller)?;
     let reason = body::<AbortBody>(&bytes)?.reason;
     if reason.trim().is_empty() {
         return Err(ApiError::invalid(

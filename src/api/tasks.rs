@@ -29,14 +29,25 @@ pub const TASK_TYPES: [&str; 4] = [
 
 /// The most task states kept (the oldest go first).
 const KEPT: usize = 10_000;
+/// Tasks running at once; more wait their turn (each may scan the whole source).
+const RUNNING: usize = 2;
 
 /// A task's Celery state, and why it failed.
 type TaskState = (&'static str, Option<String>);
 
 /// Task states by id.
-#[derive(Default)]
 pub struct Tasks {
     states: Mutex<(HashMap<String, TaskState>, VecDeque<String>)>,
+    running: tokio::sync::Semaphore,
+}
+
+impl Default for Tasks {
+    fn default() -> Self {
+        Self {
+            states: Mutex::default(),
+            running: tokio::sync::Semaphore::new(RUNNING),
+        }
+    }
 }
 
 impl Tasks {
@@ -135,6 +146,9 @@ pub async fn create(
     let run_id = id.clone();
     let actor = caller.actor();
     tokio::spawn(async move {
+        let Ok(_turn) = run_state.tasks.running.acquire().await else {
+            return;
+        };
         run_state.tasks.set(&run_id, "STARTED", None);
         match run(&run_state, &source, &key, task, &actor).await {
             Ok(()) => run_state.tasks.set(&run_id, "SUCCESS", None),
@@ -191,9 +205,22 @@ async fn run(
                 .find_users(&[], std::slice::from_ref(&email))
                 .await
                 .map_err(|e| e.to_string())?;
-            let user = users
-                .first()
-                .ok_or("no user in the source has this email")?;
+            let user = match users.as_slice() {
+                [] => return Err("no user in the source has this email".into()),
+                [user] => user,
+                _ => {
+                    return Err(format!(
+                        "{} users in the source have this email: open the retirement by id",
+                        users.len()
+                    ));
+                }
+            };
+            // The source's username, never the caller's: it reaches the services' requests.
+            if let Some(given) = task.username.as_deref()
+                && user.username.as_deref() != Some(given)
+            {
+                return Err("the username given is not the source's for this email".into());
+            }
             if task.dry_run {
                 return Ok(());
             }
@@ -204,7 +231,7 @@ async fn run(
             let request = crate::ops::Request {
                 subject: user.id,
                 email: user.email.clone(),
-                username: task.username.or_else(|| user.username.clone()),
+                username: user.username.clone(),
             };
             crate::ops::enqueue(
                 state.store.as_ref(),

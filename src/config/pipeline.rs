@@ -341,6 +341,31 @@ pub(super) fn parse(
         }
     }
     super::service::check_services(file, &parsed.service)?;
+    // A downstream service and one of lethe's own deleting stages are listed side by side
+    // in the API's service statuses: one name for both would let a service key read
+    // every user as if it were lethe's own stage.
+    for (i, service) in parsed.service.iter().enumerate() {
+        let own = stages.iter().find_map(|stage| {
+            match &stage.settings {
+                StageSettings::SqlDelete(SqlDeleteSettings { target }) => Some(target.clone()),
+                StageSettings::Sarbacane(_) => Some("sarbacane".to_string()),
+                StageSettings::Http(h) => Some(h.name.clone()),
+                _ => None,
+            }
+            .filter(|name| name.eq_ignore_ascii_case(&service.name))
+            .map(|name| (stage.state.clone(), name))
+        });
+        if let Some((state, name)) = own {
+            return Err(invalid(
+                file,
+                format!("service[{}].name", i + 1),
+                Some(&service.name),
+                format!(
+                    "the stage for {state} is listed as {name} already: a [[service]] needs a name of its own"
+                ),
+            ));
+        }
+    }
     let service_names: Vec<String> = parsed.service.iter().map(|s| s.name.clone()).collect();
     let api = super::api::parse_api(file, parsed.api, parsed.api_key, &service_names)?;
     // Two http stages answering to one name would share secrets and read as one in events.

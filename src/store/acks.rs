@@ -149,6 +149,17 @@ macro_rules! ack_methods {
                 .execute(&mut *tx)
                 .await
                 .ctx("record awaited acks")?;
+                // A retirement aborted while its notify stage ran awaits nobody: an operator's
+                // abort withdrew its rows, and this late insert must not bring them back.
+                sqlx::query(concat!(
+                    "DELETE FROM service_ack WHERE retirement_id ",
+                    $in_list!("$1"),
+                    " AND retirement_id IN (SELECT id FROM retirement WHERE ended_at IS NOT NULL)"
+                ))
+                .bind(Self::list_param(ids))
+                .execute(&mut *tx)
+                .await
+                .ctx("withdraw acks of ended retirements")?;
                 let rows = sqlx::query(concat!(
                     "SELECT ",
                     $crate::store::acks::ack_columns!(),
