@@ -24,6 +24,9 @@ const KEYS: [(&str, &str, &str); 4] = [
     ("ops", "operator", "key-ops"),
 ];
 
+const WEBHOOK_SECRET: &str = "whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD";
+const WORKOS_SECRET: &str = "workos-endpoint-secret";
+
 fn pipeline() -> String {
     let mut text = String::from("[api]\nlisten = \"127.0.0.1:0\"\n");
     for (name, scope, key) in KEYS {
@@ -118,7 +121,9 @@ impl Api {
 
     async fn with_source(kind: Kind, source: Option<lethe::sql::source::SourceReader>) -> Api {
         let db = TestDb::new(kind).await;
-        let (graph, pipeline) = config(&pipeline());
+        let (graph, mut pipeline) = config(&pipeline());
+        pipeline.api.webhook_secret = Some(lethe::config::Secret::new(WEBHOOK_SECRET));
+        pipeline.api.workos_secret = Some(lethe::config::Secret::new(WORKOS_SECRET));
         let store = db.store(&graph).await;
         let clock = Arc::new(ManualClock::new(common::t0()));
         let state = Arc::new(
@@ -963,6 +968,116 @@ async fn metrics_are_exposed_and_move_with_work(kind: Kind) {
     assert!(!text.contains("@example.org"), "no address in a label");
 }
 
+async fn activity_cancels_by_key_or_by_a_verified_signature(kind: Kind) {
+    let api = Api::new(kind).await;
+    let now = api.clock.now();
+    api.store
+        .enqueue("PENDING", &subjects(10, 13), "test", now)
+        .await
+        .unwrap();
+    let post = |headers: Vec<(&'static str, String)>, body: String| {
+        let mut request = Request::builder().method(Method::POST).uri("/v1/activity");
+        for (name, value) in headers {
+            request = request.header(name, value);
+        }
+        let app = api.app.clone();
+        async move {
+            let response = app
+                .oneshot(request.body(Body::from(body)).unwrap())
+                .await
+                .unwrap();
+            let status = response.status().as_u16();
+            let bytes = axum::body::to_bytes(response.into_body(), 1 << 20)
+                .await
+                .unwrap();
+            (
+                status,
+                serde_json::from_slice::<Value>(&bytes).unwrap_or(Value::Null),
+            )
+        }
+    };
+    let body = json!({"subject": "10"}).to_string();
+    assert_eq!(post(vec![], body.clone()).await.0, 401);
+    assert_eq!(
+        post(vec![("x-api-key", "key-dpo".into())], body.clone())
+            .await
+            .0,
+        403
+    );
+    let (status, answer) = post(vec![("x-api-key", "key-ops".into())], body).await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["result"], "cancelled");
+    assert_eq!(answer["retirement"]["state"], "ABORTED");
+    // Standard Webhooks, signed by the library receivers use.
+    let webhook = standardwebhooks::Webhook::new(WEBHOOK_SECRET).unwrap();
+    let body = json!({"subject": "11"}).to_string();
+    let signed = |ts: i64, body: &str| {
+        let signature = webhook.sign("msg_1", ts, body.as_bytes()).unwrap();
+        vec![
+            ("webhook-id", "msg_1".to_string()),
+            ("webhook-timestamp", ts.to_string()),
+            ("webhook-signature", signature),
+        ]
+    };
+    let stale = now.timestamp() - 3600;
+    assert_eq!(post(signed(stale, &body), body.clone()).await.0, 401);
+    let mut forged = signed(now.timestamp(), &body);
+    forged[2].1 = webhook.sign("msg_1", now.timestamp(), b"{}").unwrap();
+    assert_eq!(post(forged, body.clone()).await.0, 401);
+    let (status, answer) = post(signed(now.timestamp(), &body), body.clone()).await;
+    assert_eq!(
+        (status, answer["result"].as_str()),
+        (200, Some("cancelled")),
+        "{answer}"
+    );
+    // WorkOS: a user.updated event whose user carries the subject as external_id.
+    let workos = |body: &str, t: i64| {
+        use hmac::Mac;
+        let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(WORKOS_SECRET.as_bytes()).unwrap();
+        mac.update(format!("{t}.{body}").as_bytes());
+        let hex: String = mac
+            .finalize()
+            .into_bytes()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        vec![("workos-signature", format!("t={t}, v1={hex}"))]
+    };
+    let event = json!({"event": "user.updated", "data": {"id": "user_01", "external_id": "12"}, "created_at": now.to_rfc3339()}).to_string();
+    let t = now.timestamp_millis();
+    assert_eq!(
+        post(workos(&event, t - 600_000), event.clone()).await.0,
+        401,
+        "outside 3 minutes"
+    );
+    let (status, answer) = post(workos(&event, t), event.clone()).await;
+    assert_eq!(
+        (status, answer["result"].as_str()),
+        (200, Some("cancelled")),
+        "{answer}"
+    );
+    let other = json!({"event": "user.created", "data": {}}).to_string();
+    let (status, answer) = post(workos(&other, t), other).await;
+    assert_eq!((status, answer["result"].as_str()), (200, Some("ignored")));
+    // Someone without an open retirement: recorded, so a scan leaves them alone.
+    let (_, answer) = post(
+        vec![("x-api-key", "key-ops".into())],
+        json!({"subject": 99}).to_string(),
+    )
+    .await;
+    assert_eq!(answer["result"], "recorded");
+    for bad in [
+        json!({"subject": "a@b.org"}),
+        json!({"who": 1}),
+        json!({"subject": "1", "at": "2999-01-01T00:00:00Z"}),
+    ] {
+        let (status, answer) = post(vec![("x-api-key", "key-ops".into())], bad.to_string()).await;
+        assert_eq!(status, 422, "{answer}");
+    }
+    let (_, stats) = api.get("/v1/stats", "key-ops").await;
+    assert_eq!(stats["ABORTED"], 3);
+}
+
 macro_rules! on_both_stores {
     ($($name:ident),* $(,)?) => {
         mod postgres { $( #[tokio::test] async fn $name() { super::$name(super::Kind::Postgres).await } )* }
@@ -979,6 +1094,7 @@ on_both_stores!(
     operators_open_list_inspect_abort_and_audit_retirements,
     mork_tasks_scan_and_open_retirements,
     metrics_are_exposed_and_move_with_work,
+    activity_cancels_by_key_or_by_a_verified_signature,
 );
 
 #[tokio::test]

@@ -49,6 +49,11 @@ impl ApiError {
         )
     }
 
+    /// 401 with why the request is not authenticated (a signature that does not match).
+    pub fn unauthorized_because(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::UNAUTHORIZED, "unauthorized", message)
+    }
+
     /// 403: the key cannot do this.
     pub fn forbidden(message: impl Into<String>) -> Self {
         Self::new(StatusCode::FORBIDDEN, "forbidden", message)

@@ -5,6 +5,7 @@
 //! Invariant: no email or username in an access log line (routes are logged by their
 //! template, never the path or query as sent); bad input is a 4xx, never a 500.
 
+pub mod activity;
 pub mod auth;
 pub mod error;
 pub mod mork;
@@ -115,6 +116,8 @@ pub fn router(state: Arc<ApiState>) -> Router {
     Router::new()
         .merge(keyed)
         .merge(own)
+        // Keyed or signed: it checks for itself.
+        .route("/v1/activity", post(activity::report))
         .route(
             "/__lbheartbeat__",
             get(|| async { axum::Json(json!(null)) }),

@@ -59,6 +59,25 @@ pub struct Api {
     pub listen: String,
     /// The keys.
     pub keys: Vec<ApiKey>,
+    /// The `whsec_` secret `POST /v1/activity` verifies Standard Webhooks signatures with,
+    /// from `LETHE_API_WEBHOOK_SECRET`.
+    pub webhook_secret: Option<super::Secret>,
+    /// The secret of a WorkOS webhook endpoint feeding `POST /v1/activity`, from
+    /// `LETHE_API_WORKOS_SECRET`.
+    pub workos_secret: Option<super::Secret>,
+}
+
+/// The environment variable of the activity webhook's Standard Webhooks secret.
+pub const API_WEBHOOK_SECRET_ENV: &str = "LETHE_API_WEBHOOK_SECRET";
+/// The environment variable of the WorkOS endpoint's secret.
+pub const API_WORKOS_SECRET_ENV: &str = "LETHE_API_WORKOS_SECRET";
+
+impl Api {
+    /// Takes the activity webhooks' secrets from the environment.
+    pub(crate) fn apply_env(&mut self, env: &dyn Fn(&str) -> Option<String>) {
+        self.webhook_secret = super::http::secret(env, API_WEBHOOK_SECRET_ENV);
+        self.workos_secret = super::http::secret(env, API_WORKOS_SECRET_ENV);
+    }
 }
 
 /// Where the API listens unless `[api] listen` says otherwise.
@@ -156,6 +175,8 @@ pub(super) fn parse_api(
         configured,
         listen,
         keys: parsed,
+        webhook_secret: None,
+        workos_secret: None,
     })
 }
 

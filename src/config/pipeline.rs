@@ -194,6 +194,7 @@ impl Pipeline {
         for service in &mut self.services {
             service.apply_env(env);
         }
+        self.api.apply_env(env);
         Ok(())
     }
 

@@ -48,6 +48,28 @@ impl SigningKey {
         format!("v1,{}", STANDARD.encode(mac.finalize().into_bytes()))
     }
 
+    /// Whether `signatures` (the `webhook-signature` header: `v1,<sig>` entries separated by
+    /// spaces) holds this message's signature and `timestamp` is within `tolerance`
+    /// seconds of `now`; compared in constant time.
+    pub fn verify(
+        &self,
+        id: &str,
+        timestamp: i64,
+        body: &[u8],
+        signatures: &str,
+        now: i64,
+        tolerance: i64,
+    ) -> bool {
+        use subtle::ConstantTimeEq;
+        if (now - timestamp).abs() > tolerance {
+            return false;
+        }
+        let expected = self.sign(id, timestamp, body);
+        signatures
+            .split(' ')
+            .any(|given| bool::from(given.as_bytes().ct_eq(expected.as_bytes())))
+    }
+
     /// The three headers of a signed message.
     pub fn headers(&self, id: &str, timestamp: i64, body: &[u8]) -> [(&'static str, String); 3] {
         [
@@ -55,6 +77,58 @@ impl SigningKey {
             ("webhook-timestamp", timestamp.to_string()),
             ("webhook-signature", self.sign(id, timestamp, body)),
         ]
+    }
+}
+
+/// WorkOS's webhook signature: `WorkOS-Signature: t=<unix ms>, v1=<hex HMAC-SHA256 of
+/// "<t>.<body>">` keyed by the endpoint's secret as it is; `Ok` when it matches and `t` is
+/// within `tolerance_ms` of `now_ms`, else why not.
+pub fn verify_workos(
+    secret: &str,
+    header: &str,
+    body: &[u8],
+    now_ms: i64,
+    tolerance_ms: i64,
+) -> Result<(), &'static str> {
+    use subtle::ConstantTimeEq;
+    let mut t = None;
+    let mut v1 = None;
+    for part in header.split(',') {
+        match part.trim().split_once('=') {
+            Some(("t", value)) => t = Some(value.trim()),
+            Some(("v1", value)) => v1 = Some(value.trim()),
+            _ => {}
+        }
+    }
+    let (Some(t), Some(v1)) = (t, v1) else {
+        return Err("the WorkOS-Signature header is not t=…, v1=…");
+    };
+    let at: i64 = t
+        .parse()
+        .map_err(|_| "the WorkOS-Signature time is not a number")?;
+    if (now_ms - at).abs() > tolerance_ms {
+        return Err("the WorkOS-Signature time is outside the tolerance");
+    }
+    let mut mac = match Hmac::<Sha256>::new_from_slice(secret.as_bytes()) {
+        Ok(mac) => mac,
+        Err(_) => unreachable!("HMAC takes keys of any length"),
+    };
+    mac.update(t.as_bytes());
+    mac.update(b".");
+    mac.update(body);
+    let expected: String = mac
+        .finalize()
+        .into_bytes()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    match bool::from(
+        expected
+            .as_bytes()
+            .ct_eq(v1.to_ascii_lowercase().as_bytes()),
+    ) {
+        true => Ok(()),
+        false => Err("the WorkOS-Signature does not match"),
     }
 }
 
@@ -82,6 +156,35 @@ mod tests {
             ),
             "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE="
         );
+    }
+
+    #[test]
+    fn signatures_verify_within_the_tolerance_and_not_tampered_with() {
+        let key = SigningKey::parse("whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD").unwrap();
+        let signed = key.sign("msg_1", 1_000, b"{}");
+        let header = format!("v1,bogus {signed}");
+        assert!(key.verify("msg_1", 1_000, b"{}", &header, 1_100, 300));
+        assert!(!key.verify("msg_1", 1_000, b"{ }", &header, 1_100, 300));
+        assert!(!key.verify("msg_2", 1_000, b"{}", &header, 1_100, 300));
+        assert!(!key.verify("msg_1", 1_000, b"{}", &header, 2_000, 300));
+        // WorkOS: hex HMAC of "<t>.<body>" with the secret as it is, t in milliseconds.
+        let mut mac = Hmac::<Sha256>::new_from_slice(b"sec").unwrap();
+        mac.update(b"1700000000000.{\"a\":1}");
+        let hex: String = mac
+            .finalize()
+            .into_bytes()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        let header = format!("t=1700000000000, v1={hex}");
+        assert_eq!(
+            verify_workos("sec", &header, b"{\"a\":1}", 1_700_000_060_000, 180_000),
+            Ok(())
+        );
+        assert!(verify_workos("sec", &header, b"{\"a\":2}", 1_700_000_060_000, 180_000).is_err());
+        assert!(verify_workos("sec", &header, b"{\"a\":1}", 1_700_000_300_000, 180_000).is_err());
+        assert!(verify_workos("other", &header, b"{\"a\":1}", 1_700_000_060_000, 180_000).is_err());
+        assert!(verify_workos("sec", "v1=abc", b"{}", 0, 180_000).is_err());
     }
 
     #[test]

@@ -1,0 +1,178 @@
+//! `POST /v1/activity`: a subject was active (the rule of `lethe touch`: recorded, so a
+//! scan does not reopen it; its open retirement is cancelled while no deletion started).
+//! Authenticated by an API key (operator or service), or by a signature: Standard
+//! Webhooks headers as lethe sends them (`LETHE_API_WEBHOOK_SECRET`), or WorkOS's
+//! `WorkOS-Signature` (`LETHE_API_WORKOS_SECRET`, 3 minutes' tolerance) for its
+//! `user.updated` and `session.created` events.
+
+use super::ApiState;
+use super::error::ApiError;
+use crate::config::Scope;
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::HeaderMap;
+use serde_json::{Value, json};
+use std::sync::Arc;
+
+/// How far a Standard Webhooks timestamp may be from now, in seconds.
+const WEBHOOK_TOLERANCE_S: i64 = 300;
+/// How far a WorkOS signature's time may be from now, in milliseconds (WorkOS's own).
+const WORKOS_TOLERANCE_MS: i64 = 180_000;
+/// The WorkOS events that mean the user was active.
+const WORKOS_EVENTS: [&str; 2] = ["user.updated", "session.created"];
+
+/// Who reported the activity, or why nobody may.
+fn reporter(state: &ApiState, headers: &HeaderMap, body: &[u8]) -> Result<String, ApiError> {
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    let now = state.clock.now();
+    if header("x-api-key").is_some() || header("authorization").is_some() {
+        let caller = super::auth::authenticate(headers, &state.pipeline.api.keys)?;
+        return match caller.scope {
+            Scope::Auditor => Err(ApiError::forbidden(
+                "an auditor key reads; it cannot report activity",
+            )),
+            _ => Ok(caller.actor()),
+        };
+    }
+    if let Some(signature) = header("workos-signature") {
+        let secret = state.pipeline.api.workos_secret.as_ref().ok_or_else(|| {
+            ApiError::unauthorized_because(
+                "WorkOS signatures are not accepted: LETHE_API_WORKOS_SECRET is not set",
+            )
+        })?;
+        crate::http::sign::verify_workos(
+            secret.expose(),
+            signature,
+            body,
+            now.timestamp_millis(),
+            WORKOS_TOLERANCE_MS,
+        )
+        .map_err(ApiError::unauthorized_because)?;
+        return Ok("webhook:workos".into());
+    }
+    if let (Some(id), Some(timestamp), Some(signatures)) = (
+        header("webhook-id"),
+        header("webhook-timestamp"),
+        header("webhook-signature"),
+    ) {
+        let secret = state.pipeline.api.webhook_secret.as_ref().ok_or_else(|| {
+            ApiError::unauthorized_because(
+                "signed webhooks are not accepted: LETHE_API_WEBHOOK_SECRET is not set",
+            )
+        })?;
+        let key = crate::http::sign::SigningKey::parse(secret.expose())
+            .map_err(|e| ApiError::internal("reading LETHE_API_WEBHOOK_SECRET", &e))?;
+        let timestamp: i64 = timestamp
+            .parse()
+            .map_err(|_| ApiError::unauthorized_because("webhook-timestamp is not a number"))?;
+        return match key.verify(
+            id,
+            timestamp,
+            body,
+            signatures,
+            now.timestamp(),
+            WEBHOOK_TOLERANCE_S,
+        ) {
+            true => Ok("webhook:signed".into()),
+            false => Err(ApiError::unauthorized_because(
+                "the webhook signature does not match, or its timestamp is stale",
+            )),
+        };
+    }
+    Err(ApiError::unauthorized())
+}
+
+/// The subject and time a body reports: `{"subject", "at"?}`, or a WorkOS event whose
+/// user carries lethe's subject as `external_id` (`None`: an event that says nothing of
+/// activity, acknowledged and ignored).
+fn reported(
+    body: &Value,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<Option<(String, chrono::DateTime<chrono::Utc>)>, ApiError> {
+    let time =
+        |value: Option<&Value>, at: &str| -> Result<chrono::DateTime<chrono::Utc>, ApiError> {
+            match value.and_then(Value::as_str) {
+                None => Ok(now),
+                Some(text) => crate::ops::parse_time(at, text)
+                    .map_err(|e| ApiError::invalid(&["body", at], json!(text), e.to_string())),
+            }
+        };
+    if let Some(event) = body.get("event").and_then(Value::as_str) {
+        if !WORKOS_EVENTS.contains(&event) {
+            return Ok(None);
+        }
+        let data = &body["data"];
+        let subject = data
+            .get("external_id")
+            .or_else(|| data.get("user").and_then(|u| u.get("external_id")))
+            .and_then(Value::as_str)
+            .ok_or_else(|| {
+                ApiError::invalid(
+                    &["body", "data", "external_id"],
+                    Value::Null,
+                    "the WorkOS user has no external_id: set it to the user's id in the source",
+                )
+            })?;
+        return Ok(Some((
+            subject.to_string(),
+            time(body.get("created_at"), "created_at")?,
+        )));
+    }
+    let subject = match body.get("subject") {
+        Some(Value::String(s)) => s.clone(),
+        Some(Value::Number(n)) => n.to_string(),
+        _ => {
+            return Err(ApiError::invalid(
+                &["body", "subject"],
+                Value::Null,
+                "give {\"subject\": \"<the source's id>\", \"at\"?: \"<RFC 3339>\"}",
+            ));
+        }
+    };
+    Ok(Some((subject, time(body.get("at"), "at")?)))
+}
+
+/// `POST /v1/activity`.
+pub async fn report(
+    State(state): State<Arc<ApiState>>,
+    headers: HeaderMap,
+    bytes: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let actor = reporter(&state, &headers, &bytes)?;
+    let body: Value = serde_json::from_slice(&bytes).map_err(|e| {
+        ApiError::invalid(&["body"], Value::Null, format!("the body is not JSON: {e}"))
+    })?;
+    let now = state.clock.now();
+    let Some((subject, at)) = reported(&body, now)? else {
+        return Ok(Json(
+            json!({"result": "ignored", "why": "not an activity event"}),
+        ));
+    };
+    let key = state
+        .hash_key
+        .as_ref()
+        .ok_or_else(|| ApiError::unavailable("recording activity needs LETHE_HASH_KEY"))?;
+    let subject = crate::ops::check_activity(&subject, at, "at", now)
+        .map_err(|e| ApiError::invalid(&["body", "subject"], Value::Null, e.to_string()))?;
+    let touched = crate::ops::touch(
+        state.store.as_ref(),
+        &state.graph,
+        state.pipeline.notice_states(),
+        key,
+        subject,
+        at,
+        &actor,
+        now,
+    )
+    .await
+    .map_err(|e| match crate::error::Classified::kind(&e) {
+        crate::error::ErrorKind::Refused => ApiError::conflict(e.to_string()),
+        crate::error::ErrorKind::Config => ApiError::invalid(&["body"], Value::Null, e.to_string()),
+        _ => ApiError::internal("recording activity", &e),
+    })?;
+    Ok(Json(match touched {
+        crate::ops::Touched::NoneOpen => json!({"result": "recorded"}),
+        crate::ops::Touched::Cancelled(r) => json!({"result": "cancelled", "retirement": r}),
+    }))
+}
