@@ -1078,6 +1078,78 @@ async fn activity_cancels_by_key_or_by_a_verified_signature(kind: Kind) {
     assert_eq!(stats["ABORTED"], 3);
 }
 
+/// Every route the router serves, by method and path template.
+const ROUTES: [(&str, &str); 21] = [
+    ("get", "/v1/users"),
+    ("get", "/v1/users/{id}"),
+    ("get", "/v1/users/{id}/status/{service}"),
+    ("patch", "/v1/users/{id}/status/{service}"),
+    ("post", "/v1/tasks"),
+    ("options", "/v1/tasks"),
+    ("get", "/v1/tasks/{id}/status"),
+    ("post", "/v1/retirements"),
+    ("get", "/v1/retirements"),
+    ("get", "/v1/retirements/{id}"),
+    ("post", "/v1/retirements/{id}/resume"),
+    ("post", "/v1/retirements/{id}/abort"),
+    ("get", "/v1/stats"),
+    ("get", "/v1/audit"),
+    ("post", "/v1/activity"),
+    ("get", "/__heartbeat__"),
+    ("get", "/__lbheartbeat__"),
+    ("get", "/healthz"),
+    ("get", "/readyz"),
+    ("get", "/metrics"),
+    ("get", "/openapi.json"),
+];
+
+#[tokio::test]
+async fn the_openapi_document_lists_every_route_and_each_is_served() {
+    let api = Api::new(Kind::Sqlite).await;
+    let ids = api.notified(1, 2).await;
+    let user = api.public_id(ids[0]).await;
+    let (status, doc) = api.call(Method::GET, "/openapi.json", None, None).await;
+    assert_eq!(status, 200);
+    assert!(doc["openapi"].as_str().unwrap().starts_with("3."), "{doc}");
+    let paths = doc["paths"].as_object().unwrap();
+    let mut documented = Vec::new();
+    for (path, item) in paths {
+        for method in item.as_object().unwrap().keys() {
+            documented.push((method.clone(), path.clone()));
+        }
+    }
+    for (method, path) in ROUTES {
+        if path == "/openapi.json" {
+            continue;
+        }
+        assert!(
+            documented.contains(&(method.to_string(), path.to_string())),
+            "{method} {path} is served but not documented"
+        );
+    }
+    // And every documented operation is served (not the fallback's 404, not a 405).
+    for (method, path) in &documented {
+        let uri = path.replace("{id}", &user).replace("{service}", "joanie");
+        let method = Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();
+        let (status, body) = api
+            .call(method.clone(), &uri, Some("key-ops"), Some(json!({})))
+            .await;
+        assert_ne!(status, 405, "{method} {uri}");
+        assert!(
+            !(status == 404 && body.to_string().contains("no such route")),
+            "{method} {uri} is documented but not served"
+        );
+    }
+    assert!(
+        doc["components"]["schemas"]["User"]["properties"]["service_statuses"].is_object(),
+        "{doc}"
+    );
+    assert_eq!(
+        doc["components"]["securitySchemes"]["api_key"]["name"],
+        "X-API-Key"
+    );
+}
+
 macro_rules! on_both_stores {
     ($($name:ident),* $(,)?) => {
         mod postgres { $( #[tokio::test] async fn $name() { super::$name(super::Kind::Postgres).await } )* }

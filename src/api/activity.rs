@@ -134,6 +134,9 @@ fn reported(
 }
 
 /// `POST /v1/activity`.
+#[utoipa::path(post, path = "/v1/activity", tag = "retirements",
+    request_body(content = Object, description = "{\"subject\", \"at\"?}, or a WorkOS event"),
+    responses((status = 200, body = Object), (status = 401), (status = 409), (status = 422)))]
 pub async fn report(
     State(state): State<Arc<ApiState>>,
     headers: HeaderMap,

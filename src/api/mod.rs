@@ -9,6 +9,7 @@ pub mod activity;
 pub mod auth;
 pub mod error;
 pub mod mork;
+pub mod openapi;
 pub mod retirements;
 pub mod tasks;
 
@@ -118,15 +119,10 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .merge(own)
         // Keyed or signed: it checks for itself.
         .route("/v1/activity", post(activity::report))
-        .route(
-            "/__lbheartbeat__",
-            get(|| async { axum::Json(json!(null)) }),
-        )
+        .route("/__lbheartbeat__", get(lbheartbeat))
         .route("/__heartbeat__", get(heartbeat))
-        .route(
-            "/healthz",
-            get(|| async { axum::Json(json!({"status": "ok"})) }),
-        )
+        .route("/healthz", get(healthz))
+        .route("/openapi.json", get(openapi::document))
         .route("/readyz", get(ready))
         .route("/metrics", get(metrics))
         .fallback(|| async { error::ApiError::not_found("no such route") })
@@ -220,7 +216,20 @@ async fn access_log(request: Request, next: Next) -> Response {
     response
 }
 
+/// Mork's `/__lbheartbeat__`: the process answers (`null`).
+#[utoipa::path(get, path = "/__lbheartbeat__", tag = "health", responses((status = 200)))]
+async fn lbheartbeat() -> axum::Json<serde_json::Value> {
+    axum::Json(json!(null))
+}
+
+/// `/healthz`: the process is up.
+#[utoipa::path(get, path = "/healthz", tag = "health", responses((status = 200, body = Object)))]
+async fn healthz() -> axum::Json<serde_json::Value> {
+    axum::Json(json!({"status": "ok"}))
+}
+
 /// Mork's `/__heartbeat__`: `{"database": "ok"}`, or 500 `{"database": "error"}`.
+#[utoipa::path(get, path = "/__heartbeat__", tag = "health", responses((status = 200, body = Object), (status = 500)))]
 async fn heartbeat(State(state): State<Arc<ApiState>>) -> Response {
     match state.store.next_due().await {
         Ok(_) => axum::Json(json!({"database": "ok"})).into_response(),
@@ -236,6 +245,7 @@ async fn heartbeat(State(state): State<Arc<ApiState>>) -> Response {
 }
 
 /// `/metrics`: Prometheus text; retirements per state are read from the store now.
+#[utoipa::path(get, path = "/metrics", tag = "health", responses((status = 200, content_type = "text/plain")))]
 async fn metrics(State(state): State<Arc<ApiState>>) -> Response {
     let per_state = match state.store.stats().await {
         Ok(counts) => state
@@ -268,6 +278,7 @@ async fn metrics(State(state): State<Arc<ApiState>>) -> Response {
 }
 
 /// `/readyz`: the store answers; 503 naming what failed otherwise.
+#[utoipa::path(get, path = "/readyz", tag = "health", responses((status = 200, body = Object), (status = 503)))]
 async fn ready(State(state): State<Arc<ApiState>>) -> Response {
     match state.store.next_due().await {
         Ok(_) => axum::Json(json!({"status": "ready", "store": "ok"})).into_response(),

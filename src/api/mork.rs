@@ -112,23 +112,57 @@ fn naive(at: chrono::DateTime<chrono::Utc>) -> String {
 }
 
 /// A user as Mork's JSON has it, in Mork's field order.
-#[derive(serde::Serialize)]
-struct MorkUser<'a> {
+#[derive(serde::Serialize, utoipa::ToSchema)]
+#[schema(as = User)]
+pub struct MorkUser<'a> {
+    /// The retirement's public id (a UUID).
+    #[schema(value_type = String)]
     id: &'a str,
+    /// Erased (null) once the retirement is complete.
+    #[schema(value_type = Option<String>)]
     username: Option<&'a str>,
+    /// The source's id of the user.
     edx_user_id: Option<i64>,
+    /// Erased (null) once the retirement is complete.
+    #[schema(value_type = Option<String>)]
     email: Option<&'a str>,
+    /// `gdpr` (inactive) or `user_requested`.
+    #[schema(value_type = String)]
     reason: &'a str,
+    /// lethe's own deleting stages and the downstream services, by name.
     service_statuses: Vec<ServiceStatus>,
+    /// When the retirement was opened (naive UTC, as Mork writes it).
     created_at: String,
+    /// Its last change.
     updated_at: String,
 }
 
 /// One entry of `service_statuses`.
-#[derive(serde::Serialize)]
-struct ServiceStatus {
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct ServiceStatus {
+    /// The service or stage.
     service_name: String,
+    /// `to_delete`, `deleting`, `deleted` or `protected`.
+    #[schema(value_type = String)]
     status: &'static str,
+}
+
+/// The status of one service for one user.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct UserStatus {
+    /// The user's public id.
+    pub id: String,
+    /// The service.
+    pub service_name: String,
+    /// Its status.
+    pub status: String,
+}
+
+/// The body of a status PATCH.
+#[derive(serde::Deserialize, utoipa::ToSchema)]
+pub struct StatusPatch {
+    /// `deleted`: the service deleted its copy.
+    pub deletion_status: String,
 }
 
 impl MorkUser<'_> {
@@ -376,6 +410,17 @@ fn scoped(caller: &Caller, service: Option<String>) -> Result<Option<String>, Ap
 }
 
 /// `GET /v1/users`: a bare array of users, oldest first.
+#[utoipa::path(get, path = "/v1/users", tag = "mork",
+    params(
+        ("service" = Option<String>, Query, description = "a downstream service or one of lethe's deleting stages"),
+        ("deletion_status" = Option<String>, Query, description = "to_delete, deleting, deleted or protected"),
+        ("email" = Option<String>, Query, description = "exactly this email"),
+        ("username" = Option<String>, Query, description = "exactly this username"),
+        ("offset" = Option<i64>, Query, description = "rows skipped, from 0"),
+        ("limit" = Option<i64>, Query, description = "1 to 1000, default 100"),
+    ),
+    responses((status = 200, body = Vec<MorkUser>), (status = 401), (status = 403), (status = 422)),
+    security(("api_key" = [])))]
 pub async fn list_users(
     State(state): State<Arc<ApiState>>,
     Extension(caller): Extension<Caller>,
@@ -407,6 +452,11 @@ pub async fn list_users(
 }
 
 /// `GET /v1/users/{id}` (optionally `?service=`: 404 unless the user has that service).
+#[utoipa::path(get, path = "/v1/users/{id}", tag = "mork",
+    params(("id" = String, Path, description = "the user's UUID"),
+        ("service" = Option<String>, Query, description = "404 unless the user has this service")),
+    responses((status = 200, body = MorkUser), (status = 404), (status = 422)),
+    security(("api_key" = [])))]
 pub async fn get_user(
     State(state): State<Arc<ApiState>>,
     Extension(caller): Extension<Caller>,
@@ -456,6 +506,10 @@ async fn status_of(
 }
 
 /// `GET /v1/users/{id}/status/{service}`.
+#[utoipa::path(get, path = "/v1/users/{id}/status/{service}", tag = "mork",
+    params(("id" = String, Path), ("service" = String, Path)),
+    responses((status = 200, body = UserStatus), (status = 404), (status = 422)),
+    security(("api_key" = [])))]
 pub async fn get_status(
     State(state): State<Arc<ApiState>>,
     Extension(caller): Extension<Caller>,
@@ -466,6 +520,11 @@ pub async fn get_status(
 
 /// `PATCH /v1/users/{id}/status/{service}` with `{"deletion_status": "deleted"}`: the
 /// service's acknowledgement, recorded as `lethe ack` records it (the key is the actor).
+#[utoipa::path(patch, path = "/v1/users/{id}/status/{service}", tag = "mork",
+    params(("id" = String, Path), ("service" = String, Path)),
+    request_body = StatusPatch,
+    responses((status = 200, body = UserStatus), (status = 403), (status = 404), (status = 422)),
+    security(("api_key" = [])))]
 pub async fn patch_status(
     State(state): State<Arc<ApiState>>,
     Extension(caller): Extension<Caller>,
@@ -475,11 +534,7 @@ pub async fn patch_status(
     if caller.scope == crate::config::Scope::Auditor {
         return Err(ApiError::forbidden("an auditor key reads; it cannot acknowledge").mork());
     }
-    #[derive(serde::Deserialize)]
-    struct Patch {
-        deletion_status: String,
-    }
-    let patch: Patch = serde_json::from_slice(&body).map_err(|e| {
+    let patch: StatusPatch = serde_json::from_slice(&body).map_err(|e| {
         ApiError::invalid(
             &["body", "deletion_status"],
             Value::Null,

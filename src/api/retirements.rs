@@ -97,12 +97,16 @@ enum Found<'a> {
     Invalid,
 }
 
-#[derive(Deserialize)]
+/// A bulk request: who to open retirements for.
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct Bulk {
+pub struct Bulk {
+    /// Up to 10,000 subject ids or emails.
     subjects: Vec<String>,
+    /// `requested` (default) or `inactive`.
     #[serde(default = "requested")]
     reason: String,
+    /// The working state they start in (default: the first).
     #[serde(default)]
     state: Option<String>,
 }
@@ -114,6 +118,9 @@ fn requested() -> String {
 /// `POST /v1/retirements`: opens a retirement per subject id or email (found in the
 /// source), answering one result per row: `created`, `already_open`, `not_found`,
 /// `excluded` (with the rule), `invalid`.
+#[utoipa::path(post, path = "/v1/retirements", tag = "retirements", request_body = Bulk,
+    responses((status = 202, description = "one result per row", body = Object), (status = 403), (status = 422), (status = 503)),
+    security(("api_key" = [])))]
 pub async fn open(
     State(state): State<Arc<ApiState>>,
     Extension(caller): Extension<Caller>,
@@ -264,6 +271,11 @@ pub async fn open(
 
 /// `GET /v1/retirements`: newest first; `state`, `reason`, `since`, `limit` (1..=1000),
 /// `cursor` (the `next_cursor` of the previous page).
+#[utoipa::path(get, path = "/v1/retirements", tag = "retirements",
+    params(("state" = Option<String>, Query), ("reason" = Option<String>, Query),
+        ("since" = Option<String>, Query), ("limit" = Option<i64>, Query), ("cursor" = Option<i64>, Query)),
+    responses((status = 200, body = Object), (status = 403), (status = 422)),
+    security(("api_key" = [])))]
 pub async fn list(
     State(state): State<Arc<ApiState>>,
     Extension(caller): Extension<Caller>,
@@ -344,6 +356,10 @@ async fn find(state: &ApiState, id: &str) -> Result<crate::store::Retirement, Ap
 }
 
 /// `GET /v1/retirements/{id}`: the retirement, its whole history and its acks.
+#[utoipa::path(get, path = "/v1/retirements/{id}", tag = "retirements",
+    params(("id" = String, Path, description = "its number or UUID")),
+    responses((status = 200, body = Object), (status = 404)),
+    security(("api_key" = [])))]
 pub async fn one(
     State(state): State<Arc<ApiState>>,
     Extension(caller): Extension<Caller>,
@@ -366,16 +382,20 @@ pub async fn one(
     ))
 }
 
-#[derive(Deserialize)]
+/// Where a resumed retirement continues.
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct ResumeBody {
+pub struct ResumeBody {
+    /// A state (default: the one that failed).
     #[serde(default)]
     to: Option<String>,
 }
 
-#[derive(Deserialize)]
+/// Why a retirement is aborted.
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct AbortBody {
+pub struct AbortBody {
+    /// Recorded in its event.
     reason: String,
 }
 
@@ -407,6 +427,10 @@ async fn act(
 }
 
 /// `POST /v1/retirements/{id}/resume` with `{"to": STATE}` optional.
+#[utoipa::path(post, path = "/v1/retirements/{id}/resume", tag = "retirements",
+    params(("id" = String, Path)), request_body(content = Option<ResumeBody>),
+    responses((status = 200, body = Object), (status = 404), (status = 409)),
+    security(("api_key" = [])))]
 pub async fn resume(
     State(state): State<Arc<ApiState>>,
     Extension(caller): Extension<Caller>,
@@ -422,6 +446,10 @@ pub async fn resume(
 }
 
 /// `POST /v1/retirements/{id}/abort` with `{"reason": "…"}` (required).
+#[utoipa::path(post, path = "/v1/retirements/{id}/abort", tag = "retirements",
+    params(("id" = String, Path)), request_body = AbortBody,
+    responses((status = 200, body = Object), (status = 404), (status = 409), (status = 422)),
+    security(("api_key" = [])))]
 pub async fn abort(
     State(state): State<Arc<ApiState>>,
     Extension(caller): Extension<Caller>,
@@ -441,6 +469,9 @@ pub async fn abort(
 }
 
 /// `GET /v1/stats`: retirements per state.
+#[utoipa::path(get, path = "/v1/stats", tag = "retirements",
+    responses((status = 200, description = "retirements per state", body = Object)),
+    security(("api_key" = [])))]
 pub async fn stats(
     State(state): State<Arc<ApiState>>,
     Extension(caller): Extension<Caller>,
@@ -464,6 +495,11 @@ pub async fn stats(
 
 /// `GET /v1/audit`: `since`, `until`, `subject` (id, email or `#id`), `limit` (at most
 /// 100,000); JSON, or CSV when the client accepts `text/csv`.
+#[utoipa::path(get, path = "/v1/audit", tag = "retirements",
+    params(("since" = Option<String>, Query), ("until" = Option<String>, Query),
+        ("subject" = Option<String>, Query), ("limit" = Option<i64>, Query)),
+    responses((status = 200, description = "JSON, or CSV for Accept: text/csv", body = Object)),
+    security(("api_key" = [])))]
 pub async fn audit(
     State(state): State<Arc<ApiState>>,
     Extension(caller): Extension<Caller>,

@@ -74,8 +74,10 @@ impl Tasks {
     }
 }
 
-#[derive(Deserialize)]
-struct TaskBody {
+/// A Mork task.
+#[derive(Deserialize, utoipa::ToSchema)]
+pub struct TaskBody {
+    /// email_inactive_users, email_user, delete_inactive_users or delete_user.
     #[serde(rename = "type")]
     kind: String,
     #[serde(default)]
@@ -97,6 +99,8 @@ fn field(name: &str, why: &str) -> ApiError {
 }
 
 /// `OPTIONS /v1/tasks`: the task types.
+#[utoipa::path(options, path = "/v1/tasks", tag = "mork",
+    responses((status = 200, body = Object)), security(("api_key" = [])))]
 pub async fn options() -> Response {
     (
         [(header::ALLOW, "POST")],
@@ -106,6 +110,9 @@ pub async fn options() -> Response {
 }
 
 /// `POST /v1/tasks`: 202 `{"id", "status": "PENDING"}` with `Location`.
+#[utoipa::path(post, path = "/v1/tasks", tag = "mork", request_body = TaskBody,
+    responses((status = 202, body = Object), (status = 403), (status = 422), (status = 503)),
+    security(("api_key" = [])))]
 pub async fn create(
     State(state): State<Arc<ApiState>>,
     Extension(caller): Extension<Caller>,
@@ -258,6 +265,9 @@ async fn run(
 }
 
 /// `GET /v1/tasks/{id}/status`: `{"id", "status"}`, and `error` when it failed.
+#[utoipa::path(get, path = "/v1/tasks/{id}/status", tag = "mork",
+    params(("id" = String, Path)), responses((status = 200, body = Object)),
+    security(("api_key" = [])))]
 pub async fn status(
     State(state): State<Arc<ApiState>>,
     Extension(caller): Extension<Caller>,

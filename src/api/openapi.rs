@@ -1,0 +1,53 @@
+//! `/openapi.json`: the OpenAPI document utoipa derives from the handlers' own
+//! annotations and types (no hand-written spec).
+
+use utoipa::OpenApi;
+use utoipa::openapi::security::{ApiKey, ApiKeyValue, SecurityScheme};
+
+/// The API's document.
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "lethe", description = "Retires user accounts across systems; Mork-compatible pull and acknowledge."),
+    paths(
+        super::mork::list_users,
+        super::mork::get_user,
+        super::mork::get_status,
+        super::mork::patch_status,
+        super::tasks::create,
+        super::tasks::options,
+        super::tasks::status,
+        super::retirements::open,
+        super::retirements::list,
+        super::retirements::one,
+        super::retirements::resume,
+        super::retirements::abort,
+        super::retirements::stats,
+        super::retirements::audit,
+        super::activity::report,
+        super::heartbeat,
+        super::lbheartbeat,
+        super::healthz,
+        super::ready,
+        super::metrics,
+    ),
+    modifiers(&KeyScheme)
+)]
+pub struct ApiDoc;
+
+/// Declares the `X-API-Key` header the keyed routes name as `api_key`.
+struct KeyScheme;
+
+impl utoipa::Modify for KeyScheme {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "api_key",
+            SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::new("X-API-Key"))),
+        );
+    }
+}
+
+/// `GET /openapi.json`.
+pub async fn document() -> axum::Json<utoipa::openapi::OpenApi> {
+    axum::Json(ApiDoc::openapi())
+}
