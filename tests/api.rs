@@ -805,6 +805,11 @@ async fn operators_open_list_inspect_abort_and_audit_retirements(kind: Kind) {
     let resume = format!("/v1/retirements/{}/resume", all[1]);
     let (status, body) = api.call(Method::POST, &resume, Some("key-ops"), None).await;
     assert_eq!(status, 409, "{body}");
+    let (_, ready) = api.call(Method::GET, "/readyz", None, None).await;
+    assert_eq!(
+        ready,
+        json!({"status": "ready", "store": "ok", "source": "ok"})
+    );
     let (_, stats) = api.get("/v1/stats", "key-dpo").await;
     assert_eq!(
         (stats["PENDING"].as_i64(), stats["ABORTED"].as_i64()),

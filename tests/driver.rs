@@ -112,11 +112,20 @@ async fn run_once_moves_everything_through_the_pipeline(kind: Kind) {
         .await
         .unwrap();
     let clock = Arc::new(ManualClock::new(t0()));
+    let done = |state| {
+        lethe::metrics::counter(
+            "lethe_transitions_total",
+            &[("stage", state), ("outcome", "done")],
+        )
+    };
+    let before = done("NOTIFIED");
     let report = driver(store.clone(), &text, "d1", clock, vec![])
         .run_once(never())
         .await
         .unwrap();
     assert_eq!(report.applied, 1500);
+    // The metrics move with the work (other tests of this binary may add to them too).
+    assert!(done("NOTIFIED") >= before + 300, "every last stage counted");
     assert_eq!(report.lost, 0);
     assert_eq!(report.outcomes.get("done"), Some(&1500));
     assert_eq!(

@@ -277,18 +277,40 @@ async fn metrics(State(state): State<Arc<ApiState>>) -> Response {
         .into_response()
 }
 
-/// `/readyz`: the store answers; 503 naming what failed otherwise.
+/// `/readyz`: the store answers, and the source when this process uses one; 503 naming
+/// what failed otherwise.
 #[utoipa::path(get, path = "/readyz", tag = "health", responses((status = 200, body = Object), (status = 503)))]
 async fn ready(State(state): State<Arc<ApiState>>) -> Response {
-    match state.store.next_due().await {
-        Ok(_) => axum::Json(json!({"status": "ready", "store": "ok"})).into_response(),
+    let mut checks = serde_json::Map::new();
+    let mut ready = true;
+    let store = match state.store.next_due().await {
+        Ok(_) => "ok",
         Err(e) => {
             tracing::warn!(error = %e, "readyz: the store is not reachable");
-            (
-                StatusCode::SERVICE_UNAVAILABLE,
-                axum::Json(json!({"status": "not ready", "store": "unreachable"})),
-            )
-                .into_response()
+            ready = false;
+            "unreachable"
         }
+    };
+    checks.insert("store".into(), json!(store));
+    if let Some(source) = &state.source {
+        let answer = match source.count_users().await {
+            Ok(_) => "ok",
+            Err(e) => {
+                tracing::warn!(error = %crate::db::chain(&e), "readyz: the source is not reachable");
+                ready = false;
+                "unreachable"
+            }
+        };
+        checks.insert("source".into(), json!(answer));
     }
+    checks.insert(
+        "status".into(),
+        json!(if ready { "ready" } else { "not ready" }),
+    );
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, axum::Json(serde_json::Value::Object(checks))).into_response()
 }
