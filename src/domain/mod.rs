@@ -2,6 +2,7 @@
 //! transition each outcome or operator action causes. No I/O lives here.
 
 mod blast;
+mod delivery;
 mod graph;
 mod notice;
 mod operator;
@@ -11,6 +12,7 @@ mod time;
 mod transition;
 
 pub use blast::check_blast_radius;
+pub use delivery::{Delivery, OnRefused, delivery_outcome};
 pub use graph::{Role, StateDef, StateGraph};
 pub use notice::{deletion_hold, grace_ends, reminders_due};
 pub use operator::{OperatorAction, Standing};

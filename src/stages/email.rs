@@ -49,23 +49,29 @@ impl Sent {
         refused: &str,
         delivered: impl FnOnce(serde_json::Value) -> StageResult,
     ) -> StageResult {
+        use crate::domain::{Delivery as Went, OnRefused};
         let mut detail = self.detail;
-        match self.delivery {
-            Delivery::Accepted { .. } => delivered(detail),
-            Delivery::Transient(error) => {
-                StageResult::new(Outcome::Retry { error }).with_detail(detail)
+        let went = match self.delivery {
+            Delivery::Accepted { .. } => Went::Done,
+            Delivery::Transient(error) => Went::Later(error),
+            Delivery::Permanent(error) => Went::Refused(error),
+        };
+        let on_refused = match policy {
+            Undeliverable::Error => OnRefused::Fail,
+            Undeliverable::Proceed => OnRefused::Proceed,
+        };
+        match crate::domain::delivery_outcome(went, on_refused) {
+            Ok(None) => delivered(detail),
+            Ok(Some(error)) => {
+                detail["undeliverable"] = json!(error);
+                detail["on_undeliverable"] = json!("proceed");
+                delivered(detail)
             }
-            Delivery::Permanent(error) => match policy {
-                Undeliverable::Error => StageResult::new(Outcome::Fail {
-                    error: format!("{refused}: {error}"),
-                })
-                .with_detail(detail),
-                Undeliverable::Proceed => {
-                    detail["undeliverable"] = json!(error);
-                    detail["on_undeliverable"] = json!("proceed");
-                    delivered(detail)
-                }
-            },
+            Err(Outcome::Fail { error }) => StageResult::new(Outcome::Fail {
+                error: format!("{refused}: {error}"),
+            })
+            .with_detail(detail),
+            Err(outcome) => StageResult::new(outcome).with_detail(detail),
         }
     }
 }

@@ -91,18 +91,24 @@ where
     left
 }
 
-/// The outcome of a reply that is neither ok nor gone: transient ones and a refused
-/// credential (401, 403: the stage's, not this subject's, so fixing it in time errors
-/// nobody) are retried, the rest fail.
+/// The outcome of a reply that is neither ok nor gone, by the rule every delivery
+/// follows (`domain::delivery_outcome`): transient ones and a refused credential (401,
+/// 403: the stage's, not this subject's) come later, the rest are refused and fail.
 pub(crate) fn refusal(
     class: crate::http::ReplyClass,
     status: u16,
     error: String,
 ) -> crate::domain::Outcome {
-    match class {
-        crate::http::ReplyClass::Transient => crate::domain::Outcome::Retry { error },
-        _ if matches!(status, 401 | 403) => crate::domain::Outcome::Retry { error },
-        _ => crate::domain::Outcome::Fail { error },
+    use crate::domain::{Delivery, OnRefused, Outcome};
+    let delivery = match class {
+        crate::http::ReplyClass::Ok | crate::http::ReplyClass::Gone => Delivery::Done,
+        crate::http::ReplyClass::Transient => Delivery::Later(error),
+        _ if matches!(status, 401 | 403) => Delivery::Later(error),
+        _ => Delivery::Refused(error),
+    };
+    match crate::domain::delivery_outcome(delivery, OnRefused::Fail) {
+        Ok(_) => Outcome::Done,
+        Err(outcome) => outcome,
     }
 }
 
