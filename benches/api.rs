@@ -207,18 +207,22 @@ async fn bench() -> anyhow::Result<()> {
     };
     let (mut best_ours, mut best_base) = (0f64, 0f64);
     let mut every: Vec<Duration> = Vec::new();
+    let mut base_every: Vec<Duration> = Vec::new();
     let pages = (HANDED / PAGE) as f64;
     for round in 1..=ROUNDS {
         let (latencies, wall) = walk(api.clone()).await?;
         let ours = pages / wall.as_secs_f64();
         let p99 = percentile(&latencies, 0.99);
-        let (_, base_wall) = walk(direct.clone()).await?;
+        let (base_latencies, base_wall) = walk(direct.clone()).await?;
         let base = pages / base_wall.as_secs_f64();
         println!(
-            "round {round}: API {ours:.1} requests/s (p50 {:.1} ms, p99 {:.1} ms); sqlx {base:.1} queries/s",
+            "round {round}: API {ours:.1} requests/s (p50 {:.1} ms, p99 {:.1} ms); sqlx {base:.1} queries/s (p50 {:.1} ms, p99 {:.1} ms)",
             percentile(&latencies, 0.5).as_secs_f64() * 1e3,
-            p99.as_secs_f64() * 1e3
+            p99.as_secs_f64() * 1e3,
+            percentile(&base_latencies, 0.5).as_secs_f64() * 1e3,
+            percentile(&base_latencies, 0.99).as_secs_f64() * 1e3
         );
+        base_every.extend(base_latencies);
         best_ours = best_ours.max(ours);
         best_base = best_base.max(base);
         every.extend(latencies);
@@ -236,7 +240,13 @@ async fn bench() -> anyhow::Result<()> {
         .await?;
     }
     every.sort();
+    base_every.sort();
     let p99 = percentile(&every, 0.99);
+    println!(
+        "p99 over the three rounds: API {:.1} ms, sqlx {:.1} ms",
+        p99.as_secs_f64() * 1e3,
+        percentile(&base_every, 0.99).as_secs_f64() * 1e3
+    );
     println!("peak RSS: {} MB", common::peak_rss_mb());
     println!(
         "RESULT bench=api ours={best_ours:.1} baseline={best_base:.1} ratio={:.2} p99_ms={:.1}",
