@@ -1061,6 +1061,21 @@ async fn activity_cancels_by_key_or_by_a_verified_signature(kind: Kind) {
         (200, Some("cancelled")),
         "{answer}"
     );
+    for (ignored, why) in [
+        (
+            json!({"event": "session.created", "data": {"user_id": "user_01", "impersonator": {"email": "admin@x.org"}}}),
+            "impersonated",
+        ),
+        (
+            json!({"event": "session.created", "data": {"user_id": "user_01"}}),
+            "external_id",
+        ),
+    ] {
+        let ignored = ignored.to_string();
+        let (status, answer) = post(workos(&ignored, t), ignored).await;
+        assert_eq!(status, 200, "{answer}");
+        assert!(answer["why"].as_str().unwrap().contains(why), "{answer}");
+    }
     let other = json!({"event": "user.created", "data": {}}).to_string();
     let (status, answer) = post(workos(&other, t), other).await;
     assert_eq!((status, answer["result"].as_str()), (200, Some("ignored")));

@@ -26,7 +26,8 @@ const WORKOS_EVENTS: [&str; 2] = ["user.updated", "session.created"];
 fn reporter(state: &ApiState, headers: &HeaderMap, body: &[u8]) -> Result<String, ApiError> {
     let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
     let now = state.clock.now();
-    if header("x-api-key").is_some() || header("authorization").is_some() {
+    let bearer = header("authorization").is_some_and(|v| v.starts_with("Bearer "));
+    if header("x-api-key").is_some() || bearer {
         let caller = super::auth::authenticate(headers, &state.pipeline.api.keys)?;
         return match caller.scope {
             Scope::Auditor => Err(ApiError::forbidden(
@@ -56,13 +57,11 @@ fn reporter(state: &ApiState, headers: &HeaderMap, body: &[u8]) -> Result<String
         header("webhook-timestamp"),
         header("webhook-signature"),
     ) {
-        let secret = state.pipeline.api.webhook_secret.as_ref().ok_or_else(|| {
+        let key = state.webhook_key.as_ref().ok_or_else(|| {
             ApiError::unauthorized_because(
                 "signed webhooks are not accepted: LETHE_API_WEBHOOK_SECRET is not set",
             )
         })?;
-        let key = crate::http::sign::SigningKey::parse(secret.expose())
-            .map_err(|e| ApiError::internal("reading LETHE_API_WEBHOOK_SECRET", &e))?;
         let timestamp: i64 = timestamp
             .parse()
             .map_err(|_| ApiError::unauthorized_because("webhook-timestamp is not a number"))?;
@@ -83,13 +82,17 @@ fn reporter(state: &ApiState, headers: &HeaderMap, body: &[u8]) -> Result<String
     Err(ApiError::unauthorized())
 }
 
+/// What a body reports.
+enum Report {
+    /// The subject was active at that time.
+    Active(String, chrono::DateTime<chrono::Utc>),
+    /// Nothing lethe acts on, and why (answered 200, so a webhook sender does not retry).
+    Ignored(&'static str),
+}
+
 /// The subject and time a body reports: `{"subject", "at"?}`, or a WorkOS event whose
-/// user carries lethe's subject as `external_id` (`None`: an event that says nothing of
-/// activity, acknowledged and ignored).
-fn reported(
-    body: &Value,
-    now: chrono::DateTime<chrono::Utc>,
-) -> Result<Option<(String, chrono::DateTime<chrono::Utc>)>, ApiError> {
+/// user carries lethe's subject as `external_id`.
+fn reported(body: &Value, now: chrono::DateTime<chrono::Utc>) -> Result<Report, ApiError> {
     let time =
         |value: Option<&Value>, at: &str| -> Result<chrono::DateTime<chrono::Utc>, ApiError> {
             match value.and_then(Value::as_str) {
@@ -100,24 +103,26 @@ fn reported(
         };
     if let Some(event) = body.get("event").and_then(Value::as_str) {
         if !WORKOS_EVENTS.contains(&event) {
-            return Ok(None);
+            return Ok(Report::Ignored("not an activity event"));
         }
         let data = &body["data"];
+        // Someone acting as the user is not the user being active.
+        if event == "session.created" && !data["impersonator"].is_null() {
+            return Ok(Report::Ignored("an impersonated session"));
+        }
         let subject = data
             .get("external_id")
             .or_else(|| data.get("user").and_then(|u| u.get("external_id")))
-            .and_then(Value::as_str)
-            .ok_or_else(|| {
-                ApiError::invalid(
-                    &["body", "data", "external_id"],
-                    Value::Null,
-                    "the WorkOS user has no external_id: set it to the user's id in the source",
-                )
-            })?;
-        return Ok(Some((
+            .and_then(Value::as_str);
+        let Some(subject) = subject else {
+            return Ok(Report::Ignored(
+                "the event names no external_id: set the WorkOS user's external_id to its id in the source",
+            ));
+        };
+        return Ok(Report::Active(
             subject.to_string(),
             time(body.get("created_at"), "created_at")?,
-        )));
+        ));
     }
     let subject = match body.get("subject") {
         Some(Value::String(s)) => s.clone(),
@@ -130,13 +135,14 @@ fn reported(
             ));
         }
     };
-    Ok(Some((subject, time(body.get("at"), "at")?)))
+    Ok(Report::Active(subject, time(body.get("at"), "at")?))
 }
 
 /// `POST /v1/activity`.
 #[utoipa::path(post, path = "/v1/activity", tag = "retirements",
     request_body(content = Object, description = "{\"subject\", \"at\"?}, or a WorkOS event"),
-    responses((status = 200, body = Object), (status = 401), (status = 409), (status = 422)))]
+    responses((status = 200, body = Object), (status = 401), (status = 403), (status = 409), (status = 422), (status = 503)),
+    security(("api_key" = []), ()))]
 pub async fn report(
     State(state): State<Arc<ApiState>>,
     headers: HeaderMap,
@@ -147,10 +153,12 @@ pub async fn report(
         ApiError::invalid(&["body"], Value::Null, format!("the body is not JSON: {e}"))
     })?;
     let now = state.clock.now();
-    let Some((subject, at)) = reported(&body, now)? else {
-        return Ok(Json(
-            json!({"result": "ignored", "why": "not an activity event"}),
-        ));
+    let signed = actor.starts_with("webhook:");
+    let (subject, at) = match reported(&body, now)? {
+        // A sender's clock may run ahead of ours within the signature's tolerance.
+        Report::Active(subject, at) if signed => (subject, at.min(now)),
+        Report::Active(subject, at) => (subject, at),
+        Report::Ignored(why) => return Ok(Json(json!({"result": "ignored", "why": why}))),
     };
     let key = state
         .hash_key
@@ -168,12 +176,25 @@ pub async fn report(
         &actor,
         now,
     )
-    .await
-    .map_err(|e| match crate::error::Classified::kind(&e) {
-        crate::error::ErrorKind::Refused => ApiError::conflict(e.to_string()),
-        crate::error::ErrorKind::Config => ApiError::invalid(&["body"], Value::Null, e.to_string()),
-        _ => ApiError::internal("recording activity", &e),
-    })?;
+    .await;
+    let touched = match touched {
+        Ok(touched) => touched,
+        // A sender that retries whatever is not a 2xx is told once that it changes nothing.
+        Err(e)
+            if signed && crate::error::Classified::kind(&e) == crate::error::ErrorKind::Refused =>
+        {
+            return Ok(Json(json!({"result": "ignored", "why": e.to_string()})));
+        }
+        Err(e) => {
+            return Err(match crate::error::Classified::kind(&e) {
+                crate::error::ErrorKind::Refused => ApiError::conflict(e.to_string()),
+                crate::error::ErrorKind::Config => {
+                    ApiError::invalid(&["body"], Value::Null, e.to_string())
+                }
+                _ => ApiError::internal("recording activity", &e),
+            });
+        }
+    };
     Ok(Json(match touched {
         crate::ops::Touched::NoneOpen => json!({"result": "recorded"}),
         crate::ops::Touched::Cancelled(r) => json!({"result": "cancelled", "retirement": r}),

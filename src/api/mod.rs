@@ -45,6 +45,9 @@ pub struct ApiState {
     pub hash_key: Option<crate::pii::HashKey>,
     /// Mork's tasks started here.
     pub tasks: tasks::Tasks,
+    /// The key Standard-Webhooks-signed activity reports are verified with, parsed once
+    /// (a secret that is not `whsec_…` is refused at start by `lethe serve` and `run`).
+    pub webhook_key: Option<crate::http::sign::SigningKey>,
 }
 
 impl ApiState {
@@ -56,7 +59,13 @@ impl ApiState {
         clock: Arc<dyn Clock>,
     ) -> Self {
         let own = mork::own_stages(&pipeline, &graph);
+        let webhook_key = pipeline
+            .api
+            .webhook_secret
+            .as_ref()
+            .and_then(|s| crate::http::sign::SigningKey::parse(s.expose()).ok());
         Self {
+            webhook_key,
             store,
             pipeline,
             graph,
@@ -293,10 +302,16 @@ async fn ready(State(state): State<Arc<ApiState>>) -> Response {
     };
     checks.insert("store".into(), json!(store));
     if let Some(source) = &state.source {
-        let answer = match source.count_users().await {
-            Ok(_) => "ok",
-            Err(e) => {
+        let pinged = tokio::time::timeout(Duration::from_secs(5), source.ping()).await;
+        let answer = match pinged.map_err(|_| "no answer within 5s".to_string()) {
+            Ok(Ok(())) => "ok",
+            Ok(Err(e)) => {
                 tracing::warn!(error = %crate::db::chain(&e), "readyz: the source is not reachable");
+                ready = false;
+                "unreachable"
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "readyz: the source is not reachable");
                 ready = false;
                 "unreachable"
             }

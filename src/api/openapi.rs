@@ -2,7 +2,7 @@
 //! annotations and types (no hand-written spec).
 
 use utoipa::OpenApi;
-use utoipa::openapi::security::{ApiKey, ApiKeyValue, SecurityScheme};
+use utoipa::openapi::security::{ApiKey, ApiKeyValue, Http, HttpAuthScheme, SecurityScheme};
 
 /// The API's document.
 #[derive(OpenApi)]
@@ -34,7 +34,8 @@ use utoipa::openapi::security::{ApiKey, ApiKeyValue, SecurityScheme};
 )]
 pub struct ApiDoc;
 
-/// Declares the `X-API-Key` header the keyed routes name as `api_key`.
+/// Declares the `X-API-Key` header the keyed routes name as `api_key` (and the bearer
+/// form of the same key).
 struct KeyScheme;
 
 impl utoipa::Modify for KeyScheme {
@@ -43,6 +44,11 @@ impl utoipa::Modify for KeyScheme {
         components.add_security_scheme(
             "api_key",
             SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::new("X-API-Key"))),
+        );
+        // The same key as `Authorization: Bearer`.
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)),
         );
     }
 }

@@ -33,6 +33,14 @@ pub(crate) async fn start(
             "cannot listen on {listen}: {e} (set --listen or [api] listen)"
         ))
     })?;
+    if let Some(secret) = &config.pipeline.api.webhook_secret
+        && crate::http::sign::SigningKey::parse(secret.expose()).is_err()
+    {
+        return Err(Failure::config(format!(
+            "{}: a webhook secret is whsec_ followed by base64",
+            crate::config::API_WEBHOOK_SECRET_ENV
+        )));
+    }
     if config.pipeline.api.keys.is_empty() {
         tracing::warn!(
             "no [[api_key]] is configured: every /v1 request is refused (lethe key new)"

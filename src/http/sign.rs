@@ -61,7 +61,7 @@ impl SigningKey {
         tolerance: i64,
     ) -> bool {
         use subtle::ConstantTimeEq;
-        if (now - timestamp).abs() > tolerance {
+        if now.abs_diff(timestamp) > tolerance.unsigned_abs() {
             return false;
         }
         let expected = self.sign(id, timestamp, body);
@@ -106,7 +106,7 @@ pub fn verify_workos(
     let at: i64 = t
         .parse()
         .map_err(|_| "the WorkOS-Signature time is not a number")?;
-    if (now_ms - at).abs() > tolerance_ms {
+    if now_ms.abs_diff(at) > tolerance_ms.unsigned_abs() {
         return Err("the WorkOS-Signature time is outside the tolerance");
     }
     let mut mac = match Hmac::<Sha256>::new_from_slice(secret.as_bytes()) {
@@ -158,6 +158,10 @@ mod tests {
         );
     }
 
+    fn header_min(key: &SigningKey) -> String {
+        key.sign("msg_1", i64::MIN, b"{}")
+    }
+
     #[test]
     fn signatures_verify_within_the_tolerance_and_not_tampered_with() {
         let key = SigningKey::parse("whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD").unwrap();
@@ -185,6 +189,10 @@ mod tests {
         assert!(verify_workos("sec", &header, b"{\"a\":1}", 1_700_000_300_000, 180_000).is_err());
         assert!(verify_workos("other", &header, b"{\"a\":1}", 1_700_000_060_000, 180_000).is_err());
         assert!(verify_workos("sec", "v1=abc", b"{}", 0, 180_000).is_err());
+        // Extreme times are outside the tolerance, not an overflow.
+        assert!(!key.verify("msg_1", i64::MIN, b"{}", &header_min(&key), i64::MAX, 300));
+        let extreme = format!("t={}, v1={hex}", i64::MIN);
+        assert!(verify_workos("sec", &extreme, b"{\"a\":1}", i64::MAX, 180_000).is_err());
     }
 
     #[test]

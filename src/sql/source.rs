@@ -199,6 +199,16 @@ impl SourceReader {
         &self.config
     }
 
+    /// Whether the source answers (a `SELECT 1`: readiness probes must stay cheap).
+    pub async fn ping(&self) -> Result<(), SourceError> {
+        let answered =
+            with_pool!(&self.pool, p => sqlx::query("SELECT 1").fetch_one(p).await.map(|_| ()));
+        answered.map_err(|source| SourceError::Query {
+            context: "reaching the source",
+            source,
+        })
+    }
+
     /// Number of users in the table (the base of `max_new_share`).
     pub async fn count_users(&self) -> Result<i64, SourceError> {
         let sql = format!(
