@@ -1170,6 +1170,74 @@ async fn the_openapi_document_lists_every_route_and_each_is_served() {
     );
 }
 
+async fn errored_users_read_where_they_failed_and_pages_stay_full(kind: Kind) {
+    let api = Api::new(kind).await;
+    let now = api.clock.now();
+    let ids: Vec<i64> = api
+        .store
+        .enqueue("PENDING", &subjects(1, 6), "test", now)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|o| match o {
+            lethe::store::EnqueueOutcome::Created(id) => id,
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    let errored = |id: i64, at: &str, error: &str| {
+        format!(
+            "UPDATE retirement SET state = 'ERRORED', failed_state = '{at}', last_error = '{error}', due_at = NULL WHERE id = {id}"
+        )
+    };
+    exec(
+        &api.url,
+        &[
+            errored(
+                ids[0],
+                "RETIRING_EDX",
+                "protected: wiki_article.owner_id (1 row)",
+            ),
+            errored(ids[1], "RETIRING_EDX", "timeout"),
+            errored(ids[2], "PENDING", "smtp refused"),
+        ],
+    )
+    .await;
+    let subjects_of = |users: &Value| -> Vec<i64> {
+        users
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|u| u["edx_user_id"].as_i64().unwrap())
+            .collect()
+    };
+    let (_, protected) = api
+        .get("/v1/users?service=edx&deletion_status=protected", "key-ops")
+        .await;
+    assert_eq!(subjects_of(&protected), [1]);
+    let (_, any_protected) = api
+        .get("/v1/users?deletion_status=protected", "key-ops")
+        .await;
+    assert_eq!(subjects_of(&any_protected), [1]);
+    let (_, deleting) = api
+        .get("/v1/users?service=edx&deletion_status=deleting", "key-ops")
+        .await;
+    assert_eq!(subjects_of(&deleting), [2]);
+    // Errored before the stage: still to_delete; pages are full (the store did the cut).
+    for offset in 0..3 {
+        let (_, page) = api
+            .get(
+                &format!("/v1/users?service=edx&deletion_status=to_delete&limit=1&offset={offset}"),
+                "key-ops",
+            )
+            .await;
+        assert_eq!(page.as_array().unwrap().len(), 1, "offset {offset}: {page}");
+    }
+    let (_, all) = api
+        .get("/v1/users?service=edx&deletion_status=to_delete", "key-ops")
+        .await;
+    assert_eq!(subjects_of(&all), [3, 4, 5]);
+}
+
 macro_rules! on_both_stores {
     ($($name:ident),* $(,)?) => {
         mod postgres { $( #[tokio::test] async fn $name() { super::$name(super::Kind::Postgres).await } )* }
@@ -1187,6 +1255,7 @@ on_both_stores!(
     mork_tasks_scan_and_open_retirements,
     metrics_are_exposed_and_move_with_work,
     activity_cancels_by_key_or_by_a_verified_signature,
+    errored_users_read_where_they_failed_and_pages_stay_full,
 );
 
 #[tokio::test]

@@ -58,9 +58,15 @@ pub enum UserFilter {
         /// Only acknowledged (`true`) or only awaited (`false`).
         acked: Option<bool>,
     },
-    /// Those in one of these states.
-    States(Vec<String>),
-    /// Those any service has on this side (`acked`), or in one of these states.
+    /// Those standing in one of these states (an errored one where it failed), and, when
+    /// `protected` says, only those stopped (or not) on a protected table there.
+    States {
+        /// The states.
+        states: Vec<String>,
+        /// Errored on a protected table (`Some(true)`), or not (`Some(false)`).
+        protected: Option<bool>,
+    },
+    /// Those any service has on this side (`acked`), or standing in one of these states.
     AnyService {
         /// Acknowledged or awaited.
         acked: bool,
@@ -91,17 +97,19 @@ pub struct UserQuery {
 }
 
 impl UserFilter {
-    /// (mode, service, status, states) as the user list's SQL binds them.
-    pub(crate) fn params(&self) -> (i32, Option<&str>, Option<&str>, &[String]) {
+    /// (mode, service, status, states, protected) as the user list's SQL binds them.
+    pub(crate) fn params(&self) -> (i32, Option<&str>, Option<&str>, &[String], Option<bool>) {
         let status = |acked: bool| if acked { "deleted" } else { "to_delete" };
         match self {
-            UserFilter::All => (0, None, None, &[]),
+            UserFilter::All => (0, None, None, &[], None),
             UserFilter::Service { service, acked } => {
-                (1, Some(service.as_str()), acked.map(status), &[])
+                (1, Some(service.as_str()), acked.map(status), &[], None)
             }
-            UserFilter::States(states) => (2, None, None, states.as_slice()),
+            UserFilter::States { states, protected } => {
+                (2, None, None, states.as_slice(), *protected)
+            }
             UserFilter::AnyService { acked, states } => {
-                (3, None, Some(status(*acked)), states.as_slice())
+                (3, None, Some(status(*acked)), states.as_slice(), None)
             }
         }
     }
@@ -291,7 +299,7 @@ macro_rules! ack_methods {
             Box::pin(async move {
                 use $crate::store::QueryContext;
                 use sqlx::Row;
-                let (mode, service, status, states) = query.filter.params();
+                let (mode, service, status, states, protected) = query.filter.params();
                 let plain = query.email.is_none() && query.username.is_none() && query.public_id.is_none();
                 let rows = match (mode, service, status) {
                     // The hot path: a consumer walking its to_delete (or deleted) list. The page
@@ -343,10 +351,11 @@ macro_rules! ack_methods {
                      $4 = 0 \
                      OR ($4 = 1 AND EXISTS (SELECT 1 FROM service_ack a WHERE a.retirement_id = r.id \
                          AND a.service = $5 AND ($6 IS NULL OR a.status = $6))) \
-                     OR ($4 = 2 AND state ",
+                     OR ($4 = 2 AND COALESCE(failed_state, state) ",
                     $in_list!("$7"),
-                    ") OR ($4 = 3 AND (EXISTS (SELECT 1 FROM service_ack a WHERE a.retirement_id = r.id \
-                         AND a.status = $6) OR state ",
+                    " AND ($11 IS NULL OR (failed_state IS NOT NULL AND COALESCE(last_error, '') LIKE 'protected%') = $11)) \
+                     OR ($4 = 3 AND (EXISTS (SELECT 1 FROM service_ack a WHERE a.retirement_id = r.id \
+                         AND a.status = $6) OR COALESCE(failed_state, state) ",
                     $in_list!("$7"),
                     "))) AND ($10 IS NULL OR public_id = $10) ORDER BY created_at, id LIMIT $8 OFFSET $9"
                 ))
@@ -360,6 +369,7 @@ macro_rules! ack_methods {
                 .bind(query.limit)
                 .bind(query.offset)
                 .bind(query.public_id.as_deref())
+                .bind(protected)
                 .fetch_all(&self.pool)
                 .await
                 .ctx("list users")?,

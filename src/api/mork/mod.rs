@@ -114,20 +114,27 @@ impl ApiState {
 
     /// The working states (and complete) in which `stage` reads as `status`.
     fn states_for(&self, stage: &OwnStage, status: &str) -> Vec<String> {
+        // Where a retirement stands: an errored one stands where it failed.
         let working = self.graph.working();
         let mut states: Vec<String> = match status {
             "to_delete" => working[..stage.index].to_vec(),
-            "deleting" => vec![working[stage.index].clone()],
+            "deleting" | "protected" => vec![working[stage.index].clone()],
             "deleted" => working[stage.index + 1..].to_vec(),
             _ => Vec::new(),
         };
         if status == "deleted" {
             states.push(self.graph.complete().to_string());
         }
-        if matches!(status, "deleting" | "protected") {
-            states.push(self.graph.errored().to_string());
-        }
         states
+    }
+
+    /// Whether `status` narrows to retirements stopped on a protected table, or not.
+    fn protected(status: &str) -> Option<bool> {
+        match status {
+            "protected" => Some(true),
+            "deleting" => Some(false),
+            _ => None,
+        }
     }
 
     /// The store filter for `service` and `status`.
@@ -137,7 +144,10 @@ impl ApiState {
             (Some(name), status) => match self.own_stage(name) {
                 Some(stage) => match status {
                     None => UserFilter::All,
-                    Some(status) => UserFilter::States(self.states_for(stage, status)),
+                    Some(status) => UserFilter::States {
+                        states: self.states_for(stage, status),
+                        protected: Self::protected(status),
+                    },
                 },
                 None => UserFilter::Service {
                     service: name.to_string(),
@@ -157,7 +167,10 @@ impl ApiState {
                         acked: status == "deleted",
                         states,
                     },
-                    _ => UserFilter::States(states),
+                    _ => UserFilter::States {
+                        states,
+                        protected: Self::protected(status),
+                    },
                 }
             }
         }
