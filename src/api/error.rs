@@ -87,6 +87,29 @@ impl ApiError {
         e
     }
 
+    /// `value`, the query parameter `name`, as an integer within `range`; 422 otherwise.
+    pub fn bounded(
+        name: &str,
+        value: &str,
+        range: std::ops::RangeInclusive<i64>,
+    ) -> Result<i64, Self> {
+        value
+            .parse::<i64>()
+            .ok()
+            .filter(|n| range.contains(n))
+            .ok_or_else(|| {
+                Self::invalid(
+                    &["query", name],
+                    serde_json::json!(value),
+                    format!(
+                        "{name} must be an integer from {} to {}",
+                        range.start(),
+                        range.end()
+                    ),
+                )
+            })
+    }
+
     /// 500: logged with its cause; the answer says only that it failed.
     pub fn internal(what: &str, cause: &dyn std::fmt::Display) -> Self {
         tracing::error!(error = %cause, "{what}");

@@ -256,18 +256,10 @@ async fn heartbeat(State(state): State<Arc<ApiState>>) -> Response {
 /// `/metrics`: Prometheus text; retirements per state are read from the store now.
 #[utoipa::path(get, path = "/metrics", tag = "health", responses((status = 200, content_type = "text/plain")))]
 async fn metrics(State(state): State<Arc<ApiState>>) -> Response {
-    let per_state = match state.store.stats().await {
-        Ok(counts) => state
-            .graph
-            .names()
+    let per_state = match crate::ops::stats(state.store.as_ref(), Some(&state.graph)).await {
+        Ok(counts) => counts
             .into_iter()
-            .map(|name| {
-                let n = counts
-                    .iter()
-                    .find(|(s, _)| s == name)
-                    .map_or(0, |(_, n)| *n);
-                (vec![("state", name.to_string())], n)
-            })
+            .map(|(name, n)| (vec![("state", name)], n))
             .collect(),
         Err(e) => {
             tracing::warn!(error = %e, "metrics: the store did not answer");

@@ -62,17 +62,7 @@ fn param<'a>(pairs: &'a [(String, String)], name: &str) -> Option<&'a str> {
 fn limit(pairs: &[(String, String)], default: i64, max: i64) -> Result<i64, ApiError> {
     match param(pairs, "limit") {
         None => Ok(default),
-        Some(text) => text
-            .parse::<i64>()
-            .ok()
-            .filter(|n| (1..=max).contains(n))
-            .ok_or_else(|| {
-                ApiError::invalid(
-                    &["query", "limit"],
-                    json!(text),
-                    format!("limit must be from 1 to {max}"),
-                )
-            }),
+        Some(text) => ApiError::bounded("limit", text, 1..=max),
     }
 }
 
@@ -477,18 +467,12 @@ pub async fn stats(
     Extension(caller): Extension<Caller>,
 ) -> Result<Json<Value>, ApiError> {
     reader(&caller)?;
-    let counts = state
-        .store
-        .stats()
+    let counts = crate::ops::stats(state.store.as_ref(), Some(&state.graph))
         .await
         .map_err(|e| ApiError::internal("counting retirements", &e))?;
     let mut out = serde_json::Map::new();
-    for name in state.graph.names() {
-        let n = counts
-            .iter()
-            .find(|(s, _)| s == name)
-            .map_or(0, |(_, n)| *n);
-        out.insert(name.to_string(), json!(n));
+    for (name, n) in counts {
+        out.insert(name, json!(n));
     }
     Ok(Json(Value::Object(out)))
 }

@@ -154,6 +154,20 @@ pub struct Pipeline {
     pub api: super::Api,
 }
 
+impl Stage {
+    /// The name a deleting stage of lethe's own is listed under among a user's services
+    /// (as Mork lists `edx` and `sarbacane`): a sql_delete stage's target, `sarbacane`, an
+    /// http stage's name. Notify lists the services themselves.
+    pub fn listed_as(&self) -> Option<&str> {
+        match &self.settings {
+            StageSettings::SqlDelete(SqlDeleteSettings { target }) => Some(target),
+            StageSettings::Sarbacane(_) => Some("sarbacane"),
+            StageSettings::Http(h) => Some(&h.name),
+            _ => None,
+        }
+    }
+}
+
 impl Pipeline {
     /// The stage for `state`.
     pub fn stage(&self, state: &str) -> Option<&Stage> {
@@ -347,14 +361,10 @@ pub(super) fn parse(
     // every user as if it were lethe's own stage.
     for (i, service) in parsed.service.iter().enumerate() {
         let own = stages.iter().find_map(|stage| {
-            match &stage.settings {
-                StageSettings::SqlDelete(SqlDeleteSettings { target }) => Some(target.clone()),
-                StageSettings::Sarbacane(_) => Some("sarbacane".to_string()),
-                StageSettings::Http(h) => Some(h.name.clone()),
-                _ => None,
-            }
-            .filter(|name| name.eq_ignore_ascii_case(&service.name))
-            .map(|name| (stage.state.clone(), name))
+            stage
+                .listed_as()
+                .filter(|name| name.eq_ignore_ascii_case(&service.name))
+                .map(|name| (stage.state.clone(), name.to_string()))
         });
         if let Some((state, name)) = own {
             return Err(invalid(

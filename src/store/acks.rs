@@ -115,6 +115,18 @@ impl UserFilter {
     }
 }
 
+/// Decodes acknowledgement rows of either backend.
+pub(crate) fn decode_acks<R: sqlx::Row>(rows: &[R]) -> Result<Vec<ServiceAck>, super::StoreError>
+where
+    for<'r> ServiceAck: sqlx::FromRow<'r, R>,
+{
+    use super::QueryContext;
+    rows.iter()
+        .map(|r| <ServiceAck as sqlx::FromRow<R>>::from_row(r))
+        .collect::<Result<Vec<_>, _>>()
+        .ctx("decode an ack")
+}
+
 /// Columns of a `ServiceAck`.
 macro_rules! ack_columns {
     () => {
@@ -180,10 +192,7 @@ macro_rules! ack_methods {
                 .await
                 .ctx("read acks")?;
                 tx.commit().await.ctx("commit awaited acks")?;
-                rows.iter()
-                    .map(|r| <$crate::store::ServiceAck as sqlx::FromRow<_>>::from_row(r))
-                    .collect::<Result<Vec<_>, _>>()
-                    .ctx("decode an ack")
+                $crate::store::acks::decode_acks(&rows)
             })
         }
 
@@ -405,10 +414,7 @@ macro_rules! ack_methods {
                 .fetch_all(&self.pool)
                 .await
                 .ctx("read acks")?;
-                rows.iter()
-                    .map(|r| <$crate::store::ServiceAck as sqlx::FromRow<_>>::from_row(r))
-                    .collect::<Result<Vec<_>, _>>()
-                    .ctx("decode an ack")
+                $crate::store::acks::decode_acks(&rows)
             })
         }
 
@@ -418,20 +424,8 @@ macro_rules! ack_methods {
         ) -> $crate::store::BoxFuture<'_, Result<Vec<$crate::store::ServiceAck>, $crate::store::StoreError>>
         {
             Box::pin(async move {
-                use $crate::store::QueryContext;
-                let rows = sqlx::query(concat!(
-                    "SELECT ",
-                    $crate::store::acks::ack_columns!(),
-                    " FROM service_ack WHERE retirement_id = $1 ORDER BY service"
-                ))
-                .bind(id)
-                .fetch_all(&self.pool)
-                .await
-                .ctx("read acks")?;
-                rows.iter()
-                    .map(|r| <$crate::store::ServiceAck as sqlx::FromRow<_>>::from_row(r))
-                    .collect::<Result<Vec<_>, _>>()
-                    .ctx("decode an ack")
+                let ids = [id];
+                self.acks_of(&ids).await
             })
         }
     };

@@ -33,22 +33,7 @@ struct ListParams {
 }
 
 fn integer(name: &str, value: &str, range: std::ops::RangeInclusive<i64>) -> Result<i64, ApiError> {
-    value
-        .parse::<i64>()
-        .ok()
-        .filter(|n| range.contains(n))
-        .ok_or_else(|| {
-            ApiError::invalid(
-                &["query", name],
-                json!(value),
-                format!(
-                    "{name} must be an integer from {} to {}",
-                    range.start(),
-                    range.end()
-                ),
-            )
-            .mork()
-        })
+    ApiError::bounded(name, value, range).map_err(ApiError::mork)
 }
 
 impl ListParams {

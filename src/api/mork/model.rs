@@ -21,17 +21,11 @@ pub struct OwnStage {
 
 /// The deleting stages of `pipeline` other than notify (whose services list themselves).
 pub fn own_stages(pipeline: &crate::config::Pipeline, graph: &StateGraph) -> Vec<OwnStage> {
-    use crate::config::StageSettings;
     pipeline
         .stages
         .iter()
         .filter_map(|stage| {
-            let name = match &stage.settings {
-                StageSettings::SqlDelete(s) => s.target.clone(),
-                StageSettings::Sarbacane(_) => "sarbacane".to_string(),
-                StageSettings::Http(h) => h.name.clone(),
-                _ => return None,
-            };
+            let name = stage.listed_as()?.to_string();
             let index = graph.working().iter().position(|w| *w == stage.state)?;
             Some(OwnStage { name, index })
         })
