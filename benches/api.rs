@@ -24,22 +24,6 @@ const CLIENTS: usize = 4;
 const ROUNDS: usize = 3;
 const KEY: &str = "bench-key-joanie";
 
-const STATES: &str = r#"
-[[state]]
-name = "PENDING"
-[[state]]
-name = "NOTIFIED"
-[[state]]
-name = "COMPLETE"
-role = "complete"
-[[state]]
-name = "ERRORED"
-role = "errored"
-[[state]]
-name = "ABORTED"
-role = "aborted"
-"#;
-
 fn pipeline() -> String {
     use sha2::Digest;
     let hash: String = sha2::Sha256::digest(KEY.as_bytes())
@@ -130,8 +114,12 @@ async fn bench() -> anyhow::Result<()> {
             .execute(&mut conn)
             .await?;
     }
-    let (graph, pipeline) =
-        Config::from_texts("states.toml", STATES, "pipeline.toml", &pipeline())?;
+    let (graph, pipeline) = Config::from_texts(
+        "states.toml",
+        &common::states_toml(&["PENDING", "NOTIFIED"]),
+        "pipeline.toml",
+        &pipeline(),
+    )?;
     let store = lethe::store::open(&url, 16).await?;
     store.migrate().await?;
     store.sync_states(&graph).await?;

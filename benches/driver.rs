@@ -41,28 +41,6 @@ const OWNER: &str = "bench-owner";
 /// so the spread is mostly noise, and 3 keeps a write-back running while the driver claims.
 const CONCURRENCY: usize = 3;
 
-const STATES_TOML: &str = r#"
-[[state]]
-name = "S1"
-[[state]]
-name = "S2"
-[[state]]
-name = "S3"
-[[state]]
-name = "S4"
-[[state]]
-name = "S5"
-[[state]]
-name = "COMPLETE"
-role = "complete"
-[[state]]
-name = "ERRORED"
-role = "errored"
-[[state]]
-name = "ABORTED"
-role = "aborted"
-"#;
-
 /// The write-back of src/store/postgres.rs, except that a non-final row keeps its lease
 /// (owner and attempt) instead of clearing it: that stands in for the next claim, so the
 /// next state's fence matches without an extra write. Same columns, same event.
@@ -211,8 +189,12 @@ async fn phases(
             .map(|s| format!("[[stage]]\nstate = \"{s}\"\nhandler = \"noop\"\n"))
             .collect::<String>()
     );
-    let (graph, pipeline) =
-        Config::from_texts("states.toml", STATES_TOML, "pipeline.toml", &pipeline_toml)?;
+    let (graph, pipeline) = Config::from_texts(
+        "states.toml",
+        &common::states_toml(&["S1", "S2", "S3", "S4", "S5"]),
+        "pipeline.toml",
+        &pipeline_toml,
+    )?;
     let ours = ours(&ours_url, &graph, &pipeline).await?;
     // Dropped now so its autovacuum cannot steal CPU from the baseline.
     admin_exec(&admin, &format!("DROP DATABASE {ours_db} WITH (FORCE)")).await?;

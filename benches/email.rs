@@ -34,24 +34,6 @@ const RATE_PER_MINUTE: u32 = 6_000;
 const POOL: u32 = 4;
 const ROUNDS: usize = 5;
 
-const STATES: &str = r#"
-[[state]]
-name = "PENDING"
-[[state]]
-name = "WARNED"
-[[state]]
-name = "DELETED"
-[[state]]
-name = "COMPLETE"
-role = "complete"
-[[state]]
-name = "ERRORED"
-role = "errored"
-[[state]]
-name = "ABORTED"
-role = "aborted"
-"#;
-
 fn pipeline(port: u16, rate: u32, templates: &std::path::Path) -> String {
     format!(
         r#"
@@ -124,7 +106,7 @@ async fn through_the_driver_on(port: u16, rate: u32, n: usize, url: &str) -> any
     let templates = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("templates");
     let (graph, pipeline) = Config::from_texts(
         "states.toml",
-        STATES,
+        &common::states_toml(&["PENDING", "WARNED", "DELETED"]),
         "pipeline.toml",
         &pipeline(port, rate, &templates),
     )?;

@@ -36,3 +36,21 @@ pub fn mysql_admin_url() -> String {
     std::env::var("LETHE_BENCH_MYSQL_URL")
         .unwrap_or_else(|_| "mysql://root@127.0.0.1:3306/test".into())
 }
+
+/// A states.toml with these working states in order and the three end states.
+pub fn states_toml(working: &[&str]) -> String {
+    let mut text: String = working
+        .iter()
+        .map(|name| format!("[[state]]\nname = \"{name}\"\n"))
+        .collect();
+    for (name, role) in [
+        ("COMPLETE", "complete"),
+        ("ERRORED", "errored"),
+        ("ABORTED", "aborted"),
+    ] {
+        text.push_str(&format!(
+            "[[state]]\nname = \"{name}\"\nrole = \"{role}\"\n"
+        ));
+    }
+    text
+}
