@@ -222,7 +222,7 @@ pub trait Store: Send + Sync {
     /// The acknowledgement rows of retirement `id`.
     fn acks(&self, id: i64) -> BoxFuture<'_, Result<Vec<ServiceAck>, StoreError>>;
 
-    /// A page of the API's user list.
+    /// A page of the API's user list, each user with its acknowledgements.
     fn users<'a>(&'a self, query: &'a UserQuery)
     -> BoxFuture<'a, Result<Vec<UserRow>, StoreError>>;
 

@@ -13,7 +13,7 @@ pub use model::{
 use super::ApiState;
 use super::auth::Caller;
 use super::error::ApiError;
-use crate::store::{ServiceAck, UserFilter, UserQuery, UserRow};
+use crate::store::{UserFilter, UserQuery, UserRow};
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Extension, Path, Query, State};
@@ -161,31 +161,12 @@ impl ApiState {
         }
     }
 
-    /// One page of users with their acks, as Mork's JSON.
-    async fn page(&self, query: &UserQuery) -> Result<Vec<(UserRow, Vec<ServiceAck>)>, ApiError> {
-        let rows = self
-            .store
+    /// One page of users with their acks.
+    async fn page(&self, query: &UserQuery) -> Result<Vec<UserRow>, ApiError> {
+        self.store
             .users(query)
             .await
-            .map_err(|e| ApiError::internal("reading users", &e).mork())?;
-        let ids: Vec<i64> = rows.iter().map(|r| r.retirement.id).collect();
-        let mut acks = self
-            .store
-            .acks_of(&ids)
-            .await
-            .map_err(|e| ApiError::internal("reading acknowledgements", &e).mork())?;
-        let mut by_id: std::collections::HashMap<i64, Vec<ServiceAck>> =
-            std::collections::HashMap::with_capacity(rows.len());
-        for ack in acks.drain(..) {
-            by_id.entry(ack.retirement_id).or_default().push(ack);
-        }
-        Ok(rows
-            .into_iter()
-            .map(|row| {
-                let mine = by_id.remove(&row.retirement.id).unwrap_or_default();
-                (row, mine)
-            })
-            .collect())
+            .map_err(|e| ApiError::internal("reading users", &e).mork())
     }
 
     /// A query of one user, aborted retirements hidden.
@@ -202,7 +183,7 @@ impl ApiState {
     }
 
     /// The user with public id `id` (a UUID, any of its spellings), with its acks.
-    async fn user(&self, id: &str) -> Result<(UserRow, Vec<ServiceAck>), ApiError> {
+    async fn user(&self, id: &str) -> Result<UserRow, ApiError> {
         let uuid = uuid::Uuid::parse_str(id).map_err(|_| {
             ApiError::invalid(
                 &["path", "user_id"],
@@ -266,10 +247,7 @@ pub async fn list_users(
     let page = state.page(&query).await?;
     let users: Vec<MorkUser<'_>> = page
         .iter()
-        .map(|(row, acks)| {
-            let acks: Vec<&ServiceAck> = acks.iter().collect();
-            mork_user(&state, row, &acks)
-        })
+        .map(|row| mork_user(&state, row))
         // The store narrows by state; the exact status (errored rows) is decided here.
         .filter(|user| p.status.is_none() || user.has(service.as_deref(), p.status.as_deref()))
         .collect();
@@ -295,9 +273,8 @@ pub async fn get_user(
     let service = scoped(&caller, asked)?
         .map(|name| state.check_service(&name))
         .transpose()?;
-    let (row, acks) = state.user(&id).await?;
-    let acks: Vec<&ServiceAck> = acks.iter().collect();
-    let user = mork_user(&state, &row, &acks);
+    let row = state.user(&id).await?;
+    let user = mork_user(&state, &row);
     if let Some(name) = &service
         && !user.has(Some(name), None)
     {
@@ -319,9 +296,8 @@ async fn status_of(
             e.at.map(|(_, input)| (vec!["path".into(), "service_name".into()], input));
         e
     })?;
-    let (row, acks) = state.user(id).await?;
-    let acks: Vec<&ServiceAck> = acks.iter().collect();
-    let status = statuses(state, &row.retirement, &acks)
+    let row = state.user(id).await?;
+    let status = statuses(state, &row.retirement, &row.acks)
         .into_iter()
         .find(|(name, _)| *name == service)
         .map(|(_, status)| status)

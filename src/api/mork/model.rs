@@ -64,7 +64,7 @@ pub fn own_status(stage: &OwnStage, r: &Retirement, graph: &StateGraph) -> &'sta
 pub(super) fn statuses(
     state: &ApiState,
     r: &Retirement,
-    acks: &[&ServiceAck],
+    acks: &[ServiceAck],
 ) -> Vec<(String, &'static str)> {
     let mut out: Vec<(String, &'static str)> = state
         .own
@@ -162,11 +162,8 @@ impl MorkUser<'_> {
     }
 }
 
-pub(super) fn mork_user<'a>(
-    state: &ApiState,
-    row: &'a UserRow,
-    acks: &[&ServiceAck],
-) -> MorkUser<'a> {
+/// The user as Mork's JSON shows it.
+pub(super) fn mork_user<'a>(state: &ApiState, row: &'a UserRow) -> MorkUser<'a> {
     let r = &row.retirement;
     MorkUser {
         id: &r.public_id,
@@ -174,7 +171,7 @@ pub(super) fn mork_user<'a>(
         edx_user_id: r.subject.as_deref().and_then(|s| s.parse::<i64>().ok()),
         email: row.email.as_deref(),
         reason: mork_reason(&r.reason),
-        service_statuses: statuses(state, r, acks)
+        service_statuses: statuses(state, r, &row.acks)
             .into_iter()
             .map(|(service_name, status)| ServiceStatus {
                 service_name,
