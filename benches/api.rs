@@ -49,18 +49,14 @@ sha256 = "{hash}"
     )
 }
 
-/// The SQL `Store::users` runs for a service's page (its users with their ack rows), as
-/// the baseline issues it.
-const BASELINE_SQL: &str = "SELECT x.*, k.service AS ack_service, (k.status = 'deleted') AS ack_acked, \
-     k.created_at AS ack_created_at, k.notified_at AS ack_notified_at, \
-     k.acked_at AS ack_acked_at, k.acked_by AS ack_acked_by FROM (SELECT \
-     id, public_id, subject, subject_hash, reason, state, due_at, attempt, \
+/// The SQL `Store::users` runs for a service's page, as the baseline issues it (the API
+/// then reads the page's ack rows by id).
+const BASELINE_SQL: &str = "SELECT id, public_id, subject, subject_hash, reason, state, due_at, attempt, \
      lease_owner, lease_until, last_error, failed_state, warned_at, created_at, updated_at, ended_at, \
-     exclusion_override, email, username, a.handed FROM (SELECT retirement_id, created_at AS handed \
+     exclusion_override, email, username FROM (SELECT retirement_id, created_at AS handed \
      FROM service_ack WHERE service = $1 AND status = $2 \
      ORDER BY created_at, retirement_id LIMIT $3 OFFSET $4) a \
-     JOIN retirement r ON r.id = a.retirement_id) x \
-     LEFT JOIN service_ack k ON k.retirement_id = x.id ORDER BY x.handed, x.id, k.service";
+     JOIN retirement r ON r.id = a.retirement_id ORDER BY a.handed, a.retirement_id";
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     let at = ((sorted.len() as f64 - 1.0) * p).round() as usize;

@@ -316,54 +316,21 @@ macro_rules! ack_methods {
                     // The hot path: a consumer walking its to_delete (or deleted) list. The page
                     // is cut from the service's ack rows alone (an index-only scan), then joined:
                     // aborted retirements have no ack rows, so nothing is left to filter.
-                    // Each retirement comes with its ack rows (one row per ack): the page
-                    // costs one round trip, not two.
-                    (1, Some(service), Some(status)) if plain => {
-                        let rows = sqlx::query(concat!(
-                            "SELECT x.*, k.service AS ack_service, (k.status = 'deleted') AS ack_acked, \
-                             k.created_at AS ack_created_at, k.notified_at AS ack_notified_at, \
-                             k.acked_at AS ack_acked_at, k.acked_by AS ack_acked_by FROM (SELECT ",
-                            $crate::store::retirement_columns!(),
-                            ", email, username, a.handed FROM (SELECT retirement_id, created_at AS handed \
-                             FROM service_ack WHERE service = $1 AND status = $2 \
-                             ORDER BY created_at, retirement_id LIMIT $3 OFFSET $4) a \
-                             JOIN retirement r ON r.id = a.retirement_id) x \
-                             LEFT JOIN service_ack k ON k.retirement_id = x.id \
-                             ORDER BY x.handed, x.id, k.service"
-                        ))
-                        .bind(service)
-                        .bind(status)
-                        .bind(query.limit)
-                        .bind(query.offset)
-                        .fetch_all(&self.pool)
-                        .await
-                        .ctx("list a service's users")?;
-                        let mut users: Vec<$crate::store::UserRow> = Vec::with_capacity(rows.len());
-                        for r in &rows {
-                            let id: i64 = r.try_get("id").ctx("decode a user")?;
-                            if users.last().is_none_or(|u| u.retirement.id != id) {
-                                users.push($crate::store::UserRow {
-                                    retirement: sqlx::FromRow::from_row(r).ctx("decode a user")?,
-                                    email: r.try_get("email").ctx("decode a user")?,
-                                    username: r.try_get("username").ctx("decode a user")?,
-                                    acks: Vec::new(),
-                                });
-                            }
-                            let service: Option<String> = r.try_get("ack_service").ctx("decode an ack")?;
-                            if let (Some(service), Some(user)) = (service, users.last_mut()) {
-                                user.acks.push($crate::store::ServiceAck {
-                                    retirement_id: id,
-                                    service,
-                                    acked: r.try_get("ack_acked").ctx("decode an ack")?,
-                                    created_at: r.try_get("ack_created_at").ctx("decode an ack")?,
-                                    notified_at: r.try_get("ack_notified_at").ctx("decode an ack")?,
-                                    acked_at: r.try_get("ack_acked_at").ctx("decode an ack")?,
-                                    acked_by: r.try_get("ack_acked_by").ctx("decode an ack")?,
-                                });
-                            }
-                        }
-                        return Ok(users);
-                    }
+                    (1, Some(service), Some(status)) if plain => sqlx::query(concat!(
+                        "SELECT ",
+                        $crate::store::retirement_columns!(),
+                        ", email, username FROM (SELECT retirement_id, created_at AS handed \
+                         FROM service_ack WHERE service = $1 AND status = $2 \
+                         ORDER BY created_at, retirement_id LIMIT $3 OFFSET $4) a \
+                         JOIN retirement r ON r.id = a.retirement_id ORDER BY a.handed, a.retirement_id"
+                    ))
+                    .bind(service)
+                    .bind(status)
+                    .bind(query.limit)
+                    .bind(query.offset)
+                    .fetch_all(&self.pool)
+                    .await
+                    .ctx("list a service's users")?,
                     // A service's own list (the hot path: consumers walk it) runs from its
                     // acknowledgement rows, in the order they were handed over (a subquery, so the
                     // retirement's columns keep their names).
@@ -430,6 +397,8 @@ macro_rules! ack_methods {
                     })
                     .collect::<Result<Vec<_>, sqlx::Error>>()
                     .ctx("decode a user")?;
+                // A second query, by id: joining the ack rows in the page query made
+                // PostgreSQL hash the whole service_ack table for every page (api bench).
                 let ids: Vec<i64> = users.iter().map(|u| u.retirement.id).collect();
                 let mut by_id: std::collections::HashMap<i64, Vec<$crate::store::ServiceAck>> =
                     std::collections::HashMap::with_capacity(users.len());
