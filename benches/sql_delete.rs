@@ -218,7 +218,7 @@ async fn run(admin: &str, name: &str) -> anyhow::Result<()> {
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     if std::env::var("LETHE_LOG").is_ok() {
-        lethe::telemetry::init(false);
+        lethe::telemetry::init(false, tracing::Level::INFO);
     }
     let admin = std::env::var("LETHE_BENCH_MYSQL_URL")
         .unwrap_or_else(|_| "mysql://root@127.0.0.1:3306/test".into());

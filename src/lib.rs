@@ -8,6 +8,7 @@ pub mod clock;
 pub mod config;
 pub mod daemon;
 pub mod db;
+pub mod demo;
 pub mod domain;
 pub mod driver;
 pub mod error;

@@ -5,15 +5,16 @@ use tracing_subscriber::filter::Targets;
 use tracing_subscriber::prelude::*;
 
 /// Installs the global subscriber. `LETHE_LOG` (e.g. `info` or `lethe=debug,sqlx=warn`)
-/// sets levels; `json` switches to one JSON object per line. Logs go to stderr.
-pub fn init(json: bool) {
+/// sets levels, else `default` (sqlx at warn at most); `json` switches to one JSON object
+/// per line. Logs go to stderr.
+pub fn init(json: bool, default: tracing::Level) {
     let filter = std::env::var("LETHE_LOG")
         .ok()
         .and_then(|spec| spec.parse::<Targets>().ok())
         .unwrap_or_else(|| {
             Targets::new()
-                .with_default(tracing::Level::INFO)
-                .with_target("sqlx", tracing::Level::WARN)
+                .with_default(default)
+                .with_target("sqlx", tracing::Level::WARN.min(default))
         });
     let registry = tracing_subscriber::registry().with(filter);
     let result = if json {

@@ -30,7 +30,7 @@ async fn the_shipped_edx_preset_is_valid() {
     assert_eq!(config.pipeline.driver.max_lost_leases, 24);
     let (_, default) = common::config(&noop_pipeline("", ""));
     assert_eq!(default.driver.max_lost_leases, 9, "3 x max_attempts");
-    assert_eq!(config.pipeline.stages.len(), 5);
+    assert_eq!(config.pipeline.stages.len(), 6);
     let kinds: Vec<String> = config
         .pipeline
         .stages
@@ -39,7 +39,14 @@ async fn the_shipped_edx_preset_is_valid() {
         .collect();
     assert_eq!(
         kinds,
-        ["email", "grace", "sql_delete", "sarbacane", "notify"]
+        [
+            "email",
+            "grace",
+            "sql_delete",
+            "sarbacane",
+            "notify",
+            "email"
+        ]
     );
     // Every stage of the preset has its handler: building stops only at what the
     // environment must give (the source's URL first), naming it.

@@ -26,7 +26,13 @@ impl Ctx {
         self.global
             .store
             .clone()
-            .or_else(|| config.and_then(|c| c.pipeline.store_url.clone()))
+            .or_else(|| match config {
+                Some(c) => c.pipeline.store_url.clone(),
+                // Commands that only read the store still honour pipeline.toml's store.url.
+                None => std::fs::read_to_string(&self.global.config)
+                    .ok()
+                    .and_then(|text| crate::config::store_url_in(&text)),
+            })
             .unwrap_or_else(|| DEFAULT_STORE_URL.to_string())
     }
 

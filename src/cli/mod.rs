@@ -7,6 +7,7 @@
 
 mod audit;
 mod ctx;
+mod demo;
 mod enqueue;
 mod failure;
 mod inspect;
@@ -73,6 +74,22 @@ enum KeyCommand {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// See the whole pipeline at work on synthetic users, with nothing to install: an
+    /// SQLite edX source, an SMTP server, Sarbacane and two downstream services in-process.
+    Demo {
+        /// Users in the synthetic source (about 3% inactive).
+        #[arg(long, default_value_t = 1000)]
+        users: i64,
+        /// Where to write its files (default: a fresh temporary directory).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// Keep the temporary directory afterwards (a --dir is always kept).
+        #[arg(long)]
+        keep: bool,
+        /// Leave the API serving the demo's store afterwards, until Ctrl-C.
+        #[arg(long)]
+        serve: bool,
+    },
     /// Create or upgrade the store schema and sync states.toml into it.
     Migrate,
     /// Validate the configuration (and, with --connect, reach the store and every SQL
@@ -218,7 +235,12 @@ pub fn main() -> ExitCode {
             return ExitCode::from(if e.use_stderr() { 2 } else { 0 });
         }
     };
-    crate::telemetry::init(cli.global.log_json);
+    // The demo prints its own progress: its logs are only the warnings.
+    let level = match cli.command {
+        Command::Demo { .. } => tracing::Level::WARN,
+        _ => tracing::Level::INFO,
+    };
+    crate::telemetry::init(cli.global.log_json, level);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -241,6 +263,12 @@ pub fn main() -> ExitCode {
 async fn dispatch(cli: Cli) -> Outcome {
     let ctx = Ctx { global: cli.global };
     match cli.command {
+        Command::Demo {
+            users,
+            dir,
+            keep,
+            serve,
+        } => demo::demo(users, dir, keep, serve).await,
         Command::Migrate => setup::migrate(&ctx).await,
         Command::Check { connect } => setup::check(&ctx, connect).await,
         Command::Run { once, listen } => run::run(&ctx, once, listen).await,

@@ -10,6 +10,7 @@ mod email;
 mod http;
 mod call;
 mod pipeline;
+pub mod preset;
 mod service;
 mod source;
 mod stage;
@@ -137,6 +138,12 @@ impl Config {
         let pipeline = pipeline::parse(pipeline_name, pipeline_text, &graph, states_name)?;
         Ok((graph, pipeline))
     }
+}
+
+/// `store.url` of a pipeline.toml's text, read without validating the rest.
+pub fn store_url_in(pipeline_text: &str) -> Option<String> {
+    let value: toml::Value = toml::from_str(pipeline_text).ok()?;
+    value.get("store")?.get("url")?.as_str().map(str::to_string)
 }
 
 /// The process environment, for [`Config::with_env`].

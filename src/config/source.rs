@@ -73,11 +73,8 @@ impl Default for Source {
 }
 
 impl Source {
-    /// Checks values and applies `LETHE_SOURCE_URL`.
+    /// Checks values (`LETHE_SOURCE_URL` is applied by `Pipeline::apply_env`).
     pub(super) fn validate(mut self, file: &str) -> Result<Self, ConfigError> {
-        if let Ok(url) = std::env::var(SOURCE_URL_ENV) {
-            self.url = Some(url);
-        }
         if let Some(url) = &self.url {
             crate::db::Dialect::from_url(url)
                 .map_err(|p| invalid(file, "source.url", Some(&crate::db::redact_url(url)), p))?;

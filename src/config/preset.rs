@@ -1,0 +1,73 @@
+//! The shipped configurations, built into the binary: `lethe init` writes them and
+//! `lethe demo` runs one, wherever the binary is (no checkout needed).
+
+/// One file of a preset: its path relative to the deployment's directory, and its text.
+pub type PresetFile = (&'static str, &'static str);
+
+/// The email templates shipped with every preset (en and fr).
+pub const TEMPLATES: &[PresetFile] = &[
+    (
+        "templates/en/warning.toml",
+        include_str!("../../templates/en/warning.toml"),
+    ),
+    (
+        "templates/en/reminder.toml",
+        include_str!("../../templates/en/reminder.toml"),
+    ),
+    (
+        "templates/en/deleted.toml",
+        include_str!("../../templates/en/deleted.toml"),
+    ),
+    (
+        "templates/fr/warning.toml",
+        include_str!("../../templates/fr/warning.toml"),
+    ),
+    (
+        "templates/fr/reminder.toml",
+        include_str!("../../templates/fr/reminder.toml"),
+    ),
+    (
+        "templates/fr/deleted.toml",
+        include_str!("../../templates/fr/deleted.toml"),
+    ),
+];
+
+/// The edX preset's states.toml (the repository's own).
+pub const EDX_STATES: &str = include_str!("../../states.toml");
+/// The edX preset's pipeline.toml (the repository's own).
+pub const EDX_PIPELINE: &str = include_str!("../../pipeline.toml");
+/// The generic preset's states.toml.
+pub const GENERIC_STATES: &str = include_str!("../../presets/generic/states.toml");
+/// The generic preset's pipeline.toml.
+pub const GENERIC_PIPELINE: &str = include_str!("../../presets/generic/pipeline.toml");
+
+/// A named preset.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Preset {
+    /// Open edX: auth_user, the edX MySQL database, Sarbacane, Joanie and Ashley.
+    Edx,
+    /// A users table with the common column names, one SQL target, one HTTP service.
+    Generic,
+}
+
+impl Preset {
+    /// Every preset, by name.
+    pub const ALL: [(&'static str, Preset); 2] =
+        [("edx", Preset::Edx), ("generic", Preset::Generic)];
+
+    /// The preset called `name`.
+    pub fn named(name: &str) -> Option<Preset> {
+        Self::ALL.iter().find(|(n, _)| *n == name).map(|(_, p)| *p)
+    }
+
+    /// Its files: states.toml, pipeline.toml, then the templates.
+    pub fn files(self) -> Vec<PresetFile> {
+        let (states, pipeline) = match self {
+            Preset::Edx => (EDX_STATES, EDX_PIPELINE),
+            Preset::Generic => (GENERIC_STATES, GENERIC_PIPELINE),
+        };
+        let mut files = vec![("states.toml", states), ("pipeline.toml", pipeline)];
+        files.extend_from_slice(TEMPLATES);
+        files
+    }
+}
