@@ -60,6 +60,27 @@ async fn the_shipped_edx_preset_is_valid() {
 }
 
 #[test]
+fn every_built_in_preset_is_valid_and_the_edx_one_is_the_repositorys() {
+    use lethe::config::preset::{self, Preset};
+    let root = common::repo_root();
+    for (name, kind) in Preset::ALL {
+        let files = kind.files();
+        let text = |file: &str| files.iter().find(|(p, _)| *p == file).unwrap().1;
+        let (graph, pipeline) = Config::from_texts(
+            "states.toml",
+            text("states.toml"),
+            "pipeline.toml",
+            text("pipeline.toml"),
+        )
+        .unwrap_or_else(|e| panic!("preset {name}: {e}"));
+        assert_eq!(pipeline.stages.len(), graph.working().len(), "{name}");
+        assert_eq!(files.len(), 2 + preset::TEMPLATES.len());
+    }
+    let shipped = std::fs::read_to_string(root.join("pipeline.toml")).unwrap();
+    assert_eq!(preset::EDX_PIPELINE, shipped);
+}
+
+#[test]
 fn email_and_grace_settings_are_checked() {
     let email = "[email]\nfrom = \"noreply@example.org\"\ntls = \"none\"\n";
     let with = |pending: &str, warned: &str, extra: &str| {

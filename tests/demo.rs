@@ -311,5 +311,16 @@ fn the_demo_command_prints_its_table_and_commands_that_work() {
     assert!(stats.1.contains("\"COMPLETE\":7"), "{}", stats.1);
     let bad = lethe(&["demo", "--users", "10", "--dir", &dir_arg]);
     assert_eq!(bad.0, 2, "{}", bad.1);
-    assert!(bad.1.contains("--users 10: at least 300"), "{}", bad.1);
+    assert!(bad.1.contains("--users 10: from 300"), "{}", bad.1);
+    // A directory that holds something else is never written to.
+    let other = TempDir::new("demo-other");
+    std::fs::create_dir_all(&other.0).unwrap();
+    std::fs::write(other.0.join("lethe.db"), "a deployment's store").unwrap();
+    let refused = lethe(&["demo", "--dir", &other.0.display().to_string()]);
+    assert_eq!(refused.0, 2, "{}", refused.1);
+    assert!(refused.1.contains("not an earlier demo's"), "{}", refused.1);
+    assert_eq!(
+        std::fs::read_to_string(other.0.join("lethe.db")).unwrap(),
+        "a deployment's store"
+    );
 }

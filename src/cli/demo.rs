@@ -78,14 +78,19 @@ pub(crate) async fn demo(users: i64, dir: Option<PathBuf>, keep: bool, serve: bo
         terminal: std::io::stdout().is_terminal(),
         current: Mutex::new(None),
     };
-    let finished = crate::demo::run(
-        &Options {
-            users,
-            dir: dir.clone(),
-        },
-        &bars,
-    )
-    .await?;
+    let options = Options {
+        users,
+        dir: dir.clone(),
+    };
+    let finished = match crate::demo::run(&options, &bars).await {
+        Ok(finished) => finished,
+        Err(e) => {
+            if temporary && !keep {
+                let _ = std::fs::remove_dir_all(&dir);
+            }
+            return Err(e.into());
+        }
+    };
     out!("");
     out!("{}", finished.report.render());
     let paths = &finished.paths;

@@ -28,6 +28,9 @@ use tokio::sync::watch;
 /// The demo's hash key: its data is synthetic, the key is not a secret.
 pub const HASH_KEY: &str = "lethe-demo-hash-key-not-a-secret";
 
+/// The most users a demo generates.
+pub const MAX_USERS: i64 = 10_000_000;
+
 /// What the demo runs.
 #[derive(Debug, Clone)]
 pub struct Options {
@@ -267,6 +270,16 @@ fn merged_pipeline(overlay: &str) -> Result<String, DemoError> {
 /// Writes the demo's configuration files; an earlier demo's files in `dir` are replaced.
 fn write_files(paths: &Paths, overlay: &str) -> Result<(), DemoError> {
     let dir = &paths.dir;
+    // Only an empty directory or an earlier demo's: never a deployment's files.
+    let used = std::fs::read_dir(dir)
+        .map(|mut d| d.next().is_some())
+        .unwrap_or(false);
+    if used && !paths.overlay.exists() {
+        return Err(DemoError::Options(format!(
+            "--dir {}: not empty and not an earlier demo's (no overlay.toml): choose another",
+            dir.display()
+        )));
+    }
     std::fs::create_dir_all(dir).map_err(io(format!("creating {}", dir.display())))?;
     for stale in [
         "lethe.db",
@@ -322,9 +335,9 @@ async fn bind() -> Result<(TcpListener, u16), DemoError> {
 
 /// Runs the demo; the API keeps serving on the demo's store until [`Finished::stop`].
 pub async fn run(options: &Options, progress: &dyn Progress) -> Result<Finished, DemoError> {
-    if options.users < MIN_USERS {
+    if !(MIN_USERS..=MAX_USERS).contains(&options.users) {
         return Err(DemoError::Options(format!(
-            "--users {}: at least {MIN_USERS} (the demo's cast needs ten inactive users)",
+            "--users {}: from {MIN_USERS} (the demo's cast needs ten inactive users) to {MAX_USERS}",
             options.users
         )));
     }
@@ -574,8 +587,11 @@ impl Watch<'_> {
                     && let Some(r) = store.find(&returning).await?
                     && r.warned_at.is_some()
                 {
-                    source::log_in(source_url, cast.returning, chrono::Utc::now()).await?;
-                    logged_in = true;
+                    // The source may be busy with a deletion: tried again at the next tick.
+                    match source::log_in(source_url, cast.returning, chrono::Utc::now()).await {
+                        Ok(()) => logged_in = true,
+                        Err(e) => tracing::warn!(error = %e, "demo: logging the returning user in"),
+                    }
                 }
                 if past >= opened {
                     break;

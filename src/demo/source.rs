@@ -195,7 +195,17 @@ fn ddl() -> Vec<String> {
             columns.push(format!("FOREIGN KEY ({column}) REFERENCES {target} (id)"));
         }
         statements.push(format!("CREATE TABLE {table} ({})", columns.join(", ")));
+        // As edX's own schema: every link indexed, so a deletion finds its rows by key.
+        for (column, _, _) in links.iter() {
+            statements.push(format!(
+                "CREATE INDEX {table}_{column} ON {table} ({column})"
+            ));
+        }
     }
+    statements.push(
+        "CREATE INDEX student_courseenrollmentallowed_email ON student_courseenrollmentallowed (email)"
+            .into(),
+    );
     statements
 }
 

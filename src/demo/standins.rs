@@ -129,9 +129,7 @@ async fn pull_and_ack(
             .error_for_status()?
             .json()
             .await?;
-        if users.is_empty() {
-            return Ok(acked);
-        }
+        let before = acked;
         for user in &users {
             let Some(id) = user["id"].as_str() else {
                 continue;
@@ -144,6 +142,10 @@ async fn pull_and_ack(
                 .await?
                 .error_for_status()?;
             acked += 1;
+        }
+        // An empty page, or one that acknowledged nothing: the next pass tries again.
+        if acked == before {
+            return Ok(acked);
         }
     }
 }
