@@ -76,18 +76,6 @@ const TABLES: &[(&str, &[Link])] = &[
     ),
 ];
 
-/// The tables that hold users' own rows, as the report lists them.
-pub const OWN_TABLES: &[&str] = &[
-    "auth_user",
-    "auth_userprofile",
-    "student_courseenrollment",
-    "student_historicalcourseenrollment",
-    "student_manualenrollmentaudit",
-    "student_courseenrollmentallowed",
-    "user_api_userpreference",
-    "courseware_studentmodule",
-];
-
 /// Users the demo needs at least: its cast takes ten inactive users.
 pub const MIN_USERS: i64 = 300;
 
