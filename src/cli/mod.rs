@@ -10,6 +10,7 @@ mod ctx;
 mod demo;
 mod enqueue;
 mod failure;
+mod init;
 mod inspect;
 mod operate;
 mod output;
@@ -89,6 +90,20 @@ enum Command {
         /// Leave the API serving the demo's store afterwards, until Ctrl-C.
         #[arg(long)]
         serve: bool,
+    },
+    /// Write a new deployment's states.toml, pipeline.toml, templates/ and lethe.env (every
+    /// secret, commented) from a preset, and print what to fill in.
+    Init {
+        /// Where (default: the current directory).
+        dir: Option<PathBuf>,
+        /// Which preset.
+        #[arg(long, default_value = "edx",
+              value_parser = clap::builder::PossibleValuesParser::new(
+                  crate::config::preset::Preset::ALL.map(|(name, _)| name)))]
+        preset: String,
+        /// Overwrite existing files (never lethe.env, which may hold secrets).
+        #[arg(long)]
+        force: bool,
     },
     /// Create or upgrade the store schema and sync states.toml into it.
     Migrate,
@@ -269,6 +284,7 @@ async fn dispatch(cli: Cli) -> Outcome {
             keep,
             serve,
         } => demo::demo(users, dir, keep, serve).await,
+        Command::Init { dir, preset, force } => init::init(dir, &preset, force),
         Command::Migrate => setup::migrate(&ctx).await,
         Command::Check { connect } => setup::check(&ctx, connect).await,
         Command::Run { once, listen } => run::run(&ctx, once, listen).await,

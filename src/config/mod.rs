@@ -11,6 +11,7 @@ mod http;
 mod call;
 mod pipeline;
 pub mod preset;
+mod secrets;
 mod service;
 mod source;
 mod stage;
@@ -27,6 +28,7 @@ pub use http::{
     Secret, secret_env,
 };
 pub use pipeline::{DriverTuning, Pipeline, Policy, Stage};
+pub use secrets::{EnvVar, env_file, environment};
 pub use service::Service;
 pub use source::{SOURCE_URL_ENV, Source};
 pub use stage::{

@@ -70,4 +70,26 @@ impl Preset {
         files.extend_from_slice(TEMPLATES);
         files
     }
+    /// What an operator fills in before the first run, beyond the secrets.
+    pub fn checklist(self) -> &'static [&'static str] {
+        match self {
+            Preset::Edx => &[
+                "pipeline.toml [email]: host, from, site_name, login_url, support_email",
+                "pipeline.toml [source]: exclude (who is never retired) and the allow-lists",
+                "pipeline.toml [policy]: inactive_after and grace_period your policy states",
+                "pipeline.toml [[target]] edx: protect, and reassign_to if actor columns are NOT NULL",
+                "pipeline.toml [[service]]: the downstream services that keep a copy (joanie, ashley)",
+                "pipeline.toml [api] and [[api_key]]: `lethe key new NAME --scope service:NAME` per service",
+                "templates/: the wording of the warning, reminder and deleted emails (en, fr)",
+            ],
+            Preset::Generic => &[
+                "pipeline.toml [source]: your users table and its column names, exclude",
+                "pipeline.toml [[target]] app: root_table and protect",
+                "pipeline.toml the RETIRING_CRM http stage: your service's URLs, or remove it and its state",
+                "pipeline.toml [email]: host, from, site_name, login_url, support_email",
+                "pipeline.toml [[service]] and [[api_key]]: `lethe key new NAME --scope service:NAME`",
+                "templates/: the wording of the warning, reminder and deleted emails (en, fr)",
+            ],
+        }
+    }
 }
