@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod edx;
+pub mod services;
 pub mod smtp;
 pub mod target;
 
@@ -17,8 +18,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 
 /// Admin URL of the local PostgreSQL (database `test` exists on every machine).
 pub fn pg_admin_url() -> String {
-    std::env::var("LETHE_TEST_PG_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
+    services::require(services::Service::Postgres)
 }
 
 static COUNTER: AtomicU32 = AtomicU32::new(0);
@@ -56,7 +56,7 @@ impl TestDb {
             Kind::Postgres => {
                 let mut admin = sqlx::PgConnection::connect(&pg_admin_url())
                     .await
-                    .expect("PostgreSQL on 127.0.0.1:5432 must be up for the tests");
+                    .expect("connect to PostgreSQL as its admin");
                 sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE \"{name}\"")))
                     .execute(&mut admin)
                     .await
@@ -201,8 +201,7 @@ pub fn t0() -> chrono::DateTime<chrono::Utc> {
 
 /// The MariaDB admin URL of the tests (database `test` exists on every machine).
 pub fn mysql_admin_url() -> String {
-    std::env::var("LETHE_TEST_MYSQL_URL")
-        .unwrap_or_else(|_| "mysql://root@127.0.0.1:3306/test".into())
+    services::require(services::Service::MariaDb)
 }
 
 /// Runs statements on any of the three databases, naming the one that fails.
