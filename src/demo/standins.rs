@@ -5,6 +5,7 @@
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::routing::{delete, get};
+use futures_util::StreamExt;
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -110,6 +111,9 @@ impl Consumer {
     }
 }
 
+/// Acknowledgements a consumer has in flight at once.
+const ACKS_IN_FLIGHT: usize = 8;
+
 /// One pass: every page of `to_delete`, each user acknowledged; how many.
 async fn pull_and_ack(
     client: &reqwest::Client,
@@ -129,22 +133,28 @@ async fn pull_and_ack(
             .error_for_status()?
             .json()
             .await?;
-        let before = acked;
-        for user in &users {
-            let Some(id) = user["id"].as_str() else {
-                continue;
-            };
-            client
-                .patch(format!("{base}/v1/users/{id}/status/{service}"))
-                .header("x-api-key", key)
-                .json(&serde_json::json!({ "deletion_status": "deleted" }))
-                .send()
-                .await?
-                .error_for_status()?;
-            acked += 1;
-        }
+        // A real service acknowledges as it deletes, several at once: so does this one.
+        // Each request owns what it uses (spawned futures must not borrow the page).
+        let patches: Vec<_> = users
+            .iter()
+            .filter_map(|user| user["id"].as_str())
+            .map(|id| {
+                let request = client
+                    .patch(format!("{base}/v1/users/{id}/status/{service}"))
+                    .header("x-api-key", key)
+                    .json(&serde_json::json!({ "deletion_status": "deleted" }));
+                async move { request.send().await?.error_for_status().map(|_| ()) }
+            })
+            .collect();
+        let results: Vec<Result<(), reqwest::Error>> = futures_util::stream::iter(patches)
+            .buffer_unordered(ACKS_IN_FLIGHT)
+            .collect()
+            .await;
+        let page = results.len() as u64;
+        results.into_iter().collect::<Result<Vec<()>, _>>()?;
+        acked += page;
         // An empty page, or one that acknowledged nothing: the next pass tries again.
-        if acked == before {
+        if page == 0 {
             return Ok(acked);
         }
     }
