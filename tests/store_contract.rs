@@ -33,6 +33,7 @@ per_backend!(
     carried_steps_are_written_with_the_outcome_in_order,
     an_exclusion_override_is_stored_claimed_and_recorded,
     the_last_scan_and_the_migration_check_are_read_back,
+    an_ack_during_the_claim_makes_the_wait_due_at_once,
 );
 
 async fn setup(
@@ -1097,4 +1098,37 @@ async fn the_last_scan_and_the_migration_check_are_read_back(kind: Kind) {
     let unmigrated = lethe::store::open(&fresh.url, 1).await.unwrap();
     let err = unmigrated.check_migrated().await.unwrap_err();
     assert!(matches!(err, StoreError::NotMigrated), "{err}");
+}
+
+/// An acknowledgement recorded while the driver holds the retirement cannot wake it (its
+/// due time is the lease); the write-back of the stage's wait does, so the retirement is
+/// not left until the next recheck.
+async fn an_ack_during_the_claim_makes_the_wait_due_at_once(kind: Kind) {
+    let (_db, store, graph, p) = setup(kind).await;
+    store
+        .enqueue("PENDING", &subjects(1, 3), "cli", t0())
+        .await
+        .unwrap();
+    let claimed = store.claim("a", t0(), LEASE, 10).await.unwrap();
+    assert_eq!(claimed.len(), 2);
+    let ids: Vec<i64> = claimed.iter().map(|c| c.id).collect();
+    let services = vec!["joanie".to_string()];
+    store.await_acks(&ids, &services, t0()).await.unwrap();
+    let acked_at = t0() + Span::seconds(1);
+    let recorded = store
+        .acknowledge(ids[0], "joanie", "api:joanie", acked_at)
+        .await
+        .unwrap();
+    assert_eq!(recorded, lethe::store::AckResult::Recorded);
+    let now = t0() + Span::seconds(2);
+    let wait = Outcome::Wait {
+        until: t0() + Span::hours(1),
+        why: "awaiting joanie".into(),
+    };
+    let written = apply(store.as_ref(), &graph, &p, "a", &claimed, wait, now).await;
+    assert_eq!(written.len(), 2);
+    let woken = store.find(&Lookup::Id(ids[0])).await.unwrap().unwrap();
+    assert_eq!(woken.due_at, Some(now), "acknowledged during the claim");
+    let waiting = store.find(&Lookup::Id(ids[1])).await.unwrap().unwrap();
+    assert_eq!(waiting.due_at, Some(t0() + Span::hours(1)), "nothing new");
 }

@@ -286,7 +286,8 @@ macro_rules! ack_methods {
                     .execute(&mut *tx)
                     .await
                     .ctx("record the ack event")?;
-                // A retirement waiting for its acks is due now, so the driver sees this one.
+                // A retirement waiting for its acks is due now, so the driver sees this one; a
+                // claimed one is made due by its write-back (the ack is newer than the claim).
                 sqlx::query(
                     "UPDATE retirement SET due_at = $2 WHERE id = $1 AND ended_at IS NULL \
                      AND lease_owner IS NULL AND due_at IS NOT NULL AND due_at > $2",

@@ -309,6 +309,8 @@ impl Store for PgStore {
             .map(|(_, e)| e.transition.detail.to_string())
             .collect();
         // One statement: the fenced UPDATE and the events of the rows it changed.
+        // A same-state wait is due at once if a service acknowledged during the claim
+        // (as APPLY_ONE).
         let rows = sqlx::query(
             "WITH input AS ( \
                SELECT * FROM UNNEST($3::bigint[], $4::text[], $5::int[], $6::text[], $7::timestamptz[], \
@@ -317,7 +319,9 @@ impl Store for PgStore {
                AS u(id, from_state, fence_attempt, to_state, due_at, attempt, last_error, failed_state, \
                  ends, warned_at, relay_until, reminders_sent)), \
              changed AS ( \
-               UPDATE retirement r SET state = i.to_state, due_at = COALESCE(i.relay_until, i.due_at), \
+               UPDATE retirement r SET state = i.to_state, due_at = COALESCE(i.relay_until, \
+                 CASE WHEN i.to_state = r.state AND i.due_at > $1 AND EXISTS (SELECT 1 FROM service_ack a \
+                   WHERE a.retirement_id = r.id AND a.acked_at >= r.updated_at) THEN $1 ELSE i.due_at END), \
                  attempt = CASE WHEN i.relay_until IS NULL THEN i.attempt ELSE 1 END, lost_leases = 0, \
                  last_error = i.last_error, failed_state = i.failed_state, \
                  warned_at = COALESCE(i.warned_at, r.warned_at), \
