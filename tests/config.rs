@@ -432,3 +432,38 @@ fn a_service_cannot_share_a_name_with_one_of_lethes_own_stages() {
         "{err}"
     );
 }
+
+#[test]
+fn the_store_url_of_a_pipeline_read_alone_is_an_error_when_the_file_is_not_toml() {
+    use lethe::config::store_url_in;
+    assert_eq!(
+        store_url_in("p.toml", "[store]\nurl = \"sqlite://x.db\"\n").unwrap(),
+        Some("sqlite://x.db".to_string())
+    );
+    assert_eq!(store_url_in("p.toml", "[policy]\n").unwrap(), None);
+    let broken = store_url_in("p.toml", "[store\nurl = 1")
+        .unwrap_err()
+        .to_string();
+    assert!(broken.starts_with("p.toml:"), "{broken}");
+    let typed = store_url_in("p.toml", "[store]\nurl = 5\n")
+        .unwrap_err()
+        .to_string();
+    assert!(typed.contains("store.url"), "{typed}");
+
+    // A reading command on a broken pipeline.toml says so, instead of opening the default.
+    let dir = std::env::temp_dir().join(format!("lethe-store-url-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("pipeline.toml"), "[store\n").unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_lethe"))
+        .current_dir(&dir)
+        .arg("stats")
+        .env_remove("LETHE_STORE_URL")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    let created_default = dir.join("lethe.db").exists();
+    let _ = std::fs::remove_dir_all(&dir);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("pipeline.toml"), "{stderr}");
+    assert!(!created_default, "no default store opened");
+}

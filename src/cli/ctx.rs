@@ -21,19 +21,30 @@ impl Ctx {
             .with_env(&crate::config::process_env)?)
     }
 
-    /// `--store`, else pipeline.toml's store.url, else the default SQLite file.
-    pub(crate) fn store_url(&self, config: Option<&Config>) -> String {
-        self.global
-            .store
-            .clone()
-            .or_else(|| match config {
-                Some(c) => c.pipeline.store_url.clone(),
-                // Commands that only read the store still honour pipeline.toml's store.url.
-                None => std::fs::read_to_string(&self.global.config)
-                    .ok()
-                    .and_then(|text| crate::config::store_url_in(&text)),
-            })
-            .unwrap_or_else(|| DEFAULT_STORE_URL.to_string())
+    /// `--store`, else pipeline.toml's store.url, else the default SQLite file. Commands
+    /// that only read the store still honour pipeline.toml's store.url: a missing file
+    /// means the default, one that cannot be read or is not TOML is an error naming it.
+    pub(crate) fn store_url(&self, config: Option<&Config>) -> Result<String, Failure> {
+        if let Some(url) = &self.global.store {
+            return Ok(url.clone());
+        }
+        let from_file = match config {
+            Some(c) => c.pipeline.store_url.clone(),
+            None => match std::fs::read_to_string(&self.global.config) {
+                Ok(text) => {
+                    let file = self.global.config.display().to_string();
+                    crate::config::store_url_in(&file, &text)?
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+                Err(e) => {
+                    return Err(Failure::config(format!(
+                        "{}: cannot read: {e} (give another path with --config, or the store with --store)",
+                        self.global.config.display()
+                    )));
+                }
+            },
+        };
+        Ok(from_file.unwrap_or_else(|| DEFAULT_STORE_URL.to_string()))
     }
 
     /// Opens, migrates and syncs the store (`migrate` and `run` only: they may change the
@@ -43,7 +54,7 @@ impl Ctx {
         config: &Config,
         pool: u32,
     ) -> Result<Arc<dyn Store>, Failure> {
-        let store = store::open(&self.store_url(Some(config)), pool).await?;
+        let store = store::open(&self.store_url(Some(config))?, pool).await?;
         store.migrate().await?;
         store.sync_states(&config.graph).await?;
         Ok(store)
@@ -56,7 +67,7 @@ impl Ctx {
         config: Option<&Config>,
         pool: u32,
     ) -> Result<Arc<dyn Store>, Failure> {
-        let store = store::open_existing(&self.store_url(config), pool).await?;
+        let store = store::open_existing(&self.store_url(config)?, pool).await?;
         if let Some(config) = config {
             store.sync_states(&config.graph).await?;
         }

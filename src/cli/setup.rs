@@ -12,7 +12,7 @@ pub(crate) async fn migrate(ctx: &Ctx) -> Outcome {
     ctx.store_migrating(&config, 2).await?;
     out!(
         "store {} is migrated; {} states synced from {}",
-        redact_url(&ctx.store_url(Some(&config))),
+        redact_url(&ctx.store_url(Some(&config))?),
         config.graph.states().len(),
         config.states_path.display()
     );
@@ -62,7 +62,7 @@ pub(crate) async fn check(ctx: &Ctx, connect: bool) -> Outcome {
             );
         }
     }
-    let url = ctx.store_url(Some(&config));
+    let url = ctx.store_url(Some(&config))?;
     out!("store: {}", redact_url(&url));
     for stage in &p.stages {
         let unset: Vec<String> = match &stage.settings {

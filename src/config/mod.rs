@@ -142,10 +142,24 @@ impl Config {
     }
 }
 
-/// `store.url` of a pipeline.toml's text, read without validating the rest.
-pub fn store_url_in(pipeline_text: &str) -> Option<String> {
-    let value: toml::Value = toml::from_str(pipeline_text).ok()?;
-    value.get("store")?.get("url")?.as_str().map(str::to_string)
+/// `store.url` of a pipeline.toml's text (`file` names it in errors), read without
+/// validating the rest; a file that is not TOML is an error, not "no URL".
+pub fn store_url_in(file: &str, pipeline_text: &str) -> Result<Option<String>, ConfigError> {
+    let value: toml::Value = toml::from_str(pipeline_text).map_err(|e| ConfigError::Syntax {
+        file: file.to_string(),
+        message: e.to_string(),
+    })?;
+    let url = value.get("store").and_then(|store| store.get("url"));
+    match url {
+        None => Ok(None),
+        Some(toml::Value::String(url)) => Ok(Some(url.clone())),
+        Some(_) => Err(ConfigError::Invalid {
+            file: file.to_string(),
+            key: "store.url".into(),
+            value: None,
+            problem: "expected a string (postgres://… or sqlite://FILE)".into(),
+        }),
+    }
 }
 
 /// The process environment, for [`Config::with_env`].
