@@ -1,11 +1,14 @@
 //! `lethe demo` end to end on a small cast: the final table exactly, the mail directory,
-//! the acknowledgements through the API, and the source checked row by row; then the
-//! binary itself, and the commands it suggests run against its files.
+//! the acknowledgements through the API, and the source checked row by row, on SQLite and
+//! on MariaDB with a PostgreSQL store (a used database refused); then the binary itself,
+//! the commands it suggests run against its files, and an external SMTP server.
 
-use lethe::demo::{Cast, Options, Progress};
-use sqlx::{Connection, Row};
+mod common;
+
+use common::{Kind, TestDb, scalar};
+use lethe::demo::{Cast, DemoError, Options, Paths, Progress, Report};
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 struct Quiet;
 
@@ -33,11 +36,67 @@ impl Drop for TempDir {
 
 const USERS: i64 = 300;
 
-/// The `To:` address of every message in `dir`, by template (read from its subject).
-fn mail(dir: &Path) -> BTreeMap<String, Vec<String>> {
+/// A MariaDB database that exists for one test and is dropped at the end.
+struct MariaDb {
+    url: String,
+    name: String,
+}
+
+impl MariaDb {
+    async fn new() -> MariaDb {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .subsec_nanos();
+        let name = format!("lethe_demo_{}_{nanos}", std::process::id());
+        common::exec(
+            &common::mysql_admin_url(),
+            &[format!("CREATE DATABASE `{name}`")],
+        )
+        .await;
+        let admin = common::mysql_admin_url();
+        let root = &admin[..admin.rfind('/').unwrap()];
+        MariaDb {
+            url: format!("{root}/{name}"),
+            name,
+        }
+    }
+
+    /// Tables in it.
+    async fn tables(&self) -> i64 {
+        scalar(
+            &common::mysql_admin_url(),
+            format!(
+                "SELECT COUNT(*) FROM information_schema.TABLES WHERE TABLE_SCHEMA = '{}'",
+                self.name
+            ),
+        )
+        .await
+    }
+}
+
+impl Drop for MariaDb {
+    fn drop(&mut self) {
+        let name = self.name.clone();
+        // Drop runs inside the test's runtime: a thread with its own.
+        let _ = std::thread::spawn(move || {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap()
+                .block_on(common::exec(
+                    &common::mysql_admin_url(),
+                    &[format!("DROP DATABASE IF EXISTS `{name}`")],
+                ))
+        })
+        .join();
+    }
+}
+
+/// The `To:` address of every message, by template (read from its subject).
+fn mail(messages: impl IntoIterator<Item = String>) -> BTreeMap<String, Vec<String>> {
     let mut by_template: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    for entry in std::fs::read_dir(dir).unwrap() {
-        let text = std::fs::read_to_string(entry.unwrap().path()).unwrap();
+    for text in messages {
         let header = |name: &str| {
             text.lines()
                 .find_map(|l| l.strip_prefix(name))
@@ -64,29 +123,101 @@ fn mail(dir: &Path) -> BTreeMap<String, Vec<String>> {
     by_template
 }
 
-async fn count(conn: &mut sqlx::SqliteConnection, sql: &str) -> i64 {
-    sqlx::query(sqlx::AssertSqlSafe(sql.to_string()))
-        .fetch_one(&mut *conn)
-        .await
+/// The `.eml` files the built-in SMTP server wrote.
+fn mail_files(paths: &Paths) -> Vec<String> {
+    std::fs::read_dir(&paths.mail)
         .unwrap()
-        .get::<i64, _>(0)
+        .map(|e| std::fs::read_to_string(e.unwrap().path()).unwrap())
+        .collect()
+}
+
+/// Runs the demo and stops its API.
+async fn run(options: &Options) -> Result<(Report, Paths), DemoError> {
+    let finished = lethe::demo::run(options, &Quiet).await?;
+    let done = (finished.report.clone(), finished.paths.clone());
+    finished.stop().await;
+    Ok(done)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_demo_takes_its_cast_where_each_belongs() {
     let dir = TempDir::new("demo");
-    let finished = lethe::demo::run(
-        &Options {
-            users: USERS,
-            dir: dir.0.clone(),
-        },
-        &Quiet,
-    )
-    .await
-    .unwrap();
-    let report = finished.report.clone();
-    let paths = finished.paths.clone();
-    finished.stop().await;
+    let (report, paths) = run(&Options::new(USERS, dir.0.clone())).await.unwrap();
+    assert_outcome(&report, &paths).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_mariadb_and_postgresql_the_outcome_is_the_same_and_a_used_database_is_refused() {
+    let (source, store, dir) = (
+        MariaDb::new().await,
+        TestDb::new(Kind::Postgres).await,
+        TempDir::new("demo-mariadb"),
+    );
+    let options = Options {
+        source: Some(source.url.clone()),
+        store: Some(store.url.clone()),
+        ..Options::new(USERS, dir.0.clone())
+    };
+    let (report, paths) = run(&options).await.unwrap();
+    assert_eq!(
+        (paths.source_url.as_str(), paths.store_url.as_str()),
+        (source.url.as_str(), store.url.as_str())
+    );
+    assert_outcome(&report, &paths).await;
+    let users_left = || scalar(&source.url, "SELECT COUNT(*) FROM auth_user".into());
+    assert_eq!(users_left().await, USERS - 7);
+
+    // Again into the same source, through the binary: refused, exit 3, nothing written.
+    let fresh_store = TestDb::new(Kind::Postgres).await;
+    let again = TempDir::new("demo-mariadb-again");
+    let (code, out) = lethe_with(
+        &[
+            "demo",
+            "--users",
+            "300",
+            "--dir",
+            &again.0.display().to_string(),
+        ],
+        &[
+            ("LETHE_DEMO_SOURCE_URL", &source.url),
+            ("LETHE_STORE_URL", &fresh_store.url),
+        ],
+    );
+    assert_eq!(code, 3, "{out}");
+    assert!(
+        out.contains(&format!(
+            "database {} already has a table auth_user",
+            source.name
+        )),
+        "{out}"
+    );
+    assert_eq!(users_left().await, USERS - 7);
+    assert!(!again.0.exists(), "no file written");
+    let store_tables =
+        "SELECT COUNT(*)::bigint FROM information_schema.tables WHERE table_schema = 'public'";
+    assert_eq!(scalar(&fresh_store.url, store_tables.into()).await, 0);
+
+    // A fresh source with the used store: refused too, the source left empty.
+    let fresh_source = MariaDb::new().await;
+    let refused = run(&Options {
+        source: Some(fresh_source.url.clone()),
+        store: Some(store.url.clone()),
+        ..Options::new(USERS, again.0.clone())
+    })
+    .await;
+    match refused {
+        Err(e @ DemoError::Refused(_)) => {
+            assert!(e.to_string().contains("holds 10 retirements"), "{e}");
+            assert_eq!(lethe::error::Classified::kind(&e).exit_code(), 3);
+        }
+        other => panic!("{:?}", other.map(|_| ())),
+    }
+    assert_eq!(fresh_source.tables().await, 0);
+}
+
+/// What every run of the cast ends with (the built-in SMTP server), read from the report,
+/// the `.eml` files and the source, whatever its database.
+async fn assert_outcome(report: &Report, paths: &Paths) {
     let cast = Cast::new(USERS);
     let retired = cast.retired();
     assert_eq!(retired.len(), 7);
@@ -159,7 +290,7 @@ async fn the_demo_takes_its_cast_where_each_belongs() {
         ("reminder".to_string(), emails(&reminded)),
         ("warning".to_string(), emails(&warned)),
     ]);
-    assert_eq!(mail(&paths.mail), expected);
+    assert_eq!(mail(mail_files(paths)), expected);
     assert_eq!(
         report.emails,
         BTreeMap::from([
@@ -176,9 +307,7 @@ async fn the_demo_takes_its_cast_where_each_belongs() {
 
     // The source: nothing of a retired user is left; everyone else's rows are all there,
     // the rows the actors made for others kept with the actor nulled.
-    let mut conn = sqlx::SqliteConnection::connect(&paths.source_url)
-        .await
-        .unwrap();
+    let count = |sql: &str| scalar(&paths.source_url, sql.to_string());
     let ids = retired
         .iter()
         .map(|i| i.to_string())
@@ -193,16 +322,14 @@ async fn the_demo_takes_its_cast_where_each_belongs() {
         ("courseware_studentmodule", "student_id"),
         ("student_manualenrollmentaudit", "enrolled_by_id"),
     ] {
-        let left = count(
-            &mut conn,
-            &format!("SELECT COUNT(*) FROM {table} WHERE {column} IN ({ids})"),
-        )
+        let left = count(&format!(
+            "SELECT COUNT(*) FROM {table} WHERE {column} IN ({ids})"
+        ))
         .await;
         assert_eq!(left, 0, "{table}");
-        let others = count(
-            &mut conn,
-            &format!("SELECT COUNT(*) FROM {table} WHERE {column} NOT IN ({ids})"),
-        )
+        let others = count(&format!(
+            "SELECT COUNT(*) FROM {table} WHERE {column} NOT IN ({ids})"
+        ))
         .await;
         let per_user = match table {
             "student_courseenrollment" => 2,
@@ -217,31 +344,22 @@ async fn the_demo_takes_its_cast_where_each_belongs() {
         .collect::<Vec<_>>()
         .join(", ");
     assert_eq!(
-        count(
-            &mut conn,
-            &format!(
-                "SELECT COUNT(*) FROM student_courseenrollmentallowed WHERE email IN ({addresses})"
-            )
-        )
+        count(&format!(
+            "SELECT COUNT(*) FROM student_courseenrollmentallowed WHERE email IN ({addresses})"
+        ))
         .await,
         0
     );
     assert_eq!(
-        count(
-            &mut conn,
-            "SELECT COUNT(*) FROM student_manualenrollmentaudit WHERE enrolled_by_id IS NULL"
-        )
-        .await,
+        count("SELECT COUNT(*) FROM student_manualenrollmentaudit WHERE enrolled_by_id IS NULL")
+            .await,
         3,
         "the actors' rows for other users stay"
     );
-    assert_eq!(
-        count(&mut conn, "SELECT COUNT(*) FROM authtoken_token").await,
-        1
-    );
+    assert_eq!(count("SELECT COUNT(*) FROM authtoken_token").await, 1);
     for kept in [cast.protected, cast.returning, cast.refused] {
         let sql = format!("SELECT COUNT(*) FROM auth_user WHERE id = {kept}");
-        assert_eq!(count(&mut conn, &sql).await, 1);
+        assert_eq!(count(&sql).await, 1);
     }
 }
 
@@ -323,4 +441,100 @@ fn the_demo_command_prints_its_table_and_commands_that_work() {
         std::fs::read_to_string(other.0.join("lethe.db")).unwrap(),
         "a deployment's store"
     );
+}
+
+/// A child process killed if the test ends before it does.
+struct Child(std::process::Child);
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// `GET path` on 127.0.0.1:`port`: the status line.
+fn get(port: u16, path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut reply = String::new();
+    stream.read_to_string(&mut reply).unwrap();
+    reply.lines().next().unwrap_or_default().to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_smtp_the_mail_goes_there_and_with_listen_the_api_serves_there_until_sigterm() {
+    use std::io::BufRead;
+    let smtp = common::smtp::SmtpServer::start().await;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let dir = TempDir::new("demo-smtp");
+    let smtp_arg = format!("127.0.0.1:{}", smtp.port());
+    let mut child = Child(
+        std::process::Command::new(env!("CARGO_BIN_EXE_lethe"))
+            .args(["demo", "--users", "300", "--serve", "--smtp", &smtp_arg])
+            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .args(["--dir", &dir.0.display().to_string()])
+            .env_remove("LETHE_STORE_URL")
+            .env_remove("LETHE_DEMO_SOURCE_URL")
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let stdout = child.0.stdout.take().unwrap();
+    // Until the demo says it serves (or ends: then the assertions below say why).
+    let out = tokio::task::spawn_blocking(move || {
+        let mut out = String::new();
+        for line in std::io::BufReader::new(stdout).lines() {
+            let line = line.unwrap();
+            out.push_str(&line);
+            out.push('\n');
+            if line.contains("stops it") {
+                break;
+            }
+        }
+        out
+    });
+    let out = tokio::time::timeout(std::time::Duration::from_secs(120), out)
+        .await
+        .expect("the demo serves within 2 minutes")
+        .unwrap();
+    let cast = Cast::new(USERS);
+    for line in [
+        "COMPLETE           8".to_string(),
+        format!("Emails accepted by {smtp_arg} (from the store's events)"),
+        format!("user {} (the cast's moved-away mailbox)", cast.refused),
+        "Acknowledged by joanie through the API: 8".to_string(),
+        format!("serving the demo's store at http://127.0.0.1:{port}"),
+    ] {
+        assert!(out.contains(&line), "{line}\n{out}");
+    }
+    assert!(!out.contains("written under mail/"), "{out}");
+    assert_eq!(get(port, "/healthz"), "HTTP/1.1 200 OK");
+
+    // Everyone opened was warned; all but the returning user reminded; eight deleted.
+    let counts: BTreeMap<String, usize> = mail(smtp.messages().into_iter().map(|m| m.raw))
+        .into_iter()
+        .map(|(template, to)| (template, to.len()))
+        .collect();
+    let expected = [("deleted", 8), ("reminder", 9), ("warning", 10)];
+    assert_eq!(counts, expected.map(|(t, n)| (t.to_string(), n)).into());
+    assert_eq!(std::fs::read_dir(dir.0.join("mail")).unwrap().count(), 0);
+
+    // As `docker stop` does.
+    let term = std::process::Command::new("kill")
+        .args(["-TERM", &child.0.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(term.success());
+    let status = child.0.wait().unwrap();
+    assert!(status.success(), "{status:?}");
 }

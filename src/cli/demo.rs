@@ -1,14 +1,52 @@
-//! `demo`: the whole pipeline on embedded SQLite, with progress bars (plain lines when
-//! stdout is not a terminal), the report, and the commands to try next.
+//! `demo`: the whole pipeline on embedded SQLite (or on MariaDB, PostgreSQL and an SMTP
+//! catcher), with progress bars (plain lines when stdout is not a terminal), the report,
+//! and the commands to try next.
 
 use super::failure::{Failure, Outcome};
 use super::output::out;
-use crate::demo::{Options, Progress};
+use crate::db::redact_url;
+use crate::demo::{Options, Progress, shown};
+use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::sync::Mutex;
 use std::time::Instant;
+
+/// `lethe demo`'s arguments (the store is the global `--store`).
+#[derive(Debug, Args)]
+pub(crate) struct DemoArgs {
+    /// Users in the synthetic source (about 3% inactive).
+    #[arg(long, default_value_t = 1000)]
+    users: i64,
+    /// Where to write its files (default: a fresh temporary directory).
+    #[arg(long)]
+    dir: Option<PathBuf>,
+    /// Keep the temporary directory afterwards (a --dir is always kept).
+    #[arg(long)]
+    keep: bool,
+    /// Leave the API serving the demo's store afterwards, until Ctrl-C (or SIGTERM).
+    #[arg(long)]
+    serve: bool,
+    /// An empty MySQL/MariaDB database (mysql://USER@HOST/DB) to create the edX-like source
+    /// in, instead of an SQLite file; refused (exit 3) when it already has an auth_user table.
+    #[arg(
+        long,
+        value_name = "URL",
+        env = "LETHE_DEMO_SOURCE_URL",
+        hide_env_values = true
+    )]
+    source: Option<String>,
+    /// Send the mail to this SMTP server (no TLS, no auth: a catcher such as mailpit) instead
+    /// of the built-in one, which writes .eml files. Only the built-in server refuses the
+    /// cast's moved-away mailbox, so with --smtp that user completes instead of ERRORED.
+    #[arg(long, value_name = "HOST:PORT")]
+    smtp: Option<String>,
+    /// Where the demo's API listens, during the run and with --serve (default: a free port
+    /// on 127.0.0.1; e.g. 0.0.0.0:8100 in a container).
+    #[arg(long, value_name = "ADDR")]
+    listen: Option<String>,
+}
 
 /// Progress bars on a terminal, a line per phase elsewhere.
 struct Bars {
@@ -64,7 +102,16 @@ fn temp_dir() -> PathBuf {
     std::env::temp_dir().join(format!("lethe-demo-{}-{nanos:08x}", std::process::id()))
 }
 
-pub(crate) async fn demo(users: i64, dir: Option<PathBuf>, keep: bool, serve: bool) -> Outcome {
+pub(crate) async fn demo(args: DemoArgs, store: Option<String>) -> Outcome {
+    let DemoArgs {
+        users,
+        dir,
+        keep,
+        serve,
+        source,
+        smtp,
+        listen,
+    } = args;
     let temporary = dir.is_none();
     let dir = dir.unwrap_or_else(temp_dir);
     let dir = match dir.is_absolute() {
@@ -74,13 +121,24 @@ pub(crate) async fn demo(users: i64, dir: Option<PathBuf>, keep: bool, serve: bo
             .join(dir),
     };
     out!("lethe demo: {users} synthetic users in {}", dir.display());
+    for (what, url) in [("source", &source), ("store", &store)] {
+        if let Some(url) = url {
+            out!("  {what}: {}", redact_url(url));
+        }
+    }
+    if let Some(smtp) = &smtp {
+        out!("  mail to: {smtp}");
+    }
     let bars = Bars {
         terminal: std::io::stdout().is_terminal(),
         current: Mutex::new(None),
     };
     let options = Options {
-        users,
-        dir: dir.clone(),
+        source,
+        store,
+        smtp: smtp.clone(),
+        listen,
+        ..Options::new(users, dir.clone())
     };
     let finished = match crate::demo::run(&options, &bars).await {
         Ok(finished) => finished,
@@ -91,18 +149,25 @@ pub(crate) async fn demo(users: i64, dir: Option<PathBuf>, keep: bool, serve: bo
             return Err(e.into());
         }
     };
+    let cast = crate::demo::Cast::new(users);
     out!("");
     out!("{}", finished.report.render());
+    if smtp.is_some() {
+        out!(
+            "(With --smtp, user {} (the cast's moved-away mailbox) is refused only by the built-in SMTP server: here it completed.)",
+            cast.refused
+        );
+        out!("");
+    }
     let paths = &finished.paths;
     let flags = format!(
         "--store {} --config {} --states {}",
-        paths.store_url,
+        shown(&paths.store_url).map_or_else(|| redact_url(&paths.store_url), str::to_string),
         paths.pipeline.display(),
         paths.states.display()
     );
     let kept = keep || serve || !temporary;
     if kept {
-        let cast = crate::demo::Cast::new(users);
         out!(
             "The demo's files are in {} (overlay.toml says what it changed in the preset). Try:",
             dir.display()
@@ -116,6 +181,12 @@ pub(crate) async fn demo(users: i64, dir: Option<PathBuf>, keep: bool, serve: bo
             out!("  {key} lethe audit --subject {first} {flags}");
         }
         out!("  lethe plan {} {flags}", cast.protected);
+        if shown(&paths.store_url).is_none() || shown(&paths.source_url).is_none() {
+            out!(
+                "(Passwords are written nowhere: put the store's back in --store, and give the source's URL as {}.)",
+                crate::config::env_key("edx", "URL")
+            );
+        }
     } else {
         out!(
             "Rerun with --keep to keep the demo's files and explore them with lethe stats, list, status, audit and plan."
@@ -133,8 +204,8 @@ pub(crate) async fn demo(users: i64, dir: Option<PathBuf>, keep: bool, serve: bo
             finished.auditor_key,
             finished.api_url
         );
-        out!("Ctrl-C stops it.");
-        let _ = tokio::signal::ctrl_c().await;
+        out!("Ctrl-C (or SIGTERM, as `docker stop` sends) stops it.");
+        let _ = crate::daemon::stop_on_signal().wait_for(|s| *s).await;
     }
     finished.stop().await;
     if !kept {

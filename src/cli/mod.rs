@@ -40,7 +40,7 @@ pub struct Cli {
 #[derive(Debug, Args)]
 pub(crate) struct Global {
     /// Store URL (postgres://… or sqlite://FILE); overrides pipeline.toml's store.url.
-    #[arg(long, global = true, env = "LETHE_STORE_URL")]
+    #[arg(long, global = true, env = "LETHE_STORE_URL", hide_env_values = true)]
     pub(crate) store: Option<String>,
     /// pipeline.toml
     #[arg(long, global = true, default_value = "./pipeline.toml")]
@@ -77,20 +77,8 @@ enum KeyCommand {
 enum Command {
     /// See the whole pipeline at work on synthetic users, with nothing to install: an
     /// SQLite edX source, an SMTP server, Sarbacane and two downstream services in-process.
-    Demo {
-        /// Users in the synthetic source (about 3% inactive).
-        #[arg(long, default_value_t = 1000)]
-        users: i64,
-        /// Where to write its files (default: a fresh temporary directory).
-        #[arg(long)]
-        dir: Option<PathBuf>,
-        /// Keep the temporary directory afterwards (a --dir is always kept).
-        #[arg(long)]
-        keep: bool,
-        /// Leave the API serving the demo's store afterwards, until Ctrl-C.
-        #[arg(long)]
-        serve: bool,
-    },
+    /// Or on real services: --source (MariaDB), --store (PostgreSQL), --smtp (a catcher).
+    Demo(demo::DemoArgs),
     /// Write a new deployment's states.toml, pipeline.toml, templates/ and lethe.env (every
     /// secret, commented) from a preset, and print what to fill in.
     Init {
@@ -278,12 +266,7 @@ pub fn main() -> ExitCode {
 async fn dispatch(cli: Cli) -> Outcome {
     let ctx = Ctx { global: cli.global };
     match cli.command {
-        Command::Demo {
-            users,
-            dir,
-            keep,
-            serve,
-        } => demo::demo(users, dir, keep, serve).await,
+        Command::Demo(args) => demo::demo(args, ctx.global.store.clone()).await,
         Command::Init { dir, preset, force } => init::init(dir, &preset, force),
         Command::Migrate => setup::migrate(&ctx).await,
         Command::Check { connect } => setup::check(&ctx, connect).await,

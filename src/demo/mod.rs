@@ -1,24 +1,29 @@
-//! `lethe demo`: the whole edX pipeline on embedded SQLite in seconds. It writes the
-//! shipped preset with an overlay (periods compressed, URLs pointed at in-process
-//! stand-ins) beside a synthetic edX source, then runs the real scan, driver, handlers and
-//! API: an SMTP server writing `.eml` files, a Sarbacane stand-in, and downstream services
-//! that pull and acknowledge over HTTP with their service keys.
+//! `lethe demo`: the whole edX pipeline in seconds, on embedded SQLite by default. It
+//! writes the shipped preset with an overlay (periods compressed, URLs pointed at
+//! in-process stand-ins) beside a synthetic edX source, then runs the real scan, driver,
+//! handlers and API: an SMTP server writing `.eml` files, a Sarbacane stand-in, and
+//! downstream services that pull and acknowledge over HTTP with their service keys. The
+//! source may be an empty MySQL/MariaDB database, the store PostgreSQL, the SMTP server an
+//! external catcher (as in docker/compose.yaml).
 
+mod follow;
 mod overlay;
+mod paths;
 mod report;
 mod smtp;
 pub mod source;
 mod standins;
 
 pub use overlay::merge;
+pub use paths::{Paths, shown};
 pub use report::{Notable, Report};
 pub use source::{Cast, MIN_USERS};
 
-use crate::config::{Config, preset};
+use crate::config::Config;
 use crate::driver::Driver;
 use crate::pii::HashKey;
-use crate::store::Store;
-use std::path::{Path, PathBuf};
+use follow::Watch;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 use std::time::{Duration, Instant};
@@ -38,6 +43,28 @@ pub struct Options {
     pub users: i64,
     /// Where its files go (created; an earlier demo's files there are replaced).
     pub dir: PathBuf,
+    /// An empty MySQL/MariaDB database to create the source in (default: SQLite in `dir`).
+    pub source: Option<String>,
+    /// The store (default: SQLite in `dir`); refused when it holds retirements.
+    pub store: Option<String>,
+    /// An SMTP server, `HOST:PORT`, no TLS nor auth (default: the built-in one).
+    pub smtp: Option<String>,
+    /// Where the API listens (default: a free port on 127.0.0.1).
+    pub listen: Option<String>,
+}
+
+impl Options {
+    /// `users` users in `dir`, everything else built in.
+    pub fn new(users: i64, dir: PathBuf) -> Options {
+        Options {
+            users,
+            dir,
+            source: None,
+            store: None,
+            smtp: None,
+            listen: None,
+        }
+    }
 }
 
 /// Hears how the demo is getting on.
@@ -56,6 +83,9 @@ pub enum DemoError {
     /// Bad options.
     #[error("{0}")]
     Options(String),
+    /// A database the demo must not write into.
+    #[error("{0}")]
+    Refused(String),
     /// A file or a socket.
     #[error("{what}: {source}")]
     Io {
@@ -91,39 +121,6 @@ fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> DemoError {
     move |source| DemoError::Io { what, source }
 }
 
-/// The demo's files.
-#[derive(Debug, Clone)]
-pub struct Paths {
-    /// Its directory.
-    pub dir: PathBuf,
-    /// The merged pipeline.toml.
-    pub pipeline: PathBuf,
-    /// states.toml (the shipped one).
-    pub states: PathBuf,
-    /// What the demo changed in the preset.
-    pub overlay: PathBuf,
-    /// The SQLite store's URL.
-    pub store_url: String,
-    /// The SQLite source's URL.
-    pub source_url: String,
-    /// Where the `.eml` files are.
-    pub mail: PathBuf,
-}
-
-impl Paths {
-    fn new(dir: &Path) -> Paths {
-        Paths {
-            dir: dir.to_path_buf(),
-            pipeline: dir.join("pipeline.toml"),
-            states: dir.join("states.toml"),
-            overlay: dir.join("overlay.toml"),
-            store_url: format!("sqlite://{}", dir.join("lethe.db").display()),
-            source_url: format!("sqlite://{}", dir.join("edx.db").display()),
-            mail: dir.join("mail"),
-        }
-    }
-}
-
 /// A finished demo: its report, its files, and its API, still serving until stopped.
 pub struct Finished {
     /// What happened.
@@ -147,7 +144,7 @@ impl Finished {
 }
 
 /// A key of the demo's API.
-struct DemoKey {
+pub(crate) struct DemoKey {
     name: &'static str,
     scope: &'static str,
     key: String,
@@ -174,163 +171,68 @@ fn keys() -> Vec<DemoKey> {
     .collect()
 }
 
-/// The overlay the demo applies to the shipped pipeline.toml.
-fn overlay_text(
-    paths: &Paths,
-    users: i64,
-    smtp: u16,
-    sarbacane: u16,
-    api: u16,
-    keys: &[DemoKey],
-) -> String {
-    let mut text = format!(
-        r#"# lethe demo: what the demo changes in the shipped edX preset. pipeline.toml beside
-# this file is the preset with these values applied; states.toml and templates/ are the
-# shipped ones, unchanged.
-
-[store]
-url = "{store}"
-
-# Periods compressed from days to seconds.
-[policy]
-grace_period = "3s"
-retry_base = "1s"
-retry_cap = "5s"
-
-[driver]
-poll_interval = "50ms"
-
-[[stage]]
-state = "WARNED"
-reminders = ["1s"]
-
-# The in-process Sarbacane stand-in.
-[[stage]]
-state = "RETIRING_SARBACANE"
-url = "http://127.0.0.1:{sarbacane}/v1"
-
-# Acknowledgements are looked at again this often (the preset: 1h).
-[[stage]]
-state = "NOTIFIED"
-recheck = "1s"
-
-# The in-process SMTP server: it writes each message under mail/.
-[email]
-host = "127.0.0.1"
-port = {smtp}
-tls = "none"
-rate_per_minute = 100000
-
-# The synthetic edX database (SQLite); one scan may open every inactive user of the demo.
-[source]
-url = "{source}"
-max_new_per_scan = {users}
-
-[[target]]
-name = "edx"
-url = "{source}"
-parallel_batches = 1
-
-# The API, with a key for each downstream service and one for auditors.
-[api]
-listen = "127.0.0.1:{api}"
-"#,
-        store = paths.store_url,
-        source = paths.source_url,
-    );
-    for DemoKey {
-        name,
-        scope,
-        sha256,
-        ..
-    } in keys
-    {
-        text.push_str(&format!(
-            "\n[[api_key]]\nname = \"{name}\"\nscope = \"{scope}\"\nsha256 = \"{sha256}\"\n"
-        ));
-    }
-    text
-}
-
-/// The shipped pipeline.toml with `overlay` applied.
-fn merged_pipeline(overlay: &str) -> Result<String, DemoError> {
-    let bad = |what: &str, e: &dyn std::fmt::Display| {
-        DemoError::Pipeline(format!("the demo's {what} is not TOML: {e}"))
-    };
-    let mut base: toml::Value =
-        toml::from_str(preset::EDX_PIPELINE).map_err(|e| bad("preset", &e))?;
-    let overlay: toml::Value = toml::from_str(overlay).map_err(|e| bad("overlay", &e))?;
-    merge(&mut base, &overlay);
-    let body = toml::to_string(&base).map_err(|e| bad("pipeline", &e))?;
-    Ok(format!(
-        "# Written by lethe demo: the shipped edX preset with overlay.toml applied.\n\n{body}"
-    ))
-}
-
-/// Writes the demo's configuration files; an earlier demo's files in `dir` are replaced.
-fn write_files(paths: &Paths, overlay: &str) -> Result<(), DemoError> {
-    let dir = &paths.dir;
-    // Only an empty directory or an earlier demo's: never a deployment's files.
-    let used = std::fs::read_dir(dir)
-        .map(|mut d| d.next().is_some())
-        .unwrap_or(false);
-    if used && !paths.overlay.exists() {
-        return Err(DemoError::Options(format!(
-            "--dir {}: not empty and not an earlier demo's (no overlay.toml): choose another",
-            dir.display()
-        )));
-    }
-    std::fs::create_dir_all(dir).map_err(io(format!("creating {}", dir.display())))?;
-    for stale in [
-        "lethe.db",
-        "lethe.db-wal",
-        "lethe.db-shm",
-        "edx.db",
-        "edx.db-wal",
-        "edx.db-shm",
-    ] {
-        let _ = std::fs::remove_file(dir.join(stale));
-    }
-    let _ = std::fs::remove_dir_all(&paths.mail);
-    std::fs::create_dir_all(&paths.mail).map_err(io("creating the mail directory"))?;
-    let pipeline = merged_pipeline(overlay)?;
-    let mut files: Vec<(&str, &str)> =
-        vec![("overlay.toml", overlay), ("pipeline.toml", &pipeline)];
-    files.extend(
-        preset::Preset::Edx
-            .files()
-            .into_iter()
-            .filter(|(p, _)| *p != "pipeline.toml"),
-    );
-    for (path, text) in files {
-        let file = dir.join(path);
-        if let Some(parent) = file.parent() {
-            std::fs::create_dir_all(parent)
-                .map_err(io(format!("creating {}", parent.display())))?;
-        }
-        std::fs::write(&file, text).map_err(io(format!("writing {}", file.display())))?;
-    }
-    Ok(())
-}
-
-/// The demo's secrets, in place of the environment.
-fn demo_env(name: &str) -> Option<String> {
+/// The demo's secrets, in place of the environment: its stand-ins' credentials, and the
+/// source's URL (it may hold a password, so it may not be in the files).
+fn demo_env(name: &str, source_url: &str) -> Option<String> {
     match name {
         "LETHE_SARBACANE_ACCOUNT_ID" => Some("demo-account".into()),
         "LETHE_SARBACANE_API_KEY" => Some("demo-api-key".into()),
+        _ if name == crate::config::SOURCE_URL_ENV
+            || name == crate::config::env_key("edx", "URL") =>
+        {
+            Some(source_url.to_string())
+        }
         _ => None,
     }
 }
 
-async fn bind() -> Result<(TcpListener, u16), DemoError> {
-    let listener = TcpListener::bind("127.0.0.1:0")
+/// Binds `addr`; returns the listener and its address.
+async fn bind(addr: &str) -> Result<(TcpListener, std::net::SocketAddr), DemoError> {
+    let listener = TcpListener::bind(addr)
         .await
-        .map_err(io("binding a local port"))?;
-    let port = listener
+        .map_err(io(format!("binding {addr}")))?;
+    let local = listener
         .local_addr()
-        .map_err(io("reading a local port"))?
-        .port();
-    Ok((listener, port))
+        .map_err(io(format!("reading the address bound for {addr}")))?;
+    Ok((listener, local))
+}
+
+/// `--smtp HOST:PORT` read.
+fn smtp_address(value: &str) -> Result<(String, u16), DemoError> {
+    value
+        .rsplit_once(':')
+        .and_then(|(host, port)| Some((host, port.parse::<u16>().ok()?)))
+        .filter(|(host, port)| !host.is_empty() && *port > 0)
+        .map(|(host, port)| (host.to_string(), port))
+        .ok_or_else(|| {
+            DemoError::Options(format!(
+                "--smtp {value}: HOST:PORT expected (e.g. mailpit:1025)"
+            ))
+        })
+}
+
+/// Refuses a `--store` that already holds retirements (the demo's are synthetic) or a
+/// schema older than this release: a deployment's store, never written to.
+async fn refuse_used_store(url: &str) -> Result<(), DemoError> {
+    let store = crate::store::open(url, 1).await?;
+    let shown = crate::db::redact_url(url);
+    match store.check_migrated().await {
+        Err(crate::store::StoreError::NotMigrated) => return Ok(()),
+        Err(crate::store::StoreError::Behind { .. }) => {
+            return Err(DemoError::Refused(format!(
+                "--store {shown}: an older lethe store: the demo needs a new, empty one"
+            )));
+        }
+        Err(e) => return Err(e.into()),
+        Ok(()) => {}
+    }
+    let held: i64 = store.stats().await?.iter().map(|(_, n)| *n).sum();
+    match held {
+        0 => Ok(()),
+        n => Err(DemoError::Refused(format!(
+            "--store {shown}: holds {n} retirements: the demo writes only into an empty store"
+        ))),
+    }
 }
 
 /// Runs the demo; the API keeps serving on the demo's store until [`Finished::stop`].
@@ -342,25 +244,56 @@ pub async fn run(options: &Options, progress: &dyn Progress) -> Result<Finished,
         )));
     }
     let started = Instant::now();
-    let paths = Paths::new(&options.dir);
+    let paths = Paths::new(options);
     let cast = Cast::new(options.users);
     let key = HashKey::new(HASH_KEY.as_bytes().to_vec())
         .map_err(|e| DemoError::Pipeline(format!("the demo's hash key: {e}")))?;
-    let mail = smtp::MailSink::start(paths.mail.clone(), vec![cast.email(cast.refused)])
-        .await
-        .map_err(io("starting the demo's SMTP server"))?;
-    let (sarbacane_listener, sarbacane_port) = bind().await?;
-    let (api_listener, api_port) = bind().await?;
+    let smtp = options.smtp.as_deref().map(smtp_address).transpose()?;
+    if let Some(url) = &options.source {
+        if crate::db::Dialect::from_url(url) != Ok(crate::db::Dialect::MySql) {
+            return Err(DemoError::Options(format!(
+                "--source {}: a MySQL/MariaDB URL (mysql://…) expected",
+                crate::db::redact_url(url)
+            )));
+        }
+        source::check(url).await?;
+    }
+    if let Some(store) = &options.store {
+        refuse_used_store(store).await?;
+    }
+    paths::check_dir(&paths)?;
+    // The built-in SMTP server only without --smtp: it refuses the cast's moved-away mailbox.
+    let (mail, smtp_host, smtp_port) = match smtp {
+        Some((host, port)) => (None, host, port),
+        None => {
+            let sink = smtp::MailSink::start(paths.mail.clone(), vec![cast.email(cast.refused)])
+                .await
+                .map_err(io("starting the demo's SMTP server"))?;
+            let port = sink.port;
+            (Some(sink), "127.0.0.1".to_string(), port)
+        }
+    };
+    let (sarbacane_listener, sarbacane) = bind("127.0.0.1:0").await?;
+    let (api_listener, api) = bind(options.listen.as_deref().unwrap_or("127.0.0.1:0")).await?;
+    // The stand-ins call the API on loopback whatever address it listens on.
+    let api_url = match api.ip() {
+        std::net::IpAddr::V4(ip) if ip.is_unspecified() => {
+            format!("http://127.0.0.1:{}", api.port())
+        }
+        std::net::IpAddr::V6(ip) if ip.is_unspecified() => format!("http://[::1]:{}", api.port()),
+        _ => format!("http://{api}"),
+    };
     let keys = keys();
-    let overlay = overlay_text(
-        &paths,
-        options.users,
-        mail.port,
-        sarbacane_port,
-        api_port,
-        &keys,
-    );
-    write_files(&paths, &overlay)?;
+    let overlay = overlay::overlay_text(&overlay::Settings {
+        store_url: &paths.store_url,
+        source_url: &paths.source_url,
+        users: options.users,
+        smtp: (&smtp_host, smtp_port),
+        sarbacane: sarbacane.port(),
+        api: api.to_string(),
+        keys: &keys,
+    });
+    paths::write_files(&paths, &overlay)?;
     let mut phases: Vec<(String, Duration)> = Vec::new();
 
     let phase = Instant::now();
@@ -372,7 +305,8 @@ pub async fn run(options: &Options, progress: &dyn Progress) -> Result<Finished,
     progress.finish();
     phases.push(("source".into(), phase.elapsed()));
 
-    let config = Config::load(&paths.states, &paths.pipeline)?.with_env(&demo_env)?;
+    let env = |name: &str| demo_env(name, &paths.source_url);
+    let config = Config::load(&paths.states, &paths.pipeline)?.with_env(&env)?;
     let pipeline = Arc::new(config.pipeline.clone());
     let graph = config.graph.clone();
     let store = crate::store::open(&paths.store_url, 8).await?;
@@ -434,7 +368,6 @@ pub async fn run(options: &Options, progress: &dyn Progress) -> Result<Finished,
             let _ = stopped.wait_for(|s| *s).await;
         }))
     };
-    let api_url = format!("http://127.0.0.1:{api_port}");
     let clock: Arc<dyn crate::clock::Clock> = Arc::new(crate::clock::SystemClock);
     let handlers = crate::stages::build_from(crate::stages::BuildContext {
         pipeline: &pipeline,
@@ -494,8 +427,9 @@ pub async fn run(options: &Options, progress: &dyn Progress) -> Result<Finished,
         users: options.users,
         opened: scan.counts.enqueued,
         excluded: scan.counts.excluded,
-        mail_files: mail.accepted(),
-        mail_refused: mail.refused(),
+        mail_files: mail.as_ref().map_or(0, |m| m.accepted()),
+        mail_refused: mail.as_ref().map_or(0, |m| m.refused()),
+        smtp: options.smtp.clone(),
         sarbacane_removed: sarbacane.removed(),
         acks: consumers
             .iter()
@@ -526,102 +460,30 @@ pub async fn run(options: &Options, progress: &dyn Progress) -> Result<Finished,
     })
 }
 
-/// What following the run needs.
-struct Watch<'a> {
-    store: &'a dyn Store,
-    graph: &'a crate::domain::StateGraph,
-    pipeline: &'a crate::config::Pipeline,
-    cast: &'a Cast,
-    key: &'a HashKey,
-    source_url: &'a str,
-}
-
-impl Watch<'_> {
-    /// Follows the retirements through the working states, one progress phase per state,
-    /// until each has ended or stopped in ERRORED; logs the returning user in once warned.
-    async fn phases(
-        &self,
-        opened: i64,
-        progress: &dyn Progress,
-    ) -> Result<Vec<(String, Duration)>, DemoError> {
-        let Watch {
-            store,
-            graph,
-            pipeline,
-            cast,
-            key,
-            source_url,
-        } = *self;
-        let working = graph.working().to_vec();
-        let returning = crate::store::Lookup::Subject {
-            raw: cast.returning.to_string(),
-            subject_hash: Some(key.subject(&cast.returning.to_string())),
-            email_hash: None,
-        };
-        let mut logged_in = false;
-        let mut timings = Vec::new();
-        let stall_limit = Duration::from_secs(60);
-        for (index, state) in working.iter().enumerate() {
-            let phase = Instant::now();
-            let description = match pipeline.stage(state) {
-                Some(stage) => format!("{state} ({})", stage.kind),
-                None => state.clone(),
-            };
-            progress.start(&description, opened as u64);
-            let (mut last, mut moved) = (-1i64, Instant::now());
-            loop {
-                let counts = store.stats().await?;
-                // Past this state: in a later working state, ended, or parked in ERRORED.
-                let past: i64 = counts
-                    .iter()
-                    .filter(|(s, _)| {
-                        working
-                            .iter()
-                            .position(|w| w == s)
-                            .is_none_or(|i| i > index)
-                    })
-                    .map(|(_, n)| *n)
-                    .sum();
-                progress.set(past as u64);
-                if !logged_in
-                    && let Some(r) = store.find(&returning).await?
-                    && r.warned_at.is_some()
-                {
-                    // The source may be busy with a deletion: tried again at the next tick.
-                    match source::log_in(source_url, cast.returning, chrono::Utc::now()).await {
-                        Ok(()) => logged_in = true,
-                        Err(e) => tracing::warn!(error = %e, "demo: logging the returning user in"),
-                    }
-                }
-                if past >= opened {
-                    break;
-                }
-                if past != last {
-                    (last, moved) = (past, Instant::now());
-                } else if moved.elapsed() > stall_limit {
-                    let states: Vec<String> =
-                        counts.iter().map(|(s, n)| format!("{s} {n}")).collect();
-                    return Err(DemoError::Stalled {
-                        phase: description,
-                        states: states.join(", "),
-                    });
-                }
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-            progress.finish();
-            timings.push((state.to_lowercase(), phase.elapsed()));
-        }
-        Ok(timings)
-    }
-}
-
 impl crate::error::Classified for DemoError {
     fn kind(&self) -> crate::error::ErrorKind {
         use crate::error::ErrorKind;
         match self {
             DemoError::Options(_) => ErrorKind::Config,
+            DemoError::Refused(_) => ErrorKind::Refused,
+            DemoError::Source(e) if e.refused() => ErrorKind::Refused,
             DemoError::Io { .. } => ErrorKind::Unreachable,
             _ => ErrorKind::Internal,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn smtp_addresses_are_host_and_port() {
+        assert_eq!(
+            super::smtp_address("mailpit:1025").unwrap(),
+            ("mailpit".to_string(), 1025)
+        );
+        for bad in ["mailpit", ":1025", "mailpit:", "mailpit:0", "mailpit:70000"] {
+            let e = super::smtp_address(bad).unwrap_err().to_string();
+            assert!(e.contains("HOST:PORT expected"), "{bad}: {e}");
         }
     }
 }

@@ -1,8 +1,136 @@
-//! A TOML overlay over a pipeline.toml: tables merge key by key; an array of tables
-//! (`[[stage]]`, `[[target]]`, `[[service]]`) merges each overlay entry into the base entry
-//! with the same `state` or `name`, or appends it. Pure.
+//! What the demo changes in the shipped preset (`overlay.toml`), and a TOML overlay over a
+//! pipeline.toml: tables merge key by key; an array of tables (`[[stage]]`, `[[target]]`,
+//! `[[service]]`) merges each overlay entry into the base entry with the same `state` or
+//! `name`, or appends it. Pure.
 
+use super::{DemoError, DemoKey, paths::shown};
+use crate::config::preset;
 use toml::Value;
+
+/// What the overlay points the preset at.
+pub(super) struct Settings<'a> {
+    /// The store's URL.
+    pub store_url: &'a str,
+    /// The source's (and the edx target's) URL.
+    pub source_url: &'a str,
+    /// Users in the source.
+    pub users: i64,
+    /// The SMTP server: the built-in one or `--smtp`.
+    pub smtp: (&'a str, u16),
+    /// The Sarbacane stand-in's port on 127.0.0.1.
+    pub sarbacane: u16,
+    /// Where the API listens.
+    pub api: String,
+    /// The API's keys.
+    pub keys: &'a [DemoKey],
+}
+
+/// `text` as a TOML string, quotes and backslashes escaped.
+fn quoted(text: &str) -> String {
+    Value::String(text.to_string()).to_string()
+}
+
+/// `url = "…"`, or a comment where the URL holds a password (the demo passes it in its
+/// own environment instead).
+fn url_line(url: &str) -> String {
+    match shown(url) {
+        Some(url) => format!("url = {}", quoted(url)),
+        None => format!(
+            "# url = {}: given to the demo, not written here",
+            quoted(&crate::db::redact_url(url))
+        ),
+    }
+}
+
+/// The overlay the demo applies to the shipped pipeline.toml.
+pub(super) fn overlay_text(s: &Settings) -> String {
+    let mut text = format!(
+        r#"# lethe demo: what the demo changes in the shipped edX preset. pipeline.toml beside
+# this file is the preset with these values applied; states.toml and templates/ are the
+# shipped ones, unchanged.
+
+[store]
+{store}
+
+# Periods compressed from days to seconds.
+[policy]
+grace_period = "3s"
+retry_base = "1s"
+retry_cap = "5s"
+
+[driver]
+poll_interval = "50ms"
+
+[[stage]]
+state = "WARNED"
+reminders = ["1s"]
+
+# The in-process Sarbacane stand-in.
+[[stage]]
+state = "RETIRING_SARBACANE"
+url = "http://127.0.0.1:{sarbacane}/v1"
+
+# Acknowledgements are looked at again this often (the preset: 1h).
+[[stage]]
+state = "NOTIFIED"
+recheck = "1s"
+
+# The SMTP server: the demo's own, writing each message under mail/, or --smtp.
+[email]
+host = {smtp_host}
+port = {smtp_port}
+tls = "none"
+rate_per_minute = 100000
+
+# The synthetic edX database; one scan may open every inactive user of the demo.
+[source]
+{source}
+max_new_per_scan = {users}
+
+[[target]]
+name = "edx"
+{source}
+parallel_batches = 1
+
+# The API, with a key for each downstream service and one for auditors.
+[api]
+listen = {api}
+"#,
+        store = url_line(s.store_url),
+        source = url_line(s.source_url),
+        sarbacane = s.sarbacane,
+        smtp_host = quoted(s.smtp.0),
+        smtp_port = s.smtp.1,
+        users = s.users,
+        api = quoted(&s.api),
+    );
+    for DemoKey {
+        name,
+        scope,
+        sha256,
+        ..
+    } in s.keys
+    {
+        text.push_str(&format!(
+            "\n[[api_key]]\nname = \"{name}\"\nscope = \"{scope}\"\nsha256 = \"{sha256}\"\n"
+        ));
+    }
+    text
+}
+
+/// The shipped pipeline.toml with `overlay` applied.
+pub(super) fn merged_pipeline(overlay: &str) -> Result<String, DemoError> {
+    let bad = |what: &str, e: &dyn std::fmt::Display| {
+        DemoError::Pipeline(format!("the demo's {what} is not TOML: {e}"))
+    };
+    let mut base: Value = toml::from_str(preset::EDX_PIPELINE).map_err(|e| bad("preset", &e))?;
+    let overlay: Value = toml::from_str(overlay).map_err(|e| bad("overlay", &e))?;
+    merge(&mut base, &overlay);
+    let body = toml::to_string(&base).map_err(|e| bad("pipeline", &e))?;
+    Ok(format!(
+        "# Written by lethe demo: the shipped edX preset with overlay.toml applied.\n\n{body}"
+    ))
+}
 
 /// The key that names an entry of an array of tables.
 fn identity(entry: &Value) -> Option<(&'static str, &Value)> {

@@ -38,6 +38,9 @@ pub struct Report {
     pub mail_files: u64,
     /// Recipients the SMTP server refused.
     pub mail_refused: u64,
+    /// The external SMTP server the mail went to (`--smtp`), instead of the built-in one
+    /// (whose counts are then nobody's).
+    pub smtp: Option<String>,
     /// Rows changed per `table (action)` in the source, from the store's events.
     pub rows: BTreeMap<String, u64>,
     /// Contacts removed from the Sarbacane stand-in.
@@ -158,10 +161,13 @@ impl Report {
             line(format!("  user {:<8} {:<10} {}", n.subject, n.state, n.why));
         }
         line(String::new());
-        line(format!(
-            "Emails ({} written under mail/, {} recipient refused)",
-            self.mail_files, self.mail_refused
-        ));
+        line(match &self.smtp {
+            None => format!(
+                "Emails ({} written under mail/, {} recipient refused)",
+                self.mail_files, self.mail_refused
+            ),
+            Some(smtp) => format!("Emails accepted by {smtp} (from the store's events)"),
+        });
         for (template, n) in &self.emails {
             line(format!("  {template:<12} {n:>7}"));
         }

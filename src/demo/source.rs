@@ -1,15 +1,16 @@
-//! The demo's edX-like source: an SQLite `auth_user` and the tables that hang off it (the
-//! tables the edX preset's rules name among them), filled with synthetic users, and the
-//! cast of users who each show one rule of the pipeline.
+//! The demo's edX-like source: `auth_user` and the tables that hang off it (the tables the
+//! edX preset's rules name among them) in a new SQLite file or an empty MySQL/MariaDB
+//! database, filled with synthetic users, and the cast of users who each show one rule of
+//! the pipeline. One generator; the dialect changes only the DDL's types and the quoting.
 
+use crate::db::Dialect;
 use chrono::{DateTime, NaiveDateTime, Utc};
-use sqlx::{Connection, QueryBuilder, Sqlite, SqliteConnection};
+use sqlx::{Connection, Database, MySql, MySqlConnection, Sqlite, SqliteConnection};
 
-/// The tables of the demo's source, after `auth_user`, each with its link columns:
-/// (column, referenced table, NOT NULL).
 /// A link column: (column, referenced table, NOT NULL).
 type Link = (&'static str, &'static str, bool);
 
+/// The tables of the demo's source, after `auth_user`, each with its link columns.
 const TABLES: &[(&str, &[Link])] = &[
     ("auth_userprofile", &[("user_id", "auth_user", true)]),
     (
@@ -150,54 +151,107 @@ impl Cast {
     }
 }
 
-/// Errors creating the source.
+/// Errors creating or changing the source.
 #[derive(Debug, thiserror::Error)]
-#[error("the demo's source database {file}: {source}")]
-pub struct SourceError {
-    file: String,
-    source: sqlx::Error,
+pub enum SourceError {
+    /// The database said no.
+    #[error("the demo's source database {file}: {source}")]
+    Database {
+        /// The URL, without its password.
+        file: String,
+        /// Why.
+        source: sqlx::Error,
+    },
+    /// Not a database the demo writes into.
+    #[error("--source {url}: {problem}")]
+    Refused {
+        /// The URL, without its password.
+        url: String,
+        /// What is wrong and what the demo needs.
+        problem: String,
+    },
 }
 
-fn ddl() -> Vec<String> {
-    let mut statements = vec![
-        "PRAGMA journal_mode = WAL".to_string(),
-        "CREATE TABLE auth_user (id INTEGER PRIMARY KEY, username TEXT NOT NULL, \
-         email TEXT NOT NULL UNIQUE, is_active INTEGER NOT NULL DEFAULT 1, \
+impl SourceError {
+    /// Whether the demo refused the database (it wrote nothing into it).
+    pub fn refused(&self) -> bool {
+        matches!(self, SourceError::Refused { .. })
+    }
+}
+
+fn failing(url: &str) -> impl Fn(sqlx::Error) -> SourceError + '_ {
+    move |source| SourceError::Database {
+        file: crate::db::redact_url(url),
+        source,
+    }
+}
+
+/// The DDL of the source in `d` (SQLite or MySQL/MariaDB): the same tables either way.
+fn ddl(d: Dialect) -> Vec<String> {
+    let q = |ident: &str| d.quote(ident);
+    // Rows of most tables come without an id: SQLite's INTEGER PRIMARY KEY numbers them,
+    // MySQL needs AUTO_INCREMENT. Indexed text needs a length on MySQL.
+    let (id, link, key_text, time, engine) = match d {
+        Dialect::MySql => (
+            "BIGINT NOT NULL AUTO_INCREMENT PRIMARY KEY",
+            "BIGINT",
+            "VARCHAR(254)",
+            "DATETIME(6)",
+            " ENGINE=InnoDB",
+        ),
+        _ => ("INTEGER PRIMARY KEY", "INTEGER", "TEXT", "TEXT", ""),
+    };
+    let mut statements = Vec::new();
+    if d == Dialect::Sqlite {
+        statements.push("PRAGMA journal_mode = WAL".to_string());
+    }
+    statements.push(format!(
+        "CREATE TABLE {} (id {id}, username {key_text} NOT NULL, \
+         email {key_text} NOT NULL UNIQUE, is_active INTEGER NOT NULL DEFAULT 1, \
          is_staff INTEGER NOT NULL DEFAULT 0, is_superuser INTEGER NOT NULL DEFAULT 0, \
-         last_login TEXT NULL, date_joined TEXT NOT NULL)"
-            .to_string(),
-    ];
+         last_login {time} NULL, date_joined {time} NOT NULL){engine}",
+        q("auth_user")
+    ));
     for (table, links) in TABLES {
-        let mut columns = vec![
-            "id INTEGER PRIMARY KEY".to_string(),
-            "data TEXT NULL".to_string(),
-        ];
+        let mut columns = vec![format!("id {id}"), "data TEXT NULL".to_string()];
         if *table == "student_courseenrollmentallowed" {
-            columns.push("email TEXT NOT NULL".into());
+            columns.push(format!("email {key_text} NOT NULL"));
         }
         for (column, _, required) in links.iter() {
             let null = if *required { "NOT NULL" } else { "NULL" };
-            columns.push(format!("{column} INTEGER {null}"));
+            columns.push(format!("{} {link} {null}", q(column)));
         }
         for (column, target, _) in links.iter() {
-            columns.push(format!("FOREIGN KEY ({column}) REFERENCES {target} (id)"));
+            columns.push(format!(
+                "FOREIGN KEY ({}) REFERENCES {} (id)",
+                q(column),
+                q(target)
+            ));
         }
-        statements.push(format!("CREATE TABLE {table} ({})", columns.join(", ")));
+        statements.push(format!(
+            "CREATE TABLE {} ({}){engine}",
+            q(table),
+            columns.join(", ")
+        ));
         // As edX's own schema: every link indexed, so a deletion finds its rows by key.
         for (column, _, _) in links.iter() {
             statements.push(format!(
-                "CREATE INDEX {table}_{column} ON {table} ({column})"
+                "CREATE INDEX {} ON {} ({})",
+                q(&format!("{table}_{column}")),
+                q(table),
+                q(column)
             ));
         }
     }
-    statements.push(
-        "CREATE INDEX student_courseenrollmentallowed_email ON student_courseenrollmentallowed (email)"
-            .into(),
-    );
+    statements.push(format!(
+        "CREATE INDEX {} ON {} (email)",
+        q("student_courseenrollmentallowed_email"),
+        q("student_courseenrollmentallowed")
+    ));
     statements
 }
 
-/// One generated row: its table and values (bound, never spliced into the SQL).
+/// One generated value (bound, never spliced into the SQL).
 enum Value {
     Int(i64),
     Text(String),
@@ -222,30 +276,118 @@ impl Rows {
         }
     }
 
-    async fn flush(&mut self, conn: &mut SqliteConnection) -> Result<(), sqlx::Error> {
+    async fn flush<DB: Driver>(
+        &mut self,
+        d: Dialect,
+        conn: &mut DB::Connection,
+    ) -> Result<(), sqlx::Error> {
+        let columns: Vec<String> = self.columns.iter().map(|c| d.quote(c)).collect();
         for chunk in self.rows.chunks(CHUNK) {
-            let mut q: QueryBuilder<Sqlite> = QueryBuilder::new(format!(
-                "INSERT INTO {} ({}) ",
-                self.table,
-                self.columns.join(", ")
-            ));
-            q.push_values(chunk, |mut b, row| {
-                for value in row {
-                    match value {
-                        Value::Int(v) => b.push_bind(*v),
-                        Value::Text(v) => b.push_bind(v.clone()),
-                        Value::Time(v) => b.push_bind(*v),
-                    };
-                }
-            });
-            q.build().execute(&mut *conn).await?;
+            let mut n = 0;
+            let tuples: Vec<String> = chunk
+                .iter()
+                .map(|row| {
+                    n += row.len();
+                    format!("({})", d.params(n - row.len() + 1, row.len()))
+                })
+                .collect();
+            let sql = format!(
+                "INSERT INTO {} ({}) VALUES {}",
+                d.quote(self.table),
+                columns.join(", "),
+                tuples.join(", ")
+            );
+            DB::execute(conn, sql, chunk.iter().flatten()).await?;
         }
         self.rows.clear();
         Ok(())
     }
 }
 
-/// Creates the source at `url` (a new SQLite file) with the cast's users; `progress` is
+/// The drivers the generator writes through: SQLite and MySQL/MariaDB.
+trait Driver: Database {
+    /// Runs `sql` with `values` bound in order.
+    async fn execute<'v>(
+        conn: &mut Self::Connection,
+        sql: String,
+        values: impl Iterator<Item = &'v Value>,
+    ) -> Result<(), sqlx::Error>;
+}
+
+macro_rules! driver {
+    ($db:ty) => {
+        impl Driver for $db {
+            async fn execute<'v>(
+                conn: &mut <$db as Database>::Connection,
+                sql: String,
+                values: impl Iterator<Item = &'v Value>,
+            ) -> Result<(), sqlx::Error> {
+                let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+                for value in values {
+                    query = match value {
+                        Value::Int(v) => query.bind(*v),
+                        Value::Text(v) => query.bind(v.clone()),
+                        Value::Time(v) => query.bind(*v),
+                    };
+                }
+                query.execute(conn).await.map(|_| ())
+            }
+        }
+    };
+}
+
+driver!(Sqlite);
+driver!(MySql);
+
+/// The demo's tables, `auth_user` first.
+fn table_names() -> impl Iterator<Item = &'static str> {
+    std::iter::once("auth_user").chain(TABLES.iter().map(|(t, _)| *t))
+}
+
+/// Refuses a MySQL/MariaDB source the demo must not write into (see [`create`]); an SQLite
+/// file is the demo's own.
+pub async fn check(url: &str) -> Result<(), SourceError> {
+    if Dialect::from_url(url) != Ok(Dialect::MySql) {
+        return Ok(());
+    }
+    let mut conn = MySqlConnection::connect(url).await.map_err(failing(url))?;
+    refuse_used(url, &mut conn).await
+}
+
+/// Refuses a MySQL/MariaDB database the demo must not write into: one that names no
+/// database, or one that already has one of the demo's tables (`auth_user`: edX's own).
+async fn refuse_used(url: &str, conn: &mut MySqlConnection) -> Result<(), SourceError> {
+    let fail = failing(url);
+    let refused = |problem: String| SourceError::Refused {
+        url: crate::db::redact_url(url),
+        problem,
+    };
+    let database: Option<String> = sqlx::query_scalar("SELECT DATABASE()")
+        .fetch_one(&mut *conn)
+        .await
+        .map_err(&fail)?;
+    let Some(database) = database else {
+        return Err(refused(
+            "names no database: give an empty one, e.g. mysql://root@127.0.0.1/edx_demo".into(),
+        ));
+    };
+    let existing: Vec<String> = sqlx::query_scalar(
+        "SELECT CAST(TABLE_NAME AS CHAR) FROM information_schema.TABLES WHERE TABLE_SCHEMA = DATABASE()",
+    )
+    .fetch_all(&mut *conn)
+    .await
+    .map_err(&fail)?;
+    if let Some(table) = table_names().find(|t| existing.iter().any(|e| e == t)) {
+        return Err(refused(format!(
+            "database {database} already has a table {table}: the demo writes only into a \
+             database without edX's tables (never a real edX database); create an empty one"
+        )));
+    }
+    Ok(())
+}
+
+/// Creates the source at `url` with the cast's users: a new SQLite file, or an empty
+/// MySQL/MariaDB database (refused when it has one of the demo's tables); `progress` is
 /// called with the number of users written so far.
 pub async fn create(
     url: &str,
@@ -253,22 +395,44 @@ pub async fn create(
     now: DateTime<Utc>,
     progress: &dyn Fn(u64),
 ) -> Result<(), SourceError> {
-    let fail = |source| SourceError {
-        file: crate::db::redact_url(url),
-        source,
-    };
-    let options = url
-        .parse::<sqlx::sqlite::SqliteConnectOptions>()
-        .map_err(fail)?
-        .create_if_missing(true);
-    let mut conn = SqliteConnection::connect_with(&options)
-        .await
-        .map_err(fail)?;
-    for statement in ddl() {
-        sqlx::query(sqlx::AssertSqlSafe(statement))
-            .execute(&mut conn)
-            .await
-            .map_err(fail)?;
+    let fail = failing(url);
+    match Dialect::from_url(url) {
+        Ok(Dialect::MySql) => {
+            let mut conn = MySqlConnection::connect(url).await.map_err(&fail)?;
+            refuse_used(url, &mut conn).await?;
+            fill::<MySql>(Dialect::MySql, &mut conn, cast, now, progress)
+                .await
+                .map_err(&fail)
+        }
+        Ok(Dialect::Sqlite) => {
+            let options = url
+                .parse::<sqlx::sqlite::SqliteConnectOptions>()
+                .map_err(&fail)?
+                .create_if_missing(true);
+            let mut conn = SqliteConnection::connect_with(&options)
+                .await
+                .map_err(&fail)?;
+            fill::<Sqlite>(Dialect::Sqlite, &mut conn, cast, now, progress)
+                .await
+                .map_err(&fail)
+        }
+        _ => Err(SourceError::Refused {
+            url: crate::db::redact_url(url),
+            problem: "the demo's source is SQLite or MySQL/MariaDB (mysql://…)".into(),
+        }),
+    }
+}
+
+/// The DDL and the rows, in `d`, over one connection.
+async fn fill<DB: Driver>(
+    d: Dialect,
+    conn: &mut DB::Connection,
+    cast: &Cast,
+    now: DateTime<Utc>,
+    progress: &dyn Fn(u64),
+) -> Result<(), sqlx::Error> {
+    for statement in ddl(d) {
+        DB::execute(conn, statement, std::iter::empty()).await?;
     }
     let now = now.naive_utc();
     let days = |d: i64| now - chrono::Duration::days(d);
@@ -293,7 +457,7 @@ pub async fn create(
     let mut allowed = Rows::new("student_courseenrollmentallowed", &["email", "data"]);
     let mut preferences = Rows::new("user_api_userpreference", &["user_id", "data"]);
     let mut modules = Rows::new("courseware_studentmodule", &["student_id", "data"]);
-    let mut tx = conn.begin().await.map_err(fail)?;
+    let mut tx = conn.begin().await?;
     let block = 5_000;
     for start in (1..=cast.users).step_by(block as usize) {
         for id in start..(start + block).min(cast.users + 1) {
@@ -346,10 +510,10 @@ pub async fn create(
             }
         }
         for table in [&mut users, &mut profiles, &mut enrollments, &mut history] {
-            table.flush(&mut tx).await.map_err(fail)?;
+            table.flush::<DB>(d, &mut tx).await?;
         }
         for table in [&mut preferences, &mut modules, &mut allowed] {
-            table.flush(&mut tx).await.map_err(fail)?;
+            table.flush::<DB>(d, &mut tx).await?;
         }
         progress((start + block - 1).min(cast.users) as u64);
     }
@@ -370,30 +534,41 @@ pub async fn create(
             Value::Text("self".into()),
         ]);
     }
-    audits.flush(&mut tx).await.map_err(fail)?;
-    sqlx::query("INSERT INTO authtoken_token (user_id, data) VALUES ($1, 'token')")
-        .bind(cast.protected)
-        .execute(&mut *tx)
-        .await
-        .map_err(fail)?;
-    tx.commit().await.map_err(fail)?;
-    Ok(())
+    audits.flush::<DB>(d, &mut tx).await?;
+    let mut token = Rows::new("authtoken_token", &["user_id", "data"]);
+    token.rows.push(vec![
+        Value::Int(cast.protected),
+        Value::Text("token".into()),
+    ]);
+    token.flush::<DB>(d, &mut tx).await?;
+    tx.commit().await
 }
 
-/// Marks user `id` as having logged in at `at`.
+/// Marks user `id` of the source at `url` (SQLite or MySQL/MariaDB) as logged in at `at`.
 pub async fn log_in(url: &str, id: i64, at: DateTime<Utc>) -> Result<(), SourceError> {
-    let fail = |source| SourceError {
-        file: crate::db::redact_url(url),
-        source,
-    };
-    let mut conn = SqliteConnection::connect(url).await.map_err(fail)?;
-    sqlx::query("UPDATE auth_user SET last_login = $1 WHERE id = $2")
-        .bind(at.naive_utc())
-        .bind(id)
-        .execute(&mut conn)
-        .await
-        .map_err(fail)?;
-    Ok(())
+    let fail = failing(url);
+    let d = Dialect::from_url(url).map_err(|problem| SourceError::Refused {
+        url: crate::db::redact_url(url),
+        problem,
+    })?;
+    let sql = format!(
+        "UPDATE {} SET last_login = {} WHERE id = {}",
+        d.quote("auth_user"),
+        d.param(1),
+        d.param(2)
+    );
+    let values = [Value::Time(Some(at.naive_utc())), Value::Int(id)];
+    match d {
+        Dialect::MySql => {
+            let mut conn = MySqlConnection::connect(url).await.map_err(&fail)?;
+            MySql::execute(&mut conn, sql, values.iter()).await
+        }
+        _ => {
+            let mut conn = SqliteConnection::connect(url).await.map_err(&fail)?;
+            Sqlite::execute(&mut conn, sql, values.iter()).await
+        }
+    }
+    .map_err(&fail)
 }
 
 #[cfg(test)]
