@@ -186,7 +186,7 @@ async fn on_mariadb_and_postgresql_the_outcome_is_the_same_and_a_used_database_i
     assert_eq!(code, 3, "{out}");
     assert!(
         out.contains(&format!(
-            "database {} already has a table auth_user",
+            "database {} is not empty (18 tables, among them ",
             source.name
         )),
         "{out}"
@@ -213,6 +213,31 @@ async fn on_mariadb_and_postgresql_the_outcome_is_the_same_and_a_used_database_i
         other => panic!("{:?}", other.map(|_| ())),
     }
     assert_eq!(fresh_source.tables().await, 0);
+
+    // A database with any other table (a real application's) is refused before a write.
+    let other = MariaDb::new().await;
+    common::exec(
+        &other.url,
+        &["CREATE TABLE reports (id INT PRIMARY KEY, user_id INT NOT NULL)"],
+    )
+    .await;
+    let refused = run(&Options {
+        source: Some(other.url.clone()),
+        ..Options::new(USERS, again.0.clone())
+    })
+    .await;
+    match refused {
+        Err(e) => {
+            let message = e.to_string();
+            assert!(
+                message.contains("is not empty (1 tables, among them reports)"),
+                "{message}"
+            );
+            assert_eq!(lethe::error::Classified::kind(&e).exit_code(), 3);
+        }
+        Ok(_) => panic!("a database with a table of its own was seeded"),
+    }
+    assert_eq!(other.tables().await, 1);
 }
 
 /// What every run of the cast ends with (the built-in SMTP server), read from the report,

@@ -67,6 +67,15 @@ fn init_writes_a_deployment_that_check_accepts_for_every_preset() {
             assert!(deployment.join(file).is_file(), "{preset}: {file}");
         }
         let env = std::fs::read_to_string(deployment.join("lethe.env")).expect("lethe.env");
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(deployment.join("lethe.env"))
+                .expect("lethe.env")
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o077, 0, "lethe.env is its owner's only: {mode:o}");
+        }
         assert!(env.contains(&format!("# {secret}=\n")), "{env}");
         assert!(
             env.lines().all(|l| l.is_empty() || l.starts_with('#')),

@@ -46,7 +46,7 @@ pub(crate) fn init(dir: Option<PathBuf>, preset_name: &str, force: bool) -> Outc
     }
     let kept_env = dir.join(ENV_FILE).exists();
     if !kept_env {
-        write(&dir, ENV_FILE, &env_text)?;
+        write_secret_file(&dir.join(ENV_FILE), &env_text)?;
         written.push(ENV_FILE);
     }
     out!(
@@ -97,6 +97,18 @@ fn flags_for(dir: &Path) -> String {
         dir.join("pipeline.toml").display(),
         dir.join("states.toml").display()
     )
+}
+
+/// Creates `file` readable by its owner only (it will hold secrets), never replacing one.
+fn write_secret_file(file: &Path, text: &str) -> Result<(), Failure> {
+    use std::io::Write;
+    let fail = |e: std::io::Error| Failure::unreachable(format!("{}: {e}", file.display()));
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut handle = options.open(file).map_err(fail)?;
+    handle.write_all(text.as_bytes()).map_err(fail)
 }
 
 fn write(dir: &Path, path: &str, text: &str) -> Result<(), Failure> {

@@ -42,7 +42,7 @@ pub fn environment(pipeline: &Pipeline) -> Vec<EnvVar> {
                 "the database holding {} (e.g. mysql://lethe:…@host/db), read-only is enough",
                 source.table
             ),
-            true,
+            source.url.is_none(),
         ));
     }
     for target in &pipeline.targets {
@@ -100,6 +100,16 @@ pub fn environment(pipeline: &Pipeline) -> Vec<EnvVar> {
             service.webhook_url.is_some(),
         ));
     }
+    vars.push(var(
+        super::API_WEBHOOK_SECRET_ENV,
+        "the signing secret (whsec_…) of activity reports POSTed to /v1/activity",
+        false,
+    ));
+    vars.push(var(
+        super::API_WORKOS_SECRET_ENV,
+        "the secret WorkOS signs its events to /v1/activity with, if WorkOS reports activity",
+        false,
+    ));
     let mut seen = std::collections::HashSet::new();
     vars.retain(|v| seen.insert(v.name.clone()));
     vars.sort_by_key(|v| !v.required);

@@ -24,6 +24,27 @@ impl Backend {
 
 /// A URL with any password replaced, fit for messages.
 pub fn redact_url(url: &str) -> String {
+    redact_query(&redact_userinfo(url))
+}
+
+/// A `password=` (or `sslpassword=`) query parameter, as PostgreSQL and MySQL URLs allow.
+fn redact_query(url: &str) -> String {
+    let Some((base, query)) = url.split_once('?') else {
+        return url.to_string();
+    };
+    let params: Vec<String> = query
+        .split('&')
+        .map(|param| match param.split_once('=') {
+            Some((name, _)) if name.to_ascii_lowercase().ends_with("password") => {
+                format!("{name}=***")
+            }
+            _ => param.to_string(),
+        })
+        .collect();
+    format!("{base}?{}", params.join("&"))
+}
+
+fn redact_userinfo(url: &str) -> String {
     match (url.find("://"), url.rfind('@')) {
         (Some(scheme_end), Some(at)) if at > scheme_end => {
             let credentials = &url[scheme_end + 3..at];
@@ -44,6 +65,22 @@ pub fn redact_url(url: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn passwords_in_the_query_are_hidden_too() {
+        assert_eq!(
+            redact_url("postgres://u@h/db?sslmode=require&password=s3cret"),
+            "postgres://u@h/db?sslmode=require&password=***"
+        );
+        assert_eq!(
+            redact_url("mysql://u:p@h/db?Password=x"),
+            "mysql://u:***@h/db?Password=***"
+        );
+        assert_eq!(
+            redact_url("sqlite://a.db?mode=rwc"),
+            "sqlite://a.db?mode=rwc"
+        );
+    }
 
     #[test]
     fn urls_pick_the_backend_and_hide_passwords() {

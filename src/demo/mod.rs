@@ -217,7 +217,18 @@ async fn refuse_used_store(url: &str) -> Result<(), DemoError> {
     let store = crate::store::open(url, 1).await?;
     let shown = crate::db::redact_url(url);
     match store.check_migrated().await {
-        Err(crate::store::StoreError::NotMigrated) => return Ok(()),
+        Err(crate::store::StoreError::NotMigrated) => {
+            // Not lethe's yet: still only a database with nothing in it.
+            return match tables_in(url).await {
+                Ok(0) => Ok(()),
+                Ok(n) => Err(DemoError::Refused(format!(
+                    "--store {shown}: not empty ({n} tables): the demo writes only into an empty store"
+                ))),
+                Err(e) => Err(DemoError::Refused(format!(
+                    "--store {shown}: cannot tell whether it is empty ({e})"
+                ))),
+            };
+        }
         Err(crate::store::StoreError::Behind { .. }) => {
             return Err(DemoError::Refused(format!(
                 "--store {shown}: an older lethe store: the demo needs a new, empty one"
@@ -232,6 +243,27 @@ async fn refuse_used_store(url: &str) -> Result<(), DemoError> {
         n => Err(DemoError::Refused(format!(
             "--store {shown}: holds {n} retirements: the demo writes only into an empty store"
         ))),
+    }
+}
+
+/// Tables in the current schema of the store at `url`.
+async fn tables_in(url: &str) -> Result<i64, sqlx::Error> {
+    use sqlx::Connection;
+    match crate::db::Dialect::from_url(url) {
+        Ok(crate::db::Dialect::Postgres) => {
+            let mut conn = sqlx::PgConnection::connect(url).await?;
+            sqlx::query_scalar(
+                "SELECT COUNT(*) FROM information_schema.tables WHERE table_schema = current_schema()",
+            )
+            .fetch_one(&mut conn)
+            .await
+        }
+        _ => {
+            let mut conn = sqlx::SqliteConnection::connect(url).await?;
+            sqlx::query_scalar("SELECT COUNT(*) FROM sqlite_master WHERE type = 'table'")
+                .fetch_one(&mut conn)
+                .await
+        }
     }
 }
 

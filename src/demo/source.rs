@@ -339,11 +339,6 @@ macro_rules! driver {
 driver!(Sqlite);
 driver!(MySql);
 
-/// The demo's tables, `auth_user` first.
-fn table_names() -> impl Iterator<Item = &'static str> {
-    std::iter::once("auth_user").chain(TABLES.iter().map(|(t, _)| *t))
-}
-
 /// Refuses a MySQL/MariaDB source the demo must not write into (see [`create`]); an SQLite
 /// file is the demo's own.
 pub async fn check(url: &str) -> Result<(), SourceError> {
@@ -372,22 +367,26 @@ async fn refuse_used(url: &str, conn: &mut MySqlConnection) -> Result<(), Source
         ));
     };
     let existing: Vec<String> = sqlx::query_scalar(
-        "SELECT CAST(TABLE_NAME AS CHAR) FROM information_schema.TABLES WHERE TABLE_SCHEMA = DATABASE()",
+        "SELECT CAST(TABLE_NAME AS CHAR) FROM information_schema.TABLES WHERE TABLE_SCHEMA = DATABASE() \
+         ORDER BY TABLE_NAME",
     )
     .fetch_all(&mut *conn)
     .await
     .map_err(&fail)?;
-    if let Some(table) = table_names().find(|t| existing.iter().any(|e| e == t)) {
+    // Any table at all: the deletions would follow foreign keys into data that is not the
+    // demo's, and ids 1..N overlap real ones.
+    if let Some(table) = existing.first() {
         return Err(refused(format!(
-            "database {database} already has a table {table}: the demo writes only into a \
-             database without edX's tables (never a real edX database); create an empty one"
+            "database {database} is not empty ({} tables, among them {table}): the demo \
+             writes only into an empty database (never a real one); create one for it",
+            existing.len()
         )));
     }
     Ok(())
 }
 
 /// Creates the source at `url` with the cast's users: a new SQLite file, or an empty
-/// MySQL/MariaDB database (refused when it has one of the demo's tables); `progress` is
+/// MySQL/MariaDB database (refused when it has any table); `progress` is
 /// called with the number of users written so far.
 pub async fn create(
     url: &str,

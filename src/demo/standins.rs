@@ -134,7 +134,7 @@ async fn pull_and_ack(
             .json()
             .await?;
         // A real service acknowledges as it deletes, several at once: so does this one.
-        // Each request owns what it uses (spawned futures must not borrow the page).
+        // Each request is built first: the futures then own what they send.
         let patches: Vec<_> = users
             .iter()
             .filter_map(|user| user["id"].as_str())

@@ -321,7 +321,7 @@ impl Store for PgStore {
              changed AS ( \
                UPDATE retirement r SET state = i.to_state, due_at = COALESCE(i.relay_until, \
                  CASE WHEN i.to_state = r.state AND i.due_at > $1 AND EXISTS (SELECT 1 FROM service_ack a \
-                   WHERE a.retirement_id = r.id AND a.acked_at >= r.updated_at) THEN $1 ELSE i.due_at END), \
+                   WHERE a.retirement_id = r.id AND a.acked_at >= r.updated_at AND a.acked_at <= $1) THEN $1 ELSE i.due_at END), \
                  attempt = CASE WHEN i.relay_until IS NULL THEN i.attempt ELSE 1 END, lost_leases = 0, \
                  last_error = i.last_error, failed_state = i.failed_state, \
                  warned_at = COALESCE(i.warned_at, r.warned_at), \

@@ -4,10 +4,11 @@
 /// Applies one transition; fenced by (state, lease_owner, attempt) when `$10` is not NULL;
 /// `$13`, when not NULL, keeps the lease until then for the next state (attempt 1).
 /// A wait in the same state is due at once instead when a service acknowledged since the
-/// claim (`updated_at` is the claim's time): that ack could not wake a claimed row.
+/// claim (`updated_at` is the claim's time): that ack could not wake a claimed row. An ack
+/// stamped after now (another host's clock ahead) waits for the recheck: no tight loop.
 pub(crate) const APPLY_ONE: &str = "UPDATE retirement SET state = $1, \
      due_at = COALESCE($13, CASE WHEN $1 = state AND $2 > $7 AND EXISTS (SELECT 1 FROM service_ack a \
-       WHERE a.retirement_id = retirement.id AND a.acked_at >= retirement.updated_at) THEN $7 ELSE $2 END), attempt = CASE WHEN $13 IS NULL THEN $3 ELSE 1 END, lost_leases = 0, \
+       WHERE a.retirement_id = retirement.id AND a.acked_at >= retirement.updated_at AND a.acked_at <= $7) THEN $7 ELSE $2 END), attempt = CASE WHEN $13 IS NULL THEN $3 ELSE 1 END, lost_leases = 0, \
      last_error = $4, failed_state = $5, warned_at = COALESCE($6, warned_at), \
      reminders_sent = COALESCE($14, reminders_sent), locale = CASE WHEN $8 THEN NULL ELSE locale END, \
      lease_owner = CASE WHEN $13 IS NULL THEN NULL ELSE $10 END, lease_until = $13, updated_at = $7, \
