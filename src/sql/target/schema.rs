@@ -95,7 +95,9 @@ pub(super) async fn check_transactional(
     Ok(None)
 }
 
-/// Reads every foreign key and every column of the target's schema.
+/// Reads every foreign key and every column of the target's schema. A key to a table of
+/// another schema (another database on MySQL) is no link to the root: its `auth_user` is
+/// someone else's, and following it would delete rows of other users with the same ids.
 pub(super) async fn introspect(
     d: Dialect,
     pool: &Pool,
@@ -112,6 +114,7 @@ pub(super) async fn introspect(
                  FROM information_schema.KEY_COLUMN_USAGE k JOIN information_schema.COLUMNS c \
                  ON c.TABLE_SCHEMA = k.TABLE_SCHEMA AND c.TABLE_NAME = k.TABLE_NAME AND c.COLUMN_NAME = k.COLUMN_NAME \
                  WHERE k.TABLE_SCHEMA = DATABASE() AND k.REFERENCED_TABLE_NAME IS NOT NULL \
+                 AND k.REFERENCED_TABLE_SCHEMA = DATABASE() \
                  ORDER BY k.TABLE_NAME, k.CONSTRAINT_NAME, k.ORDINAL_POSITION",
             )
             .fetch_all(p)
@@ -141,9 +144,10 @@ pub(super) async fn introspect(
                  JOIN pg_class cl ON cl.oid = con.conrelid \
                  JOIN pg_class fcl ON fcl.oid = con.confrelid \
                  JOIN pg_namespace ns ON ns.oid = cl.relnamespace \
+                 JOIN pg_namespace fns ON fns.oid = fcl.relnamespace \
                  JOIN pg_attribute att ON att.attrelid = con.conrelid AND att.attnum = k.attnum \
                  JOIN pg_attribute fatt ON fatt.attrelid = con.confrelid AND fatt.attnum = k.fattnum \
-                 WHERE con.contype = 'f' AND ns.nspname = current_schema() \
+                 WHERE con.contype = 'f' AND ns.nspname = current_schema() AND fns.nspname = current_schema() \
                  ORDER BY cl.relname, con.conname, k.ord",
             )
             .fetch_all(p)
