@@ -227,6 +227,7 @@ async fn prepare(
             subject_hash: format!("h{i}"),
             email_hash: None,
             locale: None,
+            rule: None,
         })
         .collect();
     let started = Instant::now();

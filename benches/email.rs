@@ -78,6 +78,7 @@ fn subjects(n: usize) -> Vec<NewRetirement> {
             subject_hash: format!("h{i}"),
             email_hash: None,
             locale: (i % 3 == 0).then(|| "fr".to_string()),
+            rule: None,
         })
         .collect()
 }

@@ -111,6 +111,7 @@ fn claimed(id: usize) -> Claimed {
         locale: None,
         reminders_sent: 0,
         exclusion_override: false,
+        rule: None,
     }
 }
 

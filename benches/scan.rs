@@ -80,24 +80,23 @@ async fn run(admin: &str, name: &str, store_path: &str) -> anyhow::Result<()> {
     store.migrate().await?;
     store.sync_states(&graph).await?;
     let key = HashKey::new("bench-key-0123456789")?;
-    let now = "2026-11-22T00:00:00Z".parse()?;
+    let now: chrono::DateTime<chrono::Utc> = "2026-11-22T00:00:00Z".parse()?;
     let started = Instant::now();
-    let report = scan(
+    let reports = scan(
         store.as_ref(),
         &graph,
         &reader,
-        &source,
-        &pipeline.policy,
+        &pipeline,
         &key,
         now,
         ScanOptions {
             dry_run: true,
-            limit: None,
+            ..ScanOptions::default()
         },
     )
     .await?;
     let ours_s = started.elapsed().as_secs_f64();
-    let c = &report.counts;
+    let c = &reports.first().context("the scan ran no rule")?.counts;
     anyhow::ensure!(
         c.inactive as u64 == streamed,
         "ours saw {} inactive rows, the baseline {streamed}",

@@ -113,6 +113,7 @@ fn subjects(ids: impl Iterator<Item = i64>) -> Vec<Subject> {
         id,
         active_after: warned,
         check_exclusions: true,
+        still_selected: None,
     })
     .collect()
 }

@@ -1,7 +1,7 @@
 //! `lethe run`: the driver, the periodic scan of the source, and a graceful stop on
 //! SIGINT/SIGTERM (no new claims; in-flight batches finish or are released).
 
-use crate::config::{Policy, Source};
+use crate::config::Pipeline;
 use crate::domain::StateGraph;
 use crate::driver::scan::{ScanOptions, first_scan_delay, scan};
 use crate::driver::{Driver, DriverError, RunReport};
@@ -20,16 +20,14 @@ pub struct Scans {
     pub graph: StateGraph,
     /// The source, connected.
     pub reader: SourceReader,
-    /// Its settings (the interval among them).
-    pub source: Source,
-    /// Inactivity and blast-radius policy.
-    pub policy: Policy,
+    /// The pipeline: the source and its rules, each with its interval.
+    pub pipeline: Pipeline,
     /// Hashes subjects and emails.
     pub key: HashKey,
 }
 
 /// Runs the driver until `shutdown` (or, with `once`, until nothing is due), scanning the
-/// source every `source.scan_interval` meanwhile when `scans` is given.
+/// source meanwhile by each enabled rule on its own interval when `scans` is given.
 pub async fn run(
     driver: Arc<Driver>,
     scans: Option<Scans>,
@@ -46,57 +44,69 @@ pub async fn run(
     }
 }
 
-/// Starts the scan loop; its timer goes on from the last recorded scan, so a restart does
-/// not rescan.
-async fn spawn_scans(scans: Scans, mut stop: watch::Receiver<bool>) -> Result<(), StoreError> {
-    let last = scans.store.last_scan().await?;
-    let interval = scans.source.scan_interval.0;
-    let delay = first_scan_delay(last, interval, Utc::now());
-    match last {
-        Some(at) => tracing::info!(
-            last_scan = %at.to_rfc3339(),
-            next_in_secs = delay.as_secs(),
-            "scan timer: continuing from the last recorded scan"
-        ),
-        None => tracing::info!("scan timer: no scan recorded yet, scanning now"),
-    }
-    tokio::spawn(async move {
-        tokio::select! {
-            _ = tokio::time::sleep(delay) => {}
-            _ = stop.changed() => return,
-        }
-        loop {
-            scan_once(&scans).await;
-            tokio::select! {
-                _ = tokio::time::sleep(interval) => {}
-                _ = stop.changed() => break,
+/// Starts one scan loop per enabled rule; each timer goes on from that rule's last
+/// recorded scan, so a restart does not rescan.
+async fn spawn_scans(scans: Scans, stop: watch::Receiver<bool>) -> Result<(), StoreError> {
+    let scans = Arc::new(scans);
+    for rule in scans.pipeline.rules.iter().filter(|r| r.enabled) {
+        let last = scans.store.last_scan(&rule.name).await?;
+        let interval = rule.interval;
+        let delay = first_scan_delay(last, interval, Utc::now());
+        match last {
+            Some(at) => tracing::info!(
+                rule = %rule.name,
+                last_scan = %at.to_rfc3339(),
+                next_in_secs = delay.as_secs(),
+                "scan timer: continuing from the last recorded scan"
+            ),
+            None => {
+                tracing::info!(rule = %rule.name, "scan timer: no scan recorded yet, scanning now")
             }
         }
-    });
+        let (scans, name, mut stop) = (scans.clone(), rule.name.clone(), stop.clone());
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = tokio::time::sleep(delay) => {}
+                _ = stop.changed() => return,
+            }
+            loop {
+                scan_once(&scans, &name).await;
+                tokio::select! {
+                    _ = tokio::time::sleep(interval) => {}
+                    _ = stop.changed() => break,
+                }
+            }
+        });
+    }
     Ok(())
 }
 
-/// One scan of the loop: failures are logged and retried at the next interval.
-async fn scan_once(s: &Scans) {
+/// One scan of a rule's loop: failures are logged and retried at the next interval.
+async fn scan_once(s: &Scans, rule: &str) {
     let now = crate::domain::truncate_micros(Utc::now());
+    let options = ScanOptions {
+        rule: Some(rule.to_string()),
+        ..ScanOptions::default()
+    };
     let result = scan(
         s.store.as_ref(),
         &s.graph,
         &s.reader,
-        &s.source,
-        &s.policy,
+        &s.pipeline,
         &s.key,
         now,
-        ScanOptions::default(),
+        options,
     )
     .await;
     match result {
-        Ok(report) => {
-            if let Some(why) = report.counts.refused {
-                tracing::warn!(%why, "blast-radius guard refused the scan");
+        Ok(reports) => {
+            for why in reports.into_iter().filter_map(|r| r.counts.refused) {
+                tracing::warn!(rule, %why, "blast-radius guard refused the scan");
             }
         }
-        Err(error) => tracing::error!(%error, "scan failed; next try at the next interval"),
+        Err(error) => {
+            tracing::error!(rule, %error, "scan failed; next try at the next interval")
+        }
     }
 }
 

@@ -763,7 +763,8 @@ fn scan_dry_run_lists_every_candidate_in_json_and_says_how_many_are_not_shown() 
     );
     let json: serde_json::Value =
         serde_json::from_str(&w.ok(&["scan", "--dry-run", "--json"])).unwrap();
-    let candidates = json["candidates"].as_array().unwrap();
+    let candidates = json["rules"][0]["candidates"].as_array().unwrap();
+    assert_eq!(json["rules"][0]["rule"], "inactive", "{json}");
     assert_eq!(candidates.len(), 40, "{json}");
     assert_eq!(candidates[39]["id"], 40);
     assert_eq!(

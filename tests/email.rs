@@ -198,6 +198,7 @@ impl Setup {
                 subject_hash: key.subject(id),
                 email_hash: email.map(|e| key.email(e)),
                 locale: locale.map(str::to_string),
+                rule: None,
             })
             .collect();
         self.store

@@ -152,20 +152,28 @@ async fn run_scan(
 ) -> lethe::driver::scan::ScanReport {
     let options = ScanOptions {
         dry_run,
-        limit: None,
+        ..ScanOptions::default()
     };
-    scan(
+    // The source as the test set it, and its one implicit rule.
+    let mut pipeline = pipeline.clone();
+    pipeline.rules = vec![lethe::config::Rule::implicit(
+        source,
+        pipeline.policy.inactive_after,
+    )];
+    pipeline.source = Some(source.clone());
+    let mut reports = scan(
         store.as_ref(),
         graph,
         reader,
-        source,
-        &pipeline.policy,
+        &pipeline,
         &key(),
         now(),
         options,
     )
     .await
-    .unwrap()
+    .unwrap();
+    assert_eq!(reports.len(), 1);
+    reports.remove(0)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -259,8 +267,9 @@ async fn keyset_paging_neither_skips_nor_repeats_while_rows_are_deleted() {
     let source = users.source("batch_size = 2");
     let reader = SourceReader::connect(&source).await.unwrap();
     let cutoff = "2021-11-22T00:00:00".parse().unwrap();
+    let rule = lethe::config::Rule::implicit(&source, std::time::Duration::from_secs(86_400));
     let first = reader
-        .inactive_page(i64::MIN, i64::MAX, cutoff, 2, false)
+        .candidates_page(&rule, i64::MIN, i64::MAX, cutoff, 2, false)
         .await
         .unwrap();
     assert_eq!(first.iter().map(|u| u.id).collect::<Vec<_>>(), vec![1, 3]);
@@ -270,7 +279,7 @@ async fn keyset_paging_neither_skips_nor_repeats_while_rows_are_deleted() {
     let mut after = 3;
     loop {
         let page = reader
-            .inactive_page(after, i64::MAX, cutoff, 2, false)
+            .candidates_page(&rule, after, i64::MAX, cutoff, 2, false)
             .await
             .unwrap();
         let Some(last) = page.last() else { break };

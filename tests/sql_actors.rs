@@ -114,6 +114,7 @@ fn subjects(ids: &[i64]) -> Vec<Subject> {
             id,
             active_after: warned(),
             check_exclusions: true,
+            still_selected: None,
         })
         .collect()
 }

@@ -40,6 +40,7 @@ async fn only_the_retired_users_rows_go(dialect: Dialect) {
             id,
             active_after: warned(),
             check_exclusions: true,
+            still_selected: None,
         })
         .collect();
     let report = target.retire(&subjects).await.unwrap();
@@ -171,6 +172,7 @@ async fn exclusions_are_re_checked_in_the_deleting_transaction(dialect: Dialect)
         id,
         active_after: warned(),
         check_exclusions,
+        still_selected: None,
     };
     let report = target
         .retire(&[
@@ -213,6 +215,7 @@ async fn a_rerun_is_a_no_op(dialect: Dialect) {
         id: 1,
         active_after: warned(),
         check_exclusions: true,
+        still_selected: None,
     }];
     target.retire(&one).await.unwrap();
     let before = f.counts().await;
@@ -239,6 +242,7 @@ async fn each_subject_counts_its_own_rows(dialect: Dialect) {
             id,
             active_after: warned(),
             check_exclusions: true,
+            still_selected: None,
         })
         .collect();
     let report = target.retire(&subjects).await.unwrap();
@@ -302,6 +306,7 @@ async fn a_failure_mid_batch_leaves_the_database_as_it_was(dialect: Dialect) {
             id,
             active_after: warned(),
             check_exclusions: true,
+            still_selected: None,
         })
         .collect();
     let err = target.retire(&batch).await.unwrap_err();
@@ -517,6 +522,7 @@ async fn a_connection_cut_mid_transaction_rolls_back_and_the_retry_finishes() {
             id,
             active_after: warned(),
             check_exclusions: true,
+            still_selected: None,
         })
         .collect();
     let running = tokio::spawn({
@@ -586,6 +592,7 @@ async fn a_batch_chosen_as_deadlock_victim_is_rerun_and_finishes() {
                     id: 1,
                     active_after: warned(),
                     check_exclusions: true,
+                    still_selected: None,
                 }])
                 .await
         }

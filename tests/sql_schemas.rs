@@ -51,6 +51,7 @@ async fn a_key_into_another_schema_is_not_followed(dialect: Dialect) {
             id: 1,
             active_after: warned(),
             check_exclusions: true,
+            still_selected: None,
         }])
         .await
         .unwrap();

@@ -1077,22 +1077,35 @@ async fn the_last_scan_and_the_migration_check_are_read_back(kind: Kind) {
         .check_migrated()
         .await
         .expect("a migrated store passes");
-    assert_eq!(store.last_scan().await.unwrap(), None);
-    for minutes in [0, 30, 10] {
+    assert_eq!(store.last_scan("inactive").await.unwrap(), None);
+    // Each rule's timer reads its own runs; a run from before rules counts for all.
+    for (minutes, rule) in [
+        (0, None),
+        (30, Some("inactive")),
+        (10, Some("unverified")),
+        (5, Some("inactive")),
+    ] {
         let at = t0() + Span::minutes(minutes);
         store
             .record_scan(&lethe::store::ScanRecord {
                 started_at: at,
                 finished_at: at,
+                rule: rule.map(str::to_string),
+                overlap: 2,
                 ..Default::default()
             })
             .await
             .unwrap();
     }
     assert_eq!(
-        store.last_scan().await.unwrap(),
+        store.last_scan("inactive").await.unwrap(),
         Some(t0() + Span::minutes(30))
     );
+    assert_eq!(
+        store.last_scan("unverified").await.unwrap(),
+        Some(t0() + Span::minutes(10))
+    );
+    assert_eq!(store.last_scan("other").await.unwrap(), Some(t0()));
     // A fresh database has no schema: the check says so and creates nothing.
     let fresh = TestDb::new(kind).await;
     let unmigrated = lethe::store::open(&fresh.url, 1).await.unwrap();

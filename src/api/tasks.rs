@@ -184,27 +184,30 @@ async fn run(
     let now = state.clock.now();
     match task.kind.as_str() {
         "email_inactive_users" | "delete_inactive_users" => {
-            let config = state
+            // Mork's inactive users: the enabled rules that open `inactive` retirements.
+            for rule in state
                 .pipeline
-                .source
-                .as_ref()
-                .ok_or("pipeline.toml has no [source]")?;
-            crate::driver::scan::scan(
-                state.store.as_ref(),
-                &state.graph,
-                source,
-                config,
-                &state.pipeline.policy,
-                key,
-                now,
-                crate::driver::scan::ScanOptions {
-                    dry_run: task.dry_run,
-                    limit: task.limit.map(|l| l as usize),
-                },
-            )
-            .await
-            .map(|_| ())
-            .map_err(|e| e.to_string())
+                .rules
+                .iter()
+                .filter(|r| r.enabled && r.reason == Reason::INACTIVE)
+            {
+                crate::driver::scan::scan(
+                    state.store.as_ref(),
+                    &state.graph,
+                    source,
+                    &state.pipeline,
+                    key,
+                    now,
+                    crate::driver::scan::ScanOptions {
+                        dry_run: task.dry_run,
+                        limit: task.limit.map(|l| l as usize),
+                        rule: Some(rule.name.clone()),
+                    },
+                )
+                .await
+                .map_err(|e| e.to_string())?;
+            }
+            Ok(())
         }
         kind => {
             let email = task.email.unwrap_or_default();

@@ -96,6 +96,9 @@ pub(crate) fn source(config: &Config) -> Result<&Source, Failure> {
 }
 
 /// Connects to the source.
-pub(crate) async fn connect_source(source: &Source) -> Result<SourceReader, Failure> {
-    Ok(SourceReader::connect(source).await?)
+pub(crate) async fn connect_source(
+    source: &Source,
+    rules: &[crate::config::Rule],
+) -> Result<SourceReader, Failure> {
+    Ok(SourceReader::connect_for(source, rules).await?)
 }

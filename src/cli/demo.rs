@@ -162,9 +162,11 @@ pub(crate) async fn demo(args: DemoArgs, store: Option<String>) -> Outcome {
     let paths = &finished.paths;
     let flags = format!(
         "--store {} --config {} --states {}",
-        shown(&paths.store_url).map_or_else(|| redact_url(&paths.store_url), str::to_string),
-        paths.pipeline.display(),
-        paths.states.display()
+        shell_word(
+            &shown(&paths.store_url).map_or_else(|| redact_url(&paths.store_url), str::to_string)
+        ),
+        shell_word(&paths.pipeline.display().to_string()),
+        shell_word(&paths.states.display().to_string())
     );
     let kept = keep || serve || !temporary;
     if kept {
@@ -212,4 +214,30 @@ pub(crate) async fn demo(args: DemoArgs, store: Option<String>) -> Outcome {
         let _ = std::fs::remove_dir_all(&dir);
     }
     Ok(())
+}
+
+/// `word` as one shell word: as is when it has nothing a shell reads, else single-quoted,
+/// so a printed command can be pasted even when `--dir` has spaces or quotes in it.
+fn shell_word(word: &str) -> String {
+    let plain = |c: char| c.is_ascii_alphanumeric() || "_-./:@%+=,".contains(c);
+    if !word.is_empty() && word.chars().all(plain) {
+        return word.to_string();
+    }
+    format!("'{}'", word.replace('\'', "'\\''"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::shell_word;
+
+    #[test]
+    fn a_word_with_spaces_or_quotes_is_single_quoted() {
+        assert_eq!(
+            shell_word("/tmp/demo/pipeline.toml"),
+            "/tmp/demo/pipeline.toml"
+        );
+        assert_eq!(shell_word("/tmp/my demo"), "'/tmp/my demo'");
+        assert_eq!(shell_word("it's"), "'it'\\''s'");
+        assert_eq!(shell_word(""), "''");
+    }
 }

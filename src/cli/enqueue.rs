@@ -70,7 +70,7 @@ pub(crate) async fn enqueue(
                 EnqueueError::NoSource
             )));
         }
-        (Some(source), false) => Some(connect_source(source).await?),
+        (Some(source), false) => Some(connect_source(source, &config.pipeline.rules).await?),
     };
     let store = ctx.store(Some(&config), 2).await?;
     let now = crate::domain::truncate_micros(Utc::now());

@@ -122,14 +122,17 @@ enum Command {
         #[command(subcommand)]
         command: KeyCommand,
     },
-    /// Scan the source for inactive users and open their retirements (blast-radius guarded).
+    /// Scan the source by each selection rule and open retirements (blast-radius guarded).
     Scan {
         /// Write nothing: show the counts and the first candidates.
         #[arg(long)]
         dry_run: bool,
-        /// Consider at most this many candidates.
+        /// Consider at most this many candidates (per rule).
         #[arg(long)]
         limit: Option<usize>,
+        /// Run only this [[rule]] (default: every enabled rule, in order).
+        #[arg(long)]
+        rule: Option<String>,
     },
     /// Open retirements for subjects (source primary keys). Subjects that `source.exclude`
     /// or an allow-list keeps out are refused (exit 3), the others enqueued.
@@ -284,7 +287,11 @@ async fn dispatch(cli: Cli) -> Outcome {
         Command::Status { target } => inspect::status(&ctx, &target).await,
         Command::List { state, limit } => inspect::list(&ctx, state, limit).await,
         Command::Stats => inspect::stats(&ctx).await,
-        Command::Scan { dry_run, limit } => scan::scan(&ctx, dry_run, limit).await,
+        Command::Scan {
+            dry_run,
+            limit,
+            rule,
+        } => scan::scan(&ctx, dry_run, limit, rule).await,
         Command::Plan { subject } => plan::plan(&ctx, &subject).await,
         Command::Resume { target, to } => {
             operate::operate(&ctx, &target, OperatorAction::Resume { to }).await

@@ -19,6 +19,9 @@ fn plan_verdict(result: &crate::sql::target::SubjectResult) -> String {
         SubjectResult::Refused(why) => format!("the deletion would be refused: {why}"),
         SubjectResult::Active(at) => format!("active at {}", at.to_rfc3339()),
         SubjectResult::Excluded(why) => format!("the deletion would be refused: {why}"),
+        SubjectResult::NoLongerSelected => {
+            "the deletion would be cancelled: its rule no longer selects it".to_string()
+        }
     }
 }
 

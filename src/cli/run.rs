@@ -32,11 +32,10 @@ pub(crate) async fn run(ctx: &Ctx, once: bool, listen: Option<String>) -> Outcom
     ));
     let scans = match (once, &config.pipeline.source) {
         (false, Some(source)) => Some(crate::daemon::Scans {
-            reader: connect_source(source).await?,
+            reader: connect_source(source, &config.pipeline.rules).await?,
             store: ctx.store(None, 2).await?,
             graph: config.graph.clone(),
-            source: source.clone(),
-            policy: config.pipeline.policy.clone(),
+            pipeline: config.pipeline.clone(),
             key,
         }),
         _ => None,

@@ -48,13 +48,17 @@ pub(crate) async fn start(
     }
     // Without the source the API still serves pulls and acks; opening retirements waits.
     let source = match &config.pipeline.source {
-        Some(source) => match crate::sql::source::SourceReader::connect(source).await {
-            Ok(reader) => Some(Arc::new(reader)),
-            Err(e) => {
-                tracing::warn!(error = %crate::db::chain(&e), "the API cannot reach the source: POST /v1/retirements answers 503");
-                None
+        Some(source) => {
+            match crate::sql::source::SourceReader::connect_for(source, &config.pipeline.rules)
+                .await
+            {
+                Ok(reader) => Some(Arc::new(reader)),
+                Err(e) => {
+                    tracing::warn!(error = %crate::db::chain(&e), "the API cannot reach the source: POST /v1/retirements answers 503");
+                    None
+                }
             }
-        },
+        }
         None => None,
     };
     let state = Arc::new(

@@ -51,6 +51,27 @@ pub(crate) async fn check(ctx: &Ctx, connect: bool) -> Outcome {
         crate::config::HumanDuration(p.driver.lease),
         crate::config::HumanDuration(p.driver.poll_interval)
     );
+    for rule in &p.rules {
+        let predicate = rule
+            .predicate
+            .as_deref()
+            .map(|w| format!(" where {w:?}"))
+            .unwrap_or_default();
+        out!(
+            "rule {}: select {} after {}{predicate} -> reason {}, every {}, at most {} or {:.2}% per scan{}",
+            rule.name,
+            rule.select,
+            crate::config::HumanDuration(rule.after),
+            rule.reason,
+            crate::config::HumanDuration(rule.interval),
+            rule.max_new_per_scan,
+            100.0 * rule.max_new_share,
+            if rule.enabled { "" } else { " (disabled)" }
+        );
+    }
+    for policy in p.notices.all() {
+        out!("notice {}: {}", policy.reason, policy.describe());
+    }
     let templates = crate::stages::load_templates(p)?;
     // Some stage sends email (an email stage, or grace reminders): SMTP must work.
     let sends_mail = templates.is_some();
@@ -58,7 +79,7 @@ pub(crate) async fn check(ctx: &Ctx, connect: bool) -> Outcome {
         for name in p.templates_used() {
             out!(
                 "template {name}: ok in {}",
-                templates.locales_of(name).join(", ")
+                templates.locales_of(&name).join(", ")
             );
         }
     }
@@ -98,7 +119,7 @@ pub(crate) async fn check(ctx: &Ctx, connect: bool) -> Outcome {
         store.next_due().await?;
         out!("store: reachable and migrated");
         if let Some(source) = &config.pipeline.source {
-            let reader = connect_source(source).await?;
+            let reader = connect_source(source, &p.rules).await?;
             let users = reader.count_users().await?;
             out!("source: reachable, {users} users in {}", source.table);
         }

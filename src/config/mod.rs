@@ -9,8 +9,10 @@ mod email;
 #[macro_use]
 mod http;
 mod call;
+mod notice;
 mod pipeline;
 pub mod preset;
+mod rule;
 mod secrets;
 mod service;
 mod source;
@@ -27,7 +29,9 @@ pub use http::{
     HttpLimits, NotifySettings, SARBACANE_ACCOUNT_ENV, SARBACANE_KEY_ENV, SarbacaneSettings,
     Secret, secret_env,
 };
+pub use notice::{NoticePolicy, Notices};
 pub use pipeline::{DriverTuning, Pipeline, Policy, Stage};
+pub use rule::{Rule, Select};
 pub use secrets::{EnvVar, env_file, environment};
 pub use service::Service;
 pub use source::{SOURCE_URL_ENV, Source};

@@ -29,6 +29,10 @@ struct PipelineFile {
     api: Option<super::api::ApiSection>,
     #[serde(default)]
     api_key: Vec<super::api::ApiKeySection>,
+    #[serde(default)]
+    rule: Vec<super::rule::RuleSection>,
+    #[serde(default)]
+    notice: std::collections::BTreeMap<String, super::notice::NoticeSection>,
 }
 
 #[derive(Deserialize, Default)]
@@ -152,6 +156,12 @@ pub struct Pipeline {
     pub services: Vec<super::Service>,
     /// The REST API: where it listens, its keys.
     pub api: super::Api,
+    /// The selection rules, in order (the first to select a subject opens its retirement).
+    pub rules: Vec<super::Rule>,
+    /// Whether `rules` is the one rule built from `[source]` (no `[[rule]]` written).
+    pub implicit_rule: bool,
+    /// The notice policy of each reason.
+    pub notices: super::Notices,
 }
 
 impl Stage {
@@ -212,22 +222,36 @@ impl Pipeline {
         Ok(())
     }
 
-    /// The templates the stages send (email templates, grace reminders), sorted, once each.
-    pub fn templates_used(&self) -> Vec<&str> {
-        let mut names: Vec<&str> = self
+    /// The templates the stages send (email templates, grace reminders, the notice
+    /// policies' templates), sorted, once each.
+    pub fn templates_used(&self) -> Vec<String> {
+        let mut names: Vec<String> = self
             .stages
             .iter()
             .filter_map(|s| match &s.settings {
-                super::StageSettings::Email(e) => Some(e.template.as_str()),
+                super::StageSettings::Email(e) => Some(e.template.clone()),
                 super::StageSettings::Grace(g) if !g.reminders.is_empty() => {
-                    Some(g.reminder_template.as_str())
+                    Some(g.reminder_template.clone())
                 }
                 _ => None,
             })
+            .chain(self.notices.templates(&self.stages))
             .collect();
         names.sort_unstable();
         names.dedup();
         names
+    }
+
+    /// The rule called `name`.
+    pub fn rule(&self, name: &str) -> Option<&super::Rule> {
+        self.rules.iter().find(|r| r.name == name)
+    }
+
+    /// The rule a retirement is re-checked against: the one that opened it, else the first
+    /// of its reason (opened by hand); `None` for a reason no rule selects (requested).
+    pub fn recheck_rule(&self, rule: Option<&str>, reason: &str) -> Option<&super::Rule> {
+        rule.and_then(|name| self.rule(name))
+            .or_else(|| self.rules.iter().find(|r| r.reason == reason))
     }
 
     /// The working states before the first stage that deletes anything: the notice phase,
@@ -442,11 +466,21 @@ pub(super) fn parse(
             .cloned();
     }
     let email = parsed.email.map(|e| e.validate(file)).transpose()?;
-    check_notice_stages(
+    check_notice_stages(file, &stages, source.is_some(), email.is_some())?;
+    let (rules, implicit_rule) =
+        super::rule::parse_rules(file, parsed.rule, source.as_ref(), p.inactive_after.0)?;
+    let rule_reasons: Vec<(String, crate::domain::Reason)> = rules
+        .iter()
+        .enumerate()
+        .filter(|_| !implicit_rule)
+        .map(|(i, r)| (format!("rule[{}]", i + 1), r.reason.clone()))
+        .collect();
+    let notices = super::notice::parse_notices(
         file,
+        parsed.notice,
         &stages,
         p.grace_period.0,
-        source.is_some(),
+        &rule_reasons,
         email.is_some(),
     )?;
     Ok(Pipeline {
@@ -475,15 +509,18 @@ pub(super) fn parse(
         source,
         email,
         services: parsed.service,
+        rules,
+        implicit_rule,
+        notices,
     })
 }
 
-/// Email stages need `[email]`; grace reminders fall inside the grace period and need
-/// `[email]`; an activity re-check needs `[source]`.
+/// Email stages need `[email]`; grace reminders need `[email]` (that they fall inside
+/// each reason's grace period is checked with the notice policies); an activity re-check
+/// needs `[source]`.
 fn check_notice_stages(
     file: &str,
     stages: &[Stage],
-    grace: Duration,
     has_source: bool,
     has_email: bool,
 ) -> Result<(), ConfigError> {
@@ -505,17 +542,6 @@ fn check_notice_stages(
                         format!("{at}.reminders"),
                         None,
                         "reminders need an [email] section",
-                    ));
-                }
-                if let Some(r) = g.reminders.iter().find(|r| **r >= grace) {
-                    return Err(invalid(
-                        file,
-                        format!("{at}.reminders"),
-                        Some(&HumanDuration(*r).to_string()),
-                        format!(
-                            "a reminder is sent this long before the end of the grace period, which is {} (policy.grace_period)",
-                            HumanDuration(grace)
-                        ),
                     ));
                 }
                 if g.recheck && !has_source {

@@ -25,6 +25,9 @@ pub struct Source {
     pub last_login_column: String,
     /// Sign-up column, the activity of users who never logged in.
     pub date_joined_column: String,
+    /// Whether the account confirmed its email (0 = never confirmed; edX's `is_active`,
+    /// "not activated"): what `select = "unverified"` rules read.
+    pub verified_column: String,
     /// Column holding the user's language (`en`, `fr`...), if the table has one.
     pub locale_column: Option<String>,
     /// How long without activity makes a user a candidate; `policy.inactive_after` when unset.
@@ -58,6 +61,7 @@ impl Default for Source {
             username_column: "username".into(),
             last_login_column: "last_login".into(),
             date_joined_column: "date_joined".into(),
+            verified_column: "is_active".into(),
             locale_column: None,
             inactive_after: None,
             exclude: "is_staff = 1 OR is_superuser = 1".into(),
@@ -123,6 +127,7 @@ impl Source {
             ("source.username_column", &self.username_column),
             ("source.last_login_column", &self.last_login_column),
             ("source.date_joined_column", &self.date_joined_column),
+            ("source.verified_column", &self.verified_column),
         ] {
             if value.trim().is_empty() {
                 return Err(invalid(

@@ -348,7 +348,7 @@ pub async fn run(options: &Options, progress: &dyn Progress) -> Result<Finished,
         .source
         .clone()
         .ok_or_else(|| DemoError::Pipeline("the preset has no [source]".into()))?;
-    let reader = crate::sql::source::SourceReader::connect(&source_config)
+    let reader = crate::sql::source::SourceReader::connect_for(&source_config, &pipeline.rules)
         .await
         .map_err(|e| DemoError::Pipeline(format!("the demo's source: {e}")))?;
 
@@ -360,28 +360,26 @@ pub async fn run(options: &Options, progress: &dyn Progress) -> Result<Finished,
 
     let phase = Instant::now();
     progress.start("scanning for inactive users", 1);
-    let scan = crate::driver::scan::scan(
+    let scans = crate::driver::scan::scan(
         store.as_ref(),
         &graph,
         &reader,
-        &source_config,
-        &pipeline.policy,
+        &pipeline,
         &key,
         chrono::Utc::now(),
-        crate::driver::scan::ScanOptions {
-            dry_run: false,
-            limit: None,
-        },
+        crate::driver::scan::ScanOptions::default(),
     )
     .await
     .map_err(|e| DemoError::Pipeline(format!("the scan: {e}")))?;
     progress.finish();
     phases.push(("scan".into(), phase.elapsed()));
-    if let Some(refused) = &scan.counts.refused {
+    if let Some(refused) = scans.iter().find_map(|s| s.counts.refused.as_ref()) {
         return Err(DemoError::Pipeline(format!(
             "the scan was refused: {refused}"
         )));
     }
+    let enqueued: i64 = scans.iter().map(|s| s.counts.enqueued).sum();
+    let excluded: i64 = scans.iter().map(|s| s.counts.excluded).sum();
 
     let (stop, stopped) = watch::channel(false);
     let api_state = Arc::new(
@@ -443,7 +441,7 @@ pub async fn run(options: &Options, progress: &dyn Progress) -> Result<Finished,
         key: &key,
         source_url: &paths.source_url,
     }
-    .phases(scan.counts.enqueued, progress)
+    .phases(enqueued, progress)
     .await;
     let _ = driver_stop.send(true);
     let driven = driving.await;
@@ -457,8 +455,8 @@ pub async fn run(options: &Options, progress: &dyn Progress) -> Result<Finished,
 
     let mut report = Report {
         users: options.users,
-        opened: scan.counts.enqueued,
-        excluded: scan.counts.excluded,
+        opened: enqueued,
+        excluded,
         mail_files: mail.as_ref().map_or(0, |m| m.accepted()),
         mail_refused: mail.as_ref().map_or(0, |m| m.refused()),
         smtp: options.smtp.clone(),

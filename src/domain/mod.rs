@@ -14,7 +14,7 @@ mod transition;
 pub use blast::check_blast_radius;
 pub use delivery::{Delivery, OnRefused, delivery_outcome};
 pub use graph::{Role, StateDef, StateGraph};
-pub use notice::{deletion_hold, grace_ends, reminders_due};
+pub use notice::{NoticeRule, deletion_hold, grace_ends, reminders_due};
 pub use operator::{OperatorAction, Standing};
 pub use reason::Reason;
 pub use retry::{RetrySchedule, mix, retry_entropy};

@@ -247,6 +247,7 @@ pub fn lock_roots(
     plan: &Plan,
     activity_column: &str,
     exclusions: Option<(&str, &str)>,
+    still_selected: &[&str],
     n: usize,
 ) -> Rendered {
     let lock = match d {
@@ -261,9 +262,14 @@ pub fn lock_roots(
             )
         })
         .unwrap_or_default();
+    let still: String = still_selected
+        .iter()
+        .enumerate()
+        .map(|(k, condition)| format!(", CASE WHEN ({condition}) THEN 1 ELSE 0 END AS still_{k}"))
+        .collect();
     let mut ids = Ids::new(d, 1, n);
     let sql = format!(
-        "SELECT {subject} AS subject, {activity} AS activity{excluded} FROM {root} WHERE {key} IN ({list}){lock}",
+        "SELECT {subject} AS subject, {activity} AS activity{excluded}{still} FROM {root} WHERE {key} IN ({list}){lock}",
         subject = d.bigint(&d.quote(&plan.root_key)),
         key = d.quote(&plan.root_key),
         activity = d.quote(activity_column),
@@ -407,7 +413,7 @@ mod tests {
              GROUP BY t1.\"student_id\""
         );
         assert_eq!(
-            lock_roots(Dialect::MySql, &p, "last_login", None, 2).sql,
+            lock_roots(Dialect::MySql, &p, "last_login", None, &[], 2).sql,
             "SELECT CAST(`id` AS SIGNED) AS subject, `last_login` AS activity FROM `auth_user` WHERE `id` IN (?, ?) FOR UPDATE"
         );
     }

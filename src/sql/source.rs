@@ -1,7 +1,7 @@
 //! Reading the source of truth: keyset pages of inactive users, never OFFSET.
 
 use super::pool::{Pool, with_pool};
-use crate::config::Source;
+use crate::config::{Rule, Select, Source};
 use crate::db::Dialect;
 use chrono::NaiveDateTime;
 use sqlx::Row;
@@ -127,6 +127,20 @@ enum Key {
     Email(String),
 }
 
+/// What must still hold of a subject selected by `rule`, beyond having been inactive
+/// (activity is re-checked apart): SQL on the source table, or `None`. An unverified
+/// account must still be unconfirmed; a rule's predicate must still match.
+pub fn still_selected(d: Dialect, source: &Source, rule: &Rule) -> Option<String> {
+    let mut conditions = Vec::new();
+    if rule.select == Select::Unverified {
+        conditions.push(format!("{} = 0", d.quote(&source.verified_column)));
+    }
+    if let Some(predicate) = &rule.predicate {
+        conditions.push(format!("({predicate})"));
+    }
+    (!conditions.is_empty()).then(|| conditions.join(" AND "))
+}
+
 /// A connected source.
 pub struct SourceReader {
     dialect: Dialect,
@@ -138,6 +152,11 @@ impl SourceReader {
     /// Connects and checks that the table, every configured column and the exclusion
     /// predicate work, naming the first one that does not.
     pub async fn connect(config: &Source) -> Result<Self, SourceError> {
+        Self::connect_for(config, &[]).await
+    }
+
+    /// [`SourceReader::connect`], checking too the columns and predicates of `rules`.
+    pub async fn connect_for(config: &Source, rules: &[Rule]) -> Result<Self, SourceError> {
         let url = config.url.clone().ok_or(SourceError::NoUrl)?;
         // The scan reads two ranges and counts users at once; the grace stage re-reads logins.
         let (dialect, pool) =
@@ -176,6 +195,26 @@ impl SourceReader {
             format!("source.exclude predicate {:?}", config.exclude),
             format!("SELECT 1 FROM {table} WHERE ({}) AND 1 = 0", config.exclude),
         ));
+        if rules.iter().any(Rule::reads_verified) {
+            probes.push((
+                format!(
+                    "source.verified_column {}.{}",
+                    config.table, config.verified_column
+                ),
+                format!(
+                    "SELECT {} FROM {table} WHERE 1 = 0",
+                    dialect.quote(&config.verified_column)
+                ),
+            ));
+        }
+        for rule in rules {
+            if let Some(predicate) = &rule.predicate {
+                probes.push((
+                    format!("the `where` of rule {:?} ({predicate:?})", rule.name),
+                    format!("SELECT 1 FROM {table} WHERE ({predicate}) AND 1 = 0"),
+                ));
+            }
+        }
         for (what, sql) in probes {
             with_pool!(&reader.pool, p => sqlx::query(sqlx::AssertSqlSafe(sql)).fetch_all(p).await.map(|_| ()))
                 .map_err(|source| SourceError::Schema { what, source })?;
@@ -192,6 +231,11 @@ impl SourceReader {
             return Err(SourceError::NotInteger { column, declared });
         }
         Ok(reader)
+    }
+
+    /// The source database's SQL dialect.
+    pub fn dialect(&self) -> Dialect {
+        self.dialect
     }
 
     /// The `[source]` it was connected with.
@@ -265,6 +309,49 @@ impl SourceReader {
             source,
         })? {
             out.insert(id, at);
+        }
+        Ok(out)
+    }
+
+    /// Which of `ids` that exist still satisfy `condition` (from [`still_selected`]): the
+    /// value is false for a subject that no longer does.
+    pub async fn still_matching(
+        &self,
+        ids: &[i64],
+        condition: &str,
+    ) -> Result<std::collections::HashMap<i64, bool>, SourceError> {
+        let mut out = std::collections::HashMap::with_capacity(ids.len());
+        let d = self.dialect;
+        let c = &self.config;
+        for chunk in ids.chunks(1000) {
+            let sql = format!(
+                "SELECT {id_expr} AS id, CASE WHEN ({condition}) THEN 1 ELSE 0 END AS still \
+                 FROM {table} WHERE {id} IN ({params})",
+                id_expr = d.bigint(&d.quote(&c.id_column)),
+                table = d.quote(&c.table),
+                id = d.quote(&c.id_column),
+                params = d.params(1, chunk.len()),
+            );
+            let rows = with_pool!(&self.pool, p => {
+                let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+                for id in chunk {
+                    query = query.bind(*id);
+                }
+                query.fetch_all(p).await.and_then(|rows| {
+                    rows.iter()
+                        .map(|r| {
+                            let still = r
+                                .try_get::<i64, _>("still")
+                                .or_else(|_| r.try_get::<i32, _>("still").map(i64::from))?;
+                            Ok((r.try_get::<i64, _>("id")?, still != 0))
+                        })
+                        .collect::<Result<Vec<_>, sqlx::Error>>()
+                })
+            });
+            out.extend(rows.map_err(|source| SourceError::Query {
+                context: "re-checking the rule that selected the subjects",
+                source,
+            })?);
         }
         Ok(out)
     }
@@ -365,10 +452,13 @@ impl SourceReader {
         })
     }
 
-    /// Up to `limit` users with `after` < id <= `upto` whose last activity (last login, or sign-up
-    /// for those who never logged in) is before `cutoff`, in id order.
-    pub async fn inactive_page(
+    /// Up to `limit` users with `after` < id <= `upto` that `rule` selects, in id order:
+    /// inactive, last activity (last login, or sign-up for those who never logged in)
+    /// before `cutoff`; unverified, never confirmed and signed up before `cutoff`; and the
+    /// rule's predicate, if any.
+    pub async fn candidates_page(
         &self,
+        rule: &Rule,
         after: i64,
         upto: i64,
         cutoff: NaiveDateTime,
@@ -392,10 +482,25 @@ impl SourceReader {
         // and sorting by that expression cannot use the primary key.
         // The exclusion predicate is operator config (like a view definition), so it is
         // spliced as written; every value is bound.
+        let last_login = d.quote(&c.last_login_column);
+        let joined = d.quote(&c.date_joined_column);
+        let mut selects = match rule.select {
+            Select::Inactive => format!("COALESCE({last_login}, {joined}) < {}", d.param(3)),
+            Select::Unverified => format!(
+                "{} = 0 AND {joined} < {}",
+                d.quote(&c.verified_column),
+                d.param(3)
+            ),
+            // Still bound, so every rule's query has the same parameters.
+            Select::Where => format!("{} IS NOT NULL", d.param(3)),
+        };
+        if let Some(predicate) = &rule.predicate {
+            selects.push_str(&format!(" AND ({predicate})"));
+        }
         let sql = format!(
             "SELECT {id_expr} AS id, {email} AS email, {username} AS username, {locale} AS locale, \
              {times}CASE WHEN ({exclude}) THEN 1 ELSE 0 END AS excluded \
-             FROM {table} WHERE {id} > {p1} AND {id} <= {p2} AND COALESCE({last_login}, {joined}) < {p3} \
+             FROM {table} WHERE {id} > {p1} AND {id} <= {p2} AND {selects} \
              ORDER BY {table}.{id} LIMIT {p4}",
             id_expr = d.bigint(&id),
             email = d.quote(&c.email_column),
@@ -407,11 +512,8 @@ impl SourceReader {
                 .unwrap_or_else(|| "NULL".into()),
             exclude = c.exclude,
             table = d.quote(&c.table),
-            last_login = d.quote(&c.last_login_column),
-            joined = d.quote(&c.date_joined_column),
             p1 = d.param(1),
             p2 = d.param(2),
-            p3 = d.param(3),
             p4 = d.param(4),
         );
         let rows = with_pool!(&self.pool, p => {
@@ -442,7 +544,7 @@ impl SourceReader {
             })
         });
         rows.map_err(|source| SourceError::Query {
-            context: "reading a page of inactive users",
+            context: "reading a page of a rule's candidates",
             source,
         })
     }

@@ -1,6 +1,7 @@
 //! The email handler: renders a template per retirement and sends it; the warning stage
 //! records `warned_at` when the server accepted the notice (invariant 2).
 
+use super::Reasons;
 use super::{BatchError, Handler, Reporter};
 use crate::clock::Clock;
 use crate::config::{Email, EmailSettings, TemplateRole, Undeliverable};
@@ -22,8 +23,6 @@ pub struct Notifier {
     pub templates: Templates,
     /// `[email]`.
     pub config: Email,
-    /// `policy.grace_period`.
-    pub grace: Duration,
     /// Time as the driver sees it.
     pub clock: Arc<dyn Clock>,
 }
@@ -91,7 +90,7 @@ impl Notifier {
     pub async fn send_all(
         self: &Arc<Self>,
         batch: &[Claimed],
-        template: &str,
+        template: impl Fn(&Claimed) -> String,
         key: impl Fn(&Claimed) -> String,
         deletion: impl Fn(&Claimed) -> DateTime<Utc>,
     ) -> HashMap<i64, Sent> {
@@ -103,7 +102,7 @@ impl Notifier {
         out
     }
 
-    /// Sends `template` to each retirement and hands each result to `each` as the server
+    /// Sends each retirement its `template` and hands each result to `each` as the server
     /// answers. `key` names the message in its Message-ID
     /// (`<lethe.{key}.{retirement opened, µs}@{sender domain}>`), the same for a resent
     /// copy, so mail clients fold the copies, and never one of another store or an earlier
@@ -112,7 +111,7 @@ impl Notifier {
     pub async fn send_each(
         self: &Arc<Self>,
         batch: &[Claimed],
-        template: &str,
+        template: impl Fn(&Claimed) -> String,
         key: impl Fn(&Claimed) -> String,
         deletion: impl Fn(&Claimed) -> DateTime<Utc>,
         mut each: impl FnMut(i64, Sent),
@@ -120,6 +119,8 @@ impl Notifier {
         let now = self.clock.now();
         let mut tasks = tokio::task::JoinSet::new();
         for c in batch {
+            let template = template(c);
+            let template = template.as_str();
             let when = deletion(c);
             let days_left = ((when - now).num_seconds().max(0) + 86_399) / 86_400;
             let mut vars = Self::config_vars(&self.config);
@@ -183,16 +184,50 @@ impl Notifier {
     }
 }
 
-/// Sends one template per retirement.
+/// Sends one template per retirement: the stage's, or for the notice and the deletion
+/// confirmation the one the retirement's reason says.
 pub struct EmailHandler {
     notifier: Arc<Notifier>,
     settings: EmailSettings,
+    reasons: Arc<Reasons>,
 }
 
 impl EmailHandler {
     /// A handler for one email stage.
-    pub fn new(notifier: Arc<Notifier>, settings: EmailSettings) -> Self {
-        Self { notifier, settings }
+    pub fn new(notifier: Arc<Notifier>, settings: EmailSettings, reasons: Arc<Reasons>) -> Self {
+        Self {
+            notifier,
+            settings,
+            reasons,
+        }
+    }
+
+    /// What to send `c`: a template, or the outcome without a message (its reason sends
+    /// none here, or has no policy at all).
+    fn template_for(&self, c: &Claimed) -> Result<String, StageResult> {
+        let role = self.settings.role();
+        let notice = self.settings.records_notice();
+        if !notice && role != TemplateRole::Deleted {
+            return Ok(self.settings.template.clone());
+        }
+        let Some(policy) = self.reasons.policy(c) else {
+            return Err(StageResult::new(Outcome::Fail {
+                error: format!(
+                    "reason {} has no notice policy: add [notice.{}] to pipeline.toml, then resume",
+                    c.reason, c.reason
+                ),
+            }));
+        };
+        let template = if notice {
+            &policy.template
+        } else {
+            &policy.deleted_template
+        };
+        template.clone().ok_or_else(|| {
+            StageResult::new(Outcome::Done).with_detail(json!({
+                "skipped": format!("reason {} sends no {} message", c.reason, if notice { "notice" } else { "deletion confirmation" }),
+            }))
+        })
     }
 }
 
@@ -201,6 +236,10 @@ impl EmailHandler {
     /// then runs from the attempt.
     fn outcome(&self, sent: Sent) -> StageResult {
         let (at, notice) = (sent.at, self.settings.records_notice());
+        let template = sent.detail["template"]
+            .as_str()
+            .unwrap_or(&self.settings.template)
+            .to_string();
         let result = sent.outcome(
             self.notifier.config.on_undeliverable,
             "undeliverable",
@@ -219,7 +258,7 @@ impl EmailHandler {
         };
         crate::metrics::count(
             "lethe_emails_total",
-            &[("template", &self.settings.template), ("result", kind)],
+            &[("template", &template), ("result", kind)],
             1,
         );
         result
@@ -240,22 +279,49 @@ impl Handler for EmailHandler {
         reporter: &Reporter,
     ) -> Result<HashMap<i64, StageResult>, BatchError> {
         let now = self.notifier.clock.now();
-        let grace = self.notifier.grace;
         let notice = self.settings.records_notice();
-        let (template, role) = (self.settings.template.as_str(), self.settings.role());
+        let role = self.settings.role();
         let mut left = HashMap::new();
+        let mut templates: HashMap<i64, String> = HashMap::with_capacity(batch.len());
+        let mut sending: Vec<Claimed> = Vec::with_capacity(batch.len());
+        for c in batch {
+            match self.template_for(c) {
+                Ok(template) => {
+                    templates.insert(c.id, template);
+                    sending.push(c.clone());
+                }
+                Err(result) => {
+                    if let Err(result) = reporter.report(c.id, result) {
+                        left.insert(c.id, result);
+                    }
+                }
+            }
+        }
+        let template = |c: &Claimed| templates.get(&c.id).cloned().unwrap_or_default();
+        let hold = |c: &Claimed| {
+            self.reasons
+                .policy(c)
+                .map(|p| p.rule)
+                .unwrap_or(crate::domain::NoticeRule {
+                    required: true,
+                    hold: Duration::ZERO,
+                })
+        };
         self.notifier
             .send_each(
-                batch,
+                &sending,
                 template,
-                |c| format!("{}.{template}", c.id),
+                |c| format!("{}.{}", c.id, template(c)),
                 |c| {
-                    // A warning announces the end of a grace period starting now, a reminder
-                    // the one that started at the warning, the confirmation today's deletion.
+                    // A warning announces the end of a grace period starting now (a cool-off,
+                    // the end of the one since the request), a reminder the one that started
+                    // at the warning, the confirmation today's deletion.
+                    let rule = hold(c);
                     match (notice, c.warned_at) {
                         _ if role == TemplateRole::Deleted => now,
-                        (false, Some(at)) => grace_ends(at, grace),
-                        _ => grace_ends(now, grace),
+                        _ if !rule.required => rule.ends(None, c.created_at).unwrap_or(now),
+                        (false, Some(at)) => grace_ends(at, rule.hold),
+                        _ => grace_ends(now, rule.hold),
                     }
                 },
                 |id, sent| {

@@ -1,12 +1,14 @@
-//! The grace handler: waits until `warned_at + policy.grace_period`, sends the configured
-//! reminders once each, and re-checks activity in the source: a subject who logged in
-//! after the warning is cancelled (invariant 1).
+//! The grace handler: waits until the end of the hold the retirement's reason sets (the
+//! grace period after the warning, or a cool-off after the request), sends that policy's
+//! reminders once each, and re-checks the source: a subject who logged in after the
+//! warning, or whom its rule no longer selects (an account confirmed), is cancelled
+//! (invariant 1).
 
 use super::email::Notifier;
-use super::{BatchError, Handler};
+use super::{BatchError, Handler, Reasons};
 use crate::clock::Clock;
 use crate::config::GraceSettings;
-use crate::domain::{Outcome, StageResult, grace_ends, reminders_due};
+use crate::domain::{Outcome, StageResult, reminders_due};
 use crate::sql::source::SourceReader;
 use crate::store::Claimed;
 use async_trait::async_trait;
@@ -14,12 +16,11 @@ use chrono::{DateTime, Utc};
 use serde_json::json;
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
 
 /// Waits out the grace period.
 pub struct GraceHandler {
     settings: GraceSettings,
-    grace: Duration,
+    reasons: Arc<Reasons>,
     notifier: Option<Arc<Notifier>>,
     source: Option<Arc<SourceReader>>,
     clock: Arc<dyn Clock>,
@@ -29,50 +30,83 @@ impl GraceHandler {
     /// A handler; `notifier` is needed for reminders, `source` for the re-check.
     pub fn new(
         settings: GraceSettings,
-        grace: Duration,
+        reasons: Arc<Reasons>,
         notifier: Option<Arc<Notifier>>,
         source: Option<Arc<SourceReader>>,
         clock: Arc<dyn Clock>,
     ) -> Self {
         Self {
             settings,
-            grace,
+            reasons,
             notifier,
             source,
             clock,
         }
     }
 
-    /// Subjects of `batch` whose last login is after their warning.
-    async fn active_again(
+    /// Retirements of `batch` to cancel, and why: their subject logged in after the warning
+    /// (or the opening), or the rule that selected them no longer does.
+    async fn cancelled(
         &self,
         batch: &[&Claimed],
-    ) -> Result<HashMap<i64, DateTime<Utc>>, BatchError> {
-        let Some(source) = &self.source else {
-            return Ok(HashMap::new());
-        };
-        let ids: Vec<i64> = batch
-            .iter()
-            .filter(|c| !c.reason.is_requested())
-            .filter_map(|c| c.subject.trim().parse().ok())
-            .collect();
-        let logins = source
-            .last_logins(&ids)
-            .await
-            .map_err(|e| BatchError(e.to_string()))?;
+        now: DateTime<Utc>,
+    ) -> Result<HashMap<i64, String>, BatchError> {
         let mut out = HashMap::new();
-        for c in batch {
-            let Ok(id) = c.subject.trim().parse::<i64>() else {
-                continue;
-            };
-            if let (Some(Some(login)), Some(warned)) = (logins.get(&id), c.warned_at)
-                && login.and_utc() > warned
-            {
-                out.insert(c.id, login.and_utc());
+        let Some(source) = &self.source else {
+            return Ok(out);
+        };
+        let subject = |c: &Claimed| c.subject.trim().parse::<i64>().ok();
+        let active: Vec<&Claimed> = batch
+            .iter()
+            .copied()
+            .filter(|c| self.reasons.activity_cancels(c))
+            .collect();
+        let ids: Vec<i64> = active.iter().filter_map(|c| subject(c)).collect();
+        if !ids.is_empty() {
+            let logins = source
+                .last_logins(&ids)
+                .await
+                .map_err(|e| BatchError(e.to_string()))?;
+            for c in active {
+                let since = c.warned_at.unwrap_or(c.created_at);
+                if let Some(Some(login)) = subject(c).and_then(|id| logins.get(&id))
+                    && login.and_utc() > since
+                {
+                    out.insert(
+                        c.id,
+                        format!("active again at {}", login.and_utc().to_rfc3339()),
+                    );
+                }
+            }
+        }
+        // One query per condition (a batch holds a rule or two).
+        let mut by_condition: HashMap<String, Vec<&Claimed>> = HashMap::new();
+        for c in batch.iter().copied().filter(|c| !out.contains_key(&c.id)) {
+            if let Some(condition) = self.reasons.still_selected(c, source.dialect()) {
+                by_condition.entry(condition).or_default().push(c);
+            }
+        }
+        for (condition, claimed) in by_condition {
+            let ids: Vec<i64> = claimed.iter().filter_map(|c| subject(c)).collect();
+            let still = source
+                .still_matching(&ids, &condition)
+                .await
+                .map_err(|e| BatchError(e.to_string()))?;
+            for c in claimed {
+                if subject(c).and_then(|id| still.get(&id)) == Some(&false) {
+                    out.insert(c.id, self.reasons.unselected_why(c, now));
+                }
             }
         }
         Ok(out)
     }
+}
+
+/// Where one waiting retirement stands.
+struct Waiting {
+    end: DateTime<Utc>,
+    due: usize,
+    next: DateTime<Utc>,
 }
 
 #[async_trait]
@@ -85,77 +119,90 @@ impl Handler for GraceHandler {
     async fn handle(&self, batch: &[Claimed]) -> Result<HashMap<i64, StageResult>, BatchError> {
         let now = self.clock.now();
         let mut results = HashMap::new();
-        let mut waiting: Vec<&Claimed> = Vec::new();
+        let mut waiting: Vec<(&Claimed, Waiting)> = Vec::new();
         for c in batch {
-            if c.warned_at.is_none() {
+            let Some(policy) = self.reasons.policy(c) else {
+                let error = format!(
+                    "reason {} has no notice policy: add [notice.{}] to pipeline.toml, then resume",
+                    c.reason, c.reason
+                );
+                results.insert(c.id, StageResult::new(Outcome::Fail { error }));
+                continue;
+            };
+            let Some(end) = policy.rule.ends(c.warned_at, c.created_at) else {
                 results.insert(
                     c.id,
                     StageResult::new(Outcome::Fail {
                         error: "no warning was recorded, so the grace period cannot start (the warning stage must come first)".into(),
                     }),
                 );
-            } else {
-                waiting.push(c);
-            }
+                continue;
+            };
+            let (due, next) = match c.warned_at {
+                Some(warned) if policy.rule.required => {
+                    reminders_due(warned, policy.rule.hold, &policy.reminders, now)
+                }
+                _ => (0, end),
+            };
+            waiting.push((c, Waiting { end, due, next }));
         }
-        let active = if self.settings.recheck {
-            self.active_again(&waiting).await?
+        let cancelled = if self.settings.recheck {
+            let claimed: Vec<&Claimed> = waiting.iter().map(|(c, _)| *c).collect();
+            self.cancelled(&claimed, now).await?
         } else {
             HashMap::new()
         };
         let mut remind: Vec<Claimed> = Vec::new();
-        // Per retirement to remind: reminders due, next due time, end of grace.
-        let mut due_counts: HashMap<i64, (usize, DateTime<Utc>, DateTime<Utc>)> = HashMap::new();
-        for c in waiting {
-            let Some(warned) = c.warned_at else { continue };
-            if let Some(at) = active.get(&c.id) {
-                results.insert(
-                    c.id,
-                    StageResult::new(Outcome::Cancel {
-                        why: format!("active again at {}", at.to_rfc3339()),
-                    }),
-                );
+        let mut stands: HashMap<i64, Waiting> = HashMap::new();
+        for (c, w) in waiting {
+            if let Some(why) = cancelled.get(&c.id) {
+                results.insert(c.id, StageResult::new(Outcome::Cancel { why: why.clone() }));
                 continue;
             }
-            let end = grace_ends(warned, self.grace);
-            if now >= end {
+            if now >= w.end {
                 results.insert(
                     c.id,
                     StageResult::new(Outcome::Done).with_detail(
-                        json!({ "grace_ended": end, "rechecked": self.settings.recheck }),
+                        json!({ "grace_ended": w.end, "rechecked": self.settings.recheck }),
                     ),
                 );
                 continue;
             }
-            let (due, next) = reminders_due(warned, self.grace, &self.settings.reminders, now);
-            if due > c.reminders_sent.max(0) as usize {
+            if w.due > c.reminders_sent.max(0) as usize {
                 // Only the latest due reminder is sent: after downtime, one message, not a burst.
                 remind.push(c.clone());
-                due_counts.insert(c.id, (due, next, end));
+                stands.insert(c.id, w);
             } else {
-                results.insert(c.id, wait(next, end, c.reminders_sent, None));
+                results.insert(c.id, wait(w.next, w.end, c.reminders_sent, None));
             }
         }
         if let (Some(notifier), false) = (&self.notifier, remind.is_empty()) {
-            let (grace, template) = (self.grace, self.settings.reminder_template.as_str());
+            let template = |c: &Claimed| {
+                self.reasons
+                    .policy(c)
+                    .map(|p| p.reminder_template.clone())
+                    .unwrap_or_default()
+            };
+            let ends: HashMap<i64, DateTime<Utc>> =
+                stands.iter().map(|(id, w)| (*id, w.end)).collect();
             let sent = notifier
                 .send_all(
                     &remind,
                     template,
                     // One Message-ID per reminder, the same if it is resent.
-                    |c| format!("{}.{template}.{}", c.id, c.reminders_sent + 1),
-                    |c| grace_ends(c.warned_at.unwrap_or(now), grace),
+                    |c| format!("{}.{}.{}", c.id, template(c), c.reminders_sent + 1),
+                    |c| ends.get(&c.id).copied().unwrap_or(now),
                 )
                 .await;
             // The warning was delivered; a reminder that cannot be is recorded and the
             // grace period goes on (or stops, if the operator asked for that).
             let policy = notifier.config.on_undeliverable;
             for (id, sent) in sent {
-                let Some((due, next, end)) = due_counts.get(&id).copied() else {
+                let Some(w) = stands.get(&id) else {
                     continue;
                 };
                 let result = sent.outcome(policy, "reminder undeliverable", |detail| {
-                    wait(next, end, due as i32, Some(detail))
+                    wait(w.next, w.end, w.due as i32, Some(detail))
                 });
                 results.insert(id, result);
             }

@@ -7,6 +7,7 @@ mod http;
 mod noop;
 mod notify;
 pub mod reach;
+mod reasons;
 mod sarbacane;
 mod sql_delete;
 
@@ -15,6 +16,7 @@ pub use grace::GraceHandler;
 pub use http::HttpHandler;
 pub use noop::NoopHandler;
 pub use notify::NotifyHandler;
+pub use reasons::Reasons;
 pub use sarbacane::{Lists, SarbacaneHandler};
 pub use sql_delete::SqlDeleteHandler;
 
@@ -181,6 +183,7 @@ pub fn load_templates(
     pipeline: &crate::config::Pipeline,
 ) -> Result<Option<crate::mail::Templates>, BuildError> {
     let names = pipeline.templates_used();
+    let names: Vec<&str> = names.iter().map(String::as_str).collect();
     let Some(email) = &pipeline.email else {
         return Ok(None);
     };
@@ -228,12 +231,12 @@ pub async fn build_with(
 /// grace re-checks) and loading the templates.
 pub async fn build_from(ctx: BuildContext<'_>) -> Result<Handlers, BuildError> {
     let (pipeline, clock) = (ctx.pipeline, ctx.clock.clone());
+    let reasons = Reasons::of(pipeline);
     let notifier = match (load_templates(pipeline)?, &pipeline.email) {
         (Some(templates), Some(email)) => Some(Arc::new(Notifier {
             mailer: crate::mail::Mailer::new(email)?,
             templates,
             config: email.clone(),
-            grace: pipeline.policy.grace_period,
             clock: clock.clone(),
         })),
         _ => None,
@@ -247,7 +250,7 @@ pub async fn build_from(ctx: BuildContext<'_>) -> Result<Handlers, BuildError> {
     });
     let source = match (&pipeline.source, needs_source) {
         (Some(source), true) => Some(Arc::new(
-            crate::sql::source::SourceReader::connect(source).await?,
+            crate::sql::source::SourceReader::connect_for(source, &pipeline.rules).await?,
         )),
         _ => None,
     };
@@ -263,11 +266,15 @@ pub async fn build_from(ctx: BuildContext<'_>) -> Result<Handlers, BuildError> {
                         stage.state
                     ))
                 })?;
-                Arc::new(EmailHandler::new(notifier, settings.clone()))
+                Arc::new(EmailHandler::new(
+                    notifier,
+                    settings.clone(),
+                    reasons.clone(),
+                ))
             }
             StageSettings::Grace(settings) => Arc::new(GraceHandler::new(
                 settings.clone(),
-                pipeline.policy.grace_period,
+                reasons.clone(),
                 notifier.clone(),
                 source.clone(),
                 clock.clone(),
@@ -294,7 +301,7 @@ pub async fn build_from(ctx: BuildContext<'_>) -> Result<Handlers, BuildError> {
                     .flatten();
                 Arc::new(SqlDeleteHandler::new(
                     connected,
-                    pipeline.policy.grace_period,
+                    reasons.clone(),
                     clock.clone(),
                     recheck,
                 ))

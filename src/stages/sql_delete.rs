@@ -1,6 +1,6 @@
 //! The sql_delete handler: retires a batch from a relational target in one transaction.
 
-use super::{BatchError, Handler};
+use super::{BatchError, Handler, Reasons};
 use crate::clock::Clock;
 use crate::domain::{Outcome, StageResult, deletion_hold};
 use crate::sql::source::SourceReader;
@@ -14,7 +14,7 @@ use std::sync::Arc;
 /// Deletes subjects from one target.
 pub struct SqlDeleteHandler {
     target: Arc<Target>,
-    grace: std::time::Duration,
+    reasons: Arc<Reasons>,
     clock: Arc<dyn Clock>,
     /// The source, to re-read exclusions just before a batch when the target's own
     /// transaction cannot (its root table is not the source's).
@@ -22,20 +22,44 @@ pub struct SqlDeleteHandler {
 }
 
 impl SqlDeleteHandler {
-    /// A handler on a connected target; nothing is deleted before `warned_at + grace`, nor
-    /// anyone the source excludes now (re-read through `source` when given).
+    /// A handler on a connected target; nothing is deleted before the hold of the
+    /// retirement's reason is over, nor anyone the source excludes now or the rule that
+    /// selected them no longer selects (re-read through `source` when given).
     pub fn new(
         target: Arc<Target>,
-        grace: std::time::Duration,
+        reasons: Arc<Reasons>,
         clock: Arc<dyn Clock>,
         source: Option<Arc<SourceReader>>,
     ) -> Self {
         Self {
             target,
-            grace,
+            reasons,
             clock,
             source,
         }
+    }
+
+    /// Subjects of `subjects` whose rule no longer selects them, read from the source
+    /// before the batch (the target's transaction checks it when its root is the source's).
+    async fn unselected_now(&self, subjects: &[Subject]) -> Result<Vec<i64>, BatchError> {
+        let Some(reader) = &self.source else {
+            return Ok(Vec::new());
+        };
+        let mut by_condition: HashMap<&str, Vec<i64>> = HashMap::new();
+        for s in subjects {
+            if let Some(condition) = &s.still_selected {
+                by_condition.entry(condition).or_default().push(s.id);
+            }
+        }
+        let mut out = Vec::new();
+        for (condition, ids) in by_condition {
+            let still = reader
+                .still_matching(&ids, condition)
+                .await
+                .map_err(|e| BatchError(format!("re-checking the rule: {e}")))?;
+            out.extend(ids.into_iter().filter(|id| still.get(id) == Some(&false)));
+        }
+        Ok(out)
     }
 
     /// Subjects of `subjects` the source excludes now (made staff, allow-listed), with why.
@@ -83,9 +107,16 @@ impl Handler for SqlDeleteHandler {
         let mut by_subject: HashMap<i64, Vec<i64>> = HashMap::new();
         let mut emails: HashMap<i64, Option<String>> = HashMap::new();
         let now = self.clock.now();
+        let mut claimed_of: HashMap<i64, &Claimed> = HashMap::new();
+        // The rules' conditions in the dialect of whoever checks them.
+        let dialect = match &self.source {
+            Some(reader) => reader.dialect(),
+            None => self.target.dialect,
+        };
         for c in batch {
-            // Invariant 2, whatever the pipeline: no deletion without notice and grace.
-            if let Some(hold) = deletion_hold(&c.reason, c.warned_at, self.grace, now) {
+            // Invariant 2, whatever the pipeline: no deletion before the reason's policy allows.
+            let rule = self.reasons.policy(c).map(|p| &p.rule);
+            if let Some(hold) = deletion_hold(&c.reason, rule, c.warned_at, c.created_at, now) {
                 results.insert(c.id, StageResult::new(hold));
                 continue;
             }
@@ -93,14 +124,18 @@ impl Handler for SqlDeleteHandler {
                 Ok(id) => {
                     by_subject.entry(id).or_default().push(c.id);
                     emails.insert(id, c.email.clone());
+                    claimed_of.insert(id, c);
                     subjects.push(Subject {
                         id,
                         // A requested retirement is not cancelled by activity; an inactive one is,
                         // if the subject logged in after the warning (or after it was opened).
-                        active_after: (!c.reason.is_requested())
+                        active_after: self
+                            .reasons
+                            .activity_cancels(c)
                             .then(|| c.warned_at.unwrap_or(c.created_at)),
                         // An operator's override at enqueue holds here too.
                         check_exclusions: !c.exclusion_override,
+                        still_selected: self.reasons.still_selected(c, dialect),
                     });
                 }
                 Err(_) => {
@@ -118,6 +153,8 @@ impl Handler for SqlDeleteHandler {
         }
         let excluded = self.excluded_now(&subjects, &emails).await?;
         subjects.retain(|s| !excluded.contains_key(&s.id));
+        let unselected = self.unselected_now(&subjects).await?;
+        subjects.retain(|s| !unselected.contains(&s.id));
         let mut report = self
             .target
             .retire(&subjects)
@@ -125,6 +162,9 @@ impl Handler for SqlDeleteHandler {
             .map_err(|e| BatchError(e.to_string()))?;
         for (id, why) in excluded {
             report.subjects.insert(id, SubjectResult::Excluded(why));
+        }
+        for id in unselected {
+            report.subjects.insert(id, SubjectResult::NoLongerSelected);
         }
         for (subject, retirements) in by_subject {
             let result = match report.subjects.get(&subject) {
@@ -141,6 +181,12 @@ impl Handler for SqlDeleteHandler {
                 }),
                 Some(SubjectResult::Excluded(why)) => StageResult::new(Outcome::Cancel {
                     why: format!("target {}: {why}", self.target.name),
+                }),
+                Some(SubjectResult::NoLongerSelected) => StageResult::new(Outcome::Cancel {
+                    why: match claimed_of.get(&subject) {
+                        Some(c) => self.reasons.unselected_why(c, now),
+                        None => "no longer selected by its rule".into(),
+                    },
                 }),
                 Some(SubjectResult::Protected(links)) => StageResult::new(Outcome::Fail {
                     error: SubjectResult::protected_reason(links),

@@ -112,6 +112,11 @@ macro_rules! embedded_migrator {
                 "public id",
                 include_str!(concat!("../../migrations/", $dir, "/0010_public_id.sql")),
             ),
+            (
+                11,
+                "rules",
+                include_str!(concat!("../../migrations/", $dir, "/0011_rules.sql")),
+            ),
         ])
     };
 }

@@ -87,8 +87,12 @@ pub trait Store: Send + Sync {
     /// (commands other than `migrate` and `run` never change the schema).
     async fn check_migrated(&self) -> Result<(), StoreError>;
 
-    /// When the latest recorded scan started, if any (the daemon's scan timer starts there).
-    fn last_scan(&self) -> BoxFuture<'_, Result<Option<DateTime<Utc>>, StoreError>>;
+    /// When the latest recorded scan of `rule` started, if any (the daemon's timer for that
+    /// rule starts there).
+    fn last_scan<'a>(
+        &'a self,
+        rule: &'a str,
+    ) -> BoxFuture<'a, Result<Option<DateTime<Utc>>, StoreError>>;
 
     /// Claims up to `limit` due retirements for `owner` until `now + lease`.
     async fn claim(

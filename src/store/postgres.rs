@@ -147,19 +147,20 @@ impl Store for PgStore {
             };
             let rows = sqlx::query(
                 "WITH input AS ( \
-                   SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $10::text[]) \
-                   AS u(subject, email, username, subject_hash, email_hash, reason, locale)), \
+                   SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $10::text[], $12::text[]) \
+                   AS u(subject, email, username, subject_hash, email_hash, reason, locale, rule)), \
                  created AS ( \
-                   INSERT INTO retirement (subject, email, username, subject_hash, email_hash, reason, locale, \
+                   INSERT INTO retirement (subject, email, username, subject_hash, email_hash, reason, locale, rule, \
                      state, due_at, attempt, created_at, updated_at, exclusion_override) \
-                   SELECT subject, email, username, subject_hash, email_hash, reason, locale, $7, $8, 0, $8, $8, CAST($11 AS BOOLEAN) FROM input \
+                   SELECT subject, email, username, subject_hash, email_hash, reason, locale, rule, $7, $8, 0, $8, $8, CAST($11 AS BOOLEAN) FROM input \
                    ON CONFLICT (subject) WHERE ended_at IS NULL DO NOTHING \
-                   RETURNING id, subject, reason), \
+                   RETURNING id, subject, reason, rule), \
                  events AS ( \
                    INSERT INTO retirement_event (retirement_id, at, actor, from_state, to_state, outcome, attempt, detail) \
                    SELECT id, $8, $9, NULL, $7, 'enqueued', 0, \
-                     CASE WHEN CAST($11 AS BOOLEAN) THEN json_build_object('reason', reason, 'exclusion_override', true) \
-                     ELSE json_build_object('reason', reason) END::text FROM created) \
+                     (jsonb_build_object('reason', reason) \
+                       || CASE WHEN rule IS NULL THEN '{}'::jsonb ELSE jsonb_build_object('rule', rule) END \
+                       || CASE WHEN CAST($11 AS BOOLEAN) THEN jsonb_build_object('exclusion_override', true) ELSE '{}'::jsonb END)::text FROM created) \
                  SELECT id, subject FROM created",
             )
             .bind(column(|n| Some(n.subject.clone())))
@@ -173,6 +174,7 @@ impl Store for PgStore {
             .bind(actor)
             .bind(column(|n| n.locale.clone()))
             .bind(options.exclusion_override)
+            .bind(column(|n| n.rule.clone()))
             .fetch_all(&mut *tx)
             .await
             .ctx("insert retirements")?;
@@ -239,7 +241,7 @@ impl Store for PgStore {
              lost_leases = r.lost_leases + CASE WHEN r.lease_owner IS NULL THEN 0 ELSE 1 END \
              WHERE r.id = ANY(ARRAY(SELECT id FROM retirement WHERE ended_at IS NULL AND due_at IS NOT NULL \
              AND due_at <= $3 ORDER BY due_at, id LIMIT $4 FOR UPDATE SKIP LOCKED)) RETURNING ",
-            "r.id, r.subject, r.email, r.username, r.reason, r.state, r.attempt, r.lost_leases, r.warned_at, r.created_at, r.locale, r.reminders_sent, r.exclusion_override"
+            "r.id, r.subject, r.email, r.username, r.reason, r.state, r.attempt, r.lost_leases, r.warned_at, r.created_at, r.locale, r.reminders_sent, r.exclusion_override, r.rule"
         ))
         .bind(owner)
         .bind(until)

@@ -60,6 +60,7 @@ from_row!(Retirement {
     updated_at,
     ended_at,
     exclusion_override,
+    rule,
 });
 
 from_row!(Claimed {
@@ -76,6 +77,7 @@ from_row!(Claimed {
     locale,
     reminders_sent,
     exclusion_override,
+    rule,
 });
 
 from_row!(Event {
@@ -101,14 +103,14 @@ from_row!(AuditRow {
 /// Columns of a `Retirement`, for SELECTs built with `concat!`.
 macro_rules! retirement_columns {
     () => {
-        "id, public_id, subject, subject_hash, reason, state, due_at, attempt, lease_owner, lease_until, last_error, failed_state, warned_at, created_at, updated_at, ended_at, exclusion_override"
+        "id, public_id, subject, subject_hash, reason, state, due_at, attempt, lease_owner, lease_until, last_error, failed_state, warned_at, created_at, updated_at, ended_at, exclusion_override, rule"
     };
 }
 
 /// Columns of a `Claimed`, for claim RETURNING clauses.
 macro_rules! claimed_columns {
     () => {
-        "id, subject, email, username, reason, state, attempt, lost_leases, warned_at, created_at, locale, reminders_sent, exclusion_override"
+        "id, subject, email, username, reason, state, attempt, lost_leases, warned_at, created_at, locale, reminders_sent, exclusion_override, rule"
     };
 }
 

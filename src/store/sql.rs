@@ -25,8 +25,8 @@ pub(crate) const INSERT_EVENT: &str = "INSERT INTO retirement_event \
 
 /// Opens one retirement unless the subject has an open one.
 pub(crate) const ENQUEUE_ONE: &str = "INSERT INTO retirement \
-     (subject, email, username, subject_hash, email_hash, reason, state, due_at, attempt, created_at, updated_at, locale, exclusion_override) \
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 0, $8, $8, $9, $10) \
+     (subject, email, username, subject_hash, email_hash, reason, state, due_at, attempt, created_at, updated_at, locale, exclusion_override, rule) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 0, $8, $8, $9, $10, $11) \
      ON CONFLICT (subject) WHERE ended_at IS NULL DO NOTHING RETURNING id";
 
 /// The open retirement of a subject.
@@ -312,8 +312,8 @@ macro_rules! shared_methods {
             Box::pin(async move {
                 use $crate::store::QueryContext;
                 sqlx::query(
-                    "INSERT INTO scan_run (started_at, finished_at, seen, inactive, excluded, already_open, enqueued, refused) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+                    "INSERT INTO scan_run (started_at, finished_at, seen, inactive, excluded, already_open, enqueued, refused, rule, overlap) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
                 )
                 .bind(scan.started_at)
                 .bind(scan.finished_at)
@@ -323,6 +323,8 @@ macro_rules! shared_methods {
                 .bind(scan.already_open)
                 .bind(scan.enqueued)
                 .bind(scan.refused.as_deref())
+                .bind(scan.rule.as_deref())
+                .bind(scan.overlap)
                 .execute(&self.pool)
                 .await
                 .ctx("record a scan")?;
@@ -330,17 +332,20 @@ macro_rules! shared_methods {
             })
         }
 
-        fn last_scan(
-            &self,
+        fn last_scan<'a>(
+            &'a self,
+            rule: &'a str,
         ) -> $crate::store::BoxFuture<
-            '_,
+            'a,
             Result<Option<chrono::DateTime<chrono::Utc>>, $crate::store::StoreError>,
         > {
             Box::pin(async move {
                 use $crate::store::QueryContext;
+                // Runs from before rules were recorded count for every rule.
                 sqlx::query_scalar::<_, chrono::DateTime<chrono::Utc>>(
-                    "SELECT started_at FROM scan_run ORDER BY started_at DESC LIMIT 1",
+                    "SELECT started_at FROM scan_run WHERE rule = $1 OR rule IS NULL ORDER BY started_at DESC LIMIT 1",
                 )
+                .bind(rule)
                 .fetch_optional(&self.pool)
                 .await
                 .ctx("read the last scan")

@@ -169,6 +169,7 @@ impl Store for SqliteStore {
                 .bind(now)
                 .bind(&n.locale)
                 .bind(options.exclusion_override)
+                .bind(&n.rule)
                 .fetch_optional(&mut *tx)
                 .await
                 .ctx("insert a retirement")?;
@@ -183,7 +184,7 @@ impl Store for SqliteStore {
                         .bind(initial_state)
                         .bind("enqueued")
                         .bind(0i32)
-                        .bind(options.event_detail(n.reason.as_str()))
+                        .bind(options.event_detail(n.reason.as_str(), n.rule.as_deref()))
                         .execute(&mut *tx)
                         .await
                         .ctx("record an enqueue")?;

@@ -22,6 +22,8 @@ pub struct NewRetirement {
     pub email_hash: Option<String>,
     /// Language for emails (`en`, `fr`...), when the source has one.
     pub locale: Option<String>,
+    /// The selection rule that found it; `None` when opened by hand.
+    pub rule: Option<String>,
 }
 
 impl NewRetirement {
@@ -43,6 +45,7 @@ impl NewRetirement {
             username,
             reason,
             locale: None,
+            rule: None,
         }
     }
 }
@@ -56,12 +59,15 @@ pub struct EnqueueOptions {
 
 impl EnqueueOptions {
     /// The detail of an `enqueued` event.
-    pub fn event_detail(&self, reason: &str) -> String {
-        if self.exclusion_override {
-            serde_json::json!({ "reason": reason, "exclusion_override": true }).to_string()
-        } else {
-            serde_json::json!({ "reason": reason }).to_string()
+    pub fn event_detail(&self, reason: &str, rule: Option<&str>) -> String {
+        let mut detail = serde_json::json!({ "reason": reason });
+        if let Some(rule) = rule {
+            detail["rule"] = serde_json::json!(rule);
         }
+        if self.exclusion_override {
+            detail["exclusion_override"] = serde_json::json!(true);
+        }
+        detail.to_string()
     }
 }
 
@@ -105,6 +111,8 @@ pub struct Claimed {
     pub reminders_sent: i32,
     /// An operator opened it despite the source's exclusions (`--override-exclusion`).
     pub exclusion_override: bool,
+    /// The selection rule that opened it; `None` when opened by hand.
+    pub rule: Option<String>,
 }
 
 /// A transition to apply in a write-back, with the fence it was claimed under.
@@ -236,6 +244,8 @@ pub struct Retirement {
     pub ended_at: Option<DateTime<Utc>>,
     /// An operator opened it despite the source's exclusions (`--override-exclusion`).
     pub exclusion_override: bool,
+    /// The selection rule that opened it; `None` when opened by hand.
+    pub rule: Option<String>,
 }
 
 impl Retirement {
@@ -390,6 +400,10 @@ pub struct ScanRecord {
     pub enqueued: i64,
     /// Why the blast-radius guard refused the scan.
     pub refused: Option<String>,
+    /// The rule it ran.
+    pub rule: Option<String>,
+    /// Candidates an earlier rule of the same run had taken (first rule wins).
+    pub overlap: i64,
 }
 
 /// Wake-ups from the store; dropping it stops the listener (and frees its connection).

@@ -185,6 +185,7 @@ pub fn subjects(from: u32, to: u32) -> Vec<NewRetirement> {
                 reason: "inactive".into(),
                 subject_hash: key.subject(&i.to_string()),
                 locale: None,
+                rule: None,
             }
         })
         .collect()
@@ -296,5 +297,6 @@ pub fn claimed(id: i64, email: Option<&str>) -> lethe::store::Claimed {
         locale: None,
         reminders_sent: 0,
         exclusion_override: false,
+        rule: None,
     }
 }

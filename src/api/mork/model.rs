@@ -224,6 +224,7 @@ mod tests {
             updated_at: t,
             ended_at: None,
             exclusion_override: false,
+            rule: None,
         }
     }
 

@@ -121,6 +121,10 @@ pub struct Subject {
     /// Whether the source's exclusions are re-checked (false only when an operator
     /// overrode them for this subject).
     pub check_exclusions: bool,
+    /// SQL on the root table that must still hold (the rule that selected the subject:
+    /// still unconfirmed, its predicate), checked in the deleting transaction when the
+    /// root table is the source's; `None`: nothing beyond activity.
+    pub still_selected: Option<String>,
 }
 
 /// The result for one subject of a batch.
@@ -138,6 +142,9 @@ pub enum SubjectResult {
     Active(DateTime<Utc>),
     /// Excluded now (made staff, allow-listed since it was opened): not deleted.
     Excluded(String),
+    /// No longer matches the rule that selected it (an unverified account confirmed its
+    /// email): not deleted.
+    NoLongerSelected,
     /// Has rows behind protected links: not deleted. Every such link, with its rows.
     Protected(Vec<(String, u64)>),
     /// Not deleted, and why (rows of other users that cannot be kept, the placeholder
@@ -337,11 +344,21 @@ impl Target {
             // Lock the root rows, then decide with what they say now (invariant 1).
             let ids = padded(&ids);
             let exclusions = self.exclusions.as_ref().map(|s| (s.exclude.as_str(), s.email_column.as_str()));
-            let rows = bound!(render::lock_roots(d, plan, &self.activity_column, exclusions, ids.len()), &ids)
+            // The rules' conditions are on the source's table: only checked here when it is the root.
+            let mut conditions: Vec<&str> = Vec::new();
+            if self.exclusions.is_some() {
+                for condition in subjects.iter().filter_map(|s| s.still_selected.as_deref()) {
+                    if !conditions.contains(&condition) {
+                        conditions.push(condition);
+                    }
+                }
+            }
+            let rows = bound!(render::lock_roots(d, plan, &self.activity_column, exclusions, &conditions, ids.len()), &ids)
                 .fetch_all(&mut *tx)
                 .await
                 .map_err(self.query_error(format!("lock {}", plan.root_table)))?;
             let mut present: HashMap<i64, (Option<DateTime<Utc>>, Option<&str>)> = HashMap::new();
+            let mut unselected: Vec<(i64, usize)> = Vec::new();
             for row in &rows {
                 let id: i64 = row.try_get("subject").map_err(self.query_error("read a root key"))?;
                 let activity = row
@@ -365,6 +382,16 @@ impl Target {
                         }
                     }
                 };
+                for k in 0..conditions.len() {
+                    let column = format!("still_{k}");
+                    let still = row
+                        .try_get::<i64, _>(column.as_str())
+                        .or_else(|_| row.try_get::<i32, _>(column.as_str()).map(i64::from))
+                        .map_err(self.query_error("read the rule re-check"))?;
+                    if still == 0 {
+                        unselected.push((id, k));
+                    }
+                }
                 present.insert(id, (activity, excluded));
             }
             let mut go: Vec<i64> = Vec::new();
@@ -377,6 +404,9 @@ impl Target {
                     )),
                     // Made staff or allow-listed since it was opened (invariant 3).
                     Some((_, Some(why))) if s.check_exclusions => SubjectResult::Excluded(format!("{why} (re-checked before deleting)")),
+                    Some(_) if s.still_selected.as_deref().is_some_and(|c| {
+                        unselected.iter().any(|(id, k)| *id == s.id && conditions[*k] == c)
+                    }) => SubjectResult::NoLongerSelected,
                     Some((Some(at), _)) if s.active_after.is_some_and(|after| *at > after) => SubjectResult::Active(*at),
                     Some(_) => {
                         go.push(s.id);
@@ -491,6 +521,7 @@ impl Target {
                     id: subject,
                     active_after: None,
                     check_exclusions: true,
+                    still_selected: None,
                 }],
                 false,
             )
