@@ -467,3 +467,104 @@ fn the_store_url_of_a_pipeline_read_alone_is_an_error_when_the_file_is_not_toml(
     assert!(stderr.contains("pipeline.toml"), "{stderr}");
     assert!(!created_default, "no default store opened");
 }
+
+#[test]
+fn rules_and_notice_policies_are_checked_against_each_other() {
+    let with = |extra: &str| format!("{}\n[source]\n{extra}", noop_pipeline("", ""));
+    let err = pipeline_error(&with("[[rule]]\nname = \"stale\"\n"));
+    assert!(
+        err.starts_with("pipeline.toml: rule[1].reason = \"stale\": no notice policy for this reason: add [notice.stale]"),
+        "{err}"
+    );
+    let err = pipeline_error(&with(
+        "[[rule]]\nname = \"inactive\"\n[[rule]]\nname = \"Inactive\"\n",
+    ));
+    assert!(
+        err.starts_with(
+            "pipeline.toml: rule[2].name = \"Inactive\": rule[1] has this name already"
+        ),
+        "{err}"
+    );
+    // A required notice needs its template and a stage that records it.
+    let err = pipeline_error(&with("[notice.stale]\ngrace_period = \"7d\"\n"));
+    assert!(err.contains("notice.stale.template"), "{err}");
+    let err = pipeline_error(&with(
+        "[notice.stale]\ntemplate = \"warning\"\ngrace_period = \"7d\"\n",
+    ));
+    assert!(err.contains("notice.stale.required"), "{err}");
+    let err = pipeline_error(&with(
+        "[notice.requested]\nrequired = false\ngrace_period = \"7d\"\n",
+    ));
+    assert!(
+        err.contains("notice.requested.grace_period") && err.contains("cool_off"),
+        "{err}"
+    );
+    let err = pipeline_error(&with("[notice.inactive]\ncool_off = \"7d\"\n"));
+    assert!(err.contains("notice.inactive.cool_off"), "{err}");
+    // A rule without a [source] to select from.
+    let err = pipeline_error(&format!(
+        "{}\n[[rule]]\nname = \"x\"\n",
+        noop_pipeline("", "")
+    ));
+    assert!(err.contains("rule[1]") && err.contains("[source]"), "{err}");
+}
+
+#[test]
+fn a_template_a_reasons_policy_names_must_exist() {
+    let root = common::repo_root();
+    let text = std::fs::read_to_string(root.join("pipeline.toml"))
+        .unwrap()
+        .replace(
+            "deleted_template = \"deleted_unverified\"",
+            "deleted_template = \"deleted_unconfirmed\"",
+        )
+        .replace(
+            "host = \"localhost\"",
+            &format!(
+                "host = \"localhost\"\ntemplates = \"{}\"",
+                root.join("templates").display()
+            ),
+        );
+    let states = std::fs::read_to_string(root.join("states.toml")).unwrap();
+    let (_, pipeline) = Config::from_texts("states.toml", &states, "pipeline.toml", &text).unwrap();
+    let err = lethe::stages::load_templates(&pipeline)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("deleted_unconfirmed"), "{err}");
+}
+
+#[tokio::test]
+async fn a_rules_predicate_on_an_unknown_column_is_refused_at_start_by_name() {
+    // MariaDB: SQLite reads an unknown double-quoted name as a string and accepts it.
+    let db = common::target::Fixture::new(lethe::sql::Dialect::MySql).await;
+    let text = format!(
+        "{}\n[source]\nurl = \"{}\"\n[[rule]]\nname = \"inactive\"\nwhere = \"no_such_column = 1\"\n\
+         [[rule]]\nname = \"unverified\"\nselect = \"unverified\"\n\
+         [notice.unverified]\nrequired = false\n",
+        noop_pipeline("", ""),
+        db.url
+    );
+    let (_, pipeline) = common::config(&text);
+    let source = pipeline.source.clone().unwrap();
+    let err = lethe::sql::source::SourceReader::connect_for(&source, &pipeline.rules)
+        .await
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        err.contains("the `where` of rule \"inactive\" (\"no_such_column = 1\") does not work"),
+        "{err}"
+    );
+    // The verified column is checked when a rule reads it.
+    let mut renamed = source.clone();
+    renamed.verified_column = "confirmed".into();
+    let err = lethe::sql::source::SourceReader::connect_for(&renamed, &pipeline.rules[1..])
+        .await
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        err.contains("source.verified_column auth_user.confirmed"),
+        "{err}"
+    );
+}

@@ -125,11 +125,11 @@ pub async fn open(
             format!("subjects: give from 1 to {MAX_BULK} subject ids or emails"),
         ));
     }
-    let reason = Reason::parse(&bulk.reason).ok_or_else(|| {
+    let reason = state.pipeline.notices.reason(&bulk.reason).ok_or_else(|| {
         ApiError::invalid(
             &["body", "reason"],
             json!(bulk.reason),
-            format!("known reasons: {}", Reason::known_names()),
+            format!("known reasons: {}", state.pipeline.notices.names()),
         )
     })?;
     if let Some(start) = &bulk.state

@@ -3,7 +3,6 @@
 use super::ctx::{Ctx, connect_source};
 use super::failure::{Failure, Outcome};
 use super::output::out;
-use crate::domain::Reason;
 use chrono::Utc;
 use std::path::PathBuf;
 
@@ -38,11 +37,13 @@ pub(crate) async fn enqueue(
     exclusion_override: bool,
 ) -> Outcome {
     use crate::ops::{EnqueueError, Opened};
-    let Some(reason) = Reason::parse(reason) else {
+    let config = ctx.config()?;
+    // A reason is known when it has a notice policy (inactive, requested, [notice.X]).
+    let Some(reason) = config.pipeline.notices.reason(reason) else {
         return Err(Failure::config(format!(
             "--reason {}: unknown reason (allowed: {})",
             crate::ops::shown(reason),
-            Reason::known_names()
+            config.pipeline.notices.names()
         )));
     };
     let key = ctx.hash_key()?;
@@ -60,7 +61,6 @@ pub(crate) async fn enqueue(
     if exclusion_override && rows.len() > 1 {
         return Err(EnqueueError::OverrideOfMany(rows.len()).into());
     }
-    let config = ctx.config()?;
     let reader = match (&config.pipeline.source, exclusion_override) {
         (_, true) => None,
         (None, false) => {

@@ -75,7 +75,7 @@ impl NoticePolicy {
             ));
         }
         if let Some(t) = &self.deleted_template {
-            line.push_str(&format!(", then {t}"));
+            line.push_str(&format!(", after deletion {t}"));
         }
         line
     }

@@ -30,6 +30,38 @@ pub const TEMPLATES: &[PresetFile] = &[
         "templates/fr/deleted.toml",
         include_str!("../../templates/fr/deleted.toml"),
     ),
+    (
+        "templates/en/confirm_account.toml",
+        include_str!("../../templates/en/confirm_account.toml"),
+    ),
+    (
+        "templates/en/confirm_account_reminder.toml",
+        include_str!("../../templates/en/confirm_account_reminder.toml"),
+    ),
+    (
+        "templates/en/deleted_unverified.toml",
+        include_str!("../../templates/en/deleted_unverified.toml"),
+    ),
+    (
+        "templates/en/deletion_requested.toml",
+        include_str!("../../templates/en/deletion_requested.toml"),
+    ),
+    (
+        "templates/fr/confirm_account.toml",
+        include_str!("../../templates/fr/confirm_account.toml"),
+    ),
+    (
+        "templates/fr/confirm_account_reminder.toml",
+        include_str!("../../templates/fr/confirm_account_reminder.toml"),
+    ),
+    (
+        "templates/fr/deleted_unverified.toml",
+        include_str!("../../templates/fr/deleted_unverified.toml"),
+    ),
+    (
+        "templates/fr/deletion_requested.toml",
+        include_str!("../../templates/fr/deletion_requested.toml"),
+    ),
 ];
 
 /// The edX preset's states.toml (the repository's own).
@@ -40,6 +72,10 @@ pub const EDX_PIPELINE: &str = include_str!("../../pipeline.toml");
 pub const GENERIC_STATES: &str = include_str!("../../presets/generic/states.toml");
 /// The generic preset's pipeline.toml.
 pub const GENERIC_PIPELINE: &str = include_str!("../../presets/generic/pipeline.toml");
+/// The org preset's states.toml.
+pub const ORG_STATES: &str = include_str!("../../presets/org/states.toml");
+/// The org preset's pipeline.toml.
+pub const ORG_PIPELINE: &str = include_str!("../../presets/org/pipeline.toml");
 
 /// A named preset.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -48,23 +84,31 @@ pub enum Preset {
     Edx,
     /// A users table with the common column names, one SQL target, one HTTP service.
     Generic,
+    /// A second deployment that retires dissolved organisations (another root table):
+    /// every row depending on one, a search index and an identity provider; no email.
+    Org,
 }
 
 impl Preset {
     /// Every preset, by name.
-    pub const ALL: [(&'static str, Preset); 2] =
-        [("edx", Preset::Edx), ("generic", Preset::Generic)];
+    pub const ALL: [(&'static str, Preset); 3] = [
+        ("edx", Preset::Edx),
+        ("generic", Preset::Generic),
+        ("org", Preset::Org),
+    ];
 
     /// The preset called `name`.
     pub fn named(name: &str) -> Option<Preset> {
         Self::ALL.iter().find(|(n, _)| *n == name).map(|(_, p)| *p)
     }
 
-    /// Its files: states.toml, pipeline.toml, then the templates.
+    /// Its files: states.toml, pipeline.toml, then the templates (every preset ships them;
+    /// one without email, such as org, uses none until an email stage is added).
     pub fn files(self) -> Vec<PresetFile> {
         let (states, pipeline) = match self {
             Preset::Edx => (EDX_STATES, EDX_PIPELINE),
             Preset::Generic => (GENERIC_STATES, GENERIC_PIPELINE),
+            Preset::Org => (ORG_STATES, ORG_PIPELINE),
         };
         let mut files = vec![("states.toml", states), ("pipeline.toml", pipeline)];
         files.extend_from_slice(TEMPLATES);
@@ -89,6 +133,14 @@ impl Preset {
                 "pipeline.toml [email]: host, from, site_name, login_url, support_email",
                 "pipeline.toml [[service]] and [[api_key]]: `lethe key new NAME --scope service:NAME`",
                 "templates/: the wording of the warning, reminder and deleted emails (en, fr)",
+            ],
+            Preset::Org => &[
+                "pipeline.toml [store]: a store of its own, not the users' deployment's",
+                "pipeline.toml [source]: your organisations table and its column names, exclude",
+                "pipeline.toml [[rule]] dissolved: the `where` that marks an organisation to retire",
+                "pipeline.toml [notice.dissolved]: the cool-off before anything is deleted",
+                "pipeline.toml [[target]] app: root_table and protect (`lethe check --connect` lists what goes)",
+                "pipeline.toml the RETIRING_SEARCH and RETIRING_IDP http stages: your services' URLs, or remove them and their states",
             ],
         }
     }

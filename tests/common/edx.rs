@@ -259,6 +259,7 @@ pub fn ddl(d: Dialect) -> Vec<String> {
         format!("email {text} NOT NULL UNIQUE"),
         format!("is_staff {int} NOT NULL DEFAULT 0"),
         format!("is_superuser {int} NOT NULL DEFAULT 0"),
+        format!("is_active {int} NOT NULL DEFAULT 1"),
         format!("last_login {time} NULL"),
         format!("date_joined {time} NOT NULL"),
         format!("referred_by_id {int} NULL"),
