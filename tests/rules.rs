@@ -430,10 +430,10 @@ async fn no_policy_lets_a_deletion_run_early() {
     // Warned just now: each waits its own reason's whole period.
     exec(
         &s._db.url,
-        &[format!(
+        &[
             "UPDATE retirement SET state = 'RETIRING_EDX', failed_state = NULL, last_error = NULL, \
-             warned_at = created_at, due_at = created_at WHERE subject IN ('1', '6')"
-        )],
+           warned_at = created_at, due_at = created_at WHERE subject IN ('1', '6')",
+        ],
     )
     .await;
     s.run_at(7 * DAY - 1).await;
