@@ -105,8 +105,14 @@ fn mail(messages: impl IntoIterator<Item = String>) -> BTreeMap<String, Vec<Stri
                 .to_string()
         };
         let subject = header("Subject:");
-        let template = if subject.contains("has been deleted") {
+        let template = if subject.contains("unconfirmed") && subject.contains("has been deleted") {
+            "deleted_unverified"
+        } else if subject.contains("has been deleted") {
             "deleted"
+        } else if subject.contains("Reminder: your unconfirmed") {
+            "confirm_account_reminder"
+        } else if subject.starts_with("Confirm your") {
+            "confirm_account"
         } else if subject.contains("Reminder") || subject.contains("reminder") {
             "reminder"
         } else {
@@ -165,7 +171,7 @@ async fn on_mariadb_and_postgresql_the_outcome_is_the_same_and_a_used_database_i
     );
     assert_outcome(&report, &paths).await;
     let users_left = || scalar(&source.url, "SELECT COUNT(*) FROM auth_user".into());
-    assert_eq!(users_left().await, USERS - 7);
+    assert_eq!(users_left().await, USERS - 9);
 
     // Again into the same source, through the binary: refused, exit 3, nothing written.
     let fresh_store = TestDb::new(Kind::Postgres).await;
@@ -191,7 +197,7 @@ async fn on_mariadb_and_postgresql_the_outcome_is_the_same_and_a_used_database_i
         )),
         "{out}"
     );
-    assert_eq!(users_left().await, USERS - 7);
+    assert_eq!(users_left().await, USERS - 9);
     assert!(!again.0.exists(), "no file written");
     let store_tables =
         "SELECT COUNT(*)::bigint FROM information_schema.tables WHERE table_schema = 'public'";
@@ -207,7 +213,7 @@ async fn on_mariadb_and_postgresql_the_outcome_is_the_same_and_a_used_database_i
     .await;
     match refused {
         Err(e @ DemoError::Refused(_)) => {
-            assert!(e.to_string().contains("holds 10 retirements"), "{e}");
+            assert!(e.to_string().contains("holds 13 retirements"), "{e}");
             assert_eq!(lethe::error::Classified::kind(&e).exit_code(), 3);
         }
         other => panic!("{:?}", other.map(|_| ())),
@@ -244,17 +250,25 @@ async fn on_mariadb_and_postgresql_the_outcome_is_the_same_and_a_used_database_i
 /// the `.eml` files and the source, whatever its database.
 async fn assert_outcome(report: &Report, paths: &Paths) {
     let cast = Cast::new(USERS);
-    let retired = cast.retired();
+    let unverified = cast.retired_unverified();
+    assert_eq!(unverified.len(), 2);
+    let mut retired = cast.retired();
     assert_eq!(retired.len(), 7);
+    let inactive_retired = retired.clone();
+    retired.extend(&unverified);
 
     let states: BTreeMap<String, i64> = report.states.iter().cloned().collect();
     assert_eq!(
         states,
         BTreeMap::from([
-            ("ABORTED".into(), 1),
-            ("COMPLETE".into(), 7),
+            ("ABORTED".into(), 2),
+            ("COMPLETE".into(), 9),
             ("ERRORED".into(), 2)
         ])
+    );
+    assert_eq!(
+        report.reasons["COMPLETE"],
+        vec![("inactive".to_string(), 7), ("unverified".to_string(), 2)]
     );
     let notable: Vec<(String, String, String)> = report
         .notable
@@ -273,6 +287,11 @@ async fn assert_outcome(report: &Report, paths: &Paths) {
                 "active again at 2026-1".into()
             ),
             (
+                cast.confirming.to_string(),
+                "ABORTED".into(),
+                "account confirmed at 2".into()
+            ),
+            (
                 cast.protected.to_string(),
                 "ERRORED".into(),
                 "protected: authtoken_t".into()
@@ -285,11 +304,11 @@ async fn assert_outcome(report: &Report, paths: &Paths) {
         ]
     );
     assert!(
-        report.notable[1]
+        report.notable[2]
             .why
             .contains("authtoken_token.user_id (1 row)")
     );
-    assert_eq!(report.opened, 10);
+    assert_eq!(report.opened, 13);
     assert_eq!(report.excluded, 6, "the inactive staff");
 
     // Warnings to everyone opened but the refused address; a reminder to each warned user
@@ -310,8 +329,12 @@ async fn assert_outcome(report: &Report, paths: &Paths) {
         .copied()
         .filter(|i| *i != cast.returning)
         .collect();
+    // The unverified: asked to confirm, reminded unless they did, told once deleted.
     let expected = BTreeMap::from([
-        ("deleted".to_string(), emails(&retired)),
+        ("confirm_account".to_string(), emails(&cast.unverified)),
+        ("confirm_account_reminder".to_string(), emails(&unverified)),
+        ("deleted".to_string(), emails(&inactive_retired)),
+        ("deleted_unverified".to_string(), emails(&unverified)),
         ("reminder".to_string(), emails(&reminded)),
         ("warning".to_string(), emails(&warned)),
     ]);
@@ -319,15 +342,18 @@ async fn assert_outcome(report: &Report, paths: &Paths) {
     assert_eq!(
         report.emails,
         BTreeMap::from([
+            ("confirm_account".to_string(), 3),
+            ("confirm_account_reminder".to_string(), 2),
             ("deleted".to_string(), 7),
+            ("deleted_unverified".to_string(), 2),
             ("reminder".to_string(), 8),
             ("warning".to_string(), 9)
         ])
     );
-    assert_eq!((report.mail_files, report.mail_refused), (24, 1));
+    assert_eq!((report.mail_files, report.mail_refused), (31, 1));
     assert_eq!(
         report.acks,
-        BTreeMap::from([("ashley".to_string(), 7), ("joanie".to_string(), 7)])
+        BTreeMap::from([("ashley".to_string(), 9), ("joanie".to_string(), 9)])
     );
 
     // The source: nothing of a retired user is left; everyone else's rows are all there,
@@ -361,7 +387,7 @@ async fn assert_outcome(report: &Report, paths: &Paths) {
             "student_manualenrollmentaudit" => 0,
             _ => 1,
         };
-        assert_eq!(others, (USERS - 7) * per_user, "{table}");
+        assert_eq!(others, (USERS - 9) * per_user, "{table}");
     }
     let addresses = emails(&retired)
         .iter()
@@ -415,9 +441,10 @@ fn the_demo_command_prints_its_table_and_commands_that_work() {
     let (code, out) = lethe(&["demo", "--users", "300", "--dir", &dir_arg]);
     assert_eq!(code, 0, "{out}");
     for line in [
-        "300 users; the scan opened 10 retirements (6 inactive staff excluded)",
-        "COMPLETE           7",
-        "Acknowledged by joanie through the API: 7",
+        "300 users; the scan opened 13 retirements (6 staff excluded)",
+        "COMPLETE           9   inactive 7, unverified 2",
+        "user 48       ABORTED    account confirmed at",
+        "Acknowledged by joanie through the API: 9",
         "overlay.toml says what it changed",
     ] {
         assert!(out.contains(line), "{line}\n{out}");
@@ -451,7 +478,7 @@ fn the_demo_command_prints_its_table_and_commands_that_work() {
         "--states",
         &format!("{dir_arg}/states.toml"),
     ]);
-    assert!(stats.1.contains("\"COMPLETE\":7"), "{}", stats.1);
+    assert!(stats.1.contains("\"COMPLETE\":9"), "{}", stats.1);
     let bad = lethe(&["demo", "--users", "10", "--dir", &dir_arg]);
     assert_eq!(bad.0, 2, "{}", bad.1);
     assert!(bad.1.contains("--users 10: from 300"), "{}", bad.1);
@@ -534,10 +561,10 @@ async fn with_smtp_the_mail_goes_there_and_with_listen_the_api_serves_there_unti
         .unwrap();
     let cast = Cast::new(USERS);
     for line in [
-        "COMPLETE           8".to_string(),
+        "COMPLETE          10".to_string(),
         format!("Emails accepted by {smtp_arg} (from the store's events)"),
         format!("user {} (the cast's moved-away mailbox)", cast.refused),
-        "Acknowledged by joanie through the API: 8".to_string(),
+        "Acknowledged by joanie through the API: 10".to_string(),
         format!("serving the demo's store at http://127.0.0.1:{port}"),
     ] {
         assert!(out.contains(&line), "{line}\n{out}");
@@ -545,12 +572,20 @@ async fn with_smtp_the_mail_goes_there_and_with_listen_the_api_serves_there_unti
     assert!(!out.contains("written under mail/"), "{out}");
     assert_eq!(get(port, "/healthz"), "HTTP/1.1 200 OK");
 
-    // Everyone opened was warned; all but the returning user reminded; eight deleted.
+    // Everyone opened was warned; all but the returning user reminded; eight inactive
+    // and two unverified deleted.
     let counts: BTreeMap<String, usize> = mail(smtp.messages().into_iter().map(|m| m.raw))
         .into_iter()
         .map(|(template, to)| (template, to.len()))
         .collect();
-    let expected = [("deleted", 8), ("reminder", 9), ("warning", 10)];
+    let expected = [
+        ("confirm_account", 3),
+        ("confirm_account_reminder", 2),
+        ("deleted", 8),
+        ("deleted_unverified", 2),
+        ("reminder", 9),
+        ("warning", 10),
+    ];
     assert_eq!(counts, expected.map(|(t, n)| (t.to_string(), n)).into());
     assert_eq!(std::fs::read_dir(dir.0.join("mail")).unwrap().count(), 0);
 

@@ -1,5 +1,5 @@
-//! Following the retirements through the working states while the driver runs them, and
-//! logging the returning user in once warned.
+//! Following the retirements through the working states while the driver runs them,
+//! logging the returning user in and confirming the confirming user's email once warned.
 
 use super::{Cast, DemoError, Progress, source};
 use crate::pii::HashKey;
@@ -33,12 +33,15 @@ impl Watch<'_> {
             source_url,
         } = *self;
         let working = graph.working().to_vec();
-        let returning = crate::store::Lookup::Subject {
-            raw: cast.returning.to_string(),
-            subject_hash: Some(key.subject(&cast.returning.to_string())),
+        let lookup = |id: i64| crate::store::Lookup::Subject {
+            raw: id.to_string(),
+            subject_hash: Some(key.subject(&id.to_string())),
             email_hash: None,
         };
+        let (returning, confirming) = (lookup(cast.returning), lookup(cast.confirming));
         let mut logged_in = false;
+        // A demo too small to have an unverified user has nobody to confirm.
+        let mut confirmed = cast.unverified.is_empty();
         let mut timings = Vec::new();
         let stall_limit = Duration::from_secs(60);
         for (index, state) in working.iter().enumerate() {
@@ -71,6 +74,17 @@ impl Watch<'_> {
                     match source::log_in(source_url, cast.returning, chrono::Utc::now()).await {
                         Ok(()) => logged_in = true,
                         Err(e) => tracing::warn!(error = %e, "demo: logging the returning user in"),
+                    }
+                }
+                if !confirmed
+                    && let Some(r) = store.find(&confirming).await?
+                    && r.warned_at.is_some()
+                {
+                    match source::confirm(source_url, cast.confirming).await {
+                        Ok(()) => confirmed = true,
+                        Err(e) => {
+                            tracing::warn!(error = %e, "demo: confirming the confirming user")
+                        }
                     }
                 }
                 if past >= opened {

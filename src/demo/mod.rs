@@ -359,7 +359,7 @@ pub async fn run(options: &Options, progress: &dyn Progress) -> Result<Finished,
     );
 
     let phase = Instant::now();
-    progress.start("scanning for inactive users", 1);
+    progress.start("scanning the source by rule", 1);
     let scans = crate::driver::scan::scan(
         store.as_ref(),
         &graph,
@@ -472,7 +472,13 @@ pub async fn run(options: &Options, progress: &dyn Progress) -> Result<Finished,
             .collect(),
         ..Report::default()
     };
-    report::read(store.as_ref(), &graph, &cast, &key, &mut report).await?;
+    let reasons: Vec<String> = pipeline
+        .notices
+        .all()
+        .iter()
+        .map(|p| p.reason.to_string())
+        .collect();
+    report::read(store.as_ref(), &graph, &cast, &key, &reasons, &mut report).await?;
     report.phases = phases;
     report.elapsed = started.elapsed();
     let auditor_key = keys

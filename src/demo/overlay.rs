@@ -65,6 +65,15 @@ poll_interval = "50ms"
 state = "WARNED"
 reminders = ["1s"]
 
+# Unconfirmed accounts too (the preset ships the rule switched off), 3 s to confirm.
+[[rule]]
+name = "unverified"
+enabled = true
+
+[notice.unverified]
+grace_period = "3s"
+reminders = ["1s"]
+
 # The in-process Sarbacane stand-in.
 [[stage]]
 state = "RETIRING_SARBACANE"

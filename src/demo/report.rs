@@ -30,6 +30,8 @@ pub struct Report {
     pub excluded: i64,
     /// Retirements per final state (states with none left out).
     pub states: Vec<(String, i64)>,
+    /// Per final state, the retirements of each reason (reasons with none left out).
+    pub reasons: BTreeMap<String, Vec<(String, i64)>>,
     /// The retirements that did not complete, by subject.
     pub notable: Vec<Notable>,
     /// Emails accepted per template, from the store's events.
@@ -73,6 +75,7 @@ pub(super) async fn read(
     graph: &crate::domain::StateGraph,
     cast: &Cast,
     key: &HashKey,
+    reasons: &[String],
     report: &mut Report,
 ) -> Result<(), StoreError> {
     report.states = crate::ops::stats(store, Some(graph))
@@ -80,9 +83,27 @@ pub(super) async fn read(
         .into_iter()
         .filter(|(_, n)| *n > 0)
         .collect();
+    for (state, n) in &report.states {
+        let mut by_reason = Vec::new();
+        for reason in reasons {
+            let filter = ListFilter {
+                state: Some(state.clone()),
+                reason: Some(reason.clone()),
+                since: None,
+                before: None,
+                limit: *n,
+            };
+            let count = store.list(&filter).await?.len() as i64;
+            if count > 0 {
+                by_reason.push((reason.clone(), count));
+            }
+        }
+        report.reasons.insert(state.clone(), by_reason);
+    }
     let subjects: BTreeMap<String, i64> = cast
         .inactive
         .iter()
+        .chain(&cast.unverified)
         .map(|id| (key.subject(&id.to_string()), *id))
         .collect();
     for state in graph.names() {
@@ -149,13 +170,20 @@ impl Report {
             out.push('\n');
         };
         line(format!(
-            "{} users; the scan opened {} retirements ({} inactive staff excluded)",
+            "{} users; the scan opened {} retirements ({} staff excluded)",
             self.users, self.opened, self.excluded
         ));
         line(String::new());
         line("Retirements by final state".into());
         for (state, n) in &self.states {
-            line(format!("  {state:<12} {n:>7}"));
+            let reasons: Vec<String> = self
+                .reasons
+                .get(state)
+                .into_iter()
+                .flatten()
+                .map(|(reason, n)| format!("{reason} {n}"))
+                .collect();
+            line(format!("  {state:<12} {n:>7}   {}", reasons.join(", ")));
         }
         for n in &self.notable {
             line(format!("  user {:<8} {:<10} {}", n.subject, n.state, n.why));
@@ -169,7 +197,7 @@ impl Report {
             Some(smtp) => format!("Emails accepted by {smtp} (from the store's events)"),
         });
         for (template, n) in &self.emails {
-            line(format!("  {template:<12} {n:>7}"));
+            line(format!("  {template:<26} {n:>7}"));
         }
         line(String::new());
         line("Rows changed in the edX source".into());

@@ -99,6 +99,11 @@ pub struct Cast {
     pub refused: i64,
     /// Enrolled other (active) users by hand: those rows stay, the actor column is nulled.
     pub actors: Vec<i64>,
+    /// Signed up two days ago and never confirmed their email: the unverified rule opens a
+    /// retirement for each (about 1%).
+    pub unverified: Vec<i64>,
+    /// Unverified, confirms during the grace period: ends ABORTED "account confirmed".
+    pub confirming: i64,
 }
 
 impl Cast {
@@ -107,7 +112,10 @@ impl Cast {
         let inactive: Vec<i64> = (1..=users).filter(|i| Self::inactive_id(*i)).collect();
         let staff = (1..=users).filter(|i| Self::staff_id(*i)).collect();
         let at = |k: usize| inactive.get(k).copied().unwrap_or_default();
+        let unverified: Vec<i64> = (1..=users).filter(|i| Self::unverified_id(*i)).collect();
         Cast {
+            confirming: unverified.first().copied().unwrap_or_default(),
+            unverified,
             users,
             protected: at(0),
             returning: at(1),
@@ -127,6 +135,10 @@ impl Cast {
         id % 50 == 25
     }
 
+    fn unverified_id(id: i64) -> bool {
+        id % 97 == 48 && !Self::staff_id(id) && !Self::inactive_id(id)
+    }
+
     /// Whether `id` is inactive and not staff.
     pub fn is_inactive(&self, id: i64) -> bool {
         Self::inactive_id(id)
@@ -138,6 +150,15 @@ impl Cast {
             true => format!("moved-away{id}@example.org"),
             false => format!("user{id}@example.org"),
         }
+    }
+
+    /// The unverified users that end COMPLETE (all but the confirming one).
+    pub fn retired_unverified(&self) -> Vec<i64> {
+        self.unverified
+            .iter()
+            .copied()
+            .filter(|i| *i != self.confirming)
+            .collect()
     }
 
     /// The inactive users that end COMPLETE.
@@ -442,6 +463,7 @@ async fn fill<DB: Driver>(
             "username",
             "email",
             "is_staff",
+            "is_active",
             "last_login",
             "date_joined",
         ],
@@ -467,16 +489,20 @@ async fn fill<DB: Driver>(
             } else {
                 (Some(days(id % 300)), days(400 + id % 2000))
             };
-            let last_login = if id == cast.never_logged_in {
-                None
+            let unverified = Cast::unverified_id(id);
+            let (last_login, joined) = if unverified {
+                (None, days(2))
+            } else if id == cast.never_logged_in {
+                (None, joined)
             } else {
-                last_login
+                (last_login, joined)
             };
             users.rows.push(vec![
                 Value::Int(id),
                 Value::Text(format!("user{id}")),
                 Value::Text(cast.email(id)),
                 Value::Int(staff as i64),
+                Value::Int(!unverified as i64),
                 Value::Time(last_login),
                 Value::Time(Some(joined)),
             ]);
@@ -545,18 +571,29 @@ async fn fill<DB: Driver>(
 
 /// Marks user `id` of the source at `url` (SQLite or MySQL/MariaDB) as logged in at `at`.
 pub async fn log_in(url: &str, id: i64, at: DateTime<Utc>) -> Result<(), SourceError> {
+    set_user(url, id, "last_login", Value::Time(Some(at.naive_utc()))).await
+}
+
+/// Marks user `id` of the source at `url` as having confirmed their email.
+pub async fn confirm(url: &str, id: i64) -> Result<(), SourceError> {
+    set_user(url, id, "is_active", Value::Int(1)).await
+}
+
+/// Sets one column of user `id`.
+async fn set_user(url: &str, id: i64, column: &str, value: Value) -> Result<(), SourceError> {
     let fail = failing(url);
     let d = Dialect::from_url(url).map_err(|problem| SourceError::Refused {
         url: crate::db::redact_url(url),
         problem,
     })?;
     let sql = format!(
-        "UPDATE {} SET last_login = {} WHERE id = {}",
+        "UPDATE {} SET {} = {} WHERE id = {}",
         d.quote("auth_user"),
+        d.quote(column),
         d.param(1),
         d.param(2)
     );
-    let values = [Value::Time(Some(at.naive_utc())), Value::Int(id)];
+    let values = [value, Value::Int(id)];
     match d {
         Dialect::MySql => {
             let mut conn = MySqlConnection::connect(url).await.map_err(&fail)?;
@@ -598,5 +635,12 @@ mod tests {
         assert_eq!(cast.retired().len(), 7);
         // Each actor's enrolled user is active.
         assert!(cast.actors.iter().all(|a| !cast.is_inactive(a + 1)));
+        assert_eq!(cast.unverified, vec![48, 145, 242]);
+        assert_eq!(cast.confirming, cast.unverified[0]);
+        assert!(
+            cast.unverified
+                .iter()
+                .all(|u| !cast.is_inactive(*u) && !cast.staff.contains(u))
+        );
     }
 }
