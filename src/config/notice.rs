@@ -55,7 +55,7 @@ impl NoticePolicy {
         } else if self.rule.hold.is_zero() {
             "no notice, deleted at once".to_string()
         } else {
-            format!("no notice required, cool-off {hold} after the request")
+            format!("no notice required, cool-off {hold} after the opening")
         };
         if !self.rule.required
             && let Some(t) = &self.template

@@ -70,7 +70,7 @@ pub fn deletion_hold(
                 )
             } else {
                 format!(
-                    "the cool-off after the request runs until {}",
+                    "the cool-off after the opening runs until {}",
                     end.to_rfc3339()
                 )
             },

@@ -1,5 +1,5 @@
 //! The grace handler: waits until the end of the hold the retirement's reason sets (the
-//! grace period after the warning, or a cool-off after the request), sends that policy's
+//! grace period after the warning, or a cool-off after the opening), sends that policy's
 //! reminders once each, and re-checks the source: a subject who logged in after the
 //! warning, or whom its rule no longer selects (an account confirmed), is cancelled
 //! (invariant 1).
