@@ -79,12 +79,13 @@ pub(super) fn statuses(
     out
 }
 
-/// Mork's `reason`: `gdpr` for an inactive user, `user_requested` for a request.
+/// Mork's `reason`: `user_requested` for a request, `gdpr` for any rule's reason.
 pub(super) fn mork_reason(reason: &crate::domain::Reason) -> &str {
-    match reason.as_str() {
-        "inactive" => "gdpr",
-        "requested" => "user_requested",
-        other => other,
+    // Mork knows two reasons: every rule's (inactive, unverified...) is its storage
+    // limitation; lethe's own API gives the reason itself.
+    match reason.is_requested() {
+        true => "user_requested",
+        false => "gdpr",
     }
 }
 
