@@ -1299,3 +1299,100 @@ async fn the_api_answers_over_tcp_and_stops_with_the_signal() {
     stop.send(()).unwrap();
     server.await.unwrap().unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readyz_names_each_sql_target_that_does_not_answer() {
+    let db = TestDb::new(Kind::Sqlite).await;
+    let (graph, mut pipeline) = config(&pipeline());
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut reachable = pipeline.targets[0].clone();
+    reachable.url = Some(common::mysql_admin_url());
+    let mut down = reachable.clone();
+    down.name = "forum".into();
+    down.url = Some(format!("mysql://root@127.0.0.1:{closed}/forum"));
+    pipeline.targets = vec![reachable, down];
+    let store = db.store(&graph).await;
+    let state = ApiState::new(
+        store,
+        Arc::new(pipeline.clone()),
+        graph,
+        Arc::new(ManualClock::new(common::t0())),
+    )
+    .with_targets(&pipeline.targets);
+    let app = router(Arc::new(state));
+    let response = app
+        .oneshot(
+            Request::builder()
+                .uri("/readyz")
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let body = axum::body::to_bytes(response.into_body(), 1 << 16)
+        .await
+        .unwrap();
+    let body: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(
+        body,
+        json!({"status": "not ready", "store": "ok", "targets": {"edx": "ok", "forum": "unreachable"}})
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_audit_streams_page_after_page_without_a_gap_or_a_repeat() {
+    for kind in [Kind::Sqlite, Kind::Postgres] {
+        let api = Api::new(kind).await;
+        // 2,500 events, three pages of the stream; many share one timestamp.
+        for chunk in [(1, 1001), (1001, 2001), (2001, 2501)] {
+            api.store
+                .enqueue(
+                    "PENDING",
+                    &subjects(chunk.0, chunk.1),
+                    "test",
+                    api.clock.now(),
+                )
+                .await
+                .unwrap();
+            api.clock.advance(chrono::Duration::seconds(1));
+        }
+        let (status, all) = api.get("/v1/audit", "key-dpo").await;
+        assert_eq!(status, 200);
+        let ids: Vec<i64> = all
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["id"].as_i64().unwrap())
+            .collect();
+        assert_eq!(ids.len(), 2500, "{kind:?}");
+        let unique: HashSet<i64> = ids.iter().copied().collect();
+        assert_eq!(unique.len(), 2500, "no event twice");
+        let (_, some) = api.get("/v1/audit?limit=1500", "key-dpo").await;
+        let first: Vec<i64> = some
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["id"].as_i64().unwrap())
+            .collect();
+        assert_eq!(first, ids[..1500], "the limit cuts the same order");
+        let request = Request::builder()
+            .uri("/v1/audit")
+            .header("x-api-key", "key-dpo")
+            .header("accept", "text/csv")
+            .body(Body::empty())
+            .unwrap();
+        let response = api.app.clone().oneshot(request).await.unwrap();
+        let csv = axum::body::to_bytes(response.into_body(), 1 << 24)
+            .await
+            .unwrap();
+        let lines = String::from_utf8(csv.to_vec()).unwrap();
+        assert_eq!(lines.lines().count(), 2501, "a header and a line per event");
+        let (status, body) = api.get("/v1/audit?limit=1000001", "key-dpo").await;
+        assert_eq!(status, 422, "{body}");
+    }
+}

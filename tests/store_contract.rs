@@ -815,6 +815,7 @@ async fn audit_filters_by_time_and_subject(kind: Kind) {
     assert_eq!(all.len(), 4);
     let since = store
         .audit(&AuditFilter {
+            after: None,
             since: Some(later),
             limit: 100,
             ..Default::default()

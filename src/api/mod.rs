@@ -6,6 +6,7 @@
 //! template, never the path or query as sent); bad input is a 4xx, never a 500.
 
 pub mod activity;
+pub mod audit;
 pub mod auth;
 pub mod error;
 pub mod mork;
@@ -48,6 +49,8 @@ pub struct ApiState {
     /// The key Standard-Webhooks-signed activity reports are verified with, parsed once
     /// (a secret that is not `whsec_…` is refused at start by `lethe serve` and `run`).
     pub webhook_key: Option<crate::http::sign::SigningKey>,
+    /// The SQL targets `/readyz` connects to, by name and URL.
+    pub targets: Vec<(String, String)>,
 }
 
 impl ApiState {
@@ -74,7 +77,17 @@ impl ApiState {
             source: None,
             hash_key: None,
             tasks: tasks::Tasks::default(),
+            targets: Vec::new(),
         }
+    }
+
+    /// With the SQL targets `/readyz` checks (those with a URL).
+    pub fn with_targets(mut self, targets: &[crate::config::Target]) -> Self {
+        self.targets = targets
+            .iter()
+            .filter_map(|t| Some((t.name.clone(), t.url.clone()?)))
+            .collect();
+        self
     }
 
     /// With the source (bulk requests need it).
@@ -121,7 +134,7 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/v1/retirements/{id}/resume", post(retirements::resume))
         .route("/v1/retirements/{id}/abort", post(retirements::abort))
         .route("/v1/stats", get(retirements::stats))
-        .route("/v1/audit", get(retirements::audit))
+        .route("/v1/audit", get(audit::audit))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_key));
     Router::new()
         .merge(keyed)
@@ -278,7 +291,8 @@ async fn metrics(State(state): State<Arc<ApiState>>) -> Response {
         .into_response()
 }
 
-/// `/readyz`: the store answers, and the source when this process uses one; 503 naming
+/// `/readyz`: the store answers, and the source and each SQL target when this process
+/// uses them (a fresh connection each, 5 s at most); 503 naming
 /// what failed otherwise.
 #[utoipa::path(get, path = "/readyz", tag = "health", responses((status = 200, body = Object), (status = 503)))]
 async fn ready(State(state): State<Arc<ApiState>>) -> Response {
@@ -309,6 +323,23 @@ async fn ready(State(state): State<Arc<ApiState>>) -> Response {
             }
         };
         checks.insert("source".into(), json!(answer));
+    }
+    if !state.targets.is_empty() {
+        let probes = state.targets.iter().map(|(name, url)| async move {
+            match crate::db::probe(url).await {
+                Ok(()) => (name.clone(), "ok"),
+                Err(e) => {
+                    tracing::warn!(target = %name, error = %crate::db::chain(&e), "readyz: the target is not reachable");
+                    (name.clone(), "unreachable")
+                }
+            }
+        });
+        let mut targets = serde_json::Map::new();
+        for (name, answer) in futures_util::future::join_all(probes).await {
+            ready &= answer == "ok";
+            targets.insert(name, json!(answer));
+        }
+        checks.insert("targets".into(), serde_json::Value::Object(targets));
     }
     checks.insert(
         "status".into(),

@@ -22,7 +22,7 @@ use utoipa::openapi::security::{ApiKey, ApiKeyValue, Http, HttpAuthScheme, Secur
         super::retirements::resume,
         super::retirements::abort,
         super::retirements::stats,
-        super::retirements::audit,
+        super::audit::audit,
         super::activity::report,
         super::heartbeat,
         super::lbheartbeat,

@@ -9,11 +9,11 @@ use super::error::ApiError;
 use crate::config::Scope;
 use crate::domain::{OperatorAction, Reason};
 use crate::ops::{Enqueue, Opened, Request};
-use crate::store::{AuditFilter, ListFilter, Lookup};
+use crate::store::{ListFilter, Lookup};
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Extension, Path, Query, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -23,7 +23,7 @@ use std::sync::Arc;
 /// The most subjects one bulk request opens.
 pub const MAX_BULK: usize = 10_000;
 
-fn reader(caller: &Caller) -> Result<(), ApiError> {
+pub(super) fn reader(caller: &Caller) -> Result<(), ApiError> {
     match caller.reads_all() {
         true => Ok(()),
         false => Err(ApiError::forbidden(
@@ -52,21 +52,21 @@ fn body<T: serde::de::DeserializeOwned>(bytes: &Bytes) -> Result<T, ApiError> {
     })
 }
 
-fn param<'a>(pairs: &'a [(String, String)], name: &str) -> Option<&'a str> {
+pub(super) fn param<'a>(pairs: &'a [(String, String)], name: &str) -> Option<&'a str> {
     pairs
         .iter()
         .find(|(k, _)| k == name)
         .map(|(_, v)| v.as_str())
 }
 
-fn limit(pairs: &[(String, String)], default: i64, max: i64) -> Result<i64, ApiError> {
+pub(super) fn limit(pairs: &[(String, String)], default: i64, max: i64) -> Result<i64, ApiError> {
     match param(pairs, "limit") {
         None => Ok(default),
         Some(text) => ApiError::bounded("limit", text, 1..=max),
     }
 }
 
-fn time(
+pub(super) fn time(
     pairs: &[(String, String)],
     name: &str,
 ) -> Result<Option<chrono::DateTime<chrono::Utc>>, ApiError> {
@@ -475,51 +475,4 @@ pub async fn stats(
         out.insert(name, json!(n));
     }
     Ok(Json(Value::Object(out)))
-}
-
-/// `GET /v1/audit`: `since`, `until`, `subject` (id, email or `#id`), `limit` (at most
-/// 100,000); JSON, or CSV when the client accepts `text/csv`.
-#[utoipa::path(get, path = "/v1/audit", tag = "retirements",
-    params(("since" = Option<String>, Query), ("until" = Option<String>, Query),
-        ("subject" = Option<String>, Query), ("limit" = Option<i64>, Query)),
-    responses((status = 200, description = "JSON, or CSV for Accept: text/csv", body = Object)),
-    security(("api_key" = [])))]
-pub async fn audit(
-    State(state): State<Arc<ApiState>>,
-    Extension(caller): Extension<Caller>,
-    headers: HeaderMap,
-    Query(pairs): Query<Vec<(String, String)>>,
-) -> Result<Response, ApiError> {
-    reader(&caller)?;
-    let subject = param(&pairs, "subject")
-        .map(|s| {
-            crate::ops::parse_target(s, state.hash_key.as_ref())
-                .map_err(|e| ApiError::invalid(&["query", "subject"], Value::Null, e.to_string()))
-        })
-        .transpose()?;
-    let filter = AuditFilter {
-        since: time(&pairs, "since")?,
-        until: time(&pairs, "until")?,
-        subject,
-        limit: limit(&pairs, 10_000, 100_000)?,
-    };
-    let rows = state
-        .store
-        .audit(&filter)
-        .await
-        .map_err(|e| ApiError::internal("reading the audit trail", &e))?;
-    let csv = headers
-        .get(header::ACCEPT)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.contains("text/csv"));
-    if !csv {
-        return Ok(Json(json!(rows)).into_response());
-    }
-    let mut text = String::from(crate::ops::audit::CSV_HEADER);
-    text.push('\n');
-    for row in &rows {
-        text.push_str(&crate::ops::audit::csv_line(row));
-        text.push('\n');
-    }
-    Ok(([(header::CONTENT_TYPE, "text/csv; charset=utf-8")], text).into_response())
 }

@@ -28,6 +28,7 @@ pub(crate) async fn audit(
     let store = ctx.store(None, 1).await?;
     let rows = store
         .audit(&AuditFilter {
+            after: None,
             since,
             until,
             subject,

@@ -69,6 +69,7 @@ pub(crate) async fn start(
             Arc::new(crate::clock::SystemClock),
         )
         .with_source(source)
+        .with_targets(&config.pipeline.targets)
         .with_hash_key(crate::pii::HashKey::from_env().ok()),
     );
     tracing::info!(listen = %listen, "API listening");

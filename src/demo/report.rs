@@ -135,6 +135,7 @@ pub(super) async fn read(
         .sort_by_key(|n| (n.state.clone(), n.subject.parse::<i64>().unwrap_or(0)));
     let events = store
         .audit(&AuditFilter {
+            after: None,
             since: None,
             until: None,
             subject: None,

@@ -99,6 +99,7 @@ pub(crate) const AUDIT: &str = concat!(
      e.outcome, e.attempt, e.detail, r.subject, r.subject_hash, r.reason \
      FROM retirement_event e JOIN retirement r ON r.id = e.retirement_id \
      WHERE ($1 IS NULL OR e.at >= $1) AND ($2 IS NULL OR e.at < $2) \
+     AND ($9 IS NULL OR e.at > $9 OR (e.at = $9 AND e.id > $10)) \
      AND ($7 = 0 OR r.id IN (",
     matching_ids!("$3", "$4", "$5", "$6"),
     ")) ORDER BY e.at, e.id LIMIT $8"
@@ -462,6 +463,8 @@ macro_rules! shared_methods {
                     .bind(email_hash)
                     .bind(i32::from(filter.subject.is_some()))
                     .bind(filter.limit)
+                    .bind(filter.after.map(|(at, _)| at))
+                    .bind(filter.after.map(|(_, id)| id))
                     .fetch_all(&self.pool)
                     .await
                     .ctx("read the audit trail")?;

@@ -366,6 +366,8 @@ pub struct AuditFilter {
     pub until: Option<DateTime<Utc>>,
     /// Only this subject's retirements.
     pub subject: Option<Lookup>,
+    /// Only events after this one, by (time, id): the cursor of the previous page.
+    pub after: Option<(DateTime<Utc>, i64)>,
     /// At most this many rows.
     pub limit: i64,
 }
