@@ -501,6 +501,17 @@ fn rules_and_notice_policies_are_checked_against_each_other() {
     );
     let err = pipeline_error(&with("[notice.inactive]\ncool_off = \"7d\"\n"));
     assert!(err.contains("notice.inactive.cool_off"), "{err}");
+    // Another reason's reminders name their own template (not the inactivity wording).
+    let err = pipeline_error(&with(
+        "[notice.requested]\nrequired = false\nreminders = [\"1d\"]\n",
+    ));
+    assert!(err.contains("notice.requested.reminders"), "{err}");
+    // A rule whose reason needs a notice in a pipeline that never sends one.
+    let err = pipeline_error(&with("[[rule]]\nname = \"inactive\"\n"));
+    assert!(
+        err.contains("rule[1].reason = \"inactive\": this reason requires a notice"),
+        "{err}"
+    );
     // A rule without a [source] to select from.
     let err = pipeline_error(&format!(
         "{}\n[[rule]]\nname = \"x\"\n",
@@ -538,9 +549,9 @@ async fn a_rules_predicate_on_an_unknown_column_is_refused_at_start_by_name() {
     // MariaDB: SQLite reads an unknown double-quoted name as a string and accepts it.
     let db = common::target::Fixture::new(lethe::sql::Dialect::MySql).await;
     let text = format!(
-        "{}\n[source]\nurl = \"{}\"\n[[rule]]\nname = \"inactive\"\nwhere = \"no_such_column = 1\"\n\
+        "{}\n[source]\nurl = \"{}\"\n[[rule]]\nname = \"inactive\"\nreason = \"stale\"\nwhere = \"no_such_column = 1\"\n\
          [[rule]]\nname = \"unverified\"\nselect = \"unverified\"\n\
-         [notice.unverified]\nrequired = false\n",
+         [notice.unverified]\nrequired = false\n[notice.stale]\nrequired = false\n",
         noop_pipeline("", ""),
         db.url
     );

@@ -350,18 +350,36 @@ async fn a_disabled_rule_runs_nothing_and_the_first_rule_wins() {
     );
 
     // An unverified account that is also long inactive: both rules select it, the first
-    // one opens its retirement and the second counts the overlap.
+    // one opens its retirement and the second counts the overlap. User 3 was deactivated
+    // by an admin (is_active = 0 too on edX) after logging in: not "unverified".
     let both = Setup::new("", RULES, "").await;
     exec(
         &both.fixture.url,
-        &["UPDATE auth_user SET date_joined = '2018-01-01 00:00:00' WHERE id = 1"],
+        &[
+            "UPDATE auth_user SET date_joined = '2018-01-01 00:00:00' WHERE id = 1",
+            "UPDATE auth_user SET is_active = 0 WHERE id = 3",
+        ],
     )
     .await;
+    // On its own timer the later rule leaves it too, whichever runs first.
+    let alone = both.scan(Some("inactive")).await;
+    assert_eq!((alone[0].counts.overlap, alone[0].counts.enqueued), (1, 3));
+    assert!(
+        both.store
+            .find(&Lookup::subject("1", Some(&common::key())))
+            .await
+            .unwrap()
+            .is_none()
+    );
     let reports = both.scan(None).await;
     assert_eq!(reports[0].counts.enqueued, 2);
     assert_eq!(reports[1].counts.overlap, 1);
-    assert_eq!(reports[1].counts.enqueued, 3);
+    assert_eq!(
+        reports[1].counts.enqueued, 0,
+        "3, 4 and 6 were opened alone"
+    );
     assert_eq!(both.find(1).await.reason, "unverified");
+    assert_eq!(both.find(3).await.reason, "inactive", "the deactivated one");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -460,4 +478,93 @@ async fn no_policy_lets_a_deletion_run_early() {
     assert_eq!(r.state, "ERRORED");
     assert!(r.last_error.unwrap().contains("[notice.bored]"));
     assert!(s.user_exists(2).await);
+}
+
+/// Every deleting stage is behind the hold, not only sql_delete: an http stage first in
+/// line calls nobody for a retirement its policy does not let be deleted, nor for one
+/// whose rule is no longer configured.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http_stage_first_in_line_is_held_like_a_deletion() {
+    use wiremock::matchers::method;
+    use wiremock::{Mock, MockServer, ResponseTemplate};
+    let server = MockServer::start().await;
+    Mock::given(method("DELETE"))
+        .respond_with(ResponseTemplate::new(204))
+        .mount(&server)
+        .await;
+    let text = common::noop_pipeline("", "").replace(
+        "[[stage]]\nstate = \"RETIRING_EDX\"\nhandler = \"noop\"\n",
+        &format!(
+            "[[stage]]\nstate = \"RETIRING_EDX\"\nhandler = \"http\"\nname = \"idp\"\n\
+             method = \"DELETE\"\nurl = \"{}/users/{{{{ subject }}}}\"\n",
+            server.uri()
+        ),
+    );
+    assert!(text.contains("handler = \"http\""), "{text}");
+    let (graph, pipeline) = common::config(&text);
+    let db = TestDb::new(Kind::Sqlite).await;
+    let store = db.store(&graph).await;
+    let clock = Arc::new(ManualClock::new(common::t0()));
+    let handlers = lethe::stages::build_with(&pipeline, clock.clone())
+        .await
+        .unwrap();
+    let driver = Arc::new(Driver::new(
+        store.clone(),
+        graph,
+        pipeline.policy.clone(),
+        pipeline.driver.clone(),
+        handlers,
+        "d1".into(),
+        clock.clone(),
+    ));
+    let key = common::key();
+    let open = |id: i64, reason: &'static str, rule: Option<&str>| NewRetirement {
+        rule: rule.map(str::to_string),
+        ..NewRetirement::hashed(&key, id, None, None, reason.into())
+    };
+    store
+        .enqueue(
+            "RETIRING_EDX",
+            &[
+                open(1, "inactive", None),
+                open(2, "inactive", Some("gone")),
+                open(3, "requested", None),
+            ],
+            "cli",
+            common::t0(),
+        )
+        .await
+        .unwrap();
+    let (_stop, shutdown) = tokio::sync::watch::channel(false);
+    driver.run_once(shutdown).await.unwrap();
+    let find = |id: i64| {
+        let store = store.clone();
+        let key = key.clone();
+        async move {
+            store
+                .find(&Lookup::subject(&id.to_string(), Some(&key)))
+                .await
+                .unwrap()
+                .unwrap()
+        }
+    };
+    let one = find(1).await;
+    assert_eq!(one.state, "ERRORED");
+    assert!(one.last_error.unwrap().contains("no warning was recorded"));
+    let two = find(2).await;
+    assert_eq!(two.state, "ERRORED");
+    assert!(
+        two.last_error
+            .unwrap()
+            .contains("rule gone that opened it is no longer in pipeline.toml")
+    );
+    assert_eq!(find(3).await.state, "COMPLETE");
+    let calls: Vec<String> = server
+        .received_requests()
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.url.path().to_string())
+        .collect();
+    assert_eq!(calls, ["/users/3"], "only the requested one was called for");
 }

@@ -1,7 +1,10 @@
 //! `[notice.<reason>]`: the notice policy of each reason (whether a warning is owed, its
 //! template, the grace period or cool-off, the reminders, the deletion confirmation).
-//! Unset keys take the stages' values, so a pipeline without `[notice]` keeps today's
-//! behaviour: `inactive` warned with the notice stage's template and `policy.grace_period`.
+//! `inactive`'s unset keys take the stages' values, so a pipeline without `[notice]` keeps
+//! today's behaviour (the notice stage's template, `policy.grace_period`, the grace stage's
+//! reminders); another reason's notice names its own templates (the inactivity wording
+//! would be wrong for it); every reason's grace defaults to `policy.grace_period` and its
+//! confirmation to the confirmation stage's template.
 
 use super::stage::{StageSettings, TemplateRole};
 use super::{ConfigError, HumanDuration, Stage, invalid};
@@ -41,6 +44,8 @@ pub struct NoticePolicy {
     pub deleted_template: Option<String>,
     /// Whether `[notice.<reason>]` is written (not derived from the stages).
     pub explicit: bool,
+    /// Whether its `reminders` are written (not the grace stage's).
+    reminders_written: bool,
 }
 
 impl NoticePolicy {
@@ -155,8 +160,10 @@ fn deleted_stage(stage: &Stage) -> Option<&str> {
     }
 }
 
-/// What the stages say, the defaults of every policy.
+/// What the stages say, the defaults of the policies.
 struct StageDefaults {
+    /// The grace stage's state, to name its keys.
+    grace_state: Option<String>,
     template: Option<String>,
     reminders: Vec<Duration>,
     reminder_template: String,
@@ -170,6 +177,10 @@ impl StageDefaults {
             _ => None,
         });
         Self {
+            grace_state: stages
+                .iter()
+                .find(|s| matches!(s.settings, StageSettings::Grace(_)))
+                .map(|s| s.state.clone()),
             template: stages.iter().find_map(notice_stage).map(str::to_string),
             reminders: grace.map(|g| g.reminders.clone()).unwrap_or_default(),
             reminder_template: grace
@@ -210,15 +221,11 @@ pub(super) fn parse_notices(
         )?);
     }
     for (name, section) in written {
-        if name.trim().is_empty()
-            || !name
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || "_-".contains(c))
-        {
+        if !super::rule::is_name(&name) {
             return Err(invalid(
                 file,
                 format!("notice.{name}"),
-                None,
+                Some(&name),
                 "a reason is letters, digits, _ and -",
             ));
         }
@@ -232,7 +239,19 @@ pub(super) fn parse_notices(
         )?);
     }
     let notices = Notices(policies);
+    let has_notice_stage = stages.iter().any(|s| notice_stage(s).is_some());
     for (at, reason) in rule_reasons {
+        if notices
+            .get(reason.as_str())
+            .is_some_and(|p| p.rule.required && !has_notice_stage)
+        {
+            return Err(invalid(
+                file,
+                format!("{at}.reason"),
+                Some(reason.as_str()),
+                "this reason requires a notice, and no email stage records one (template = \"warning\", or notice = true): its retirements could never be deleted",
+            ));
+        }
         if notices.get(reason.as_str()).is_none() {
             return Err(invalid(
                 file,
@@ -245,7 +264,6 @@ pub(super) fn parse_notices(
             ));
         }
     }
-    let has_notice_stage = stages.iter().any(|s| notice_stage(s).is_some());
     for p in notices.all() {
         let at = format!("notice.{}", p.reason);
         if p.explicit && p.rule.required && !has_notice_stage {
@@ -265,10 +283,9 @@ pub(super) fn parse_notices(
             ));
         }
         if let Some(r) = p.reminders.iter().find(|r| **r >= p.rule.hold) {
-            let key = if p.explicit {
-                format!("{at}.reminders")
-            } else {
-                "stage for the grace state.reminders".to_string()
+            let key = match (p.reminders_written, &defaults.grace_state) {
+                (false, Some(state)) => format!("stage for {state}.reminders"),
+                _ => format!("{at}.reminders"),
             };
             return Err(invalid(
                 file,
@@ -333,35 +350,49 @@ fn policy(
         }
         s.cool_off.map(|c| c.0).unwrap_or(Duration::ZERO)
     };
-    let template = if required {
-        s.template.or_else(|| defaults.template.clone())
-    } else {
-        s.template
+    // Only inactivity takes the stages' wording: another reason names its own.
+    let inherits = reason == Reason::INACTIVE && required;
+    let template = match inherits {
+        true => s.template.or_else(|| defaults.template.clone()),
+        false => s.template,
     };
     if explicit && required && template.is_none() {
         return Err(invalid(
             file,
             format!("{at}.template"),
             None,
-            "a required notice needs its template (e.g. \"warning\")",
+            "a required notice needs its template (e.g. \"confirm_account\")",
         ));
     }
-    let reminders = match s.reminders {
+    let reminders_written = s.reminders.is_some();
+    let reminders: Vec<Duration> = match s.reminders {
         Some(r) => r.into_iter().map(|h| h.0).collect(),
-        None if required => defaults.reminders.clone(),
+        None if inherits => defaults.reminders.clone(),
         None => Vec::new(),
+    };
+    let reminder_template = match (s.reminder_template, inherits) {
+        (Some(t), _) => t,
+        (None, true) => defaults.reminder_template.clone(),
+        (None, false) if reminders.is_empty() => TemplateRole::Reminder.to_string(),
+        (None, false) => {
+            return Err(invalid(
+                file,
+                format!("{at}.reminder_template"),
+                None,
+                "reminders need their own template for this reason (e.g. \"confirm_account_reminder\")",
+            ));
+        }
     };
     Ok(NoticePolicy {
         reason,
         rule: NoticeRule { required, hold },
         template,
         reminders,
-        reminder_template: s
-            .reminder_template
-            .unwrap_or_else(|| defaults.reminder_template.clone()),
+        reminder_template,
         deleted_template: s
             .deleted_template
             .or_else(|| defaults.deleted_template.clone()),
         explicit,
+        reminders_written,
     })
 }

@@ -247,13 +247,6 @@ impl Pipeline {
         self.rules.iter().find(|r| r.name == name)
     }
 
-    /// The rule a retirement is re-checked against: the one that opened it, else the first
-    /// of its reason (opened by hand); `None` for a reason no rule selects (requested).
-    pub fn recheck_rule(&self, rule: Option<&str>, reason: &str) -> Option<&super::Rule> {
-        rule.and_then(|name| self.rule(name))
-            .or_else(|| self.rules.iter().find(|r| r.reason == reason))
-    }
-
     /// The working states before the first stage that deletes anything: the notice phase,
     /// where reported activity still cancels a retirement.
     pub fn notice_states(&self) -> Vec<String> {

@@ -92,6 +92,14 @@ impl Rule {
     }
 }
 
+/// Whether `name` may name a rule or a reason: letters, digits, `_` and `-`.
+pub(super) fn is_name(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "_-".contains(c))
+}
+
 /// The default sign-up age of an unverified account before it is selected.
 const UNVERIFIED_AFTER: Duration = Duration::from_secs(86_400);
 
@@ -121,11 +129,7 @@ pub(super) fn parse_rules(
     for (i, section) in sections.into_iter().enumerate() {
         let at = format!("rule[{}]", i + 1);
         let name = section.name.trim().to_string();
-        if name.is_empty()
-            || !name
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || "_-".contains(c))
-        {
+        if !is_name(&name) {
             return Err(invalid(
                 file,
                 format!("{at}.name"),

@@ -202,8 +202,9 @@ pub fn first_scan_delay(
     interval.saturating_sub(elapsed)
 }
 
-/// Scans the source once for each rule `options` selects, in order; a subject an earlier
-/// rule of the run took is counted as its `overlap` by the later ones (first rule wins).
+/// Scans the source once for each rule `options` selects, in order. A subject an earlier
+/// enabled rule also selects is that rule's (first rule wins, whichever runs first): a
+/// later rule counts it as `overlap` and leaves it.
 /// A refusal by a rule's blast-radius guard is not an error: its report says why in
 /// `counts.refused` and that rule enqueues nothing.
 pub async fn scan(
@@ -220,19 +221,25 @@ pub async fn scan(
         .as_ref()
         .ok_or_else(|| ScanError::Rule("pipeline.toml has no [source] to scan".into()))?;
     let rules = rules_to_run(pipeline, options.rule.as_deref()).map_err(ScanError::Rule)?;
-    let mut taken: std::collections::HashSet<i64> = std::collections::HashSet::new();
     let mut reports = Vec::with_capacity(rules.len());
     for rule in rules {
+        let earlier: Vec<&Rule> = pipeline
+            .rules
+            .iter()
+            .take_while(|r| r.name != rule.name)
+            .filter(|r| r.enabled)
+            .collect();
         let run = RuleScan {
             store,
             graph,
             reader,
             source,
             rule,
+            earlier,
             limits_at: rule.limits_at(pipeline.implicit_rule),
             key,
         };
-        reports.push(run.scan(now, &options, &mut taken).await?);
+        reports.push(run.scan(now, &options).await?);
     }
     Ok(reports)
 }
@@ -244,6 +251,8 @@ struct RuleScan<'a> {
     reader: &'a SourceReader,
     source: &'a Source,
     rule: &'a Rule,
+    /// The enabled rules before it: their subjects are theirs.
+    earlier: Vec<&'a Rule>,
     limits_at: String,
     key: &'a HashKey,
 }
@@ -253,7 +262,6 @@ impl RuleScan<'_> {
         &self,
         now: DateTime<Utc>,
         options: &ScanOptions,
-        taken: &mut std::collections::HashSet<i64>,
     ) -> Result<ScanReport, ScanError> {
         let (store, reader, source, rule, key) =
             (self.store, self.reader, self.source, self.rule, self.key);
@@ -302,11 +310,15 @@ impl RuleScan<'_> {
             candidates = candidates.len(),
             "scan: pages read"
         );
-        // First rule wins: a subject an earlier rule of this run selected is its.
+        // First rule wins: a subject an earlier rule selects is that rule's.
         let before = candidates.len();
-        candidates.retain(|c| !taken.contains(&c.id));
+        for earlier in &self.earlier {
+            let ids: Vec<i64> = candidates.iter().map(|c| c.id).collect();
+            let cutoff = crate::domain::before(now, earlier.after).naive_utc();
+            let theirs = reader.selected_by(earlier, cutoff, &ids).await?;
+            candidates.retain(|c| !theirs.contains(&c.id));
+        }
         counts.overlap = (before - candidates.len()) as i64;
-        taken.extend(candidates.iter().map(|c| c.id));
         let subjects: Vec<String> = candidates.iter().map(|c| c.id.to_string()).collect();
         let open = store.open_among(&subjects).await?;
         counts.already_open = open.len() as i64;

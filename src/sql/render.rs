@@ -418,6 +418,27 @@ mod tests {
         );
     }
 
+    #[test]
+    fn the_lock_re_checks_each_rule_condition_as_a_column_of_its_own() {
+        let p = plan();
+        let r = lock_roots(
+            Dialect::Postgres,
+            &p,
+            "last_login",
+            Some(("is_staff = 1", "email")),
+            &["\"is_active\" = 0", "(org_id IS NULL)"],
+            1,
+        );
+        assert_eq!(
+            r.sql,
+            "SELECT CAST(\"id\" AS BIGINT) AS subject, \"last_login\" AS activity, \
+             CASE WHEN (is_staff = 1) THEN 1 ELSE 0 END AS excluded, \"email\" AS email, \
+             CASE WHEN (\"is_active\" = 0) THEN 1 ELSE 0 END AS still_0, \
+             CASE WHEN ((org_id IS NULL)) THEN 1 ELSE 0 END AS still_1 \
+             FROM \"auth_user\" WHERE \"id\" IN ($1) FOR UPDATE"
+        );
+    }
+
     /// A standing row links its owner (`user_id`) and the staff member who changed it.
     fn standing_plan(reassign_to: Option<i64>) -> Plan {
         let link = |column: &str, nullable| Link {

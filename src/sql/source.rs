@@ -141,6 +141,28 @@ pub fn still_selected(d: Dialect, source: &Source, rule: &Rule) -> Option<String
     (!conditions.is_empty()).then(|| conditions.join(" AND "))
 }
 
+/// The SQL condition (in `d`) that `rule` selects by, its cut-off bound as parameter
+/// `cutoff` (bound for every kind, so each query keeps its parameters).
+fn selection(d: Dialect, c: &Source, rule: &Rule, cutoff: usize) -> String {
+    let last_login = d.quote(&c.last_login_column);
+    let joined = d.quote(&c.date_joined_column);
+    let mut condition = match rule.select {
+        Select::Inactive => format!("COALESCE({last_login}, {joined}) < {}", d.param(cutoff)),
+        // Never logged in: an account an admin deactivated (also is_active = 0 on edX)
+        // had logged in, and is left to the inactivity rule.
+        Select::Unverified => format!(
+            "{} = 0 AND {last_login} IS NULL AND {joined} < {}",
+            d.quote(&c.verified_column),
+            d.param(cutoff)
+        ),
+        Select::Where => format!("{} IS NOT NULL", d.param(cutoff)),
+    };
+    if let Some(predicate) = &rule.predicate {
+        condition.push_str(&format!(" AND ({predicate})"));
+    }
+    condition
+}
+
 /// A connected source.
 pub struct SourceReader {
     dialect: Dialect,
@@ -309,6 +331,43 @@ impl SourceReader {
             source,
         })? {
             out.insert(id, at);
+        }
+        Ok(out)
+    }
+
+    /// Which of `ids` `rule` selects at `cutoff` (exclusions aside): an earlier rule's
+    /// subjects are its own, whichever rule's timer runs first.
+    pub async fn selected_by(
+        &self,
+        rule: &Rule,
+        cutoff: NaiveDateTime,
+        ids: &[i64],
+    ) -> Result<std::collections::HashSet<i64>, SourceError> {
+        let mut out = std::collections::HashSet::new();
+        let d = self.dialect;
+        let c = &self.config;
+        for chunk in ids.chunks(1000) {
+            let sql = format!(
+                "SELECT {id_expr} AS id FROM {table} WHERE {id} IN ({params}) AND {selects}",
+                id_expr = d.bigint(&d.quote(&c.id_column)),
+                table = d.quote(&c.table),
+                id = d.quote(&c.id_column),
+                params = d.params(1, chunk.len()),
+                selects = selection(d, c, rule, chunk.len() + 1),
+            );
+            let rows = with_pool!(&self.pool, p => {
+                let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+                for id in chunk {
+                    query = query.bind(*id);
+                }
+                query.bind(cutoff).fetch_all(p).await.and_then(|rows| {
+                    rows.iter().map(|r| r.try_get::<i64, _>("id")).collect::<Result<Vec<_>, _>>()
+                })
+            });
+            out.extend(rows.map_err(|source| SourceError::Query {
+                context: "checking the earlier rules' subjects",
+                source,
+            })?);
         }
         Ok(out)
     }
@@ -482,21 +541,7 @@ impl SourceReader {
         // and sorting by that expression cannot use the primary key.
         // The exclusion predicate is operator config (like a view definition), so it is
         // spliced as written; every value is bound.
-        let last_login = d.quote(&c.last_login_column);
-        let joined = d.quote(&c.date_joined_column);
-        let mut selects = match rule.select {
-            Select::Inactive => format!("COALESCE({last_login}, {joined}) < {}", d.param(3)),
-            Select::Unverified => format!(
-                "{} = 0 AND {joined} < {}",
-                d.quote(&c.verified_column),
-                d.param(3)
-            ),
-            // Still bound, so every rule's query has the same parameters.
-            Select::Where => format!("{} IS NOT NULL", d.param(3)),
-        };
-        if let Some(predicate) = &rule.predicate {
-            selects.push_str(&format!(" AND ({predicate})"));
-        }
+        let selects = selection(d, c, rule, 3);
         let sql = format!(
             "SELECT {id_expr} AS id, {email} AS email, {username} AS username, {locale} AS locale, \
              {times}CASE WHEN ({exclude}) THEN 1 ELSE 0 END AS excluded \

@@ -210,14 +210,10 @@ impl EmailHandler {
         if !notice && role != TemplateRole::Deleted {
             return Ok(self.settings.template.clone());
         }
-        let Some(policy) = self.reasons.policy(c) else {
-            return Err(StageResult::new(Outcome::Fail {
-                error: format!(
-                    "reason {} has no notice policy: add [notice.{}] to pipeline.toml, then resume",
-                    c.reason, c.reason
-                ),
-            }));
-        };
+        let policy = self
+            .reasons
+            .fit(c)
+            .map_err(|error| StageResult::new(Outcome::Fail { error }))?;
         let template = if notice {
             &policy.template
         } else {

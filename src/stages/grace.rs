@@ -121,13 +121,12 @@ impl Handler for GraceHandler {
         let mut results = HashMap::new();
         let mut waiting: Vec<(&Claimed, Waiting)> = Vec::new();
         for c in batch {
-            let Some(policy) = self.reasons.policy(c) else {
-                let error = format!(
-                    "reason {} has no notice policy: add [notice.{}] to pipeline.toml, then resume",
-                    c.reason, c.reason
-                );
-                results.insert(c.id, StageResult::new(Outcome::Fail { error }));
-                continue;
+            let policy = match self.reasons.fit(c) {
+                Ok(policy) => policy,
+                Err(error) => {
+                    results.insert(c.id, StageResult::new(Outcome::Fail { error }));
+                    continue;
+                }
             };
             let Some(end) = policy.rule.ends(c.warned_at, c.created_at) else {
                 results.insert(

@@ -3,6 +3,7 @@
 
 mod email;
 mod grace;
+mod held;
 mod http;
 mod noop;
 mod notify;
@@ -13,6 +14,7 @@ mod sql_delete;
 
 pub use email::{EmailHandler, Notifier};
 pub use grace::GraceHandler;
+pub use held::Held;
 pub use http::HttpHandler;
 pub use noop::NoopHandler;
 pub use notify::NotifyHandler;
@@ -324,6 +326,11 @@ pub async fn build_from(ctx: BuildContext<'_>) -> Result<Handlers, BuildError> {
                     clock.clone(),
                 )?)
             }
+        };
+        // Whatever a deleting stage does, the hold comes first (sql_delete checks it again).
+        let handler: Arc<dyn Handler> = match stage.kind.deletes() {
+            true => Arc::new(Held::new(handler, reasons.clone(), clock.clone())),
+            false => handler,
         };
         handlers.insert(stage.state.clone(), handler);
     }

@@ -3,6 +3,7 @@
 
 use crate::config::{NoticePolicy, Notices, Pipeline, Rule, Select, Source};
 use crate::db::Dialect;
+use crate::domain::{Outcome, StageResult};
 use crate::store::Claimed;
 use std::sync::Arc;
 
@@ -39,6 +40,41 @@ impl Reasons {
             .as_deref()
             .and_then(|name| self.rules.iter().find(|r| r.name == name))
             .or_else(|| self.rules.iter().find(|r| r.reason == c.reason))
+    }
+
+    /// The policy `c` goes on under, or why it cannot go on: the rule that opened it is no
+    /// longer configured (its re-check would be lost), or its reason has no notice policy.
+    pub fn fit(&self, c: &Claimed) -> Result<&NoticePolicy, String> {
+        if let Some(name) = &c.rule
+            && !self.rules.iter().any(|r| &r.name == name)
+        {
+            return Err(format!(
+                "rule {name} that opened it is no longer in pipeline.toml: restore it, or abort the retirement"
+            ));
+        }
+        self.policy(c).ok_or_else(|| {
+            format!(
+                "reason {} has no notice policy: add [notice.{}] to pipeline.toml, then resume",
+                c.reason, c.reason
+            )
+        })
+    }
+
+    /// What a deleting stage answers instead of acting on `c` at `now`: a retirement unfit
+    /// to go on, or one its reason's policy does not let be deleted yet (invariant 2).
+    pub fn hold(&self, c: &Claimed, now: chrono::DateTime<chrono::Utc>) -> Option<StageResult> {
+        let policy = match self.fit(c) {
+            Ok(policy) => policy,
+            Err(error) => return Some(StageResult::new(Outcome::Fail { error })),
+        };
+        crate::domain::deletion_hold(
+            &c.reason,
+            Some(&policy.rule),
+            c.warned_at,
+            c.created_at,
+            now,
+        )
+        .map(StageResult::new)
     }
 
     /// Whether activity after the warning cancels `c`: not for a requested one, nor for a

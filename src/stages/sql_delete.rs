@@ -2,7 +2,7 @@
 
 use super::{BatchError, Handler, Reasons};
 use crate::clock::Clock;
-use crate::domain::{Outcome, StageResult, deletion_hold};
+use crate::domain::{Outcome, StageResult};
 use crate::sql::source::SourceReader;
 use crate::sql::target::{Subject, SubjectResult, Target};
 use crate::store::Claimed;
@@ -115,9 +115,8 @@ impl Handler for SqlDeleteHandler {
         };
         for c in batch {
             // Invariant 2, whatever the pipeline: no deletion before the reason's policy allows.
-            let rule = self.reasons.policy(c).map(|p| &p.rule);
-            if let Some(hold) = deletion_hold(&c.reason, rule, c.warned_at, c.created_at, now) {
-                results.insert(c.id, StageResult::new(hold));
+            if let Some(held) = self.reasons.hold(c, now) {
+                results.insert(c.id, held);
                 continue;
             }
             match c.subject.trim().parse::<i64>() {
