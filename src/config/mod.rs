@@ -17,6 +17,7 @@ mod secrets;
 mod service;
 mod source;
 mod stage;
+mod stage_list;
 mod states;
 mod target;
 mod template;

@@ -7,7 +7,6 @@ use crate::db::Backend;
 use crate::domain::{RetrySchedule, StateGraph};
 use serde::Deserialize;
 use std::time::Duration;
-use strum::VariantNames;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -352,7 +351,7 @@ pub(super) fn parse(
     check_range(file, "driver.max_lost_leases", max_lost_leases, 1, 10_000)?;
 
     let targets = parse_targets(file, parsed.target)?;
-    let stages = parse_stages(file, parsed.stage, graph, states_file)?;
+    let stages = super::stage_list::parse_stages(file, parsed.stage, graph, states_file)?;
     for stage in &stages {
         if let StageSettings::SqlDelete(SqlDeleteSettings { target }) = &stage.settings
             && !targets.iter().any(|t| &t.name == target)
@@ -459,7 +458,7 @@ pub(super) fn parse(
             .cloned();
     }
     let email = parsed.email.map(|e| e.validate(file)).transpose()?;
-    check_notice_stages(file, &stages, source.is_some(), email.is_some())?;
+    super::stage_list::check_notice_stages(file, &stages, source.is_some(), email.is_some())?;
     let (rules, implicit_rule) =
         super::rule::parse_rules(file, parsed.rule, source.as_ref(), p.inactive_after.0)?;
     let rule_reasons: Vec<(String, crate::domain::Reason)> = rules
@@ -506,160 +505,4 @@ pub(super) fn parse(
         implicit_rule,
         notices,
     })
-}
-
-/// Email stages need `[email]`; grace reminders need `[email]` (that they fall inside
-/// each reason's grace period is checked with the notice policies); an activity re-check
-/// needs `[source]`.
-fn check_notice_stages(
-    file: &str,
-    stages: &[Stage],
-    has_source: bool,
-    has_email: bool,
-) -> Result<(), ConfigError> {
-    for stage in stages {
-        let at = format!("stage for {}", stage.state);
-        match &stage.settings {
-            StageSettings::Email(_) if !has_email => {
-                return Err(invalid(
-                    file,
-                    at,
-                    None,
-                    "handler email needs an [email] section (SMTP server, sender, templates)",
-                ));
-            }
-            StageSettings::Grace(g) => {
-                if !g.reminders.is_empty() && !has_email {
-                    return Err(invalid(
-                        file,
-                        format!("{at}.reminders"),
-                        None,
-                        "reminders need an [email] section",
-                    ));
-                }
-                if g.recheck && !has_source {
-                    return Err(invalid(
-                        file,
-                        format!("{at}.recheck"),
-                        Some("true"),
-                        "re-checking activity needs a [source] (or set recheck = false)",
-                    ));
-                }
-            }
-            _ => {}
-        }
-    }
-    Ok(())
-}
-
-fn parse_stages(
-    file: &str,
-    tables: Vec<toml::Table>,
-    graph: &StateGraph,
-    states_file: &str,
-) -> Result<Vec<Stage>, ConfigError> {
-    let mut stages: Vec<Stage> = Vec::with_capacity(tables.len());
-    for (i, mut table) in tables.into_iter().enumerate() {
-        let at = format!("stage[{}]", i + 1);
-        let state = take_string(
-            file,
-            &mut table,
-            &at,
-            "state",
-            "the working state this stage advances",
-        )?;
-        if !graph.contains(&state) {
-            return Err(invalid(
-                file,
-                format!("{at}.state"),
-                Some(&state),
-                format!(
-                    "no such state in {states_file} (known: {})",
-                    graph.names().join(", ")
-                ),
-            ));
-        }
-        if !graph.is_working(&state) {
-            return Err(invalid(
-                file,
-                format!("{at}.state"),
-                Some(&state),
-                format!(
-                    "{state} is an end state and takes no stage (working states: {})",
-                    graph.working().join(", ")
-                ),
-            ));
-        }
-        if let Some(first) = stages.iter().position(|s| s.state == state) {
-            return Err(invalid(
-                file,
-                format!("{at}.state"),
-                Some(&state),
-                format!(
-                    "{state} already has a stage (stage[{}]): one stage per state",
-                    first + 1
-                ),
-            ));
-        }
-        let handler = take_string(file, &mut table, &at, "handler", "the handler kind")?;
-        let kind: HandlerKind = handler.parse().map_err(|_| {
-            invalid(
-                file,
-                format!("{at}.handler"),
-                Some(&handler),
-                format!(
-                    "unknown handler kind (known: {})",
-                    HandlerKind::VARIANTS.join(", ")
-                ),
-            )
-        })?;
-        let settings = StageSettings::parse(kind, table)
-            .map_err(|(key, problem)| invalid(file, format!("{at}.{key}"), None, problem))?;
-        stages.push(Stage {
-            state,
-            kind,
-            settings,
-        });
-    }
-    if let Some(missing) = graph
-        .working()
-        .iter()
-        .find(|w| !stages.iter().any(|s| &s.state == *w))
-    {
-        return Err(invalid(
-            file,
-            "stage",
-            None,
-            format!(
-                "state {missing} has no stage: every working state of {states_file} needs exactly one [[stage]]"
-            ),
-        ));
-    }
-    // Stages run in the order of states.toml, whatever their order in the file.
-    stages.sort_by_key(|s| graph.working().iter().position(|w| *w == s.state));
-    Ok(stages)
-}
-
-fn take_string(
-    file: &str,
-    table: &mut toml::Table,
-    at: &str,
-    key: &str,
-    meaning: &str,
-) -> Result<String, ConfigError> {
-    match table.remove(key) {
-        Some(toml::Value::String(s)) => Ok(s),
-        Some(other) => Err(invalid(
-            file,
-            format!("{at}.{key}"),
-            None,
-            format!("expected a string ({meaning}), found {}", other.type_str()),
-        )),
-        None => Err(invalid(
-            file,
-            format!("{at}.{key}"),
-            None,
-            format!("missing: {meaning}"),
-        )),
-    }
 }
