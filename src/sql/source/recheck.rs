@@ -91,54 +91,48 @@ impl SourceReader {
         Ok(out)
     }
 
-    /// Which of `ids` that exist still satisfy `condition` (from [`still_selected`]): the
-    /// value is false for a subject that no longer does.
+    /// Which of `ids` that exist still satisfy `condition` (from [`super::still_selected`]):
+    /// the value is false for a subject that no longer does.
     pub async fn still_matching(
         &self,
         ids: &[i64],
         condition: &str,
     ) -> Result<std::collections::HashMap<i64, bool>, SourceError> {
-        let mut out = std::collections::HashMap::with_capacity(ids.len());
-        let d = self.dialect;
-        let c = &self.config;
-        for chunk in ids.chunks(1000) {
-            let sql = format!(
-                "SELECT {id_expr} AS id, CASE WHEN ({condition}) THEN 1 ELSE 0 END AS still \
-                 FROM {table} WHERE {id} IN ({params})",
-                id_expr = d.bigint(&d.quote(&c.id_column)),
-                table = d.quote(&c.table),
-                id = d.quote(&c.id_column),
-                params = d.params(1, chunk.len()),
-            );
-            let rows = with_pool!(&self.pool, p => {
-                let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
-                for id in chunk {
-                    query = query.bind(*id);
-                }
-                query.fetch_all(p).await.and_then(|rows| {
-                    rows.iter()
-                        .map(|r| {
-                            let still = r
-                                .try_get::<i64, _>("still")
-                                .or_else(|_| r.try_get::<i32, _>("still").map(i64::from))?;
-                            Ok((r.try_get::<i64, _>("id")?, still != 0))
-                        })
-                        .collect::<Result<Vec<_>, sqlx::Error>>()
-                })
-            });
-            out.extend(rows.map_err(|source| SourceError::Query {
-                context: "re-checking the rule that selected the subjects",
-                source,
-            })?);
-        }
-        Ok(out)
+        let flags = self
+            .flags(
+                ids,
+                condition,
+                "re-checking the rule that selected the subjects",
+            )
+            .await?;
+        Ok(flags
+            .into_iter()
+            .map(|(id, (_, still))| (id, still))
+            .collect())
     }
 
     /// For each of `ids` that exists: its email and whether the exclusion predicate matches
-    /// it, in one set-based query per thousand ids (exclusions of hand-opened retirements).
+    /// it (exclusions of hand-opened retirements).
     pub async fn exclusion_flags(
         &self,
         ids: &[i64],
+    ) -> Result<std::collections::HashMap<i64, (Option<String>, bool)>, SourceError> {
+        let exclude = self.config.exclude.clone();
+        self.flags(
+            ids,
+            &exclude,
+            "checking the exclusions of enqueued subjects",
+        )
+        .await
+    }
+
+    /// For each of `ids` that exists: its email and whether `condition` holds of it, in one
+    /// set-based query per thousand ids.
+    async fn flags(
+        &self,
+        ids: &[i64],
+        condition: &str,
+        context: &'static str,
     ) -> Result<std::collections::HashMap<i64, (Option<String>, bool)>, SourceError> {
         let mut out = std::collections::HashMap::with_capacity(ids.len());
         let d = self.dialect;
@@ -146,11 +140,10 @@ impl SourceReader {
         for chunk in ids.chunks(1000) {
             let sql = format!(
                 "SELECT {id_expr} AS id, {email} AS email, \
-                 CASE WHEN ({exclude}) THEN 1 ELSE 0 END AS excluded \
+                 CASE WHEN ({condition}) THEN 1 ELSE 0 END AS flag \
                  FROM {table} WHERE {id} IN ({params})",
                 id_expr = d.bigint(&d.quote(&c.id_column)),
                 email = d.quote(&c.email_column),
-                exclude = c.exclude,
                 table = d.quote(&c.table),
                 id = d.quote(&c.id_column),
                 params = d.params(1, chunk.len()),
@@ -163,21 +156,18 @@ impl SourceReader {
                 query.fetch_all(p).await.and_then(|rows| {
                     rows.iter()
                         .map(|r| {
-                            let excluded = r
-                                .try_get::<i64, _>("excluded")
-                                .or_else(|_| r.try_get::<i32, _>("excluded").map(i64::from))?;
+                            let flag = r
+                                .try_get::<i64, _>("flag")
+                                .or_else(|_| r.try_get::<i32, _>("flag").map(i64::from))?;
                             Ok((
                                 r.try_get::<i64, _>("id")?,
-                                (r.try_get::<Option<String>, _>("email")?, excluded != 0),
+                                (r.try_get::<Option<String>, _>("email")?, flag != 0),
                             ))
                         })
                         .collect::<Result<Vec<_>, sqlx::Error>>()
                 })
             });
-            out.extend(rows.map_err(|source| SourceError::Query {
-                context: "checking the exclusions of enqueued subjects",
-                source,
-            })?);
+            out.extend(rows.map_err(|source| SourceError::Query { context, source })?);
         }
         Ok(out)
     }
