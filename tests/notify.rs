@@ -77,8 +77,16 @@ async fn setup(kind: Kind, hook: &MockServer, users: u32) -> Setup {
     })
     .await
     .unwrap();
+    // Requested: no notice is owed, so the hold in front of notify lets them through.
+    let requested: Vec<_> = subjects(1, users + 1)
+        .into_iter()
+        .map(|mut n| {
+            n.reason = "requested".into();
+            n
+        })
+        .collect();
     let ids = store
-        .enqueue("PENDING", &subjects(1, users + 1), "test", clock.now())
+        .enqueue("PENDING", &requested, "test", clock.now())
         .await
         .unwrap()
         .into_iter()
