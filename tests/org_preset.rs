@@ -10,6 +10,8 @@
 
 mod common;
 
+use common::operator::Operator;
+
 use common::target::Fixture;
 use common::{Kind, TestDb, exec, scalar};
 use lethe::sql::Dialect;
@@ -106,39 +108,6 @@ fn seed() -> Vec<String> {
         ),
         format!("INSERT INTO audit_log VALUES {}", audit.join(", ")),
     ]
-}
-
-struct Operator {
-    dir: PathBuf,
-    env: Vec<(&'static str, String)>,
-}
-
-impl Operator {
-    fn lethe(&self, args: &[&str]) -> (i32, String) {
-        let out = Command::new(env!("CARGO_BIN_EXE_lethe"))
-            .current_dir(&self.dir)
-            .args(args)
-            .envs(self.env.iter().map(|(k, v)| (*k, v.as_str())))
-            .env_remove("LETHE_LOG")
-            .output()
-            .unwrap();
-        let text = format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        (out.status.code().unwrap_or(-1), text)
-    }
-
-    fn ok(&self, args: &[&str]) -> String {
-        let (code, out) = self.lethe(args);
-        assert_eq!(code, 0, "lethe {args:?}: {out}");
-        out
-    }
-
-    fn stats(&self) -> serde_json::Value {
-        serde_json::from_str(&self.ok(&["stats", "--json"])).unwrap()
-    }
 }
 
 /// The deployment's directory, removed at the end.

@@ -6,12 +6,12 @@
 
 mod common;
 
+use common::operator::Operator;
 use common::smtp::SmtpServer;
 use common::target::Fixture;
 use common::{Kind, TestDb, exec, repo_root, scalar};
 use lethe::sql::Dialect;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use wiremock::matchers::{header, method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
@@ -42,41 +42,6 @@ fn preset(smtp_port: u16, sarbacane: &str, webhook: &str) -> String {
         assert!(text.contains(from), "pipeline.toml no longer has {from:?}");
         text.replace(from, &to)
     })
-}
-
-struct Operator {
-    dir: PathBuf,
-    env: Vec<(&'static str, String)>,
-}
-
-impl Operator {
-    fn lethe(&self, args: &[&str]) -> (i32, String) {
-        let out = Command::new(env!("CARGO_BIN_EXE_lethe"))
-            .current_dir(&self.dir)
-            .args(args)
-            .envs(self.env.iter().map(|(k, v)| (*k, v.as_str())))
-            .env_remove("LETHE_LOG")
-            .output()
-            .unwrap();
-        let text = format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        (out.status.code().unwrap_or(-1), text)
-    }
-
-    fn ok(&self, args: &[&str]) -> String {
-        let (code, out) = self.lethe(args);
-        assert_eq!(code, 0, "lethe {args:?}: {out}");
-        out
-    }
-}
-
-impl Drop for Operator {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
 }
 
 fn temp_dir() -> PathBuf {

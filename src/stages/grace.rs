@@ -79,23 +79,29 @@ impl GraceHandler {
                 }
             }
         }
-        // One query per condition (a batch holds a rule or two).
-        let mut by_condition: HashMap<String, Vec<&Claimed>> = HashMap::new();
-        for c in batch.iter().copied().filter(|c| !out.contains_key(&c.id)) {
-            if let Some(condition) = self.reasons.still_selected(c, source.dialect()) {
-                by_condition.entry(condition).or_default().push(c);
-            }
-        }
-        for (condition, claimed) in by_condition {
-            let ids: Vec<i64> = claimed.iter().filter_map(|c| subject(c)).collect();
-            let still = source
-                .still_matching(&ids, &condition)
-                .await
-                .map_err(|e| BatchError(e.to_string()))?;
-            for c in claimed {
-                if subject(c).and_then(|id| still.get(&id)) == Some(&false) {
-                    out.insert(c.id, self.reasons.unselected_why(c, now));
-                }
+        let rechecked: Vec<(&Claimed, i64, String)> = batch
+            .iter()
+            .copied()
+            .filter(|c| !out.contains_key(&c.id))
+            .filter_map(|c| {
+                Some((
+                    c,
+                    subject(c)?,
+                    self.reasons.still_selected(c, source.dialect())?,
+                ))
+            })
+            .collect();
+        let subjects: Vec<(i64, &str)> = rechecked
+            .iter()
+            .map(|(_, id, condition)| (*id, condition.as_str()))
+            .collect();
+        let gone = source
+            .no_longer_selected(&subjects)
+            .await
+            .map_err(|e| BatchError(e.to_string()))?;
+        for (c, id, _) in &rechecked {
+            if gone.contains(id) {
+                out.insert(c.id, self.reasons.unselected_why(c, now));
             }
         }
         Ok(out)

@@ -45,21 +45,15 @@ impl SqlDeleteHandler {
         let Some(reader) = &self.source else {
             return Ok(Vec::new());
         };
-        let mut by_condition: HashMap<&str, Vec<i64>> = HashMap::new();
-        for s in subjects {
-            if let Some(condition) = &s.still_selected {
-                by_condition.entry(condition).or_default().push(s.id);
-            }
-        }
-        let mut out = Vec::new();
-        for (condition, ids) in by_condition {
-            let still = reader
-                .still_matching(&ids, condition)
-                .await
-                .map_err(|e| BatchError(format!("re-checking the rule: {e}")))?;
-            out.extend(ids.into_iter().filter(|id| still.get(id) == Some(&false)));
-        }
-        Ok(out)
+        let rechecked: Vec<(i64, &str)> = subjects
+            .iter()
+            .filter_map(|s| Some((s.id, s.still_selected.as_deref()?)))
+            .collect();
+        let gone = reader
+            .no_longer_selected(&rechecked)
+            .await
+            .map_err(|e| BatchError(format!("re-checking the rule: {e}")))?;
+        Ok(gone.into_iter().collect())
     }
 
     /// Subjects of `subjects` the source excludes now (made staff, allow-listed), with why.

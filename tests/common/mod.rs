@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod edx;
+pub mod operator;
 pub mod services;
 pub mod smtp;
 pub mod target;

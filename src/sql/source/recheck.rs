@@ -91,24 +91,33 @@ impl SourceReader {
         Ok(out)
     }
 
-    /// Which of `ids` that exist still satisfy `condition` (from [`super::still_selected`]):
-    /// the value is false for a subject that no longer does.
-    pub async fn still_matching(
+    /// Which of `subjects` (an id, and the condition from [`super::still_selected`] its
+    /// rule must still meet) exist and no longer meet it: one query per condition.
+    pub async fn no_longer_selected(
         &self,
-        ids: &[i64],
-        condition: &str,
-    ) -> Result<std::collections::HashMap<i64, bool>, SourceError> {
-        let flags = self
-            .flags(
-                ids,
-                condition,
-                "re-checking the rule that selected the subjects",
-            )
-            .await?;
-        Ok(flags
-            .into_iter()
-            .map(|(id, (_, still))| (id, still))
-            .collect())
+        subjects: &[(i64, &str)],
+    ) -> Result<std::collections::HashSet<i64>, SourceError> {
+        let mut by_condition: std::collections::HashMap<&str, Vec<i64>> = Default::default();
+        for (id, condition) in subjects {
+            by_condition.entry(condition).or_default().push(*id);
+        }
+        let mut out = std::collections::HashSet::new();
+        for (condition, ids) in by_condition {
+            let flags = self
+                .flags(
+                    &ids,
+                    condition,
+                    "re-checking the rule that selected the subjects",
+                )
+                .await?;
+            out.extend(
+                flags
+                    .into_iter()
+                    .filter(|(_, (_, still))| !still)
+                    .map(|(id, _)| id),
+            );
+        }
+        Ok(out)
     }
 
     /// For each of `ids` that exists: its email and whether the exclusion predicate matches
