@@ -158,9 +158,14 @@ async fn bench() -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let address = listener.local_addr()?;
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(lethe::api::serve(listener, state, async {
-        let _ = stopped.await;
-    }));
+    let server = tokio::spawn(lethe::api::serve(
+        listener,
+        state,
+        axum::Router::new(),
+        async {
+            let _ = stopped.await;
+        },
+    ));
     let _ = rustls::crypto::ring::default_provider().install_default();
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(CLIENTS)

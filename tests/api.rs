@@ -11,7 +11,6 @@ use lethe::api::{ApiState, router};
 use lethe::clock::{Clock, ManualClock};
 use lethe::store::Store;
 use serde_json::{Value, json};
-use sha2::{Digest, Sha256};
 use std::collections::HashSet;
 use std::sync::Arc;
 use tower::ServiceExt;
@@ -29,42 +28,10 @@ const WORKOS_SECRET: &str = "workos-endpoint-secret";
 
 fn pipeline() -> String {
     let mut text = String::from("[api]\nlisten = \"127.0.0.1:0\"\n");
-    for (name, scope, key) in KEYS {
-        let hash: String = Sha256::digest(key.as_bytes())
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
-        text.push_str(&format!(
-            "[[api_key]]\nname = \"{name}\"\nscope = \"{scope}\"\nsha256 = \"{hash}\"\n"
-        ));
-    }
+    text.push_str(&common::api_keys(&KEYS));
+    text.push_str(common::SERVICE_STAGES);
     text.push_str(
-        r#"
-[[stage]]
-state = "PENDING"
-handler = "noop"
-[[stage]]
-state = "WARNED"
-handler = "noop"
-[[stage]]
-state = "RETIRING_EDX"
-handler = "sql_delete"
-target = "edx"
-[[stage]]
-state = "RETIRING_SARBACANE"
-handler = "sarbacane"
-[[stage]]
-state = "NOTIFIED"
-handler = "notify"
-services = ["joanie", "ashley"]
-[[target]]
-name = "edx"
-url = "mysql://127.0.0.1/edxapp"
-[[service]]
-name = "joanie"
-[[service]]
-name = "ashley"
-[source]
+        r#"[source]
 table = "auth_user"
 "#,
     );
@@ -1272,9 +1239,14 @@ async fn the_api_answers_over_tcp_and_stops_with_the_signal() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = listener.local_addr().unwrap();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(lethe::api::serve(listener, state, async {
-        let _ = stopped.await;
-    }));
+    let server = tokio::spawn(lethe::api::serve(
+        listener,
+        state,
+        axum::Router::new(),
+        async {
+            let _ = stopped.await;
+        },
+    ));
     // reqwest is built without a crypto provider of its own (lethe installs ring).
     let _ = rustls::crypto::ring::default_provider().install_default();
     let client = reqwest::Client::new();

@@ -5,7 +5,6 @@ use super::error::ApiError;
 use crate::config::{ApiKey, Scope};
 use axum::http::HeaderMap;
 use sha2::{Digest, Sha256};
-use subtle::ConstantTimeEq;
 
 /// The key a request was made with.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -51,15 +50,7 @@ pub fn authenticate(headers: &HeaderMap, keys: &[ApiKey]) -> Result<Caller, ApiE
         })
         .filter(|k| !k.trim().is_empty())
         .ok_or_else(ApiError::unauthorized)?;
-    let hash: [u8; 32] = Sha256::digest(given.trim().as_bytes()).into();
-    // Every key is compared, so the time taken does not say which one nearly matched.
-    let mut found: Option<&ApiKey> = None;
-    for key in keys {
-        if bool::from(key.sha256.ct_eq(&hash)) {
-            found = Some(key);
-        }
-    }
-    found
+    ApiKey::matching(keys, &given)
         .map(|key| Caller {
             name: key.name.clone(),
             scope: key.scope.clone(),

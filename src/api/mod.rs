@@ -110,6 +110,12 @@ pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The whole API.
 pub fn router(state: Arc<ApiState>) -> Router {
+    router_with(state, Router::new())
+}
+
+/// The API with `pages` (the console) served beside it, under the same access log, body
+/// limit and timeout.
+pub fn router_with(state: Arc<ApiState>, pages: Router) -> Router {
     let keyed = Router::new()
         .route("/v1/users", get(mork::list_users))
         .route("/v1/users/", get(mork::list_users))
@@ -148,19 +154,21 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/readyz", get(ready))
         .route("/metrics", get(metrics))
         .fallback(|| async { error::ApiError::not_found("no such route") })
+        .with_state(state)
+        .merge(pages)
         .layer(middleware::from_fn(access_log))
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
-        .with_state(state)
 }
 
-/// Serves `router` on `listener` until `shutdown` resolves, letting requests in flight
-/// finish.
+/// Serves the API and `pages` on `listener` until `shutdown` resolves, letting requests
+/// in flight finish.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     state: Arc<ApiState>,
+    pages: Router,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(state))
+    axum::serve(listener, router_with(state, pages))
         .with_graceful_shutdown(shutdown)
         .await
 }

@@ -43,7 +43,9 @@ pub(crate) async fn run(ctx: &Ctx, once: bool, listen: Option<String>) -> Outcom
     let shutdown = crate::daemon::stop_on_signal();
     let serves = !once && (listen.is_some() || config.pipeline.api.configured);
     let api = match serves {
-        true => Some(super::serve::start(&config, api_store, listen, shutdown.clone()).await?),
+        true => {
+            Some(super::serve::start(&config, api_store, listen, true, shutdown.clone()).await?)
+        }
         false => None,
     };
     let report = crate::daemon::run(driver, scans, once, shutdown).await?;

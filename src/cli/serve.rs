@@ -13,7 +13,7 @@ pub(crate) async fn serve(ctx: &Ctx, listen: Option<String>) -> Outcome {
     let config = ctx.config()?;
     let store = ctx.store(Some(&config), 8).await?;
     let shutdown = crate::daemon::stop_on_signal();
-    let api = start(&config, store, listen, shutdown).await?;
+    let api = start(&config, store, listen, false, shutdown).await?;
     api.await
         .map_err(|e| Failure::internal(format!("the API stopped: {e}")))?
         .map_err(|e| Failure::internal(format!("the API stopped: {e}")))
@@ -25,6 +25,7 @@ pub(crate) async fn start(
     config: &Config,
     store: Arc<dyn Store>,
     listen: Option<String>,
+    runs_driver: bool,
     shutdown: watch::Receiver<bool>,
 ) -> Result<tokio::task::JoinHandle<std::io::Result<()>>, Failure> {
     let listen = listen.unwrap_or_else(|| config.pipeline.api.listen.clone());
@@ -61,22 +62,37 @@ pub(crate) async fn start(
         }
         None => None,
     };
-    let state = Arc::new(
-        ApiState::new(
-            store,
-            Arc::new(config.pipeline.clone()),
+    let pipeline = Arc::new(config.pipeline.clone());
+    let clock: Arc<dyn crate::clock::Clock> = Arc::new(crate::clock::SystemClock);
+    let hash_key = crate::pii::HashKey::from_env().ok();
+    let console = Arc::new(
+        crate::console::ConsoleState::new(
+            store.clone(),
+            pipeline.clone(),
             config.graph.clone(),
-            Arc::new(crate::clock::SystemClock),
+            clock.clone(),
         )
-        .with_source(source)
-        .with_targets(&config.pipeline.targets)
-        .with_hash_key(crate::pii::HashKey::from_env().ok()),
+        .with_hash_key(hash_key.clone())
+        .with_driver(runs_driver),
+    );
+    if config.pipeline.api.console_secret.is_none() {
+        tracing::info!(
+            "{} is not set: console sessions are signed with a key of this process and end when it stops",
+            crate::config::CONSOLE_SECRET_ENV
+        );
+    }
+    let state = Arc::new(
+        ApiState::new(store, pipeline, config.graph.clone(), clock)
+            .with_source(source)
+            .with_targets(&config.pipeline.targets)
+            .with_hash_key(hash_key),
     );
     tracing::info!(listen = %listen, "API listening");
-    out!("API listening on http://{listen}");
+    out!("API listening on http://{listen} (console: http://{listen}/ui)");
     Ok(tokio::spawn(crate::api::serve(
         listener,
         state,
+        crate::console::router(console),
         stopped(shutdown),
     )))
 }

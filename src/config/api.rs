@@ -50,6 +50,23 @@ pub struct ApiKey {
     pub sha256: [u8; 32],
 }
 
+impl ApiKey {
+    /// The key among `keys` whose SHA-256 is that of `given`; every key is compared in
+    /// constant time, so the time taken does not say which one nearly matched.
+    pub fn matching<'a>(keys: &'a [ApiKey], given: &str) -> Option<&'a ApiKey> {
+        use sha2::Digest;
+        use subtle::ConstantTimeEq;
+        let hash: [u8; 32] = sha2::Sha256::digest(given.trim().as_bytes()).into();
+        let mut found = None;
+        for key in keys {
+            if bool::from(key.sha256.ct_eq(&hash)) {
+                found = Some(key);
+            }
+        }
+        found
+    }
+}
+
 /// The API's settings.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Api {
@@ -65,18 +82,30 @@ pub struct Api {
     /// The secret of a WorkOS webhook endpoint feeding `POST /v1/activity`, from
     /// `LETHE_API_WORKOS_SECRET`.
     pub workos_secret: Option<super::Secret>,
+    /// How long a console session lasts after sign-in (`[api] session_ttl`, default 8h).
+    pub session_ttl: std::time::Duration,
+    /// The secret console session cookies are signed with, from `LETHE_CONSOLE_SECRET`
+    /// (without it, a random one per process: sessions end when it restarts).
+    pub console_secret: Option<super::Secret>,
 }
 
 /// The environment variable of the activity webhook's Standard Webhooks secret.
 pub const API_WEBHOOK_SECRET_ENV: &str = "LETHE_API_WEBHOOK_SECRET";
 /// The environment variable of the WorkOS endpoint's secret.
 pub const API_WORKOS_SECRET_ENV: &str = "LETHE_API_WORKOS_SECRET";
+/// The environment variable of the secret console sessions are signed with.
+pub const CONSOLE_SECRET_ENV: &str = "LETHE_CONSOLE_SECRET";
+/// The longest console session `[api] session_ttl` may ask for.
+pub const MAX_SESSION_TTL: std::time::Duration = std::time::Duration::from_secs(30 * 86400);
+/// How long a console session lasts unless `[api] session_ttl` says otherwise.
+pub const DEFAULT_SESSION_TTL: std::time::Duration = std::time::Duration::from_secs(8 * 3600);
 
 impl Api {
     /// Takes the activity webhooks' secrets from the environment.
     pub(crate) fn apply_env(&mut self, env: &dyn Fn(&str) -> Option<String>) {
         self.webhook_secret = super::http::secret(env, API_WEBHOOK_SECRET_ENV);
         self.workos_secret = super::http::secret(env, API_WORKOS_SECRET_ENV);
+        self.console_secret = super::http::secret(env, CONSOLE_SECRET_ENV);
     }
 }
 
@@ -87,6 +116,7 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:8100";
 #[serde(deny_unknown_fields)]
 pub(super) struct ApiSection {
     listen: Option<String>,
+    session_ttl: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -106,9 +136,23 @@ pub(super) fn parse_api(
     services: &[String],
 ) -> Result<Api, ConfigError> {
     let configured = section.is_some();
-    let listen = section
-        .and_then(|s| s.listen)
-        .unwrap_or_else(|| DEFAULT_LISTEN.to_string());
+    let section = section.unwrap_or_default();
+    let session_ttl = match &section.session_ttl {
+        None => DEFAULT_SESSION_TTL,
+        Some(text) => match super::duration::parse_duration(text) {
+            Ok(ttl) if ttl >= std::time::Duration::from_secs(60) && ttl <= MAX_SESSION_TTL => ttl,
+            Ok(_) => {
+                return Err(invalid(
+                    file,
+                    "api.session_ttl",
+                    Some(text),
+                    "a console session lasts from 1m to 30d",
+                ));
+            }
+            Err(why) => return Err(invalid(file, "api.session_ttl", Some(text), why)),
+        },
+    };
+    let listen = section.listen.unwrap_or_else(|| DEFAULT_LISTEN.to_string());
     if listen.parse::<std::net::SocketAddr>().is_err() {
         return Err(invalid(
             file,
@@ -177,6 +221,8 @@ pub(super) fn parse_api(
         keys: parsed,
         webhook_secret: None,
         workos_secret: None,
+        session_ttl,
+        console_secret: None,
     })
 }
 

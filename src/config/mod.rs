@@ -22,7 +22,10 @@ mod states;
 mod target;
 mod template;
 
-pub use api::{API_WEBHOOK_SECRET_ENV, API_WORKOS_SECRET_ENV, Api, ApiKey, DEFAULT_LISTEN, Scope};
+pub use api::{
+    API_WEBHOOK_SECRET_ENV, API_WORKOS_SECRET_ENV, Api, ApiKey, CONSOLE_SECRET_ENV, DEFAULT_LISTEN,
+    Scope,
+};
 pub use call::{HttpAuth, HttpSettings, LookupSettings, METHODS};
 pub use duration::{HumanDuration, parse_duration};
 pub use email::{Email, SMTP_HOST_ENV, SMTP_PASSWORD_ENV, SMTP_USERNAME_ENV, Tls, Undeliverable};

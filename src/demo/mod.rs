@@ -394,9 +394,14 @@ pub async fn run(options: &Options, progress: &dyn Progress) -> Result<Finished,
     );
     let api = {
         let mut stopped = stopped.clone();
-        tokio::spawn(crate::api::serve(api_listener, api_state, async move {
-            let _ = stopped.wait_for(|s| *s).await;
-        }))
+        tokio::spawn(crate::api::serve(
+            api_listener,
+            api_state,
+            axum::Router::new(),
+            async move {
+                let _ = stopped.wait_for(|s| *s).await;
+            },
+        ))
     };
     let clock: Arc<dyn crate::clock::Clock> = Arc::new(crate::clock::SystemClock);
     let handlers = crate::stages::build_from(crate::stages::BuildContext {

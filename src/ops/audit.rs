@@ -1,6 +1,39 @@
-//! The audit trail as rows of text: the CLI's table and CSV, and the API's CSV.
+//! The audit trail as rows of text: the CLI's table and CSV, the API's and the console's
+//! streamed JSON and CSV.
 
-use crate::store::AuditRow;
+use crate::store::{AuditFilter, AuditRow, Store, StoreError};
+use std::sync::Arc;
+
+/// Rows read from the store per page of a stream.
+pub const PAGE: i64 = 1000;
+
+/// The audit trail `filter` selects, at most `total` rows, as chunks of a JSON array or
+/// of CSV (with its header), read a page at a time. The first page is read before this
+/// returns, so a store that fails at once is an error, not a cut stream.
+pub async fn stream(
+    store: Arc<dyn Store>,
+    mut filter: AuditFilter,
+    total: i64,
+    csv: bool,
+) -> Result<impl futures_util::Stream<Item = Result<String, std::io::Error>> + Send, StoreError> {
+    filter.limit = total.clamp(0, PAGE);
+    let first = store.audit(&filter).await?;
+    let pages = Pages {
+        store,
+        filter,
+        left: total,
+        csv,
+        started: false,
+        any: false,
+    };
+    Ok(futures_util::stream::unfold(
+        (pages, Some(first)),
+        |(mut pages, page)| async move {
+            let chunk = pages.next(page).await?;
+            Some((chunk, (pages, None)))
+        },
+    ))
+}
 
 /// The CSV header line.
 pub const CSV_HEADER: &str = "event_id,at,retirement_id,subject,subject_hash,reason,from_state,to_state,outcome,attempt,actor,detail";
@@ -38,6 +71,81 @@ fn csv_cell(cell: &str) -> String {
         format!("\"{}\"", cell.replace('"', "\"\""))
     } else {
         cell.to_string()
+    }
+}
+
+/// Where the stream stands.
+struct Pages {
+    store: Arc<dyn Store>,
+    filter: AuditFilter,
+    left: i64,
+    csv: bool,
+    /// The opening (`[` or the CSV header) has gone.
+    started: bool,
+    /// A JSON row has gone (the next one needs a comma).
+    any: bool,
+}
+
+impl Pages {
+    /// The next chunk of the body (`page`, when already read, else the next from the
+    /// store), or `None` once the closing bracket has gone.
+    async fn next(
+        &mut self,
+        page: Option<Vec<AuditRow>>,
+    ) -> Option<Result<String, std::io::Error>> {
+        if self.left <= 0 && self.started {
+            return None;
+        }
+        let rows = match page {
+            Some(rows) => rows,
+            None => match self.store.audit(&self.filter).await {
+                Ok(rows) => rows,
+                Err(e) => {
+                    // The status has gone: the client sees a cut body, the log says why.
+                    tracing::error!(error = %e, "audit stream: the store failed mid-stream");
+                    return Some(Err(std::io::Error::other("the store failed mid-stream")));
+                }
+            },
+        };
+        let mut text = String::new();
+        if !self.started {
+            text.push_str(match self.csv {
+                true => CSV_HEADER,
+                false => "[",
+            });
+            if self.csv {
+                text.push('\n');
+            }
+        }
+        for row in &rows {
+            if self.csv {
+                text.push_str(&csv_line(row));
+                text.push('\n');
+            } else {
+                if self.any {
+                    text.push(',');
+                }
+                text.push_str(&serde_json::to_string(row).unwrap_or_else(|_| "null".into()));
+                self.any = true;
+            }
+        }
+        self.started = true;
+        self.left -= rows.len() as i64;
+        let last = rows.last().map(|r| (r.event.at, r.event.id));
+        let more = rows.len() as i64 == self.filter.limit && self.left > 0;
+        match (more, last) {
+            (true, Some(after)) => {
+                self.filter.after = Some(after);
+                self.filter.limit = self.left.min(PAGE);
+            }
+            _ => {
+                self.left = 0;
+                if !self.csv {
+                    text.push(']');
+                }
+            }
+        }
+        Some(Ok(text))
     }
 }
 

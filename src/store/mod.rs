@@ -10,6 +10,7 @@ pub(crate) mod acks;
 mod error;
 mod migrate;
 mod open;
+pub(crate) mod overview;
 mod postgres;
 mod rows;
 pub(crate) mod sql;
@@ -25,6 +26,7 @@ pub(crate) use migrate::{
     APPLIED_MIGRATIONS, applied_versions, embedded_migrator, migrator_of, require_migrations,
 };
 pub use open::{open, open_existing};
+pub use overview::{DayCount, OpenState};
 pub use postgres::PgStore;
 pub(crate) use rows::{claimed_columns, event_columns, retirement_columns};
 pub use sqlite::SqliteStore;
@@ -229,6 +231,18 @@ pub trait Store: Send + Sync {
     /// A page of the API's user list, each user with its acknowledgements.
     fn users<'a>(&'a self, query: &'a UserQuery)
     -> BoxFuture<'a, Result<Vec<UserRow>, StoreError>>;
+
+    /// Open retirements per state, each with the one least recently changed.
+    fn open_by_state(&self) -> BoxFuture<'_, Result<Vec<OpenState>, StoreError>>;
+
+    /// Events per day (UTC) and outcome since `since`, for done, cancel, abort and fail.
+    fn transitions_by_day(
+        &self,
+        since: DateTime<Utc>,
+    ) -> BoxFuture<'_, Result<Vec<DayCount>, StoreError>>;
+
+    /// The latest `limit` scan runs, newest first.
+    fn recent_scans(&self, limit: i64) -> BoxFuture<'_, Result<Vec<ScanRecord>, StoreError>>;
 
     /// The acknowledgement rows of these retirements, by retirement then service.
     fn acks_of<'a>(&'a self, ids: &'a [i64]) -> BoxFuture<'a, Result<Vec<ServiceAck>, StoreError>>;

@@ -106,6 +106,10 @@ impl Store for PgStore {
         pairs: unnest_pairs,
     }
 
+    super::overview::overview_methods! {
+        day: "to_char(at AT TIME ZONE 'UTC', 'YYYY-MM-DD')",
+    }
+
     fn backend(&self) -> Backend {
         Backend::Postgres
     }

@@ -75,6 +75,13 @@ pub(crate) const BY_ID: &str = concat!(
     " FROM retirement WHERE id = $1"
 );
 
+/// One retirement by its public UUID.
+pub(crate) const BY_PUBLIC_ID: &str = concat!(
+    "SELECT ",
+    super::retirement_columns!(),
+    " FROM retirement WHERE public_id = $1"
+);
+
 /// Events of a retirement.
 pub(crate) const HISTORY: &str = concat!(
     "SELECT ",
@@ -362,6 +369,17 @@ macro_rules! shared_methods {
         > {
             Box::pin(async move {
                 use $crate::store::QueryContext;
+                if let $crate::store::Lookup::PublicId(public_id) = lookup {
+                    let row = sqlx::query($crate::store::sql::BY_PUBLIC_ID)
+                        .bind(public_id)
+                        .fetch_optional(&self.pool)
+                        .await
+                        .ctx("find a retirement")?;
+                    return row
+                        .map(|r| <$crate::store::Retirement as sqlx::FromRow<_>>::from_row(&r))
+                        .transpose()
+                        .ctx("decode a retirement");
+                }
                 let (id, raw, subject_hash, email_hash) = lookup.params();
                 let row = sqlx::query($crate::store::sql::FIND)
                     .bind(id)

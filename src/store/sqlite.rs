@@ -125,6 +125,10 @@ impl Store for SqliteStore {
         pairs: json_pairs,
     }
 
+    super::overview::overview_methods! {
+        day: "substr(at, 1, 10)",
+    }
+
     fn backend(&self) -> Backend {
         Backend::Sqlite
     }

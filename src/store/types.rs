@@ -302,6 +302,8 @@ pub struct AuditRow {
 pub enum Lookup {
     /// Retirement id.
     Id(i64),
+    /// The public UUID the API and the console show.
+    PublicId(String),
     /// A subject id or email, with its hashes when a key is available.
     Subject {
         /// As typed.
@@ -328,6 +330,8 @@ impl Lookup {
     pub(super) fn params(&self) -> (Option<i64>, Option<&str>, Option<&str>, Option<&str>) {
         match self {
             Lookup::Id(id) => (Some(*id), None, None, None),
+            // Found by `find` on its own; as an audit filter it matches nothing else.
+            Lookup::PublicId(_) => (None, None, None, None),
             Lookup::Subject {
                 raw,
                 subject_hash,

@@ -301,3 +301,48 @@ pub fn claimed(id: i64, email: Option<&str>) -> lethe::store::Claimed {
         rule: None,
     }
 }
+
+/// `[[api_key]]` entries for (name, scope, key) triples, each with the key's SHA-256.
+pub fn api_keys(keys: &[(&str, &str, &str)]) -> String {
+    use sha2::Digest;
+    let mut text = String::new();
+    for (name, scope, key) in keys {
+        let hash: String = sha2::Sha256::digest(key.as_bytes())
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        text.push_str(&format!(
+            "[[api_key]]\nname = \"{name}\"\nscope = \"{scope}\"\nsha256 = \"{hash}\"\n"
+        ));
+    }
+    text
+}
+
+/// The stages of the API and console tests: the edX preset's states, a SQL target, two
+/// downstream services (nothing is run: the tests set the states).
+pub const SERVICE_STAGES: &str = r#"
+[[stage]]
+state = "PENDING"
+handler = "noop"
+[[stage]]
+state = "WARNED"
+handler = "noop"
+[[stage]]
+state = "RETIRING_EDX"
+handler = "sql_delete"
+target = "edx"
+[[stage]]
+state = "RETIRING_SARBACANE"
+handler = "sarbacane"
+[[stage]]
+state = "NOTIFIED"
+handler = "notify"
+services = ["joanie", "ashley"]
+[[target]]
+name = "edx"
+url = "mysql://127.0.0.1/edxapp"
+[[service]]
+name = "joanie"
+[[service]]
+name = "ashley"
+"#;
