@@ -7,7 +7,7 @@ mod common;
 
 use axum::body::Body;
 use axum::http::{Method, Request, StatusCode};
-use common::{Kind, TestDb, config, exec, subjects};
+use common::{Kind, TestDb, config, subjects};
 use lethe::clock::{Clock, ManualClock};
 use lethe::console::{ConsoleState, router};
 use lethe::store::{EnqueueOutcome, Lookup, Store};
@@ -160,16 +160,6 @@ impl Console {
             .collect()
     }
 
-    async fn errored(&self, id: i64, failed: &str, error: &str) {
-        exec(
-            &self.url,
-            &[format!(
-                "UPDATE retirement SET state = 'ERRORED', failed_state = '{failed}', last_error = '{error}', due_at = NULL WHERE id = {id}"
-            )],
-        )
-        .await;
-    }
-
     async fn retirement(&self, id: i64) -> lethe::store::Retirement {
         self.store.find(&Lookup::Id(id)).await.unwrap().unwrap()
     }
@@ -265,7 +255,7 @@ async fn signing_in_takes_an_operator_or_auditor_key(kind: Kind) {
 async fn the_dashboard_shows_what_the_store_holds(kind: Kind) {
     let console = Console::new(kind).await;
     let ids = console.open(1, 6).await;
-    console.errored(ids[0], "RETIRING_EDX", "timeout").await;
+    common::history::errored(&console.url, ids[0], "RETIRING_EDX", "timeout").await;
     let graph = config(&pipeline()).0;
     let now = console.clock.now();
     console
@@ -329,16 +319,20 @@ async fn the_dashboard_shows_what_the_store_holds(kind: Kind) {
 async fn operators_resume_and_abort_errored_retirements_after_confirming(kind: Kind) {
     let console = Console::new(kind).await;
     let ids = console.open(1, 4).await;
-    console
-        .errored(
-            ids[0],
-            "RETIRING_EDX",
-            "protected: wiki_article.owner_id (1 row)",
-        )
-        .await;
-    console
-        .errored(ids[1], "RETIRING_SARBACANE", "timeout <b>bold</b>")
-        .await;
+    common::history::errored(
+        &console.url,
+        ids[0],
+        "RETIRING_EDX",
+        "protected: wiki_article.owner_id (1 row)",
+    )
+    .await;
+    common::history::errored(
+        &console.url,
+        ids[1],
+        "RETIRING_SARBACANE",
+        "timeout <b>bold</b>",
+    )
+    .await;
     let (first, second) = (
         console.retirement(ids[0]).await.public_id,
         console.retirement(ids[1]).await.public_id,
@@ -473,65 +467,16 @@ async fn operators_resume_and_abort_errored_retirements_after_confirming(kind: K
     assert!(!malformed.body.contains("<x>"));
 }
 
-/// Subject 3 retired from edx and sarbacane, acknowledged by both services, then ended
-/// with its PII erased: the events as the driver writes them.
-async fn retired(console: &Console, id: i64) {
-    let at = console.clock.now();
-    let steps = [
-        ("PENDING", "WARNED", "{}"),
-        ("WARNED", "RETIRING_EDX", "{}"),
-        (
-            "RETIRING_EDX",
-            "RETIRING_SARBACANE",
-            r#"{"target":"edx","rows":{"auth_user":1,"student_courseenrollment":2}}"#,
-        ),
-        ("RETIRING_SARBACANE", "NOTIFIED", "{}"),
-    ];
-    let mut statements: Vec<String> = steps
-        .iter()
-        .map(|(from, to, detail)| format!(
-            "INSERT INTO retirement_event (retirement_id, at, actor, from_state, to_state, outcome, attempt, detail) \
-             VALUES ({id}, '{}', 'driver:test', '{from}', '{to}', 'done', 1, '{detail}')",
-            at.to_rfc3339()
-        ))
-        .collect();
-    statements.push(format!(
-        "UPDATE retirement SET state = 'NOTIFIED' WHERE id = {id}"
-    ));
-    exec(&console.url, &statements).await;
-    let services = ["joanie".to_string(), "ashley".to_string()];
-    console
-        .store
-        .await_acks(&[id], &services, at)
-        .await
-        .unwrap();
-    for service in &services {
-        console
-            .store
-            .acknowledge(id, service, "api:test", at)
-            .await
-            .unwrap();
-    }
-    exec(
-        &console.url,
-        &[
-            format!(
-                "INSERT INTO retirement_event (retirement_id, at, actor, from_state, to_state, outcome, attempt, detail) \
-                 VALUES ({id}, '{}', 'driver:test', 'NOTIFIED', 'COMPLETE', 'done', 1, '{{}}')",
-                at.to_rfc3339()
-            ),
-            format!(
-                "UPDATE retirement SET state = 'COMPLETE', ended_at = updated_at, due_at = NULL, subject = NULL, email = NULL, username = NULL WHERE id = {id}"
-            ),
-        ],
-    )
-    .await;
-}
-
 async fn auditors_look_up_a_retired_email_and_export_the_trail(kind: Kind) {
     let console = Console::new(kind).await;
     let ids = console.open(1, 5).await;
-    retired(&console, ids[2]).await;
+    common::history::retired(
+        console.store.as_ref(),
+        &console.url,
+        ids[2],
+        console.clock.now(),
+    )
+    .await;
     let dpo = console.sign_in("key-dpo").await;
     let form = console.get("/ui/lookup", &dpo).await;
     let csrf = form.csrf();

@@ -110,6 +110,11 @@ pub fn environment(pipeline: &Pipeline) -> Vec<EnvVar> {
         "the secret WorkOS signs its events to /v1/activity with, if WorkOS reports activity",
         false,
     ));
+    vars.push(var(
+        super::CONSOLE_SECRET_ENV,
+        "signs console sessions (32+ random characters); unset, sessions end when lethe restarts",
+        false,
+    ));
     let mut seen = std::collections::HashSet::new();
     vars.retain(|v| seen.insert(v.name.clone()));
     vars.sort_by_key(|v| !v.required);

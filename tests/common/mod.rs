@@ -2,7 +2,9 @@
 //! and the config fixtures.
 #![allow(dead_code)]
 
+pub mod browser;
 pub mod edx;
+pub mod history;
 pub mod operator;
 pub mod services;
 pub mod smtp;
