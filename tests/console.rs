@@ -167,6 +167,9 @@ impl Console {
 
 async fn signing_in_takes_an_operator_or_auditor_key(kind: Kind) {
     let console = Console::new(kind).await;
+    let css = console.get("/ui/style.css", "").await;
+    assert_eq!(css.headers["content-type"], "text/css; charset=utf-8");
+    assert!(css.body.contains("prefers") || css.body.contains("@media"));
     let none = console.get("/ui", "").await;
     assert_eq!(none.status, StatusCode::SEE_OTHER);
     assert_eq!(none.location(), "/ui/signin");

@@ -257,6 +257,14 @@ async fn serve_answers_a_key_from_key_new_and_stops_on_sigterm() {
     assert_eq!(users.text().await.unwrap(), "[]");
     let refused = client.get(format!("{base}/v1/users")).send().await.unwrap();
     assert_eq!(refused.status(), 401);
+    // The console is served beside the API.
+    let signin = client
+        .get(format!("{base}/ui/signin"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(signin.status(), 200);
+    assert!(signin.text().await.unwrap().contains("Sign in"));
     let term = Command::new("kill")
         .args(["-TERM", &server.id().to_string()])
         .status()
