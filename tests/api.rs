@@ -897,6 +897,53 @@ async fn mork_tasks_scan_and_open_retirements(kind: Kind) {
     assert_eq!(options["task_types"].as_array().unwrap().len(), 4);
     let (_, unknown) = api.get("/v1/tasks/whatever/status", "key-ops").await;
     assert_eq!(unknown, json!({"id": "whatever", "status": "PENDING"}));
+    // Task states are the store's: another process over it (a restart) answers them.
+    let (graph, pipeline) = config(&pipeline());
+    let restarted = router(Arc::new(ApiState::new(
+        api.store.clone(),
+        Arc::new(pipeline),
+        graph,
+        api.clock.clone(),
+    )));
+    let status_of = |id: String| {
+        let restarted = restarted.clone();
+        async move {
+            let request = Request::builder()
+                .uri(format!("/v1/tasks/{id}/status"))
+                .header("x-api-key", "key-dpo")
+                .body(Body::empty())
+                .unwrap();
+            let response = restarted.oneshot(request).await.unwrap();
+            let bytes = axum::body::to_bytes(response.into_body(), 1 << 20)
+                .await
+                .unwrap();
+            serde_json::from_slice::<Value>(&bytes).unwrap()
+        }
+    };
+    assert_eq!(status_of(id.clone()).await["status"], "SUCCESS");
+    let failed = status_of(missing["id"].as_str().unwrap().to_string()).await;
+    assert_eq!(failed["status"], "FAILURE");
+    assert_eq!(failed["error"], "no user in the source has this email");
+    // A task its process never finished is reported failed once it is plainly lost.
+    let now = api.clock.now();
+    let stuck = lethe::store::TaskRow {
+        id: "stuck".into(),
+        kind: "email_inactive_users".into(),
+        status: "STARTED".into(),
+        error: None,
+        actor: "api:ops".into(),
+        created_at: now,
+        updated_at: now,
+    };
+    api.store
+        .save_task(&stuck, now - chrono::Duration::days(30))
+        .await
+        .unwrap();
+    assert_eq!(status_of("stuck".into()).await["status"], "STARTED");
+    api.clock.advance(chrono::Duration::hours(7));
+    let lost = status_of("stuck".into()).await;
+    assert_eq!(lost["status"], "FAILURE");
+    assert!(lost["error"].as_str().unwrap().starts_with("lost"));
 }
 
 async fn metrics_are_exposed_and_move_with_work(kind: Kind) {

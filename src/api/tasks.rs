@@ -2,13 +2,17 @@
 //! (a scan: lethe warns then deletes, so both open retirements; a dry run only counts),
 //! `email_user` (open one `inactive` retirement) and `delete_user` (one `requested`);
 //! `dry_run` defaults to true as in Mork. `GET /v1/tasks/{id}/status` answers Celery's
-//! states (an unknown id is `PENDING`, as Celery says). Task states live in memory.
+//! states (an unknown id is `PENDING`, as Celery says). Task states are kept in the store
+//! for [`KEPT_FOR`], so they outlive the process and any lethe on the store answers them; a
+//! task the store still shows unfinished after [`LOST_AFTER`] is reported failed (the process
+//! running it stopped).
 
 use super::ApiState;
 use super::auth::Caller;
 use super::error::ApiError;
 use crate::config::Scope;
 use crate::domain::Reason;
+use crate::store::TaskRow;
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Extension, Path, State};
@@ -16,8 +20,7 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::{Value, json};
-use std::collections::{HashMap, VecDeque};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 /// Mork's task types.
 pub const TASK_TYPES: [&str; 4] = [
@@ -27,50 +30,52 @@ pub const TASK_TYPES: [&str; 4] = [
     "delete_user",
 ];
 
-/// The most task states kept (the oldest go first).
-const KEPT: usize = 10_000;
+/// How long a task's status is kept.
+pub const KEPT_FOR: std::time::Duration = std::time::Duration::from_secs(30 * 86_400);
+/// A task unfinished for this long was lost with the process that ran it.
+pub const LOST_AFTER: std::time::Duration = std::time::Duration::from_secs(6 * 3600);
 /// Tasks running at once; more wait their turn (each may scan the whole source).
 const RUNNING: usize = 2;
 
-/// A task's Celery state, and why it failed.
-type TaskState = (&'static str, Option<String>);
-
-/// Task states by id.
+/// The tasks this process runs: at most [`RUNNING`] at once.
 pub struct Tasks {
-    states: Mutex<(HashMap<String, TaskState>, VecDeque<String>)>,
     running: tokio::sync::Semaphore,
 }
 
 impl Default for Tasks {
     fn default() -> Self {
         Self {
-            states: Mutex::default(),
             running: tokio::sync::Semaphore::new(RUNNING),
         }
     }
 }
 
-impl Tasks {
-    fn set(&self, id: &str, status: &'static str, error: Option<String>) {
-        if let Ok(mut guard) = self.states.lock() {
-            let (states, order) = &mut *guard;
-            if states.insert(id.to_string(), (status, error)).is_none() {
-                order.push_back(id.to_string());
-                while order.len() > KEPT {
-                    if let Some(old) = order.pop_front() {
-                        states.remove(&old);
-                    }
-                }
-            }
-        }
+/// Records `task`'s status now; a store that fails is logged (the task still runs).
+async fn record(state: &ApiState, task: &mut TaskRow, status: &str, error: Option<String>) {
+    let now = state.clock.now();
+    task.status = status.to_string();
+    task.error = error;
+    task.updated_at = now;
+    let forget = crate::domain::before(now, KEPT_FOR);
+    if let Err(e) = state.store.save_task(task, forget).await {
+        tracing::warn!(task = %task.id, status, error = %e, "a task's status was not recorded");
     }
+}
 
-    fn get(&self, id: &str) -> TaskState {
-        self.states
-            .lock()
-            .ok()
-            .and_then(|guard| guard.0.get(id).cloned())
-            .unwrap_or(("PENDING", None))
+/// Celery's state of a task as the store holds it at `now`, and why it failed.
+fn reported(task: Option<TaskRow>, now: chrono::DateTime<chrono::Utc>) -> (String, Option<String>) {
+    match task {
+        None => ("PENDING".into(), None),
+        Some(t)
+            if matches!(t.status.as_str(), "PENDING" | "STARTED")
+                && t.updated_at < crate::domain::before(now, LOST_AFTER) =>
+        {
+            (
+                "FAILURE".into(),
+                Some("lost: the process running it stopped before it finished".into()),
+            )
+        }
+        Some(t) => (t.status, t.error),
     }
 }
 
@@ -148,20 +153,34 @@ pub async fn create(
         .mork());
     };
     let id = uuid::Uuid::new_v4().to_string();
-    state.tasks.set(&id, "PENDING", None);
+    let now = state.clock.now();
+    let mut row = TaskRow {
+        id: id.clone(),
+        kind: task.kind.clone(),
+        status: "PENDING".into(),
+        error: None,
+        actor: caller.actor(),
+        created_at: now,
+        updated_at: now,
+    };
+    // Recorded before the answer, so its status is known as soon as its id is.
+    state
+        .store
+        .save_task(&row, crate::domain::before(now, KEPT_FOR))
+        .await
+        .map_err(|e| ApiError::internal("recording a task", &e).mork())?;
     let run_state = state.clone();
-    let run_id = id.clone();
-    let actor = caller.actor();
     tokio::spawn(async move {
         let Ok(_turn) = run_state.tasks.running.acquire().await else {
             return;
         };
-        run_state.tasks.set(&run_id, "STARTED", None);
+        record(&run_state, &mut row, "STARTED", None).await;
+        let actor = row.actor.clone();
         match run(&run_state, &source, &key, task, &actor).await {
-            Ok(()) => run_state.tasks.set(&run_id, "SUCCESS", None),
+            Ok(()) => record(&run_state, &mut row, "SUCCESS", None).await,
             Err(why) => {
-                tracing::warn!(task = %run_id, error = %why, "task failed");
-                run_state.tasks.set(&run_id, "FAILURE", Some(why));
+                tracing::warn!(task = %row.id, error = %why, "task failed");
+                record(&run_state, &mut row, "FAILURE", Some(why)).await;
             }
         }
     });
@@ -279,7 +298,12 @@ pub async fn status(
     if !caller.reads_all() {
         return Err(ApiError::forbidden("a service key has no tasks").mork());
     }
-    let (status, error) = state.tasks.get(&id);
+    let task = state
+        .store
+        .task(&id)
+        .await
+        .map_err(|e| ApiError::internal("reading a task", &e).mork())?;
+    let (status, error) = reported(task, state.clock.now());
     let mut body = json!({"id": id, "status": status});
     if let Some(error) = error {
         body["error"] = json!(error);

@@ -117,6 +117,11 @@ macro_rules! embedded_migrator {
                 "rules",
                 include_str!(concat!("../../migrations/", $dir, "/0011_rules.sql")),
             ),
+            (
+                12,
+                "tasks",
+                include_str!(concat!("../../migrations/", $dir, "/0012_tasks.sql")),
+            ),
         ])
     };
 }

@@ -15,6 +15,7 @@ mod postgres;
 mod rows;
 pub(crate) mod sql;
 mod sqlite;
+pub(crate) mod tasks;
 mod types;
 
 /// Operator actions are domain rules; re-exported for the callers of [`Store::operate`].
@@ -30,6 +31,7 @@ pub use overview::{DayCount, OpenState};
 pub use postgres::PgStore;
 pub(crate) use rows::{claimed_columns, event_columns, retirement_columns};
 pub use sqlite::SqliteStore;
+pub use tasks::TaskRow;
 pub use types::{
     ActionResult, Applied, AuditFilter, AuditRow, Claimed, EnqueueOptions, EnqueueOutcome, Event,
     EventRow, ListFilter, Lookup, NewRetirement, Retirement, ScanRecord, Step, Wakeup,
@@ -243,6 +245,17 @@ pub trait Store: Send + Sync {
 
     /// The latest `limit` scan runs, newest first.
     fn recent_scans(&self, limit: i64) -> BoxFuture<'_, Result<Vec<ScanRecord>, StoreError>>;
+
+    /// Records a Mork task's status (inserted, or updated by id), and forgets the tasks
+    /// started before `forget_before`.
+    fn save_task<'a>(
+        &'a self,
+        task: &'a TaskRow,
+        forget_before: DateTime<Utc>,
+    ) -> BoxFuture<'a, Result<(), StoreError>>;
+
+    /// A Mork task by id.
+    fn task<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<Option<TaskRow>, StoreError>>;
 
     /// The acknowledgement rows of these retirements, by retirement then service.
     fn acks_of<'a>(&'a self, ids: &'a [i64]) -> BoxFuture<'a, Result<Vec<ServiceAck>, StoreError>>;

@@ -110,6 +110,8 @@ impl Store for PgStore {
         day: "to_char(at AT TIME ZONE 'UTC', 'YYYY-MM-DD')",
     }
 
+    super::tasks::task_methods! {}
+
     fn backend(&self) -> Backend {
         Backend::Postgres
     }

@@ -129,6 +129,8 @@ impl Store for SqliteStore {
         day: "substr(at, 1, 10)",
     }
 
+    super::tasks::task_methods! {}
+
     fn backend(&self) -> Backend {
         Backend::Sqlite
     }
