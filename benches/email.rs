@@ -252,7 +252,9 @@ async fn bench() -> anyhow::Result<()> {
     );
     println!("peak RSS: {} MB", common::peak_rss_mb());
     println!(
-        "RESULT bench=email ours={ours:.0} baseline={baseline:.0} ratio={:.2} rate_error_pct={error_pct:.2}",
+        // The baseline, bare lettre over the same SMTP sink, is the limit as well.
+        "RESULT bench=email ours={ours:.0} baseline={baseline:.0} ratio={:.2} limit={baseline:.0} ratio_limit={:.2} rate_error_pct={error_pct:.2}",
+        ours / baseline,
         ours / baseline
     );
     Ok(())

@@ -1,7 +1,9 @@
 //! `cargo bench --bench sql_delete`: retire 10,000 typical users (about 100 rows each) of
 //! the edX-like fixture on the local MariaDB through the sql_delete handler, batches of 500.
 //! Baseline in the same run: the same plan, one user per transaction, one statement per
-//! table (what per-user tools do at best). heavy_ms: one learner with 10,000
+//! table (what per-user tools do at best). Limit, in the same run: the plan's per-table
+//! DELETE/UPDATE statements for batches of the same size issued directly, one transaction
+//! per batch, no lock, re-check, protect check or counting: the cost of the SQL alone. heavy_ms: one learner with 10,000
 //! courseware_studentmodule rows and 20,000 history rows, alone.
 //! The admin URL comes from `LETHE_BENCH_MYSQL_URL` (default: local `test` database).
 
@@ -13,12 +15,16 @@ mod common;
 use anyhow::Context;
 use lethe::config::Config;
 use lethe::sql::Dialect;
+use lethe::sql::plan::{Action, Plan, Value};
+use lethe::sql::render;
 use lethe::sql::target::{Subject, Target};
 use sqlx::Connection;
 use std::time::Instant;
 
-const USERS: i64 = 10_000;
+const USERS: i64 = 15_000;
 const BASELINE_USERS: i64 = 1_000;
+/// Users 1..=BASELINE_USERS go to the baseline, then OURS_USERS to lethe, the rest to the limit.
+const OURS_USERS: i64 = 9_000;
 const BATCH: usize = 500;
 const CONCURRENCY: usize = 2;
 const HEAVY: i64 = 99_999;
@@ -168,41 +174,44 @@ async fn run(admin: &str, name: &str) -> anyhow::Result<()> {
         started.elapsed().as_secs_f64()
     );
 
+    // The limit, before ours (ours then runs on the database the limit's deletions left).
+    let limit_ids: Vec<i64> = (BASELINE_USERS + OURS_USERS + 1..=USERS).collect();
+    let raw = sqlx::mysql::MySqlPoolOptions::new()
+        .max_connections(CONCURRENCY as u32)
+        .connect(&url)
+        .await?;
+    let check = raw.clone();
+    let plan = std::sync::Arc::new(target.plan.clone());
+    let limit = batches(&limit_ids, move |chunk| {
+        let (raw, plan) = (raw.clone(), plan.clone());
+        async move { raw_batch(&raw, &plan, &chunk).await.map(|()| chunk.len()) }
+    })
+    .await?;
+    let left: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM auth_user WHERE id BETWEEN ? AND ?")
+        .bind(limit_ids[0])
+        .bind(USERS)
+        .fetch_one(&check)
+        .await?;
+    anyhow::ensure!(left == 0, "limit: {left} users left");
+    println!(
+        "limit: {} users, the plan's statements alone, batches of {BATCH}, {CONCURRENCY} at once = {limit:.0} users/s",
+        limit_ids.len()
+    );
+
     // Ours: the rest in batches.
-    let ours_ids: Vec<i64> = (BASELINE_USERS + 1..=USERS).collect();
+    let ours_ids: Vec<i64> = (BASELINE_USERS + 1..=BASELINE_USERS + OURS_USERS).collect();
     // Batches in flight at once, as the driver runs them (driver.concurrency).
     let target = std::sync::Arc::new(target);
-    let next = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let chunks: std::sync::Arc<Vec<Vec<i64>>> =
-        std::sync::Arc::new(ours_ids.chunks(BATCH).map(<[i64]>::to_vec).collect());
-    let started = Instant::now();
-    let mut workers = tokio::task::JoinSet::new();
-    for _ in 0..CONCURRENCY {
-        let (target, next, chunks) = (target.clone(), next.clone(), chunks.clone());
-        workers.spawn(async move {
-            let mut retired = 0;
-            while let Some(chunk) =
-                chunks.get(next.fetch_add(1, std::sync::atomic::Ordering::Relaxed))
-            {
-                let report = target.retire(&subjects(chunk.iter().copied())).await?;
-                retired += report.subjects.values().filter(|r| r.deleted_now()).count();
-            }
-            anyhow::Ok(retired)
-        });
-    }
-    let mut retired = 0;
-    while let Some(done) = workers.join_next().await {
-        retired += done??;
-    }
-    let elapsed = started.elapsed().as_secs_f64();
-    anyhow::ensure!(
-        retired == ours_ids.len(),
-        "ours retired {retired} of {}",
-        ours_ids.len()
-    );
-    let ours = ours_ids.len() as f64 / elapsed;
+    let ours = batches(&ours_ids, move |chunk| {
+        let target = target.clone();
+        async move {
+            let report = target.retire(&subjects(chunk.iter().copied())).await?;
+            Ok(report.subjects.values().filter(|r| r.deleted_now()).count())
+        }
+    })
+    .await?;
     println!(
-        "ours: {} users in batches of {BATCH}, {CONCURRENCY} at once, in {elapsed:.2}s = {ours:.0} users/s",
+        "ours: {} users in batches of {BATCH}, {CONCURRENCY} at once = {ours:.0} users/s",
         ours_ids.len()
     );
 
@@ -210,9 +219,74 @@ async fn run(admin: &str, name: &str) -> anyhow::Result<()> {
     println!("rows left: {left} (the kept, nullified rows of others only)");
     println!("peak RSS: {} MB", common::peak_rss_mb());
     println!(
-        "RESULT bench=sql_delete ours={ours:.0} baseline={baseline:.0} ratio={:.2} heavy_ms={heavy_ms}",
-        ours / baseline
+        "RESULT bench=sql_delete ours={ours:.0} baseline={baseline:.0} ratio={:.2} limit={limit:.0} ratio_limit={:.2} heavy_ms={heavy_ms}",
+        ours / baseline,
+        ours / limit
     );
+    Ok(())
+}
+
+/// Runs `batch` over `ids` in chunks of `BATCH`, `CONCURRENCY` at once; users per second.
+async fn batches<F, Fut>(ids: &[i64], batch: F) -> anyhow::Result<f64>
+where
+    F: Fn(Vec<i64>) -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future<Output = anyhow::Result<usize>> + Send,
+{
+    let next = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let chunks: std::sync::Arc<Vec<Vec<i64>>> =
+        std::sync::Arc::new(ids.chunks(BATCH).map(<[i64]>::to_vec).collect());
+    let started = Instant::now();
+    let mut workers = tokio::task::JoinSet::new();
+    for _ in 0..CONCURRENCY {
+        let (batch, next, chunks) = (batch.clone(), next.clone(), chunks.clone());
+        workers.spawn(async move {
+            let mut done = 0;
+            while let Some(chunk) =
+                chunks.get(next.fetch_add(1, std::sync::atomic::Ordering::Relaxed))
+            {
+                done += batch(chunk.clone()).await?;
+            }
+            anyhow::Ok(done)
+        });
+    }
+    let mut done = 0;
+    while let Some(joined) = workers.join_next().await {
+        done += joined??;
+    }
+    anyhow::ensure!(done == ids.len(), "{done} of {} users retired", ids.len());
+    Ok(ids.len() as f64 / started.elapsed().as_secs_f64())
+}
+
+/// One batch of the limit: the plan's statements for `ids` in one transaction, nothing else.
+async fn raw_batch(pool: &sqlx::MySqlPool, plan: &Plan, ids: &[i64]) -> anyhow::Result<()> {
+    let mut tx = pool.begin().await?;
+    let statements = plan
+        .steps
+        .iter()
+        .filter(|step| !matches!(step.action, Action::Protect))
+        .map(|step| render::step(Dialect::MySql, plan, step, ids.len()))
+        .chain(std::iter::once(render::delete_roots(
+            Dialect::MySql,
+            plan,
+            ids.len(),
+        )));
+    for rendered in statements {
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(rendered.sql));
+        for value in &rendered.leading {
+            query = match value {
+                Value::Int(n) => query.bind(*n),
+                Value::Text(t) => query.bind(t.clone()),
+                Value::Null => query.bind(None::<i64>),
+            };
+        }
+        for _ in 0..rendered.id_lists {
+            for id in ids {
+                query = query.bind(*id);
+            }
+        }
+        query.execute(&mut *tx).await?;
+    }
+    tx.commit().await?;
     Ok(())
 }
 
