@@ -3,7 +3,9 @@
 //! events over the last 60 days, 200 scan runs. Times `GET /ui` in-process (session cookie,
 //! store queries, SVG chart, HTML) one request after another.
 //!
-//! Baseline in the same run: the dashboard's four store reads issued directly (no HTML).
+//! Baseline in the same run: the dashboard's four store reads issued directly (no HTML),
+//! the chart's over all its 30 days each time (the page reads the days before yesterday
+//! once a day: they no longer change).
 //! One untimed round of each warms PostgreSQL's buffers; then rounds alternate; the best of
 //! each is compared. The last line is the `RESULT ...` line.
 

@@ -314,6 +314,18 @@ async fn the_dashboard_shows_what_the_store_holds(kind: Kind) {
     assert!(page.body.contains("<rect class=\"cancelled\""));
     assert!(page.body.contains("exceed max_new_per_scan = 100"));
     assert!(page.body.contains("Driver: running."));
+    // Days later the abort has left the days read live for the cached closed days: still
+    // counted once, on its own day.
+    for days in [1, 2, 3] {
+        console.clock.advance(chrono::Duration::days(1));
+        let cookie = console.sign_in("key-ops").await;
+        let later = console.get("/ui", &cookie).await;
+        assert!(
+            later.body.contains("1 in all, at most 1 in a day"),
+            "{days} days later: {}",
+            later.body
+        );
+    }
     // The oldest open retirement of each state links to its page.
     let oldest = console.retirement(ids[2]).await.public_id;
     assert!(page.body.contains(&format!("/ui/retirements/{oldest}")));

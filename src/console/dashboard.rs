@@ -13,6 +13,60 @@ const CHART_DAYS: u32 = 30;
 /// Scan runs listed.
 const SCANS: i64 = 10;
 
+/// The chart's counts of the days before yesterday, as read on `today`. Events are
+/// append-only and stamped when written, so a day two days gone no longer changes: it is
+/// read once a day instead of on every page (on a large store most of the chart's rows).
+pub(super) struct ClosedDays {
+    today: chrono::NaiveDate,
+    counts: Vec<crate::store::DayCount>,
+}
+
+/// The chart's counts since the start of the day `CHART_DAYS - 1` days before `now`'s:
+/// the closed days from the cache (read again when the day changes), yesterday and today
+/// from the store.
+async fn chart_counts(
+    state: &ConsoleState,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<Vec<crate::store::DayCount>, crate::store::StoreError> {
+    let today = now.date_naive();
+    let start_of = |days_back: u32| {
+        today
+            .checked_sub_days(chrono::Days::new(days_back.into()))
+            .unwrap_or(today)
+            .and_hms_opt(0, 0, 0)
+            .unwrap_or_default()
+            .and_utc()
+    };
+    let (first, yesterday) = (start_of(CHART_DAYS - 1), start_of(1));
+    let cached = state.closed_days.lock().ok().and_then(|c| {
+        c.as_ref()
+            .filter(|c| c.today == today)
+            .map(|c| c.counts.clone())
+    });
+    let mut counts = match cached {
+        Some(counts) => counts,
+        None => {
+            let cut = yesterday.format("%Y-%m-%d").to_string();
+            let closed: Vec<_> = state
+                .store
+                .transitions_by_day(first)
+                .await?
+                .into_iter()
+                .filter(|c| c.day < cut)
+                .collect();
+            if let Ok(mut cache) = state.closed_days.lock() {
+                *cache = Some(ClosedDays {
+                    today,
+                    counts: closed.clone(),
+                });
+            }
+            closed
+        }
+    };
+    counts.extend(state.store.transitions_by_day(yesterday).await?);
+    Ok(counts)
+}
+
 /// `GET /ui`.
 pub(super) async fn page(State(state): State<Arc<ConsoleState>>, headers: HeaderMap) -> Page {
     let session = match state.session(&headers) {
@@ -20,15 +74,11 @@ pub(super) async fn page(State(state): State<Arc<ConsoleState>>, headers: Header
         Err(page) => return page,
     };
     let now = state.clock.now();
-    let since = crate::domain::before(
-        now,
-        std::time::Duration::from_secs(u64::from(CHART_DAYS) * 86_400),
-    );
     let store = state.store.as_ref();
     let read = futures_util::future::join4(
         crate::ops::stats(store, Some(&state.graph)),
         store.open_by_state(),
-        store.transitions_by_day(since),
+        chart_counts(&state, now),
         store.recent_scans(SCANS),
     )
     .await;

@@ -42,6 +42,8 @@ pub struct ConsoleState {
     /// Whether this process runs the driver (`lethe run`) or only serves (`lethe serve`).
     pub runs_driver: bool,
     signer: Signer,
+    /// The chart's closed days, read once a day (see `dashboard::ClosedDays`).
+    closed_days: std::sync::Mutex<Option<dashboard::ClosedDays>>,
 }
 
 impl ConsoleState {
@@ -65,6 +67,7 @@ impl ConsoleState {
             hash_key: None,
             runs_driver: false,
             signer,
+            closed_days: std::sync::Mutex::new(None),
         }
     }
 
