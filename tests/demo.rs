@@ -571,6 +571,11 @@ async fn with_smtp_the_mail_goes_there_and_with_listen_the_api_serves_there_unti
     }
     assert!(!out.contains("written under mail/"), "{out}");
     assert_eq!(get(port, "/healthz"), "HTTP/1.1 200 OK");
+    assert_eq!(get(port, "/ui/signin"), "HTTP/1.1 200 OK");
+    assert!(
+        out.contains(&format!("the console: http://127.0.0.1:{port}/ui")),
+        "{out}"
+    );
 
     // Everyone opened was warned; all but the returning user reminded; eight inactive
     // and two unverified deleted.

@@ -202,6 +202,10 @@ pub(crate) async fn demo(args: DemoArgs, store: Option<String>) -> Outcome {
         );
         out!("  read-only (auditor) key: {}", finished.auditor_key);
         out!(
+            "  the console: {}/ui (sign in with that key)",
+            finished.api_url
+        );
+        out!(
             "  curl -H 'X-API-Key: {}' {}/v1/stats",
             finished.auditor_key,
             finished.api_url

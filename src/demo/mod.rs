@@ -392,12 +392,21 @@ pub async fn run(options: &Options, progress: &dyn Progress) -> Result<Finished,
         .with_source(Some(Arc::new(reader)))
         .with_hash_key(Some(key.clone())),
     );
+    // The console too: the auditor key the demo prints signs in to it.
+    let console = crate::console::ConsoleState::new(
+        store.clone(),
+        pipeline.clone(),
+        graph.clone(),
+        Arc::new(crate::clock::SystemClock),
+    )
+    .with_hash_key(Some(key.clone()))
+    .with_driver(true);
     let api = {
         let mut stopped = stopped.clone();
         tokio::spawn(crate::api::serve(
             api_listener,
             api_state,
-            axum::Router::new(),
+            crate::console::router(Arc::new(console)),
             async move {
                 let _ = stopped.wait_for(|s| *s).await;
             },
