@@ -9,11 +9,11 @@ mod common;
 use common::operator::Operator;
 use common::smtp::SmtpServer;
 use common::target::Fixture;
-use common::{Kind, TestDb, exec, repo_root, scalar};
+use common::{Kind, TestDb, exec, mocks, repo_root, scalar};
 use lethe::sql::Dialect;
 use std::path::{Path, PathBuf};
-use wiremock::matchers::{header, method, path};
-use wiremock::{Mock, MockServer, ResponseTemplate};
+use wiremock::matchers::method;
+use wiremock::{Mock, ResponseTemplate};
 
 const SECRET: &str = "whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD";
 const ACTIVE: i64 = 200;
@@ -86,25 +86,8 @@ async fn the_edx_preset_takes_every_inactive_user_to_complete() {
     .await;
     let store = TestDb::new(Kind::Postgres).await;
     let smtp = SmtpServer::start().await;
-    let sarbacane = MockServer::start().await;
-    for (at, id) in [("/v1/lists", "l1"), ("/v1/blacklists", "b1")] {
-        Mock::given(method("GET"))
-            .and(path(at))
-            .and(header("apikey", "key-1"))
-            .respond_with(ResponseTemplate::new(200).set_body_json(serde_json::json!([{"id": id}])))
-            .mount(&sarbacane)
-            .await;
-    }
-    Mock::given(method("DELETE"))
-        .respond_with(ResponseTemplate::new(200))
-        .mount(&sarbacane)
-        .await;
-    let joanie = MockServer::start().await;
-    Mock::given(method("POST"))
-        .and(path("/hook"))
-        .respond_with(ResponseTemplate::new(204))
-        .mount(&joanie)
-        .await;
+    let sarbacane = mocks::sarbacane("key-1").await;
+    let joanie = mocks::webhook_receiver().await;
     Mock::given(method("GET"))
         .respond_with(ResponseTemplate::new(405))
         .mount(&joanie)

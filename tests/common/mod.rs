@@ -5,7 +5,10 @@
 pub mod browser;
 pub mod edx;
 pub mod history;
+pub mod invariants;
+pub mod mocks;
 pub mod operator;
+pub mod proxy;
 pub mod services;
 pub mod smtp;
 pub mod target;
